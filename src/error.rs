@@ -1,0 +1,87 @@
+//! The library's one error type. Every variant names what failed: the key, tensor, limit or file.
+
+use thiserror::Error;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in bonsai-wgpu, from a hostile GGUF file to a missing GPU feature.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading a file failed (open, mmap, read).
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The bytes are not a GGUF file we can read: bad magic, version, truncation, absurd counts.
+    #[error("invalid GGUF: {0}")]
+    Gguf(String),
+
+    /// A metadata key the model needs is absent.
+    #[error("GGUF metadata key `{0}` is missing")]
+    MissingKey(String),
+
+    /// A metadata key has the wrong type or an unusable value.
+    #[error("GGUF metadata key `{key}`: {reason}")]
+    BadKey { key: String, reason: String },
+
+    /// A tensor the model needs is absent.
+    #[error("tensor `{0}` is missing")]
+    MissingTensor(String),
+
+    /// A tensor has the wrong type, shape, or its data lies outside the file.
+    #[error("tensor `{name}`: {reason}")]
+    BadTensor { name: String, reason: String },
+
+    /// A GGML tensor type this crate does not know or cannot use here.
+    #[error("tensor `{name}` has unsupported GGML type {ggml_type}")]
+    UnsupportedType { name: String, ggml_type: u32 },
+
+    /// `general.architecture` names a model family this crate does not run.
+    #[error("unsupported architecture `{0}` (bonsai-wgpu runs `qwen3`)")]
+    UnsupportedArchitecture(String),
+
+    /// Building or using the tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// Rendering the chat template failed.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
+    /// The tokens do not fit in the KV cache / context.
+    #[error("context overflow: {needed} tokens needed but the context holds {capacity}")]
+    ContextOverflow { needed: usize, capacity: usize },
+
+    /// A token id is outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: u32, n_vocab: usize },
+
+    /// No usable GPU adapter was found, or the one found cannot run the model.
+    #[error("GPU adapter: {0}")]
+    Adapter(String),
+
+    /// Requesting the device failed, or it was lost.
+    #[error("GPU device: {0}")]
+    Device(String),
+
+    /// A model or buffer exceeds what the adapter allows.
+    #[error("GPU limit `{limit}` exceeded: need {needed}, adapter allows {allowed}")]
+    Limit {
+        limit: &'static str,
+        needed: u64,
+        allowed: u64,
+    },
+
+    /// A GPU operation (map, submit, validation) failed.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
+    /// An argument from the caller is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}

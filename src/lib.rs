@@ -1,0 +1,5 @@
+//! bonsai-wgpu runs PrismML's Bonsai 1-bit (Q1_0) Qwen3 language models on any GPU through wgpu.
+
+pub mod error;
+
+pub use error::{Error, Result};
