@@ -3,3 +3,6 @@
 pub mod error;
 
 pub use error::{Error, Result};
+pub mod config;
+pub mod cpu;
+pub mod engine;
