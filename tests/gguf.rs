@@ -250,3 +250,45 @@ fn open_reports_missing_file() {
         "{err}"
     );
 }
+
+#[test]
+fn truncated_fixture_is_an_error_not_a_panic() {
+    let bytes = std::fs::read(TINY).unwrap();
+    let g = Gguf::from_bytes(bytes.clone()).unwrap();
+    let data_offset = g.data_offset() as usize;
+    let data_end = g
+        .tensors()
+        .iter()
+        .map(|t| data_offset + (t.offset + t.n_bytes) as usize)
+        .max()
+        .unwrap();
+    // Inside the header, the token array, the merges, the tensor infos, and the data.
+    let mut cuts: Vec<usize> = (0..64).collect();
+    cuts.extend((1..60).map(|i| i * data_offset / 60));
+    cuts.extend([data_offset - 1, data_offset, data_offset + 1, data_end - 1]);
+    for cut in cuts {
+        assert!(
+            Gguf::from_bytes(bytes[..cut].to_vec()).is_err(),
+            "cut at {cut} parsed"
+        );
+    }
+}
+
+#[test]
+fn fixture_q1_0_rows_dequantize_to_plus_minus_scale() {
+    use bonsai_wgpu::quant::{BlockQ1_0, dequantize_row};
+    let g = Gguf::open(TINY).unwrap();
+    let t = g.tensor_info("blk.0.attn_q.weight").unwrap();
+    let data = g.tensor_data(&t.name).unwrap();
+    let row_bytes = t.row_bytes() as usize;
+    assert_eq!(row_bytes, 2 * 18);
+    let blocks: &[BlockQ1_0] = bytemuck::cast_slice(data);
+    assert_eq!(blocks.len(), 2 * 512);
+    let mut row = vec![0.0f32; 256];
+    dequantize_row(GgmlType::Q1_0, &data[..row_bytes], &mut row).unwrap();
+    for (b, vals) in blocks[..2].iter().zip(row.chunks(128)) {
+        let d = b.scale();
+        assert!(d.is_finite() && d != 0.0);
+        assert!(vals.iter().all(|&v| v == d || v == -d));
+    }
+}
