@@ -292,3 +292,25 @@ fn fixture_q1_0_rows_dequantize_to_plus_minus_scale() {
         assert!(vals.iter().all(|&v| v == d || v == -d));
     }
 }
+
+#[test]
+fn writer_streams_to_a_file_that_open_maps() {
+    let dir = std::env::temp_dir().join(format!("bonsai-gguf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rt.gguf");
+    let data: Vec<u8> = (0..1024 * 18).map(|i| (i % 251) as u8).collect();
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", "qwen3");
+    w.add_tensor("big", vec![1024, 128], GgmlType::Q1_0, data.clone());
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    w.write_to(&mut f).unwrap();
+    drop(f);
+    let g = Gguf::open(&path).unwrap();
+    assert_eq!(g.tensor_data("big").unwrap(), &data[..]);
+    assert_eq!(g.bytes(), &w.to_bytes()[..]);
+    // An empty file is an error, not a failed mmap.
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(Gguf::open(&empty), Err(Error::Truncated { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
