@@ -289,3 +289,25 @@ fn bad_tensor_infos() {
     r.u64(1 << 40);
     assert!(matches!(parse(r.data(64)), Error::Truncated { .. }));
 }
+
+#[test]
+fn metadata_element_budget_bounds_memory() {
+    use bonsai_wgpu::gguf::MAX_METADATA_ELEMENTS;
+    // 2^24 + 1 one-byte elements in two arrays: a 16 MiB file that would expand 32-fold.
+    let half = MAX_METADATA_ELEMENTS / 2 + 1;
+    let mut r = Raw::header(3, 0, 2);
+    for key in ["a", "b"] {
+        r.str(key).u32(9).u32(0).u64(half);
+        r.0.resize(r.0.len() + half as usize, 7);
+    }
+    assert!(matches!(parse(r.0), Error::BadKey { key, .. } if key == "b"));
+    // Exactly at the budget is fine.
+    let mut r = Raw::header(3, 0, 1);
+    r.str("a").u32(9).u32(0).u64(MAX_METADATA_ELEMENTS);
+    r.0.resize(r.0.len() + MAX_METADATA_ELEMENTS as usize, 7);
+    let g = Gguf::from_bytes(r.0).unwrap();
+    assert_eq!(
+        g.get("a").unwrap().as_array().unwrap().len() as u64,
+        MAX_METADATA_ELEMENTS
+    );
+}
