@@ -22,7 +22,7 @@ pub enum Error {
     Gguf(String),
 
     /// The bytes do not start with the GGUF magic `GGUF`.
-    #[error("not a GGUF file: magic bytes are {0:02x?}, expected \"GGUF\"")]
+    #[error("not a GGUF file: it starts with \"{}\", expected \"GGUF\"", .0.escape_ascii())]
     BadMagic([u8; 4]),
 
     /// A GGUF version this crate cannot read (it reads versions 2 and 3).

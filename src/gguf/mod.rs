@@ -23,6 +23,9 @@ pub const GGUF_DEFAULT_ALIGNMENT: u64 = 32;
 pub const GGML_MAX_DIMS: usize = 4;
 /// How deep arrays may nest inside metadata values (arrays of arrays of ...).
 pub const MAX_ARRAY_DEPTH: usize = 8;
+/// The most array elements all metadata may hold together (real models hold under a million:
+/// tokens, merges, token types). Bounds the memory a small hostile file can make the reader use.
+pub const MAX_METADATA_ELEMENTS: u64 = 1 << 24;
 
 /// A GGML tensor element type. Discriminants are the type ids stored in GGUF files.
 #[allow(non_camel_case_types)]

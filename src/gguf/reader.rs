@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::{
     GGML_MAX_DIMS, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufValue, GgufValueType,
-    MAX_ARRAY_DEPTH, TensorInfo,
+    MAX_ARRAY_DEPTH, MAX_METADATA_ELEMENTS, TensorInfo,
 };
 use crate::error::{Error, Result};
 
@@ -334,6 +334,7 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
 
     let mut metadata = Vec::with_capacity(n_kv as usize);
     let mut key_index = HashMap::with_capacity(n_kv as usize);
+    let mut element_budget = MAX_METADATA_ELEMENTS;
     for i in 0..n_kv {
         let key = read_string(&mut cur, || format!("key of metadata entry {i}"))?
             .ok_or_else(|| Error::Gguf(format!("key of metadata entry {i} is not UTF-8")))?;
@@ -350,7 +351,7 @@ fn parse(buf: &[u8]) -> Result<Parsed> {
             key: key.clone(),
             reason: format!("unknown value type {ty}"),
         })?;
-        let value = read_value(&mut cur, ty, 0, &key)?;
+        let value = read_value(&mut cur, ty, 0, &key, &mut element_budget)?;
         key_index.insert(key.clone(), metadata.len());
         metadata.push((key, value));
     }
@@ -410,11 +411,14 @@ fn read_string(cur: &mut Cursor<'_>, what: impl Fn() -> String) -> Result<Option
     Ok(std::str::from_utf8(bytes).ok().map(str::to_owned))
 }
 
+/// Reads one value of type `ty`. `budget` is how many more array elements the file may
+/// declare in all (see [`MAX_METADATA_ELEMENTS`]).
 fn read_value(
     cur: &mut Cursor<'_>,
     ty: GgufValueType,
     depth: usize,
     key: &str,
+    budget: &mut u64,
 ) -> Result<GgufValue> {
     let what = || format!("value of key `{key}`");
     let short = |s: Short| s.into_error(what);
@@ -461,9 +465,17 @@ fn read_value(
             // Every element needs at least min_size bytes: check before allocating.
             cur.ensure(n.saturating_mul(elem.min_size() as u64))
                 .map_err(|s| s.into_error(|| format!("{n} {elem} elements of key `{key}`")))?;
+            // Each element becomes a GgufValue of up to 32 bytes however few bytes it took in
+            // the file: the budget bounds that amplification.
+            *budget = budget.checked_sub(n).ok_or_else(|| Error::BadKey {
+                key: key.to_owned(),
+                reason: format!(
+                    "metadata arrays hold more than {MAX_METADATA_ELEMENTS} elements in all"
+                ),
+            })?;
             let mut items = Vec::with_capacity(n as usize);
             for _ in 0..n {
-                items.push(read_value(cur, elem, depth + 1, key)?);
+                items.push(read_value(cur, elem, depth + 1, key, budget)?);
             }
             GgufValue::Array(items)
         }
