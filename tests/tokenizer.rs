@@ -3,7 +3,7 @@
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gguf::{Gguf, GgufValue, GgufWriter};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::tokenizer::{Tokenizer, Utf8Stream};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -276,4 +276,40 @@ fn bad_metadata_is_a_typed_error() {
         matches!(&err, Error::BadKey { key, .. } if key == "tokenizer.ggml.tokens"),
         "{err}"
     );
+}
+
+#[test]
+fn utf8_stream_holds_back_split_characters() {
+    let tok = bonsai();
+    let text = " this is 🦙.cpp, ½ Äpfel — 我想在apple工作";
+    let ids = tok.encode(text, false).unwrap();
+    let mut stream = Utf8Stream::new();
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        pieces.push(stream.push(&tok.token_bytes(id).unwrap()));
+    }
+    assert!(!stream.has_pending());
+    assert_eq!(stream.finish(), "");
+    assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')), "{pieces:?}");
+    assert_eq!(pieces.concat(), text);
+    // The llama emoji arrives over three tokens: nothing, nothing, then the whole character.
+    let llama = ids.iter().position(|&i| i == 11162).unwrap();
+    assert_eq!(pieces[llama], " ");
+    assert_eq!(pieces[llama + 1], "");
+    assert_eq!(pieces[llama + 2], "🦙");
+
+    // Invalid bytes become U+FFFD; a truncated character is flushed by finish().
+    let mut s = Utf8Stream::new();
+    assert_eq!(s.push(b"a\xffb\xe2\x82"), "a\u{fffd}b");
+    assert!(s.has_pending());
+    assert_eq!(s.push(b"\xac"), "€");
+    assert_eq!(s.push(b"\xf0\x9f"), "");
+    assert_eq!(s.finish(), "\u{fffd}");
+}
+
+#[test]
+fn tokenizer_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Tokenizer>();
+    check::<bonsai_wgpu::chat_template::ChatTemplate>();
 }
