@@ -1,5 +1,6 @@
 //! bonsai-wgpu runs PrismML's Bonsai 1-bit (Q1_0) Qwen3 language models on any GPU through wgpu.
 
 pub mod error;
+pub mod gpu;
 
 pub use error::{Error, Result};

@@ -1,0 +1,203 @@
+//! Every GPU op against its CPU reference on random input (runs on lavapipe in CI).
+
+use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
+use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
+use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// f32 GPU sums (different order) vs f64 CPU sums: relative to the output's RMS.
+const MATVEC_TOL: f32 = 1e-5;
+
+fn ctx() -> GpuContext {
+    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
+}
+
+fn random_f32(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Random GGUF Q1_0 bytes for `[k, n]`: scales like real weights (0.005 .. 0.05), random signs.
+fn random_q1_0(rng: &mut StdRng, k: usize, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * k / 128 * 18);
+    for _ in 0..n * k / 128 {
+        let d = half::f16::from_f32(rng.random_range(0.005f32..0.05));
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
+/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+    let scale = (rms as f32).max(1e-30);
+    let (mut worst, mut worst_err) = (0, 0.0f32);
+    let mut sq_err = 0.0f64;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        sq_err += (err as f64).powi(2);
+        if err > worst_err || err.is_nan() {
+            (worst, worst_err) = (i, err);
+        }
+    }
+    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
+    eprintln!(
+        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
+        worst_err / scale
+    );
+    assert!(
+        worst_err / scale <= tol,
+        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
+        got[worst],
+        want[worst]
+    );
+}
+
+#[test]
+fn repack_q1_0_matches_gguf_blocks() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (k, n) = (384, 5); // 3 blocks per row, 15 in all: odd count pads the last scale word
+    let bytes = random_q1_0(&mut rng, k, n);
+    let (signs, scales) = repack_q1_0(&bytes, k, n).unwrap();
+    assert_eq!(signs.len(), n * k / 32);
+    assert_eq!(scales.len(), (n * k / 128).div_ceil(2));
+    for r in 0..n {
+        for j in 0..k {
+            let blk = (r * k + j) / 128;
+            let block = &bytes[blk * 18..blk * 18 + 18];
+            let d_bits = u16::from_le_bytes([block[0], block[1]]);
+            let bit = (block[2 + (j % 128) / 8] >> (j % 8)) & 1;
+            let word = signs[r * k / 32 + j / 32];
+            assert_eq!(
+                (word >> (j % 32)) & 1,
+                bit as u32,
+                "sign of row {r} weight {j}"
+            );
+            let half = (scales[blk / 2] >> (16 * (blk % 2))) as u16;
+            assert_eq!(half, d_bits, "scale of block {blk}");
+        }
+    }
+    assert!(repack_q1_0(&bytes[1..], k, n).is_err());
+    assert!(repack_q1_0(&bytes, 100, n).is_err());
+}
+
+/// Runs one matvec on the GPU: y (starting from `y0`) (=|+=) W x.
+fn gpu_matvec(
+    ctx: &GpuContext,
+    w: &Q1_0Weight,
+    x: &[f32],
+    y0: &[f32],
+    opts: MatvecOptions,
+) -> Vec<f32> {
+    let cache = PipelineCache::new();
+    let xb = storage_buffer_init(ctx, "x", x).unwrap();
+    let yb = storage_buffer_init(ctx, "y", y0).unwrap();
+    let op = MatvecQ1_0::new(ctx, &cache, w, &xb, &yb, opts).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    let t = std::time::Instant::now();
+    submit_kernels(ctx, "matvec", &kernels);
+    let out = pollster::block_on(read_buffer::<f32>(ctx, &yb, 0, y0.len())).unwrap();
+    eprintln!(
+        "matvec {}x{} {:?}: {:?}",
+        w.n,
+        w.k,
+        opts.reduce,
+        t.elapsed()
+    );
+    out
+}
+
+fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64) {
+    let ctx = ctx();
+    if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let y0 = if accumulate {
+        random_f32(&mut rng, n)
+    } else {
+        vec![0.0; n]
+    };
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        accumulate,
+        reduce,
+        max_groups_per_dim: 0,
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
+    let mut want = y0.clone();
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, accumulate);
+    assert_close(
+        &format!("matvec {k}x{n} {reduce:?} acc={accumulate}"),
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
+#[test]
+fn matvec_q1_0_shared_small() {
+    check_matvec(256, 100, Reduce::Shared, false, 2);
+}
+
+#[test]
+fn matvec_q1_0_subgroup_small() {
+    check_matvec(256, 100, Reduce::Subgroup, false, 3);
+}
+
+#[test]
+fn matvec_q1_0_shared_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Shared, false, 4);
+}
+
+#[test]
+fn matvec_q1_0_subgroup_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Subgroup, false, 5);
+}
+
+#[test]
+fn matvec_q1_0_k12288_both_reductions() {
+    check_matvec(12288, 512, Reduce::Shared, false, 6);
+    check_matvec(12288, 512, Reduce::Subgroup, false, 7);
+}
+
+#[test]
+fn matvec_q1_0_accumulate_residual() {
+    check_matvec(768, 256, Reduce::Shared, true, 8);
+    check_matvec(768, 256, Reduce::Subgroup, true, 9);
+}
+
+/// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
+/// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
+#[test]
+fn matvec_q1_0_split_parts_and_dispatch() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(10);
+    let (k, n) = (512, 1001);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    // 64 bytes of signs per row: 4 KiB -> 64 rows per part, 16 parts (last one short).
+    let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, 4096).unwrap();
+    assert_eq!(w.parts.len(), 16);
+    assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<usize>(), n);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    for reduce in [Reduce::Shared, Reduce::Subgroup] {
+        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+            continue;
+        }
+        let opts = MatvecOptions {
+            accumulate: false,
+            reduce,
+            max_groups_per_dim: 3,
+        };
+        let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+        assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
+    }
+}
