@@ -1,7 +1,13 @@
 //! Every GPU op against its CPU reference on random input (runs on lavapipe in CI).
 
+use bonsai_wgpu::gpu::op::storage_buffer;
 use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
+use bonsai_wgpu::gpu::ops::add::{self, Add};
+use bonsai_wgpu::gpu::ops::argmax::{self, Argmax};
+use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
+use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
+use bonsai_wgpu::gpu::ops::silu_mul::{self, SiluMul};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use rand::rngs::StdRng;
@@ -9,6 +15,15 @@ use rand::{Rng, SeedableRng};
 
 /// f32 GPU sums (different order) vs f64 CPU sums: relative to the output's RMS.
 const MATVEC_TOL: f32 = 1e-5;
+
+/// Embedding values are exact f16 scales: the GPU must reproduce them bit for bit.
+const EMBED_TOL: f32 = 0.0;
+/// f32 sum of squares in a different order, inverseSqrt vs f64 sqrt.
+const RMSNORM_TOL: f32 = 1e-5;
+/// GPU exp vs libm exp (WGSL allows a few ulp).
+const SILU_TOL: f32 = 1e-5;
+/// One f32 add, correctly rounded on both sides.
+const ADD_TOL: f32 = 0.0;
 
 fn ctx() -> GpuContext {
     pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
@@ -200,4 +215,138 @@ fn matvec_q1_0_split_parts_and_dispatch() {
         let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
+}
+
+fn read_f32(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(read_buffer::<f32>(ctx, b, 0, n)).unwrap()
+}
+
+#[test]
+fn embed_q1_0_gathers_rows_across_parts() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(20);
+    let (k, n_vocab) = (256, 300);
+    let bytes = random_q1_0(&mut rng, k, n_vocab);
+    // 32 bytes of signs per row, 1 KiB parts: 32 rows each, 10 parts.
+    let table =
+        Q1_0Weight::upload_with_limit(&ctx, "token_embd", &bytes, k, n_vocab, 1024).unwrap();
+    assert_eq!(table.parts.len(), 10);
+    let tokens: Vec<u32> = vec![0, 299, 31, 32, 150, 7];
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
+    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    submit_kernels(&ctx, "embed", &kernels);
+    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let mut want = vec![0.0; k * tokens.len()];
+    for (t, &tok) in tokens.iter().enumerate() {
+        embed_q1_0::run_cpu(&bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+    }
+    assert_close("embed", &got, &want, EMBED_TOL);
+}
+
+#[test]
+fn rmsnorm_vector_batch_and_inplace() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(21);
+    let eps = 1e-6;
+    for (n, rows) in [(2048usize, 1usize), (256, 7), (128, 16)] {
+        let x: Vec<f32> = random_f32(&mut rng, n * rows)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        let w = random_f32(&mut rng, n);
+        let mut want = vec![0.0; n * rows];
+        rmsnorm::run_cpu(&x, &w, eps, &mut want);
+        let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
+        let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+        let yb = storage_buffer(&ctx, "y", (4 * n * rows) as u64).unwrap();
+        let op = Rmsnorm::new(
+            &ctx,
+            &cache,
+            &wb,
+            Some(&xb),
+            &yb,
+            n as u32,
+            rows as u32,
+            eps,
+        )
+        .unwrap();
+        let inplace =
+            Rmsnorm::new(&ctx, &cache, &wb, None, &xb, n as u32, rows as u32, eps).unwrap();
+        submit_kernels(&ctx, "rmsnorm", &[&op.kernel, &inplace.kernel]);
+        assert_close(
+            &format!("rmsnorm {rows}x{n}"),
+            &read_f32(&ctx, &yb, n * rows),
+            &want,
+            RMSNORM_TOL,
+        );
+        assert_close(
+            &format!("rmsnorm in place {rows}x{n}"),
+            &read_f32(&ctx, &xb, n * rows),
+            &want,
+            RMSNORM_TOL,
+        );
+    }
+}
+
+#[test]
+fn silu_mul_and_add_elementwise() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(22);
+    let n = 6144 * 3 + 5; // a batch of 3 rows of n_ff plus a ragged tail
+    let gate: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 12.0).collect();
+    let up = random_f32(&mut rng, n);
+    let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
+    let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
+    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
+    let x0 = random_f32(&mut rng, n);
+    let xb2v = random_f32(&mut rng, n);
+    let x = storage_buffer_init(&ctx, "x", &x0).unwrap();
+    let xb2 = storage_buffer_init(&ctx, "xb2", &xb2v).unwrap();
+    let add_op = Add::new(&ctx, &cache, &x, &xb2, n as u32).unwrap();
+    submit_kernels(&ctx, "elementwise", &[&silu.kernel, &add_op.kernel]);
+    let mut want = gate.clone();
+    silu_mul::run_cpu(&mut want, &up);
+    assert_close("silu_mul", &read_f32(&ctx, &hb, n), &want, SILU_TOL);
+    let mut want = x0.clone();
+    add::run_cpu(&mut want, &xb2v);
+    assert_close("add", &read_f32(&ctx, &x, n), &want, ADD_TOL);
+}
+
+fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
+    let cache = PipelineCache::new();
+    let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
+    let op = Argmax::new(ctx, &cache, &lb, logits.len() as u32).unwrap();
+    submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
+    pollster::block_on(read_buffer::<u32>(ctx, &op.result, 0, 1)).unwrap()[0]
+}
+
+#[test]
+fn argmax_vocab_sized_with_ties() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(23);
+    let n = 151_669;
+    let mut logits: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 20.0).collect();
+    let t = std::time::Instant::now();
+    assert_eq!(gpu_argmax(&ctx, &logits), argmax::run_cpu(&logits));
+    eprintln!("argmax over {n}: {:?}", t.elapsed());
+    // Ties across workgroups and within one: the lowest index wins.
+    for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
+        logits[i] = 100.0;
+    }
+    logits[3] = f32::NAN;
+    logits[4] = f32::INFINITY;
+    let want = argmax::run_cpu(&logits);
+    assert_eq!(want, 4);
+    assert_eq!(gpu_argmax(&ctx, &logits), want);
+    logits[4] = f32::NEG_INFINITY;
+    assert_eq!(argmax::run_cpu(&logits), 5);
+    assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    // Small inputs: one workgroup in stage 1.
+    assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
+    assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
 }

@@ -19,7 +19,8 @@ const MIN_WORKGROUP_STORAGE_BYTES: u32 = 16384;
 /// How to choose the GPU.
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
-    /// Backends to consider; `None` = all compiled in (`BONSAI_WGPU_BACKEND` overrides).
+    /// Backends to consider; `None` = Vulkan/Metal/DX12/WebGPU, then GL if those have no usable
+    /// adapter (`BONSAI_WGPU_BACKEND` overrides).
     pub backends: Option<wgpu::Backends>,
     /// Adapter name substring, case-insensitive (`BONSAI_WGPU_ADAPTER` overrides).
     pub adapter_name: Option<String>,
@@ -149,18 +150,30 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 impl GpuContext {
     /// Chooses an adapter and creates the device. Errors name every adapter that was seen.
     pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
-        let backends = match env_var("BONSAI_WGPU_BACKEND") {
-            Some(name) => parse_backend(&name)?,
-            None => opts.backends.unwrap_or(wgpu::Backends::all()),
+        let requested = match env_var("BONSAI_WGPU_BACKEND") {
+            Some(name) => Some(parse_backend(&name)?),
+            None => opts.backends,
         };
         let name_filter = env_var("BONSAI_WGPU_ADAPTER")
             .or_else(|| opts.adapter_name.clone())
             .map(|s| s.to_lowercase());
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        let instance = wgpu::Instance::new(desc);
-        let adapter = Self::pick_adapter(&instance, backends, name_filter.as_deref(), opts).await?;
-        Self::from_adapter(adapter).await
+        // Without a request, try the primary APIs first; GL (noisy to probe, slower compute)
+        // only when none of them has a usable adapter.
+        let attempts = match requested {
+            Some(b) => vec![b],
+            None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
+        };
+        let mut last_err = None;
+        for backends in attempts {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = backends;
+            let instance = wgpu::Instance::new(desc);
+            match Self::pick_adapter(&instance, backends, name_filter.as_deref(), opts).await {
+                Ok(adapter) => return Self::from_adapter(adapter).await,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Adapter("no backend to try".into())))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -19,6 +19,11 @@ use crate::{Error, Result};
 pub enum Shader {
     MatvecQ1_0,
     MatvecQ1_0Subgroup,
+    EmbedQ1_0,
+    Rmsnorm,
+    SiluMul,
+    Add,
+    Argmax,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -37,6 +42,11 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0 => "matvec_q1_0",
             Shader::MatvecQ1_0Subgroup => "matvec_q1_0_subgroup",
+            Shader::EmbedQ1_0 => "embed_q1_0",
+            Shader::Rmsnorm => "rmsnorm",
+            Shader::SiluMul => "silu_mul",
+            Shader::Add => "add",
+            Shader::Argmax => "argmax",
         }
     }
 
@@ -45,6 +55,11 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0 => include_str!("../../shaders/matvec_q1_0.wgsl"),
             Shader::MatvecQ1_0Subgroup => include_str!("../../shaders/matvec_q1_0_subgroup.wgsl"),
+            Shader::EmbedQ1_0 => include_str!("../../shaders/embed_q1_0.wgsl"),
+            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
+            Shader::Add => include_str!("../../shaders/add.wgsl"),
+            Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
         }
     }
 
