@@ -35,7 +35,15 @@ pub struct ShaderNeeds {
 
 impl Shader {
     /// All shaders, for tests that validate every file.
-    pub const ALL: &'static [Shader] = &[Shader::MatvecQ1_0, Shader::MatvecQ1_0Subgroup];
+    pub const ALL: &'static [Shader] = &[
+        Shader::MatvecQ1_0,
+        Shader::MatvecQ1_0Subgroup,
+        Shader::EmbedQ1_0,
+        Shader::Rmsnorm,
+        Shader::SiluMul,
+        Shader::Add,
+        Shader::Argmax,
+    ];
 
     /// File stem in `shaders/`.
     pub fn name(self) -> &'static str {
