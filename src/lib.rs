@@ -1,6 +1,8 @@
 //! bonsai-wgpu runs PrismML's Bonsai 1-bit (Q1_0) Qwen3 language models on any GPU through wgpu.
 
 pub mod error;
+pub mod gguf;
 pub mod gpu;
+pub mod quant;
 
 pub use error::{Error, Result};
