@@ -350,3 +350,90 @@ fn argmax_vocab_sized_with_ties() {
     assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
     assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
 }
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/tiny-bonsai-dev.gguf"
+);
+
+/// The repacked layout, expanded on the CPU, equals quant.rs's dequantizer (an independent
+/// implementation) on every weight of a real tensor.
+#[test]
+fn repacked_layout_dequantizes_like_quant_rs() {
+    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+    let name = "blk.0.ffn_down.weight";
+    let info = gguf.tensor_info(name).unwrap();
+    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+    let bytes = gguf.tensor_data(name).unwrap();
+    let (signs, scales) = repack_q1_0(bytes, k, n).unwrap();
+    let mut want = vec![0.0f32; k * n];
+    bonsai_wgpu::quant::dequantize_row_q1_0(bytes, &mut want);
+    for (i, w) in want.iter().enumerate() {
+        let half = (scales[i / 256] >> (16 * ((i / 128) % 2))) as u16;
+        let d = half::f16::from_bits(half).to_f32();
+        let bit = (signs[i / 32] >> (i % 32)) & 1;
+        let got = if bit == 1 { d } else { -d };
+        assert_eq!(got, *w, "{name} weight {i} (row {}, col {})", i / k, i % k);
+    }
+}
+
+/// The tied head of the fixture (token_embd, 151,669 x 256) as a matvec, then argmax, and the
+/// embedding of a few real tokens: real vocab-sized shapes, checked against quant.rs.
+#[test]
+fn fixture_head_matvec_argmax_and_embedding() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+    let info = gguf.tensor_info("token_embd.weight").unwrap();
+    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+    assert_eq!((k, n), (256, 151_669));
+    let bytes = gguf.tensor_data("token_embd.weight").unwrap();
+    let table = Q1_0Weight::upload(&ctx, "token_embd", bytes, k, n).unwrap();
+    assert_eq!(table.gpu_bytes(), bytes.len() as u64);
+
+    let mut rng = StdRng::seed_from_u64(30);
+    let x = random_f32(&mut rng, k);
+    let row_bytes = k / 128 * 18;
+    let want: Vec<f32> = (0..n)
+        .map(|r| bonsai_wgpu::quant::dot_q1_0_f32(&bytes[r * row_bytes..(r + 1) * row_bytes], &x))
+        .collect();
+    for reduce in [Reduce::Shared, Reduce::Subgroup] {
+        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+            continue;
+        }
+        let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+        let logits = storage_buffer(&ctx, "logits", 4 * n as u64).unwrap();
+        let opts = MatvecOptions {
+            reduce,
+            ..Default::default()
+        };
+        let head = MatvecQ1_0::new(&ctx, &cache, &table, &xb, &logits, opts).unwrap();
+        let am = Argmax::new(&ctx, &cache, &logits, n as u32).unwrap();
+        let mut kernels: Vec<_> = head.kernels.iter().collect();
+        kernels.extend([&am.stage1, &am.stage2]);
+        let t = std::time::Instant::now();
+        submit_kernels(&ctx, "head", &kernels);
+        let got_idx = pollster::block_on(read_buffer::<u32>(&ctx, &am.result, 0, 1)).unwrap()[0];
+        eprintln!("head {n}x{k} + argmax {reduce:?}: {:?}", t.elapsed());
+        let got = read_f32(&ctx, &logits, n);
+        assert_close(&format!("head {reduce:?}"), &got, &want, MATVEC_TOL);
+        assert_eq!(got_idx, argmax::run_cpu(&got), "argmax of the GPU logits");
+    }
+
+    let tokens: Vec<u32> = vec![151_645, 0, 9_707];
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
+    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    submit_kernels(&ctx, "embed", &kernels);
+    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let mut want = vec![0.0; k * tokens.len()];
+    for (t, &tok) in tokens.iter().enumerate() {
+        let r = tok as usize;
+        bonsai_wgpu::quant::dequantize_row_q1_0(
+            &bytes[r * row_bytes..(r + 1) * row_bytes],
+            &mut want[t * k..(t + 1) * k],
+        );
+    }
+    assert_close("embed fixture", &got, &want, EMBED_TOL);
+}
