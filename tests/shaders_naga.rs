@@ -22,10 +22,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
     };
     match name {
         "matvec_q1_0" | "matvec_q1_0_subgroup" => vec![
-            matvec(2048.0, 6144.0, 0.0, 4.0),
-            matvec(12288.0, 4096.0, 1.0, 8.0),
-            matvec(4096.0, 151669.0, 0.0, 32.0),
-            matvec(128.0, 1.0, 1.0, 64.0),
+            matvec(2048.0, 6144.0, 0.0, 16.0),
+            matvec(12288.0, 4096.0, 1.0, 32.0),
+            matvec(4096.0, 151669.0, 0.0, 128.0),
+            matvec(128.0, 1.0, 1.0, 256.0),
         ],
         "embed_q1_0" => vec![
             vec![("K", 2048.0), ("N", 151669.0), ("ROW0", 0.0)],

@@ -9,6 +9,8 @@ use crate::{Error, Result};
 
 /// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
 const WG: u32 = 256;
+/// Rows that share each load of x (the `vec4` accumulators in the WGSL).
+const ROWS_PER_GROUP: u32 = 4;
 
 /// Which reduction the kernel uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,18 +66,19 @@ impl MatvecQ1_0 {
             Reduce::Shared => false,
             Reduce::Subgroup => true,
         };
+        // Both shaders work on groups of ROWS_PER_GROUP rows sharing each load of x.
         let (shader, rows_per_wg) = if subgroup {
-            // Enough rows that even the smallest subgroups all get one.
+            // Enough row groups that even the smallest subgroups all get one.
             let sg_min = match ctx.info.subgroup_min_size {
                 0 => 32,
                 s => s.clamp(4, 128),
             };
-            (Shader::MatvecQ1_0Subgroup, WG / sg_min)
+            (Shader::MatvecQ1_0Subgroup, ROWS_PER_GROUP * WG / sg_min)
         } else {
-            // Threads per row: a power of two up to 64, at most the row's word count.
+            // Threads per row group: a power of two up to 64, at most the row's word count.
             let words = (w.k / 32) as u32;
-            let tpr = 1u32 << words.min(64).ilog2();
-            (Shader::MatvecQ1_0, WG / tpr)
+            let tpg = 1u32 << words.min(64).ilog2();
+            (Shader::MatvecQ1_0, ROWS_PER_GROUP * WG / tpg)
         };
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
