@@ -3,6 +3,7 @@
 pub mod chat_template;
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod quant;
 pub mod tokenizer;
 

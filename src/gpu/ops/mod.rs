@@ -1,0 +1,9 @@
+//! One module per op: a wrapper that builds a [`Kernel`](super::op::Kernel) and a plain CPU
+//! reference `run_cpu` that the op's test compares against.
+pub mod add;
+pub mod argmax;
+pub mod elementwise;
+pub mod embed_q1_0;
+pub mod matvec_q1_0;
+pub mod rmsnorm;
+pub mod silu_mul;
