@@ -6,3 +6,6 @@ pub mod gpu;
 pub mod quant;
 
 pub use error::{Error, Result};
+pub mod config;
+pub mod cpu;
+pub mod engine;
