@@ -34,8 +34,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let gguf =
-        Gguf::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let gguf = Gguf::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let tokens = match (&args.prompt, &args.tokens) {
         (Some(text), None) => Tokenizer::from_gguf(&gguf)?.encode(text, true)?,
         (None, Some(ids)) => ids.clone(),
