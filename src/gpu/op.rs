@@ -24,6 +24,11 @@ pub enum Shader {
     SiluMul,
     Add,
     Argmax,
+    QkNormRope,
+    AttentionDecode,
+    AttentionMerge,
+    AttentionPrefill,
+    MatmulQ1_0,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -43,6 +48,11 @@ impl Shader {
         Shader::SiluMul,
         Shader::Add,
         Shader::Argmax,
+        Shader::QkNormRope,
+        Shader::AttentionDecode,
+        Shader::AttentionMerge,
+        Shader::AttentionPrefill,
+        Shader::MatmulQ1_0,
     ];
 
     /// File stem in `shaders/`.
@@ -55,6 +65,11 @@ impl Shader {
             Shader::SiluMul => "silu_mul",
             Shader::Add => "add",
             Shader::Argmax => "argmax",
+            Shader::QkNormRope => "qk_norm_rope",
+            Shader::AttentionDecode => "attention_decode",
+            Shader::AttentionMerge => "attention_merge",
+            Shader::AttentionPrefill => "attention_prefill",
+            Shader::MatmulQ1_0 => "matmul_q1_0",
         }
     }
 
@@ -68,6 +83,11 @@ impl Shader {
             Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
             Shader::Add => include_str!("../../shaders/add.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::QkNormRope => include_str!("../../shaders/qk_norm_rope.wgsl"),
+            Shader::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
+            Shader::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl"),
+            Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
+            Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
         }
     }
 
