@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
-use bonsai_wgpu::engine::argmax;
+use bonsai_wgpu::engine::{Engine, argmax};
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::tokenizer::Tokenizer;
 use clap::Parser;
 
@@ -44,7 +45,10 @@ fn main() -> Result<()> {
     if tokens.is_empty() {
         bail!("no tokens to run");
     }
-    let (argmaxes, last_logits) = run_cpu(&gguf, &tokens)?;
+    let (argmaxes, last_logits) = match args.cpu {
+        true => run_cpu(&gguf, &tokens)?,
+        false => pollster::block_on(run_gpu(&gguf, &tokens))?,
+    };
     let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     println!("tokens: {}", join(&tokens));
     println!("argmax: {}", join(&argmaxes));
@@ -53,6 +57,27 @@ fn main() -> Result<()> {
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The GPU engine, one token per step so every position's argmax is seen (read back on device).
+async fn run_gpu(gguf: &Gguf, tokens: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
+    let ctx = GpuContext::new(&GpuOptions::default()).await?;
+    eprintln!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
+    let model = GpuModel::load(Arc::new(ctx), gguf)?;
+    let n_ctx = tokens.len().min(model.config.n_ctx_train);
+    let mut session = Session::new(
+        model,
+        SessionOptions {
+            n_ctx,
+            ..Default::default()
+        },
+    )?;
+    let mut argmaxes = Vec::with_capacity(tokens.len());
+    for &t in tokens {
+        session.feed(&[t]).await?;
+        argmaxes.push(session.greedy().await?);
+    }
+    Ok((argmaxes, session.logits().await?))
 }
 
 /// The CPU reference: argmax at every position and the last position's logits.
