@@ -40,6 +40,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("N", 151669.0), ("ITEMS", 8.0)],
             vec![("N", 75.0), ("ITEMS", 1.0), ("USE_IDX", 1.0)],
         ],
+        "topk" => vec![
+            vec![("N", 151669.0), ("K", 64.0)],
+            vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
+        ],
         _ => vec![vec![]],
     }
 }

@@ -24,6 +24,7 @@ pub enum Shader {
     SiluMul,
     Add,
     Argmax,
+    Topk,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -43,6 +44,7 @@ impl Shader {
         Shader::SiluMul,
         Shader::Add,
         Shader::Argmax,
+        Shader::Topk,
     ];
 
     /// File stem in `shaders/`.
@@ -55,6 +57,7 @@ impl Shader {
             Shader::SiluMul => "silu_mul",
             Shader::Add => "add",
             Shader::Argmax => "argmax",
+            Shader::Topk => "topk",
         }
     }
 
@@ -68,6 +71,7 @@ impl Shader {
             Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
             Shader::Add => include_str!("../../shaders/add.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
         }
     }
 

@@ -7,3 +7,4 @@ pub mod embed_q1_0;
 pub mod matvec_q1_0;
 pub mod rmsnorm;
 pub mod silu_mul;
+pub mod topk;
