@@ -21,7 +21,12 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         ]
     };
     match name {
-        "matvec_q1_0" | "matvec_q1_0_subgroup" => vec![
+        "matvec_q1_0_subgroup" => vec![
+            [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
+            [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
+            [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+        ],
+        "matvec_q1_0" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 32.0),
             matvec(4096.0, 151669.0, 0.0, 128.0),
