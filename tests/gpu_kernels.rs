@@ -144,7 +144,7 @@ fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64)
     let opts = MatvecOptions {
         accumulate,
         reduce,
-        max_groups_per_dim: 0,
+        ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
     let mut want = y0.clone();
@@ -189,6 +189,36 @@ fn matvec_q1_0_accumulate_residual() {
     check_matvec(768, 256, Reduce::Subgroup, true, 9);
 }
 
+/// Plans the subgroup kernel for subgroup sizes 4..128 (whatever the adapter's real size), so
+/// most workgroup rounds find no row group: the guards must keep them from writing.
+#[test]
+fn matvec_q1_0_subgroup_planned_for_any_size() {
+    let ctx = ctx();
+    if !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, n) = (640, 1234);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        reduce: Reduce::Subgroup,
+        subgroup_sizes: Some((4, 128)),
+        ..Default::default()
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    assert_close(
+        "matvec planned for subgroups 4..128",
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
 /// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
 /// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
 #[test]
@@ -209,9 +239,9 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             continue;
         }
         let opts = MatvecOptions {
-            accumulate: false,
             reduce,
             max_groups_per_dim: 3,
+            ..Default::default()
         };
         let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
