@@ -14,7 +14,7 @@ struct StepParams {
     _pad: u32,
 }
 
-override HEAD_DIM: u32 = 128u;   // even; GROUP * HEAD_DIM <= MAX_Q
+override HEAD_DIM: u32 = 128u;   // multiple of 8; GROUP * HEAD_DIM <= MAX_Q
 override N_HEAD_KV: u32 = 8u;
 override GROUP: u32 = 2u;        // n_head / n_head_kv, <= MAX_GROUP
 override MAX_CHUNKS: u32 = 256u; // ceil(n_ctx / CHUNK): stride of the partial buffers
@@ -27,7 +27,7 @@ const NEG_BIG: f32 = -1.0e30;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;               // (n_head, head_dim)
-@group(0) @binding(2) var<storage, read> k_cache: array<u32>;         // (n_ctx, n_head_kv, head_dim/2) f16x2
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<u32>>;   // (n_ctx, n_head_kv, head_dim/8) 4 x f16x2
 @group(0) @binding(3) var<storage, read> v_cache: array<u32>;         // (n_ctx, n_head_kv, head_dim/2) f16x2
 @group(0) @binding(4) var<storage, read_write> part_o: array<f32>;    // (n_head, max_chunks, head_dim)
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>; // (n_head, max_chunks) (max, sum)
@@ -82,12 +82,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var g = 0u; g < GROUP; g++) {
         s[g] = 0.0;
     }
+    // Each thread walks its own 2 * head_dim bytes of K, 16 bytes per load.
     if (lid < n_valid) {
-        let base = ((start + lid) * N_HEAD_KV + kvh) * half_dim;
-        for (var w = 0u; w < half_dim; w++) {
-            let kk = unpack2x16float(k_cache[base + w]);
-            for (var g = 0u; g < GROUP; g++) {
-                s[g] += q_sh[g * HEAD_DIM + 2u * w] * kk.x + q_sh[g * HEAD_DIM + 2u * w + 1u] * kk.y;
+        let base = ((start + lid) * N_HEAD_KV + kvh) * (HEAD_DIM / 8u);
+        for (var w4 = 0u; w4 < HEAD_DIM / 8u; w4++) {
+            let words = k_cache[base + w4];
+            for (var c = 0u; c < 4u; c++) {
+                let kk = unpack2x16float(words[c]);
+                let d = 8u * w4 + 2u * c;
+                for (var g = 0u; g < GROUP; g++) {
+                    s[g] += q_sh[g * HEAD_DIM + d] * kk.x + q_sh[g * HEAD_DIM + d + 1u] * kk.y;
+                }
             }
         }
     }

@@ -9,7 +9,9 @@ use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache};
 use bonsai_wgpu::gpu::op::{
     Kernel, PipelineCache, StepParams, storage_buffer, submit_kernels, uniform_buffer_init,
 };
-use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, matmul_q1_0, qk_norm_rope};
+use bonsai_wgpu::gpu::ops::{
+    attention_decode, attention_prefill, matmul_q1_0, matvec_q1_0, qk_norm_rope,
+};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
@@ -160,5 +162,11 @@ fn attention_and_prefill_timings() {
             ms / n as f64
         );
     }
+    // The decode path's matvec on the same weight, for comparison (same machine load).
+    let mv =
+        matvec_q1_0::MatvecQ1_0::new(&ctx, &cache, &w, &x, &y, Default::default()).expect("matvec");
+    let kernels: Vec<_> = mv.kernels.iter().collect();
+    let ms = time(&ctx, &step, 0, 1, &kernels);
+    eprintln!("matvec_q1_0 {N_EMBD}x{N_EMBD} (decode, 1 token): {ms:.2} ms");
     ctx.take_error().expect("no wgpu error");
 }
