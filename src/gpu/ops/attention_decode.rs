@@ -9,7 +9,7 @@
 
 use super::attention_prefill;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, storage_buffer};
 use crate::{Error, Result};
 
@@ -78,6 +78,8 @@ pub fn build(
             b.kv.n_ctx.div_ceil(DECODE_CHUNK)
         )));
     }
+    check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
+    check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
     let max_chunks = b.scratch.max_chunks as f64;
     let partial = Kernel::new(
         ctx,

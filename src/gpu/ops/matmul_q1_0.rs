@@ -2,6 +2,7 @@
 //! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
 
 use crate::gpu::context::GpuContext;
+use crate::gpu::kv_cache::check_binding;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::{Error, Result};
@@ -49,6 +50,9 @@ pub fn build(
             reason: format!("row length {} is not a multiple of 128", w.k),
         });
     }
+    let t = max_tokens.max(1);
+    check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
+    check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
     let token_groups = max_tokens.max(1).div_ceil(TOKENS_PER_WORKGROUP) as u32;
     let kernels = w
         .parts
