@@ -220,7 +220,7 @@ fn qk_norm_rope_matches_cpu() {
 }
 
 /// Decode attention for one query at position n_kv - 1 over a random f16 cache.
-fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
+fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
     let ctx = ctx();
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(n_ctx as u64);
@@ -232,7 +232,8 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
     let q = random(&mut rng, dims.q_dim(), 1.0);
     let q_buf = upload(&ctx, "q", &q);
     let out = storage_buffer(&ctx, "out", (dims.q_dim() * 4) as u64).expect("out");
-    let scratch = attention_decode::DecodeScratch::new(&ctx, dims, n_ctx).expect("scratch");
+    let scratch =
+        attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
     let step = step_buffer(&ctx);
     let attn = attention_decode::build(
         &ctx,
@@ -253,7 +254,7 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
         let want = attention_decode::run_cpu(dims, &q, &k, &v, n_kv);
         let got = read_f32(&ctx, &out, dims.q_dim());
         assert_close(
-            &format!("decode {dims:?} n_kv {n_kv}"),
+            &format!("decode {dims:?} chunk {chunk} n_kv {n_kv}"),
             &got,
             &want,
             TOL_ATTN,
@@ -264,16 +265,22 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
 
 #[test]
 fn attention_decode_matches_cpu() {
+    // Every chunk size; one position, chunk boundaries, and more than two chunks.
+    for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
+        let n_kvs = [1, 2, chunk, chunk + 1, 2 * chunk + 37, 3 * chunk + 50];
+        check_decode(TINY, chunk, 3 * chunk + 50, &n_kvs);
+        check_decode(GROUP_4, chunk, 3 * chunk, &[2 * chunk + 1]);
+    }
     let chunk = attention_decode::DECODE_CHUNK;
-    // One position, chunk boundaries, and more than two chunks.
-    check_decode(
-        TINY,
-        3 * chunk + 50,
-        &[1, 2, chunk, chunk + 1, 2 * chunk + 37, 3 * chunk + 50],
-    );
-    check_decode(BONSAI_1_7B, 2 * chunk + 9, &[7, 2 * chunk + 9]);
-    check_decode(GROUP_4, 3 * chunk, &[2 * chunk + 1]);
-    check_decode(SMALL_MHA, 2 * chunk, &[3, 2 * chunk]);
+    check_decode(BONSAI_1_7B, chunk, 2 * chunk + 9, &[7, 2 * chunk + 9]);
+    check_decode(SMALL_MHA, chunk, 2 * chunk, &[3, 2 * chunk]);
+    // Group of 8 with head_dim 128 fills the shader's shared q buffer exactly.
+    let wide = AttnDims {
+        n_head: 16,
+        n_head_kv: 2,
+        head_dim: 128,
+    };
+    check_decode(wide, 32, 100, &[100]);
 }
 
 fn prefill_kernel(

@@ -102,23 +102,26 @@ fn attention_and_prefill_timings() {
         eprintln!("qk_norm_rope T {n}: {ms:.2} ms");
     }
 
-    let scratch = attention_decode::DecodeScratch::new(&ctx, DIMS, N_CTX).expect("scratch");
-    let decode = attention_decode::build(
-        &ctx,
-        &cache,
-        &attention_decode::AttentionDecodeBindings {
-            step: &step,
-            q: &q,
-            kv: &kv,
-            layer: 0,
-            scratch: &scratch,
-            out: &out,
-        },
-    )
-    .expect("decode");
-    for n_kv in [128, 1024, N_CTX] {
-        let ms = time(&ctx, &step, n_kv - 1, 1, &[&decode.partial, &decode.merge]);
-        eprintln!("attention_decode n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms");
+    for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
+        let scratch =
+            attention_decode::DecodeScratch::with_chunk(&ctx, DIMS, N_CTX, chunk).expect("scratch");
+        let decode = attention_decode::build(
+            &ctx,
+            &cache,
+            &attention_decode::AttentionDecodeBindings {
+                step: &step,
+                q: &q,
+                kv: &kv,
+                layer: 0,
+                scratch: &scratch,
+                out: &out,
+            },
+        )
+        .expect("decode");
+        for n_kv in [128, 1024, N_CTX] {
+            let ms = time(&ctx, &step, n_kv - 1, 1, &[&decode.partial, &decode.merge]);
+            eprintln!("attention_decode chunk {chunk} n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms");
+        }
     }
 
     let prefill = attention_prefill::build(

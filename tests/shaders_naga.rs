@@ -71,25 +71,28 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 2.0),
-                ("MAX_CHUNKS", 256.0),
+                ("CHUNK", 64.0),
+                ("MAX_CHUNKS", 512.0),
                 ("SCALE", 0.088),
             ]),
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 4.0),
-                ("MAX_CHUNKS", 512.0),
+                ("CHUNK", 32.0),
+                ("MAX_CHUNKS", 2048.0),
                 ("SCALE", 0.088),
             ]),
             vec![
                 ("HEAD_DIM", 64.0),
                 ("N_HEAD_KV", 1.0),
                 ("GROUP", 8.0),
+                ("CHUNK", 128.0),
                 ("MAX_CHUNKS", 1.0),
             ],
         ],
         "attention_merge" => vec![
-            attn(&[("MAX_CHUNKS", 256.0)]),
-            vec![("HEAD_DIM", 64.0), ("MAX_CHUNKS", 1.0)],
+            attn(&[("CHUNK", 64.0), ("MAX_CHUNKS", 512.0)]),
+            vec![("HEAD_DIM", 64.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 1.0)],
         ],
         "attention_prefill" => vec![
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 2.0), ("SCALE", 0.088)]),
