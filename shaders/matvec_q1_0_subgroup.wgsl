@@ -1,18 +1,20 @@
 // y = W x for one part of a Q1_0 weight (see src/gpu/q1_0.rs), reduced with subgroupAdd.
-// Same bindings and overrides as matvec_q1_0.wgsl.
+// Same bindings, overrides and inner loop as matvec_q1_0.wgsl.
 //
-// One subgroup per row: the subgroup's lanes stride over the row's u32 sign words, then one
-// subgroupAdd gives the dot product; no workgroup memory, no barriers. The subgroup size is only
-// known at run time, so each subgroup loops over the workgroup's ROWS_PER_WG rows. Subgroups are
-// assumed to be consecutive runs of local_invocation_index (true on every known driver).
+// One subgroup per group of 4 rows: its lanes stride over the rows' sign words (each lane loads
+// 32 values of x once for the 4 rows), then one subgroupAdd of a vec4 gives the 4 dot products;
+// no workgroup memory, no barriers. The subgroup size is only known at run time (within the
+// adapter's min..max), so each subgroup takes every (256 / subgroup_size)-th row group. Subgroups are assumed to be
+// consecutive runs of local_invocation_index (true on every known driver).
 // Needs the subgroups feature; `enable subgroups;` is prepended on browser WebGPU only (naga
 // rejects the directive), see Shader::source_for.
 
 override K: u32;                     // input size (multiple of 128)
 override N: u32;                     // rows in this part
 override Y_OFFSET: u32 = 0u;         // index in y of this part's first row
-override ROWS_PER_WG: u32 = 8u;      // rows per workgroup
+override ROWS_PER_WG: u32 = 32u;     // multiple of 4
 override ACCUMULATE: bool = false;   // y += W x (residual add) instead of y = W x
+override ITERS: u32 = 1u;            // row-group rounds per subgroup (see main)
 
 const WG: u32 = 256u;
 
@@ -26,16 +28,26 @@ fn block_scale(i: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
-// Sum over the 32 weights of sign word `bits` times x[32 * w .. 32 * w + 32].
-fn word_dot(bits: u32, w: u32) -> f32 {
-    let flip_bits = ~bits;
-    var acc = vec4<f32>(0.0);
+// Dot products of sign word `w` of rows first_row .. first_row + 3 with x[32 w .. 32 w + 32].
+fn word_dots(first_row: u32, w: u32) -> vec4<f32> {
+    var xs: array<vec4<f32>, 8>;
     for (var j = 0u; j < 8u; j++) {
-        let shift = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(4u * j);
-        let flip = ((vec4<u32>(flip_bits) >> shift) & vec4<u32>(1u)) << vec4<u32>(31u);
-        acc += bitcast<vec4<f32>>(bitcast<vec4<u32>>(x[8u * w + j]) ^ flip);
+        xs[j] = x[8u * w + j];
     }
-    return (acc.x + acc.y) + (acc.z + acc.w);
+    let words = K / 32u;
+    var dots = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let r = min(first_row + i, N - 1u);
+        let flip_bits = vec4<u32>(~signs[r * words + w]);
+        var acc = vec4<f32>(0.0);
+        for (var j = 0u; j < 8u; j++) {
+            let shift = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(4u * j);
+            let flip = ((flip_bits >> shift) & vec4<u32>(1u)) << vec4<u32>(31u);
+            acc += bitcast<vec4<f32>>(bitcast<vec4<u32>>(xs[j]) ^ flip);
+        }
+        dots[i] = block_scale(r * (K / 128u) + w / 4u) * ((acc.x + acc.y) + (acc.z + acc.w));
+    }
+    return dots;
 }
 
 @compute @workgroup_size(256)
@@ -46,22 +58,29 @@ fn main(
     @builtin(subgroup_size) sg_size: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
-    let words = K / 32u;
     let row0 = (wid.x + wid.y * nwg.x) * ROWS_PER_WG;
-    for (var r = lid / sg_size; r < ROWS_PER_WG; r += WG / sg_size) {
-        let row = row0 + r;
-        var sum = 0.0;
-        if row < N {
-            let base = row * words;
-            let scale_base = row * (K / 128u);
-            for (var w = sg_lane; w < words; w += sg_size) {
-                sum += block_scale(scale_base + w / 4u) * word_dot(signs[base + w], w);
+    // The trip count depends on overrides only, so subgroupAdd stays in workgroup-uniform
+    // control flow (browsers reject it elsewhere). The host sets ROWS_PER_WG = 4 * 256 /
+    // min_subgroup_size and ITERS = max_subgroup_size / min_subgroup_size, which covers every
+    // row group whatever subgroup size the driver picks; surplus iterations add zeros.
+    let n_groups = ROWS_PER_WG / 4u;
+    for (var it = 0u; it < ITERS; it++) {
+        let g = lid / sg_size + it * (WG / sg_size);
+        let first_row = row0 + 4u * g;
+        var sum = vec4<f32>(0.0);
+        if g < n_groups && first_row < N {
+            for (var w = sg_lane; w < K / 32u; w += sg_size) {
+                sum += word_dots(first_row, w);
             }
         }
         let total = subgroupAdd(sum);
-        if sg_lane == 0u && row < N {
-            let o = Y_OFFSET + row;
-            y[o] = select(0.0, y[o], ACCUMULATE) + total;
+        if sg_lane == 0u {
+            for (var i = 0u; i < 4u; i++) {
+                if g < n_groups && first_row + i < N {
+                    let o = Y_OFFSET + first_row + i;
+                    y[o] = select(0.0, y[o], ACCUMULATE) + total[i];
+                }
+            }
         }
     }
 }

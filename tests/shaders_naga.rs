@@ -27,11 +27,16 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         v
     };
     match name {
-        "matvec_q1_0" | "matvec_q1_0_subgroup" => vec![
-            matvec(2048.0, 6144.0, 0.0, 4.0),
-            matvec(12288.0, 4096.0, 1.0, 8.0),
-            matvec(4096.0, 151669.0, 0.0, 32.0),
-            matvec(128.0, 1.0, 1.0, 64.0),
+        "matvec_q1_0_subgroup" => vec![
+            [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
+            [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
+            [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+        ],
+        "matvec_q1_0" => vec![
+            matvec(2048.0, 6144.0, 0.0, 16.0),
+            matvec(12288.0, 4096.0, 1.0, 32.0),
+            matvec(4096.0, 151669.0, 0.0, 128.0),
+            matvec(128.0, 1.0, 1.0, 256.0),
         ],
         "embed_q1_0" => vec![
             vec![("K", 2048.0), ("N", 151669.0), ("ROW0", 0.0)],
@@ -116,6 +121,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
                 mm(128.0, 1.0, 0.0, 1.0, 1.0),
             ]
         }
+        "topk" => vec![
+            vec![("N", 151669.0), ("K", 64.0)],
+            vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
+        ],
         _ => vec![vec![]],
     }
 }
