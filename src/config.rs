@@ -122,27 +122,45 @@ impl Qwen3Config {
             }
         }
         if self.n_layer > 1024 || self.n_embd > 1 << 16 || self.n_ff > 1 << 18 {
-            return Err(bad_key(&k("block_count"), "model dimensions are implausibly large".into()));
-        }
-        if self.n_head % self.n_head_kv != 0 {
             return Err(bad_key(
-                &k("attention.head_count_kv"),
-                format!("{} query heads are not a multiple of {} kv heads", self.n_head, self.n_head_kv),
+                &k("block_count"),
+                "model dimensions are implausibly large".into(),
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim > 1024 {
-            return Err(bad_key(&k("attention.key_length"), format!("{} must be even and <= 1024", self.head_dim)));
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return Err(bad_key(
+                &k("attention.head_count_kv"),
+                format!(
+                    "{} query heads are not a multiple of {} kv heads",
+                    self.n_head, self.n_head_kv
+                ),
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) || self.head_dim > 1024 {
+            return Err(bad_key(
+                &k("attention.key_length"),
+                format!("{} must be even and <= 1024", self.head_dim),
+            ));
         }
         if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
-            return Err(bad_key(&k("attention.layer_norm_rms_epsilon"), format!("{} out of range", self.rms_eps)));
+            return Err(bad_key(
+                &k("attention.layer_norm_rms_epsilon"),
+                format!("{} out of range", self.rms_eps),
+            ));
         }
         Ok(())
     }
 
     /// Checks that every tensor the forward pass reads is present with the expected type and shape.
     pub fn validate_tensors(&self, g: &Gguf) -> Result<()> {
-        let (d, q, kv, ff, hd, nv) =
-            (self.n_embd, self.q_dim(), self.kv_dim(), self.n_ff, self.head_dim, self.n_vocab);
+        let (d, q, kv, ff, hd, nv) = (
+            self.n_embd,
+            self.q_dim(),
+            self.kv_dim(),
+            self.n_ff,
+            self.head_dim,
+            self.n_vocab,
+        );
         let weight = [GgmlType::Q1_0];
         let norm = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
         check_tensor(g, "token_embd.weight", &[d, nv], &weight)?;
@@ -169,11 +187,16 @@ impl Qwen3Config {
 }
 
 fn bad_key(key: &str, reason: String) -> Error {
-    Error::BadKey { key: key.to_string(), reason }
+    Error::BadKey {
+        key: key.to_string(),
+        reason,
+    }
 }
 
 fn check_tensor(g: &Gguf, name: &str, dims: &[usize], types: &[GgmlType]) -> Result<()> {
-    let info = g.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+    let info = g
+        .tensor_info(name)
+        .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
     let got: Vec<usize> = info.dims.iter().map(|&x| x as usize).collect();
     if got != dims {
         return Err(Error::BadTensor {
@@ -211,19 +234,30 @@ fn rope_params_from_gguf(g: &Gguf, head_dim: usize) -> Result<RopeParams> {
         "yarn" => {
             let factor = f32_or("rope.scaling.factor", 1.0)?;
             if !(factor >= 1.0 && factor.is_finite()) {
-                return Err(bad_key(&k("rope.scaling.factor"), format!("{factor} must be >= 1")));
+                return Err(bad_key(
+                    &k("rope.scaling.factor"),
+                    format!("{factor} must be >= 1"),
+                ));
             }
             // llama.cpp: yarn_ext_factor defaults to 1 when the scaling type is yarn.
             (1.0 / factor, f32_or("rope.scaling.yarn_ext_factor", 1.0)?)
         }
-        other => return Err(bad_key(&k("rope.scaling.type"), format!("unsupported rope scaling `{other}`"))),
+        other => {
+            return Err(bad_key(
+                &k("rope.scaling.type"),
+                format!("unsupported rope scaling `{other}`"),
+            ));
+        }
     };
     let n_ctx_orig = match g.get(&k("rope.scaling.original_context_length")) {
         Some(_) => g.get_u32(&k("rope.scaling.original_context_length"))? as usize,
         None => n_ctx_train,
     };
     if !(freq_base > 1.0 && freq_base.is_finite()) {
-        return Err(bad_key(&k("rope.freq_base"), format!("{freq_base} out of range")));
+        return Err(bad_key(
+            &k("rope.freq_base"),
+            format!("{freq_base} out of range"),
+        ));
     }
     Ok(RopeParams {
         n_rot: head_dim,

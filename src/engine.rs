@@ -34,14 +34,18 @@ pub fn top_k_of(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(ids.len());
     let by_logit = |a: &u32, b: &u32| {
-        logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b))
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
     };
     if k < ids.len() && k > 0 {
         ids.select_nth_unstable_by(k - 1, by_logit);
     }
     ids.truncate(k);
     ids.sort_by(by_logit);
-    ids.into_iter().map(|id| (id, logits[id as usize])).collect()
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize]))
+        .collect()
 }
 
 /// Index of the largest logit, lowest on ties (NaN never wins).

@@ -25,7 +25,10 @@ fn check_prompt(model: &Arc<CpuModel>, p: &LlamaPrompt, strict: bool) -> f64 {
         let logits = session.forward(tok).expect("forward");
         let got = argmax(logits);
         if p.prompt_margin[i] > LLAMA_MARGIN_MIN && got != p.prompt_argmax[i] {
-            mismatches.push(format!("prompt pos {i}: got {got}, want {}", p.prompt_argmax[i]));
+            mismatches.push(format!(
+                "prompt pos {i}: got {got}, want {}",
+                p.prompt_argmax[i]
+            ));
         }
         if i + 1 == p.tokens.len() {
             last_cos = cosine(logits, &llama_logits(p));
@@ -41,7 +44,11 @@ fn check_prompt(model: &Arc<CpuModel>, p: &LlamaPrompt, strict: bool) -> f64 {
         logits = session.forward(want).expect("forward").to_vec();
     }
     if strict {
-        assert!(mismatches.is_empty(), "prompt {:?}: argmax mismatches: {mismatches:#?}", p.text);
+        assert!(
+            mismatches.is_empty(),
+            "prompt {:?}: argmax mismatches: {mismatches:#?}",
+            p.text
+        );
         assert!(
             last_cos >= LLAMA_COSINE_MIN,
             "prompt {:?}: last-position cosine {last_cos:.6} < {LLAMA_COSINE_MIN}",
@@ -70,7 +77,14 @@ fn parity_check_detects_missing_yarn() {
     no_yarn.config.rope.ext_factor = 0.0;
     no_yarn.config.rope.freq_scale = 1.0;
     let fx = llama_fixture();
-    let p = fx.prompts.iter().find(|p| p.tokens.len() > 100).expect("long prompt");
+    let p = fx
+        .prompts
+        .iter()
+        .find(|p| p.tokens.len() > 100)
+        .expect("long prompt");
     let cos = check_prompt(&Arc::new(no_yarn), p, false);
-    assert!(cos < LLAMA_COSINE_MIN, "dropping YaRN should break parity, got cosine {cos:.6}");
+    assert!(
+        cos < LLAMA_COSINE_MIN,
+        "dropping YaRN should break parity, got cosine {cos:.6}"
+    );
 }

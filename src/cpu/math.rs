@@ -28,14 +28,39 @@ impl Q1Matrix {
         &self.data[i * rb..(i + 1) * rb]
     }
 
-    /// out[n] = W[n, k] . x[k]
+    /// out[n] = W[n, k] . x[k]; large matrices (the LM head) are split across threads natively.
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!(x.len(), self.k);
         debug_assert_eq!(out.len(), self.n);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot_q1_0_f32(self.row(i), x);
+        let rows = |first: usize, out: &mut [f32]| {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot_q1_0_f32(self.row(first + i), x);
+            }
+        };
+        let threads = worker_threads();
+        if threads < 2 || self.n * self.k < PARALLEL_MIN_WEIGHTS {
+            return rows(0, out);
         }
+        let chunk = self.n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (c, part) in out.chunks_mut(chunk).enumerate() {
+                scope.spawn(move || rows(c * chunk, part));
+            }
+        });
     }
+}
+
+/// Below this many weights a matvec stays on one thread (spawning costs more than it saves).
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 22;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(target_arch = "wasm32")]
+fn worker_threads() -> usize {
+    1
 }
 
 /// out = x * rsqrt(mean(x^2) + eps) * weight

@@ -77,9 +77,14 @@ impl CpuModel {
 }
 
 fn q1_matrix(gguf: &Gguf, name: &str) -> Result<Q1Matrix> {
-    let info = gguf.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+    let info = gguf
+        .tensor_info(name)
+        .ok_or_else(|| Error::MissingTensor(name.into()))?;
     if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
-        return Err(Error::BadTensor { name: name.into(), reason: "expected a 2-D Q1_0 matrix".into() });
+        return Err(Error::BadTensor {
+            name: name.into(),
+            reason: "expected a 2-D Q1_0 matrix".into(),
+        });
     }
     Ok(Q1Matrix {
         data: gguf.tensor_data(name)?.to_vec(),
@@ -89,7 +94,9 @@ fn q1_matrix(gguf: &Gguf, name: &str) -> Result<Q1Matrix> {
 }
 
 fn f32_vector(gguf: &Gguf, name: &str) -> Result<Vec<f32>> {
-    let info = gguf.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+    let info = gguf
+        .tensor_info(name)
+        .ok_or_else(|| Error::MissingTensor(name.into()))?;
     let mut out = vec![0.0; info.n_elements() as usize];
     dequantize_row(info.ggml_type, gguf.tensor_data(name)?, &mut out)?;
     Ok(out)

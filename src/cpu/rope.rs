@@ -72,7 +72,12 @@ fn yarn_ramp(low: f32, high: f32, i0: usize) -> f32 {
 }
 
 /// Rotates every head of `x` in place; NEOX pairs dimension i with i + n_rot/2.
-pub fn rope_neox(x: &mut [f32] /* (n_heads, head_dim) */, head_dim: usize, pos: usize, p: &RopeParams) {
+pub fn rope_neox(
+    x: &mut [f32], /* (n_heads, head_dim) */
+    head_dim: usize,
+    pos: usize,
+    p: &RopeParams,
+) {
     let half = p.n_rot / 2;
     let cos_sin: Vec<(f32, f32)> = (0..half).map(|i| p.cos_sin(pos, 2 * i)).collect();
     for head in x.chunks_exact_mut(head_dim) {

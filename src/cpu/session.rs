@@ -87,10 +87,16 @@ impl CpuSession {
         let model = Arc::clone(&self.model);
         let c = &model.config;
         if token as usize >= c.n_vocab {
-            return Err(Error::BadToken { id: token, n_vocab: c.n_vocab });
+            return Err(Error::BadToken {
+                id: token,
+                n_vocab: c.n_vocab,
+            });
         }
         if self.n_past >= self.n_ctx {
-            return Err(Error::ContextOverflow { needed: self.n_past + 1, capacity: self.n_ctx });
+            return Err(Error::ContextOverflow {
+                needed: self.n_past + 1,
+                capacity: self.n_ctx,
+            });
         }
         let pos = self.n_past;
         let (head_dim, kv_dim, group) = (c.head_dim, c.kv_dim(), c.gqa_group());
@@ -173,8 +179,15 @@ impl CpuSession {
         }
         if !self.logits_valid {
             let c = &self.model.config;
-            rmsnorm(&mut self.s.xb[..c.n_embd], &self.s.x, &self.model.output_norm, c.rms_eps);
-            self.model.head().matvec(&mut self.s.logits, &self.s.xb[..c.n_embd]);
+            rmsnorm(
+                &mut self.s.xb[..c.n_embd],
+                &self.s.x,
+                &self.model.output_norm,
+                c.rms_eps,
+            );
+            self.model
+                .head()
+                .matvec(&mut self.s.logits, &self.s.xb[..c.n_embd]);
             self.logits_valid = true;
         }
         Ok(&self.s.logits)

@@ -34,14 +34,18 @@ pub struct LlamaFixture {
 }
 
 pub fn llama_fixture() -> LlamaFixture {
-    let text = std::fs::read_to_string(fixture("tiny-bonsai-dev.llama.json")).expect("fixture json");
+    let text =
+        std::fs::read_to_string(fixture("tiny-bonsai-dev.llama.json")).expect("fixture json");
     serde_json::from_str(&text).expect("parse fixture json")
 }
 
 /// llama.cpp's last-position logits for a prompt (little-endian f32).
 pub fn llama_logits(p: &LlamaPrompt) -> Vec<f32> {
     let bytes = std::fs::read(fixture(&p.last_logits_file)).expect("logits file");
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
