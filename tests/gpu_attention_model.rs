@@ -181,7 +181,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
     };
 
     let mut cpu = CpuSession::new(model.clone(), n_ctx).expect("cpu session");
-    let mut check = |what: &str, got: &[f32], cpu: &mut CpuSession| {
+    let check = |what: &str, got: &[f32], cpu: &mut CpuSession| {
         let want = pollster::block_on(cpu.logits()).unwrap();
         let cos = common::cosine(got, &want);
         let max_diff = got
