@@ -123,10 +123,13 @@ fn write_cache(ctx: &GpuContext, buf: &wgpu::Buffer, values: &[f32]) {
 }
 
 fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
+    check_qk_norm_rope_at(dims, pos + n_tokens + 3, pos, n_tokens);
+}
+
+fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usize) {
     let ctx = ctx();
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((pos * 1000 + n_tokens) as u64);
-    let n_ctx = pos + n_tokens + 3;
     let rp = rope(dims.head_dim);
     let kv = KvCache::with_dims(&ctx, 1, dims, &rp, n_ctx).expect("kv cache");
     let q = random(&mut rng, n_tokens * dims.q_dim(), 3.0);
@@ -545,4 +548,13 @@ fn too_small_buffers_and_bad_shapes_are_errors() {
     ] {
         assert!(KvCache::with_dims(&ctx, 1, dims, &rope(dims.head_dim.min(128)), 16).is_err());
     }
+}
+
+/// The far end of Bonsai's 32k context: RoPE at the last positions and decode over all 32768
+/// positions (512 chunks of 64 to merge).
+#[test]
+fn long_context_rope_and_decode_match_cpu() {
+    let n_ctx = 32768;
+    check_qk_norm_rope_at(TINY, n_ctx, n_ctx - 3, 3);
+    check_decode(TINY, attention_decode::DECODE_CHUNK, n_ctx, &[n_ctx]);
 }
