@@ -11,6 +11,11 @@ pub trait Vocab {
     fn token_bytes(&self, id: u32) -> Option<Vec<u8>>;
     /// Tokens that end a reply (end of turn, end of text).
     fn stop_tokens(&self) -> Vec<u32>;
+    /// Control tokens (`<|im_start|>`, ...) are markup, not text: they are left out of the
+    /// streamed output. Default: none.
+    fn is_control(&self, _id: u32) -> bool {
+        false
+    }
 }
 
 /// Incremental UTF-8 decoder: [`push`](Self::push) bytes, get the complete characters so far.
@@ -90,8 +95,11 @@ impl<'v, V: Vocab + ?Sized> Detokenizer<'v, V> {
     }
 
     /// The text that token `id` completes (may be empty while a character is unfinished).
-    /// Unknown ids contribute nothing.
+    /// Unknown ids and control tokens contribute nothing.
     pub fn push(&mut self, id: u32) -> String {
+        if self.vocab.is_control(id) {
+            return String::new();
+        }
         match self.vocab.token_bytes(id) {
             Some(bytes) => self.utf8.push(&bytes),
             None => String::new(),

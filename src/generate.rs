@@ -178,8 +178,11 @@ impl StopMatcher {
     }
 }
 
-/// Feeds `prompt_tokens` (may be empty if the cache already ends where generation should start),
-/// then samples up to `options.max_tokens` tokens, streaming text pieces to `on_piece`.
+/// Feeds `prompt_tokens`, then samples up to `options.max_tokens` tokens, streaming text pieces to `on_piece`.
+///
+/// `prompt_tokens` may be empty to continue from the engine's current logits (they must belong to
+/// position `n_past - 1`, i.e. no [`Engine::truncate`] since the last feed). A cancel while the
+/// prompt is fed stops between chunks: [`GenerateOutcome::n_prompt`] says how much went in.
 ///
 /// Errors: the prompt does not fit in the context ([`Error::ContextOverflow`]), nothing to
 /// predict from (empty cache and empty prompt), or an engine failure. Running into the end of the

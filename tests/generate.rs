@@ -1,7 +1,7 @@
 //! Generation tests on a scripted engine: stop tokens, stop strings split across tokens, UTF-8
 //! characters split across tokens, token limit, end of context, cancellation.
 
-mod common;
+mod fake;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use bonsai_wgpu::Error;
 use bonsai_wgpu::detok::Utf8Stream;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopMatcher, StopReason, generate};
 use bonsai_wgpu::sampler::SamplerConfig;
-use common::{FakeVocab, ScriptedEngine};
+use fake::{FakeVocab, ScriptedEngine};
 
 const PROMPT: [u32; 3] = [1, 1, 1];
 
