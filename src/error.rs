@@ -21,6 +21,25 @@ pub enum Error {
     #[error("invalid GGUF: {0}")]
     Gguf(String),
 
+    /// The bytes do not start with the GGUF magic `GGUF`.
+    #[error("not a GGUF file: it starts with \"{}\", expected \"GGUF\"", .0.escape_ascii())]
+    BadMagic([u8; 4]),
+
+    /// A GGUF version this crate cannot read (it reads versions 2 and 3).
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+
+    /// The file ends before something it declares (or a declared count cannot fit in it).
+    #[error(
+        "truncated GGUF: {what} needs {needed} bytes at offset {offset}, only {available} left"
+    )]
+    Truncated {
+        what: String,
+        offset: u64,
+        needed: u64,
+        available: u64,
+    },
+
     /// A metadata key the model needs is absent.
     #[error("GGUF metadata key `{0}` is missing")]
     MissingKey(String),
