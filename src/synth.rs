@@ -212,20 +212,13 @@ pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
 ///
 /// Every `tokenizer.*` key of `tokenizer_from` is copied; its `tokenizer.ggml.tokens` must hold
 /// exactly the shape's vocabulary ([`BONSAI_N_VOCAB`]). The same `seed` gives the same bytes.
-pub fn synthetic_writer(
-    shape: SynthShape,
-    tokenizer_from: &Gguf,
-    seed: u64,
-) -> Result<GgufWriter> {
+pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> Result<GgufWriter> {
     let p = shape.params();
     let n_tokens = tokenizer_from.get_str_array("tokenizer.ggml.tokens")?.len();
     if n_tokens != p.n_vocab {
         return Err(Error::BadKey {
             key: "tokenizer.ggml.tokens".into(),
-            reason: format!(
-                "{n_tokens} tokens, the {shape:?} shape needs {}",
-                p.n_vocab
-            ),
+            reason: format!("{n_tokens} tokens, the {shape:?} shape needs {}", p.n_vocab),
         });
     }
     let mut w = GgufWriter::new();
@@ -245,7 +238,10 @@ pub fn synthetic_writer(
         .set(arch("attention.layer_norm_rms_epsilon"), p.rms_eps)
         .set(arch("rope.scaling.type"), "yarn")
         .set(arch("rope.scaling.factor"), p.yarn_factor)
-        .set(arch("rope.scaling.original_context_length"), u32_of(p.n_ctx_orig))
+        .set(
+            arch("rope.scaling.original_context_length"),
+            u32_of(p.n_ctx_orig),
+        )
         .set("general.file_type", GgufValue::U32(FILE_TYPE_Q1_0));
     for (key, value) in tokenizer_from.metadata() {
         if key.starts_with("tokenizer.") {

@@ -49,7 +49,13 @@ fn every_shape_passes_the_loaders_checks() {
         c.validate_tensors(&g)
             .unwrap_or_else(|e| panic!("{shape:?}: {e}"));
         let got = (
-            c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab,
+            c.n_layer,
+            c.n_embd,
+            c.n_ff,
+            c.n_head,
+            c.n_head_kv,
+            c.head_dim,
+            c.n_vocab,
         );
         let want = (
             p.n_layer,
@@ -67,7 +73,11 @@ fn every_shape_passes_the_loaders_checks() {
         assert_eq!(c.rope.freq_scale, 0.25, "{shape:?}: YaRN factor 4");
         assert_eq!(c.rope.ext_factor, 1.0, "{shape:?}: YaRN on");
         assert_eq!(c.rope.n_ctx_orig, p.n_ctx_orig, "{shape:?}");
-        let freq_base = if shape == SynthShape::Bonsai4B { 5e6 } else { 1e6 };
+        let freq_base = if shape == SynthShape::Bonsai4B {
+            5e6
+        } else {
+            1e6
+        };
         assert_eq!(c.rope.freq_base, freq_base, "{shape:?}");
         assert_eq!(g.get_str("general.architecture").unwrap(), "qwen3");
         assert_eq!(g.get_u32("general.file_type").unwrap(), 41);
@@ -84,7 +94,10 @@ fn every_shape_passes_the_loaders_checks() {
             let want = if norm { GgmlType::F32 } else { GgmlType::Q1_0 };
             assert_eq!(info.ggml_type, want, "{}", info.name);
         }
-        assert_eq!(table.len(), 1 + 11 * p.n_layer + 1 + usize::from(!p.tied_head));
+        assert_eq!(
+            table.len(),
+            1 + 11 * p.n_layer + 1 + usize::from(!p.tied_head)
+        );
 
         // Every tokenizer key copied verbatim, nothing else invented under tokenizer.*.
         let src: Vec<_> = tok
@@ -224,4 +237,43 @@ fn a_streamed_tensor_of_the_wrong_length_is_an_error() {
     let g = Gguf::from_bytes(bytes).expect("read");
     assert_eq!(g.tensor_data("ok").unwrap(), &[0x3cu8; 36][..]);
     assert_eq!(g.tensor_data("after").unwrap(), &[1u8; 16][..]);
+}
+
+/// Activations stay finite through all 28/36 layers of the real shapes. Slow on the CPU
+/// reference (seconds per token): `SYNTH_DEEP_MODEL=/tmp/b8.gguf cargo test --test synth --
+/// --ignored` checks a file written by `examples/synth`; without it the 1.7B is generated here.
+#[test]
+#[ignore]
+fn deep_shapes_stay_finite_on_the_cpu_reference() {
+    let g = match std::env::var("SYNTH_DEEP_MODEL") {
+        Ok(path) => Gguf::open(path).expect("open SYNTH_DEEP_MODEL"),
+        Err(_) => {
+            let mut bytes = Vec::new();
+            write_synthetic_model(SynthShape::Bonsai1_7B, &tokenizer_source(), 5, &mut bytes)
+                .expect("write 1.7B");
+            Gguf::from_bytes(bytes).expect("read back")
+        }
+    };
+    let model = CpuModel::from_gguf(&g).expect("load");
+    let mut session = CpuSession::new(model, 8).expect("session");
+    for (pos, tok) in [9707u32, 11, 1879].into_iter().enumerate() {
+        let logits = session.forward(tok).expect("forward");
+        assert!(logits.iter().all(|x| x.is_finite()), "pos {pos}");
+        let n = logits.len() as f64;
+        let mean = logits.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let std = (logits
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        eprintln!(
+            "pos {pos}: logit mean {mean:.3} std {std:.3} argmax {}",
+            argmax(logits)
+        );
+        assert!(
+            std > LOGIT_STD_RANGE.0 && std < LOGIT_STD_RANGE.1,
+            "pos {pos}: logit std {std}"
+        );
+    }
 }
