@@ -20,6 +20,12 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             ("Y_OFFSET", 0.0),
         ]
     };
+    // Attention shaders: head_dim 128 (every Qwen3) plus the given overrides.
+    let attn = |rest: &[(&'static str, f64)]| {
+        let mut v = vec![("HEAD_DIM", 128.0)];
+        v.extend_from_slice(rest);
+        v
+    };
     match name {
         "matvec_q1_0_subgroup" => vec![
             [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
@@ -49,6 +55,73 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("N", 151669.0), ("K", 64.0)],
             vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
         ],
+        "qk_norm_rope" => vec![
+            // 1.7B, 4B/8B, tiny; partial rotation.
+            attn(&[
+                ("N_HEAD", 16.0),
+                ("N_HEAD_KV", 8.0),
+                ("N_ROT", 128.0),
+                ("EPS", 1e-6),
+            ]),
+            attn(&[
+                ("N_HEAD", 32.0),
+                ("N_HEAD_KV", 8.0),
+                ("N_ROT", 128.0),
+                ("EPS", 1e-6),
+            ]),
+            attn(&[
+                ("N_HEAD", 4.0),
+                ("N_HEAD_KV", 2.0),
+                ("N_ROT", 64.0),
+                ("EPS", 1e-5),
+            ]),
+        ],
+        "attention_decode" => vec![
+            attn(&[
+                ("N_HEAD_KV", 8.0),
+                ("GROUP", 2.0),
+                ("MAX_CHUNKS", 256.0),
+                ("SCALE", 0.088),
+            ]),
+            attn(&[
+                ("N_HEAD_KV", 8.0),
+                ("GROUP", 4.0),
+                ("MAX_CHUNKS", 512.0),
+                ("SCALE", 0.088),
+            ]),
+            vec![
+                ("HEAD_DIM", 64.0),
+                ("N_HEAD_KV", 1.0),
+                ("GROUP", 8.0),
+                ("MAX_CHUNKS", 1.0),
+            ],
+        ],
+        "attention_merge" => vec![
+            attn(&[("MAX_CHUNKS", 256.0)]),
+            vec![("HEAD_DIM", 64.0), ("MAX_CHUNKS", 1.0)],
+        ],
+        "attention_prefill" => vec![
+            attn(&[("N_HEAD_KV", 8.0), ("GROUP", 2.0), ("SCALE", 0.088)]),
+            attn(&[("N_HEAD_KV", 8.0), ("GROUP", 4.0), ("SCALE", 0.088)]),
+            vec![("HEAD_DIM", 64.0), ("N_HEAD_KV", 2.0), ("GROUP", 8.0)],
+        ],
+        "matmul_q1_0" => {
+            let mm = |k: f64, n: f64, row0: f64, rows: f64, acc: f64| {
+                vec![
+                    ("K", k),
+                    ("N", n),
+                    ("ROW0", row0),
+                    ("N_ROWS", rows),
+                    ("ACCUMULATE", acc),
+                ]
+            };
+            vec![
+                mm(2048.0, 6144.0, 0.0, 6144.0, 0.0),
+                mm(6144.0, 2048.0, 0.0, 2048.0, 1.0),
+                mm(4096.0, 151669.0, 65536.0, 65536.0, 0.0),
+                mm(128.0, 1.0, 0.0, 1.0, 1.0),
+            ]
+        }
         _ => vec![vec![]],
     }
 }

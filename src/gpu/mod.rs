@@ -39,6 +39,7 @@
 //!   and read-backs return it as [`crate::Error::Gpu`] ([`GpuContext::take_error`]).
 
 pub mod context;
+pub mod kv_cache;
 pub mod op;
 pub mod ops;
 pub mod q1_0;

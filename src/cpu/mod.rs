@@ -1,0 +1,12 @@
+//! The CPU reference: a plain f32 Qwen3 forward pass, the oracle the GPU kernels are tested against.
+//!
+//! Written to be read, llama2.c style, not to be fast. Weights stay in Q1_0 and are dotted
+//! block by block; activations and the KV cache are f32.
+
+pub mod math;
+pub mod model;
+pub mod rope;
+pub mod session;
+
+pub use model::CpuModel;
+pub use session::CpuSession;

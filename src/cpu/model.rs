@@ -1,0 +1,103 @@
+//! Weights of the CPU reference, read from GGUF: Q1_0 matrices kept quantized, norms in f32.
+
+use std::sync::Arc;
+
+use crate::config::Qwen3Config;
+use crate::cpu::math::Q1Matrix;
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, Gguf};
+use crate::quant::dequantize_row;
+
+/// Weights of one transformer block.
+#[derive(Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,   // (n_embd)
+    pub wq: Q1Matrix,          // (n_head * head_dim, n_embd)
+    pub wk: Q1Matrix,          // (n_head_kv * head_dim, n_embd)
+    pub wv: Q1Matrix,          // (n_head_kv * head_dim, n_embd)
+    pub attn_q_norm: Vec<f32>, // (head_dim)
+    pub attn_k_norm: Vec<f32>, // (head_dim)
+    pub wo: Q1Matrix,          // (n_embd, n_head * head_dim)
+    pub ffn_norm: Vec<f32>,    // (n_embd)
+    pub w_gate: Q1Matrix,      // (n_ff, n_embd)
+    pub w_up: Q1Matrix,        // (n_ff, n_embd)
+    pub w_down: Q1Matrix,      // (n_embd, n_ff)
+}
+
+/// A Qwen3 model for the CPU reference forward pass.
+#[derive(Clone)]
+pub struct CpuModel {
+    pub config: Qwen3Config,
+    pub token_embd: Q1Matrix, // (n_vocab, n_embd)
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,    // (n_embd)
+    pub output: Option<Q1Matrix>, // (n_vocab, n_embd); None when tied to token_embd
+}
+
+impl CpuModel {
+    /// Reads the config and every weight from `gguf`, checking types and shapes first.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Arc<CpuModel>> {
+        let config = Qwen3Config::from_gguf(gguf)?;
+        config.validate_tensors(gguf)?;
+        let layers = (0..config.n_layer)
+            .map(|l| {
+                let name = |w: &str| format!("blk.{l}.{w}.weight");
+                Ok(LayerWeights {
+                    attn_norm: f32_vector(gguf, &name("attn_norm"))?,
+                    wq: q1_matrix(gguf, &name("attn_q"))?,
+                    wk: q1_matrix(gguf, &name("attn_k"))?,
+                    wv: q1_matrix(gguf, &name("attn_v"))?,
+                    attn_q_norm: f32_vector(gguf, &name("attn_q_norm"))?,
+                    attn_k_norm: f32_vector(gguf, &name("attn_k_norm"))?,
+                    wo: q1_matrix(gguf, &name("attn_output"))?,
+                    ffn_norm: f32_vector(gguf, &name("ffn_norm"))?,
+                    w_gate: q1_matrix(gguf, &name("ffn_gate"))?,
+                    w_up: q1_matrix(gguf, &name("ffn_up"))?,
+                    w_down: q1_matrix(gguf, &name("ffn_down"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = match config.tied_head {
+            true => None,
+            false => Some(q1_matrix(gguf, "output.weight")?),
+        };
+        Ok(Arc::new(CpuModel {
+            token_embd: q1_matrix(gguf, "token_embd.weight")?,
+            output_norm: f32_vector(gguf, "output_norm.weight")?,
+            layers,
+            output,
+            config,
+        }))
+    }
+
+    /// The LM head: `output.weight`, or `token_embd.weight` when tied.
+    pub fn head(&self) -> &Q1Matrix {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+}
+
+fn q1_matrix(gguf: &Gguf, name: &str) -> Result<Q1Matrix> {
+    let info = gguf
+        .tensor_info(name)
+        .ok_or_else(|| Error::MissingTensor(name.into()))?;
+    if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
+        return Err(Error::BadTensor {
+            name: name.into(),
+            reason: "expected a 2-D Q1_0 matrix".into(),
+        });
+    }
+    Ok(Q1Matrix {
+        data: gguf.tensor_data(name)?.to_vec(),
+        k: info.dims[0] as usize,
+        n: info.dims[1] as usize,
+    })
+}
+
+fn f32_vector(gguf: &Gguf, name: &str) -> Result<Vec<f32>> {
+    let info = gguf
+        .tensor_info(name)
+        .ok_or_else(|| Error::MissingTensor(name.into()))?;
+    let mut out = vec![0.0; info.n_elements() as usize];
+    dequantize_row(info.ggml_type, gguf.tensor_data(name)?, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,60 @@
+//! The interface generation and chat drive: a model plus its KV cache, fed tokens, asked for logits.
+//!
+//! Implemented by the CPU reference ([`crate::cpu::CpuSession`]) and the GPU session.
+
+use crate::error::Result;
+
+/// A model with its KV cache. Positions are implicit: each fed token goes at `n_past()`.
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// Vocabulary size: the length of [`Engine::logits`].
+    fn n_vocab(&self) -> usize;
+    /// KV cache capacity in tokens.
+    fn n_ctx(&self) -> usize;
+    /// Tokens already in the cache.
+    fn n_past(&self) -> usize;
+    /// Appends `tokens` to the cache; [`crate::Error::ContextOverflow`] if they would not fit.
+    async fn feed(&mut self, tokens: &[u32]) -> Result<()>;
+    /// Logits at the last fed position (`n_vocab` floats).
+    async fn logits(&mut self) -> Result<Vec<f32>>;
+    /// Argmax of the last position's logits (lowest id on ties).
+    async fn greedy(&mut self) -> Result<u32>;
+    /// The `k` largest logits of the last position as (id, logit), largest first.
+    async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>>;
+    /// Forgets cache entries at positions `>= n_past`.
+    fn truncate(&mut self, n_past: usize) -> Result<()>;
+    /// Empties the cache.
+    fn reset(&mut self) {
+        let _ = self.truncate(0);
+    }
+}
+
+/// The `k` largest entries of `logits` as (id, logit), largest first, lowest id first on ties.
+pub fn top_k_of(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(ids.len());
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < ids.len() && k > 0 {
+        ids.select_nth_unstable_by(k - 1, by_logit);
+    }
+    ids.truncate(k);
+    ids.sort_by(by_logit);
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize]))
+        .collect()
+}
+
+/// Index of the largest logit, lowest on ties (NaN never wins).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
