@@ -506,3 +506,41 @@ fn topk_vocab_sized_with_ties_and_padding() {
     assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
     assert_eq!(got[3], (-f32::MAX, u32::MAX));
 }
+
+/// Timestamp queries around passes give positive, plausible durations.
+#[test]
+fn pass_timer_times_matvec_passes() {
+    let ctx = ctx();
+    let Some(mut timer) = bonsai_wgpu::gpu::timer::PassTimer::new(&ctx, 4) else {
+        eprintln!("skip: {} has no timestamp queries", ctx.info.name);
+        return;
+    };
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(40);
+    let (k, n) = (2048, 2048);
+    let w = Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n), k, n).unwrap();
+    let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k)).unwrap();
+    let yb = storage_buffer(&ctx, "y", 4 * n as u64).unwrap();
+    let op = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &yb, MatvecOptions::default()).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    for label in ["matvec 1", "matvec 2"] {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: timer.pass(label),
+        });
+        op.encode(&mut pass);
+    }
+    timer.resolve(&mut encoder);
+    let t = std::time::Instant::now();
+    ctx.queue.submit([encoder.finish()]);
+    let times = pollster::block_on(timer.read(&ctx)).unwrap();
+    let wall_ms = t.elapsed().as_secs_f64() * 1e3;
+    eprintln!("pass times {times:?}, wall {wall_ms:.3} ms");
+    assert_eq!(times.len(), 2);
+    for (label, ms) in &times {
+        assert!(
+            ms.is_finite() && *ms > 0.0 && *ms <= wall_ms + 1.0,
+            "{label}: {ms} ms"
+        );
+    }
+}
