@@ -26,6 +26,10 @@ const SILU_TOL: f32 = 1e-5;
 /// One f32 add, correctly rounded on both sides.
 const ADD_TOL: f32 = 0.0;
 
+/// Initial y of non-accumulating matvecs: a row left unwritten shows up as this value (finite:
+/// WGSL lets GPUs assume no NaN).
+const SENTINEL: f32 = 1e30;
+
 fn ctx() -> GpuContext {
     pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
 }
@@ -208,7 +212,7 @@ fn matvec_q1_0_subgroup_planned_for_any_size() {
         subgroup_sizes: Some((4, 128)),
         ..Default::default()
     };
-    let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+    let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
     let mut want = vec![0.0; n];
     matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
     assert_close(
@@ -243,7 +247,7 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             max_groups_per_dim: 3,
             ..Default::default()
         };
-        let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
 }
@@ -369,17 +373,29 @@ fn argmax_vocab_sized_with_ties() {
     for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
         logits[i] = 100.0;
     }
-    logits[3] = f32::NAN;
-    logits[4] = f32::INFINITY;
-    let want = argmax::run_cpu(&logits);
-    assert_eq!(want, 4);
-    assert_eq!(gpu_argmax(&ctx, &logits), want);
-    logits[4] = f32::NEG_INFINITY;
     assert_eq!(argmax::run_cpu(&logits), 5);
     assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    logits[5] = 99.0;
+    assert_eq!(gpu_argmax(&ctx, &logits), 2_047);
     // Small inputs: one workgroup in stage 1.
     assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
-    assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
+    assert_eq!(gpu_argmax(&ctx, &[-7.0]), 0);
+}
+
+/// The references' rules for non-finite logits. GPUs are not held to them: WGSL lets
+/// implementations assume floats are finite (Metal fast math does), so GPU tests use finite data.
+#[test]
+fn argmax_topk_reference_rules_for_non_finite() {
+    let logits = [1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0];
+    assert_eq!(argmax::run_cpu(&logits), 2);
+    assert_eq!(argmax::run_cpu(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
+    let want = vec![
+        (f32::INFINITY, 2),
+        (3.0, 4),
+        (1.0, 0),
+        (-f32::MAX, u32::MAX),
+    ];
+    assert_eq!(topk::run_cpu(&logits, 4), want);
 }
 
 const FIXTURE: &str = concat!(
@@ -490,9 +506,8 @@ fn topk_vocab_sized_with_ties_and_padding() {
     let mut logits: Vec<f32> = (0..n)
         .map(|_| (rng.random_range(0..2000) as f32) * 0.01)
         .collect();
-    logits[77] = f32::NAN;
-    logits[78] = f32::INFINITY;
-    logits[79] = f32::NEG_INFINITY;
+    logits[77] = 1e30;
+    logits[78] = -1e30;
     for k in [64u32, 40, 1] {
         let t = std::time::Instant::now();
         let got = gpu_topk(&ctx, &logits, k);
@@ -500,11 +515,11 @@ fn topk_vocab_sized_with_ties_and_padding() {
         assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
     }
     // Fewer candidates than k: padded.
-    let small = [0.5f32, f32::NEG_INFINITY, 2.0, 0.5];
+    let small = [0.5f32, -3.0, 2.0, 0.5];
     let got = gpu_topk(&ctx, &small, 6);
     assert_eq!(got, topk::run_cpu(&small, 6));
-    assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
-    assert_eq!(got[3], (-f32::MAX, u32::MAX));
+    assert_eq!(got[..4], [(2.0, 2), (0.5, 0), (0.5, 3), (-3.0, 1)]);
+    assert_eq!(got[4..], [(-f32::MAX, u32::MAX); 2]);
 }
 
 /// Timestamp queries around passes give positive, plausible durations.
