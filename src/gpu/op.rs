@@ -416,10 +416,13 @@ impl Readback {
         encoder.copy_buffer_to_buffer(src, offset, &self.staging, 0, bytes);
     }
 
-    /// Waits for the copied bytes (after submit) and returns the first `len` values as `T`.
+    /// Waits for the copied bytes (after submit) and returns the first `len` values as `T`;
+    /// any wgpu error raised since the last check comes back as [`Error::Gpu`].
     pub async fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext, len: usize) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
-        map_and_copy(ctx, &self.staging, bytes).await
+        let out = map_and_copy(ctx, &self.staging, bytes).await;
+        ctx.take_error()?;
+        out
     }
 }
 
@@ -477,7 +480,5 @@ pub async fn read_buffer<T: bytemuck::Pod>(
         });
     readback.encode_copy(&mut encoder, buffer, offset, bytes.next_multiple_of(4));
     ctx.queue.submit([encoder.finish()]);
-    let out = readback.read(ctx, len).await?;
-    ctx.take_error()?;
-    Ok(out)
+    readback.read(ctx, len).await
 }
