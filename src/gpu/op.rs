@@ -275,10 +275,24 @@ impl Kernel {
 
     /// Records this dispatch into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.encode_groups(pass, self.workgroups);
+    }
+
+    /// Records this dispatch with other workgroup counts (at most the built ones): ops built
+    /// for a maximum batch run a smaller one without new bind groups.
+    pub fn encode_groups(&self, pass: &mut wgpu::ComputePass<'_>, workgroups: [u32; 3]) {
+        debug_assert!(
+            workgroups.iter().zip(self.workgroups).all(|(a, b)| *a <= b),
+            "{}: {workgroups:?} exceeds the built {:?}",
+            self.label,
+            self.workgroups
+        );
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        let [x, y, z] = workgroups;
+        if x > 0 && y > 0 && z > 0 {
+            pass.dispatch_workgroups(x, y, z);
+        }
     }
 }
 
