@@ -43,6 +43,7 @@ pub mod kv_cache;
 pub mod op;
 pub mod ops;
 pub mod q1_0;
+pub mod timer;
 
 pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
 pub use op::{Kernel, KernelSpec, PipelineCache, Readback, Shader, StepParams};
