@@ -26,6 +26,10 @@ const SILU_TOL: f32 = 1e-5;
 /// One f32 add, correctly rounded on both sides.
 const ADD_TOL: f32 = 0.0;
 
+/// Initial y of non-accumulating matvecs: a row left unwritten shows up as this value (finite:
+/// WGSL lets GPUs assume no NaN).
+const SENTINEL: f32 = 1e30;
+
 fn ctx() -> GpuContext {
     pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
 }
@@ -144,7 +148,7 @@ fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64)
     let opts = MatvecOptions {
         accumulate,
         reduce,
-        max_groups_per_dim: 0,
+        ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
     let mut want = y0.clone();
@@ -189,6 +193,36 @@ fn matvec_q1_0_accumulate_residual() {
     check_matvec(768, 256, Reduce::Subgroup, true, 9);
 }
 
+/// Plans the subgroup kernel for subgroup sizes 4..128 (whatever the adapter's real size), so
+/// most workgroup rounds find no row group: the guards must keep them from writing.
+#[test]
+fn matvec_q1_0_subgroup_planned_for_any_size() {
+    let ctx = ctx();
+    if !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, n) = (640, 1234);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        reduce: Reduce::Subgroup,
+        subgroup_sizes: Some((4, 128)),
+        ..Default::default()
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    assert_close(
+        "matvec planned for subgroups 4..128",
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
 /// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
 /// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
 #[test]
@@ -209,11 +243,11 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             continue;
         }
         let opts = MatvecOptions {
-            accumulate: false,
             reduce,
             max_groups_per_dim: 3,
+            ..Default::default()
         };
-        let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
 }
@@ -339,17 +373,29 @@ fn argmax_vocab_sized_with_ties() {
     for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
         logits[i] = 100.0;
     }
-    logits[3] = f32::NAN;
-    logits[4] = f32::INFINITY;
-    let want = argmax::run_cpu(&logits);
-    assert_eq!(want, 4);
-    assert_eq!(gpu_argmax(&ctx, &logits), want);
-    logits[4] = f32::NEG_INFINITY;
     assert_eq!(argmax::run_cpu(&logits), 5);
     assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    logits[5] = 99.0;
+    assert_eq!(gpu_argmax(&ctx, &logits), 2_047);
     // Small inputs: one workgroup in stage 1.
     assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
-    assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
+    assert_eq!(gpu_argmax(&ctx, &[-7.0]), 0);
+}
+
+/// The references' rules for non-finite logits. GPUs are not held to them: WGSL lets
+/// implementations assume floats are finite (Metal fast math does), so GPU tests use finite data.
+#[test]
+fn argmax_topk_reference_rules_for_non_finite() {
+    let logits = [1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0];
+    assert_eq!(argmax::run_cpu(&logits), 2);
+    assert_eq!(argmax::run_cpu(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
+    let want = vec![
+        (f32::INFINITY, 2),
+        (3.0, 4),
+        (1.0, 0),
+        (-f32::MAX, u32::MAX),
+    ];
+    assert_eq!(topk::run_cpu(&logits, 4), want);
 }
 
 const FIXTURE: &str = concat!(
@@ -460,9 +506,8 @@ fn topk_vocab_sized_with_ties_and_padding() {
     let mut logits: Vec<f32> = (0..n)
         .map(|_| (rng.random_range(0..2000) as f32) * 0.01)
         .collect();
-    logits[77] = f32::NAN;
-    logits[78] = f32::INFINITY;
-    logits[79] = f32::NEG_INFINITY;
+    logits[77] = 1e30;
+    logits[78] = -1e30;
     for k in [64u32, 40, 1] {
         let t = std::time::Instant::now();
         let got = gpu_topk(&ctx, &logits, k);
@@ -470,9 +515,47 @@ fn topk_vocab_sized_with_ties_and_padding() {
         assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
     }
     // Fewer candidates than k: padded.
-    let small = [0.5f32, f32::NEG_INFINITY, 2.0, 0.5];
+    let small = [0.5f32, -3.0, 2.0, 0.5];
     let got = gpu_topk(&ctx, &small, 6);
     assert_eq!(got, topk::run_cpu(&small, 6));
-    assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
-    assert_eq!(got[3], (-f32::MAX, u32::MAX));
+    assert_eq!(got[..4], [(2.0, 2), (0.5, 0), (0.5, 3), (-3.0, 1)]);
+    assert_eq!(got[4..], [(-f32::MAX, u32::MAX); 2]);
+}
+
+/// Timestamp queries around passes give positive, plausible durations.
+#[test]
+fn pass_timer_times_matvec_passes() {
+    let ctx = ctx();
+    let Some(mut timer) = bonsai_wgpu::gpu::timer::PassTimer::new(&ctx, 4) else {
+        eprintln!("skip: {} has no timestamp queries", ctx.info.name);
+        return;
+    };
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(40);
+    let (k, n) = (2048, 2048);
+    let w = Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n), k, n).unwrap();
+    let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k)).unwrap();
+    let yb = storage_buffer(&ctx, "y", 4 * n as u64).unwrap();
+    let op = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &yb, MatvecOptions::default()).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    for label in ["matvec 1", "matvec 2"] {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: timer.pass(label),
+        });
+        op.encode(&mut pass);
+    }
+    timer.resolve(&mut encoder);
+    let t = std::time::Instant::now();
+    ctx.queue.submit([encoder.finish()]);
+    let times = pollster::block_on(timer.read(&ctx)).unwrap();
+    let wall_ms = t.elapsed().as_secs_f64() * 1e3;
+    eprintln!("pass times {times:?}, wall {wall_ms:.3} ms");
+    assert_eq!(times.len(), 2);
+    for (label, ms) in &times {
+        assert!(
+            ms.is_finite() && *ms > 0.0 && *ms <= wall_ms + 1.0,
+            "{label}: {ms} ms"
+        );
+    }
 }

@@ -33,6 +33,9 @@ pub struct MatvecOptions {
     /// Cap on workgroups per dispatch dimension; 0 = the device limit. Tests lower it to
     /// exercise the x/y split that the 151,669-row head needs on small-subgroup adapters.
     pub max_groups_per_dim: u32,
+    /// Subgroup size range to plan for instead of the adapter's (must contain the real size).
+    /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
+    pub subgroup_sizes: Option<(u32, u32)>,
 }
 
 /// One kernel per weight part; encode them all (they write disjoint ranges of y).
@@ -70,7 +73,8 @@ impl MatvecQ1_0 {
         let (shader, rows_per_wg, iters) = if subgroup {
             // Enough row groups for the smallest subgroup size, and enough rounds that the
             // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
-            let (sg_min, sg_max) = match (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size) {
+            let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+            let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
                 (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
                     (lo.clamp(4, 128), hi.clamp(4, 128))
                 }
