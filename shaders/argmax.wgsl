@@ -29,6 +29,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let group = wid.x + wid.y * nwg.x;
+    if group >= (N + WG * ITEMS - 1u) / (WG * ITEMS) {
+        return;  // padding workgroup of a split dispatch (workgroup-uniform)
+    }
     let base = group * WG * ITEMS;
     var bv = -3.40282347e38;  // -f32::MAX: -inf (masked) values never win
     var bi = 0xffffffffu;

@@ -35,6 +35,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let group = wid.x + wid.y * nwg.x;
+    if group >= (N + WG * ITEMS - 1u) / (WG * ITEMS) {
+        return;  // padding workgroup of a split dispatch (workgroup-uniform)
+    }
     let base = group * WG * ITEMS;
     var v: array<f32, MAX_ITEMS>;
     var ix: array<u32, MAX_ITEMS>;

@@ -559,3 +559,83 @@ fn pass_timer_times_matvec_passes() {
         );
     }
 }
+
+/// Ops built for a maximum batch, encoded for a shorter one: the first rows are computed, the
+/// rest untouched (no new bind groups per batch size).
+#[test]
+fn batched_ops_encode_shorter_batches() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(50);
+    let (n, max_rows, rows) = (256usize, 8usize, 3usize);
+    let x = random_f32(&mut rng, n * max_rows);
+    let w = random_f32(&mut rng, n);
+    let up = random_f32(&mut rng, n * max_rows);
+    let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+    let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
+    let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n * max_rows]).unwrap();
+    let hb = storage_buffer_init(&ctx, "hb", &x).unwrap();
+    let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
+    let acc = storage_buffer_init(&ctx, "acc", &x).unwrap();
+    let (n32, max32) = (n as u32, max_rows as u32);
+    let norm = Rmsnorm::new(&ctx, &cache, &wb, Some(&xb), &yb, n32, max32, 1e-6).unwrap();
+    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
+    let add_op = Add::new(&ctx, &cache, &acc, &hb2, n32 * max32).unwrap();
+
+    let mut bytes_rng = StdRng::seed_from_u64(51);
+    let (k, vocab) = (128, 40);
+    let table_bytes = random_q1_0(&mut bytes_rng, k, vocab);
+    let table = Q1_0Weight::upload(&ctx, "embd", &table_bytes, k, vocab).unwrap();
+    let tokens: Vec<u32> = (0..max_rows as u32).map(|t| 3 * t + 1).collect();
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let eb = storage_buffer_init(&ctx, "e", &vec![SENTINEL; k * max_rows]).unwrap();
+    let embed = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &eb, max32).unwrap();
+
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        norm.encode_rows(&mut pass, rows as u32);
+        silu.encode_len(&mut pass, (n * rows) as u32);
+        add_op.encode_len(&mut pass, (n * rows) as u32);
+        embed.encode_tokens(&mut pass, rows as u32);
+    }
+    ctx.queue.submit([encoder.finish()]);
+
+    let split = n * rows;
+    let mut want = vec![0.0; split];
+    rmsnorm::run_cpu(&x[..split], &w, 1e-6, &mut want);
+    let got = read_f32(&ctx, &yb, n * max_rows);
+    assert_close("rmsnorm first rows", &got[..split], &want, RMSNORM_TOL);
+    assert!(
+        got[split..].iter().all(|v| *v == SENTINEL),
+        "rmsnorm wrote past row {rows}"
+    );
+
+    let mut want = x[..split].to_vec();
+    silu_mul::run_cpu(&mut want, &up[..split]);
+    let got = read_f32(&ctx, &hb, n * max_rows);
+    assert_close("silu_mul first rows", &got[..split], &want, SILU_TOL);
+    assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
+
+    let mut want = x[..split].to_vec();
+    add::run_cpu(&mut want, &up[..split]);
+    let got = read_f32(&ctx, &acc, n * max_rows);
+    assert_close("add first rows", &got[..split], &want, ADD_TOL);
+    assert_eq!(got[split..], x[split..], "add wrote past row {rows}");
+
+    let got = read_f32(&ctx, &eb, k * max_rows);
+    for (t, &tok) in tokens.iter().enumerate().take(rows) {
+        let mut want = vec![0.0; k];
+        embed_q1_0::run_cpu(&table_bytes, k, tok as usize, &mut want);
+        assert_close(
+            "embed first tokens",
+            &got[t * k..(t + 1) * k],
+            &want,
+            EMBED_TOL,
+        );
+    }
+    assert!(
+        got[k * rows..].iter().all(|v| *v == SENTINEL),
+        "embed wrote past token {rows}"
+    );
+}
