@@ -38,6 +38,7 @@
 //! - **Errors**: wgpu reports validation errors asynchronously; the context keeps the first one
 //!   and read-backs return it as [`crate::Error::Gpu`] ([`GpuContext::take_error`]).
 
+pub mod attention;
 pub mod context;
 pub mod kv_cache;
 pub mod op;
