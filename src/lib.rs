@@ -15,3 +15,4 @@ pub use error::{Error, Result};
 pub mod config;
 pub mod cpu;
 pub mod engine;
+pub mod synth;
