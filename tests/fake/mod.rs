@@ -29,8 +29,9 @@ impl Vocab for FakeVocab {
 }
 
 /// An engine that, after the prompt, predicts `reply[i]` for the i-th generated position (then
-/// the stop token 0), by putting logit 10 on it and 0 elsewhere.
+/// `stop`, 0 unless changed), by putting logit 10 on it and 0 elsewhere.
 pub struct ScriptedEngine {
+    pub stop: u32,
     pub n_vocab: usize,
     pub n_ctx: usize,
     pub fed: Vec<u32>,
@@ -41,6 +42,7 @@ pub struct ScriptedEngine {
 impl ScriptedEngine {
     pub fn new(n_vocab: usize, n_ctx: usize, reply: Vec<u32>) -> Self {
         Self {
+            stop: 0,
             n_vocab,
             n_ctx,
             fed: Vec::new(),
@@ -51,7 +53,7 @@ impl ScriptedEngine {
 
     fn next(&self) -> u32 {
         let i = self.fed.len() - self.prompt_len.unwrap_or(self.fed.len());
-        self.reply.get(i).copied().unwrap_or(0)
+        self.reply.get(i).copied().unwrap_or(self.stop)
     }
 }
 
