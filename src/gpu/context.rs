@@ -1,0 +1,330 @@
+//! GPU context: picks an adapter, requests a device with the optional features the kernels can
+//! use (shader-f16, subgroups, timestamps) and the adapter's full limits.
+//!
+//! Adapter choice, in order: `BONSAI_WGPU_ADAPTER` / [`GpuOptions::adapter_name`] (substring,
+//! case-insensitive) restricts the candidates; `BONSAI_WGPU_BACKEND` / [`GpuOptions::backends`]
+//! restricts the backends; among the usable candidates the device type decides (discrete GPU
+//! first under high performance, integrated first under low power, CPU rasterisers such as
+//! lavapipe last and only when [`GpuOptions::allow_cpu`] is set).
+
+use std::sync::{Arc, Mutex};
+
+use crate::{Error, Result};
+
+/// Smallest limits every kernel of this crate relies on (WebGPU defaults are at or above them).
+const MIN_STORAGE_BUFFERS_PER_STAGE: u32 = 8;
+const MIN_INVOCATIONS_PER_WORKGROUP: u32 = 256;
+const MIN_WORKGROUP_STORAGE_BYTES: u32 = 16384;
+
+/// How to choose the GPU.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Backends to consider; `None` = Vulkan/Metal/DX12/WebGPU, then GL if those have no usable
+    /// adapter (`BONSAI_WGPU_BACKEND` overrides).
+    pub backends: Option<wgpu::Backends>,
+    /// Adapter name substring, case-insensitive (`BONSAI_WGPU_ADAPTER` overrides).
+    pub adapter_name: Option<String>,
+    /// Which kind of GPU to prefer when several are usable.
+    pub power: wgpu::PowerPreference,
+    /// Accept CPU adapters (lavapipe, WARP, SwiftShader) when no GPU is usable.
+    pub allow_cpu: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            backends: None,
+            adapter_name: None,
+            power: wgpu::PowerPreference::HighPerformance,
+            allow_cpu: true,
+        }
+    }
+}
+
+/// What the chosen adapter is.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+    /// Subgroup size range reported by the adapter (0 when unknown).
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+/// Optional features the device was created with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuFeatures {
+    /// `enable f16;` shader variants may be used.
+    pub has_f16: bool,
+    /// `enable subgroups;` shader variants may be used.
+    pub has_subgroups: bool,
+    /// Timestamp queries (at pass boundaries, and inside passes when `has_timestamps_in_passes`).
+    pub has_timestamps: bool,
+    pub has_timestamps_in_passes: bool,
+}
+
+/// A device and queue plus what they can do. Cheap to share: wgpu handles are reference counted.
+#[derive(Clone, Debug)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: GpuInfo,
+    pub features: GpuFeatures,
+    pub limits: wgpu::Limits,
+    /// First uncaptured wgpu error (validation, out of memory) since the last [`Self::take_error`].
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+/// Parses a backend name as accepted by `BONSAI_WGPU_BACKEND`.
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        "webgpu" | "browser" => Ok(wgpu::Backends::BROWSER_WEBGPU),
+        other => Err(Error::InvalidArgument(format!(
+            "BONSAI_WGPU_BACKEND `{other}`: expected vulkan, metal, dx12, gl or webgpu"
+        ))),
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = name;
+        None
+    }
+}
+
+/// Why an adapter cannot run our kernels, or `None` when it can.
+fn unusable_reason(limits: &wgpu::Limits) -> Option<String> {
+    let checks = [
+        (
+            "max_storage_buffers_per_shader_stage",
+            limits.max_storage_buffers_per_shader_stage,
+            MIN_STORAGE_BUFFERS_PER_STAGE,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            limits.max_compute_invocations_per_workgroup,
+            MIN_INVOCATIONS_PER_WORKGROUP,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            limits.max_compute_workgroup_storage_size,
+            MIN_WORKGROUP_STORAGE_BYTES,
+        ),
+    ];
+    checks
+        .iter()
+        .find(|(_, have, need)| have < need)
+        .map(|(name, have, need)| format!("{name} = {have} < {need}"))
+}
+
+/// Lower rank = preferred.
+#[cfg(not(target_arch = "wasm32"))]
+fn type_rank(ty: wgpu::DeviceType, power: wgpu::PowerPreference) -> u32 {
+    use wgpu::DeviceType::*;
+    match (ty, power) {
+        (DiscreteGpu, wgpu::PowerPreference::LowPower) => 1,
+        (IntegratedGpu, wgpu::PowerPreference::LowPower) => 0,
+        (DiscreteGpu, _) => 0,
+        (IntegratedGpu, _) => 1,
+        (VirtualGpu, _) => 2,
+        (Other, _) => 3,
+        (Cpu, _) => 4,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+impl GpuContext {
+    /// Chooses an adapter and creates the device. Errors name every adapter that was seen.
+    pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
+        let requested = match env_var("BONSAI_WGPU_BACKEND") {
+            Some(name) => Some(parse_backend(&name)?),
+            None => opts.backends,
+        };
+        let name_filter = env_var("BONSAI_WGPU_ADAPTER")
+            .or_else(|| opts.adapter_name.clone())
+            .map(|s| s.to_lowercase());
+        // Without a request, try the primary APIs first; GL (noisy to probe, slower compute)
+        // only when none of them has a usable adapter.
+        let attempts = match requested {
+            Some(b) => vec![b],
+            None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
+        };
+        let mut last_err = None;
+        for backends in attempts {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = backends;
+            let instance = wgpu::Instance::new(desc);
+            match Self::pick_adapter(&instance, backends, name_filter.as_deref(), opts).await {
+                Ok(adapter) => return Self::from_adapter(adapter).await,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Adapter("no backend to try".into())))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn pick_adapter(
+        instance: &wgpu::Instance,
+        backends: wgpu::Backends,
+        name_filter: Option<&str>,
+        opts: &GpuOptions,
+    ) -> Result<wgpu::Adapter> {
+        let adapters = instance.enumerate_adapters(backends).await;
+        let mut seen = Vec::new();
+        let mut best: Option<(u32, wgpu::Adapter)> = None;
+        for adapter in adapters {
+            let info = adapter.get_info();
+            let why_not = if name_filter.is_some_and(|f| !info.name.to_lowercase().contains(f)) {
+                Some("name does not match".to_string())
+            } else if info.device_type == wgpu::DeviceType::Cpu
+                && !opts.allow_cpu
+                && name_filter.is_none()
+            {
+                Some("CPU adapter and allow_cpu is off".to_string())
+            } else {
+                unusable_reason(&adapter.limits())
+            };
+            match why_not {
+                Some(reason) => seen.push(format!("{}: {reason}", describe(&info))),
+                None => {
+                    seen.push(describe(&info));
+                    let rank = type_rank(info.device_type, opts.power);
+                    if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                        best = Some((rank, adapter));
+                    }
+                }
+            }
+        }
+        best.map(|(_, a)| a).ok_or_else(|| {
+            let filter = name_filter
+                .map(|f| format!(" matching `{f}`"))
+                .unwrap_or_default();
+            let list = if seen.is_empty() {
+                "none found".to_string()
+            } else {
+                seen.join("; ")
+            };
+            Error::Adapter(format!(
+                "no usable adapter{filter} on backends {backends:?}; adapters: {list}"
+            ))
+        })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    async fn pick_adapter(
+        instance: &wgpu::Instance,
+        backends: wgpu::Backends,
+        // Browsers expose one adapter and often hide its name: the filter cannot choose.
+        _name_filter: Option<&str>,
+        opts: &GpuOptions,
+    ) -> Result<wgpu::Adapter> {
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: opts.power,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::Adapter(format!("no adapter on backends {backends:?}: {e}")))?;
+        if let Some(reason) = unusable_reason(&adapter.limits()) {
+            return Err(Error::Adapter(format!(
+                "{} cannot run the model: {reason}",
+                describe(&adapter.get_info())
+            )));
+        }
+        Ok(adapter)
+    }
+
+    /// Creates the device on a chosen adapter, enabling the optional features it has.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuContext> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let mut required = available & wanted;
+        if !required.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            required.remove(
+                wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            );
+        }
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("bonsai-wgpu"),
+                required_features: required,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(format!("request_device on {}: {e}", describe(&info))))?;
+        let features = GpuFeatures {
+            has_f16: required.contains(wgpu::Features::SHADER_F16),
+            has_subgroups: required.contains(wgpu::Features::SUBGROUP),
+            has_timestamps: required.contains(wgpu::Features::TIMESTAMP_QUERY),
+            has_timestamps_in_passes: required
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+        };
+        let errors: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        Ok(GpuContext {
+            errors,
+            device,
+            queue,
+            info: GpuInfo {
+                name: info.name.clone(),
+                backend: info.backend,
+                device_type: info.device_type,
+                driver: info.driver.clone(),
+                driver_info: info.driver_info.clone(),
+                subgroup_min_size: info.subgroup_min_size,
+                subgroup_max_size: info.subgroup_max_size,
+            },
+            features,
+            limits,
+        })
+    }
+
+    /// Largest byte size one storage binding (and one buffer) may have on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Returns (and clears) the first wgpu error raised since the last call, as [`Error::Gpu`].
+    /// wgpu reports validation and out-of-memory errors asynchronously; read-backs check this.
+    pub fn take_error(&self) -> Result<()> {
+        let taken = self.errors.lock().ok().and_then(|mut slot| slot.take());
+        match taken {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+}

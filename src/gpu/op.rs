@@ -1,0 +1,483 @@
+//! The kernel framework: shader table, pipeline cache, [`Kernel`] values, buffer helpers and
+//! read-back.
+//!
+//! An op is a *value*: a pipeline, a static bind group and a dispatch size, built once at load
+//! time. The caller records any number of kernels into one compute pass and submits once.
+//! Everything that changes per step (position, token count, ...) lives in one small
+//! [`StepParams`] buffer written with `queue.write_buffer`, so bind groups never change.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use crate::{Error, Result};
+
+/// Every WGSL file of the crate, loaded with `include_str!` from `shaders/<name>.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    MatvecQ1_0,
+    MatvecQ1_0Subgroup,
+    EmbedQ1_0,
+    Rmsnorm,
+    SiluMul,
+    Add,
+    Argmax,
+    QkNormRope,
+    AttentionDecode,
+    AttentionMerge,
+    AttentionPrefill,
+    MatmulQ1_0,
+    Topk,
+}
+
+/// What a shader file needs from the device beyond core WebGPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShaderNeeds {
+    pub subgroups: bool,
+    pub f16: bool,
+}
+
+impl Shader {
+    /// All shaders, for tests that validate every file.
+    pub const ALL: &'static [Shader] = &[
+        Shader::MatvecQ1_0,
+        Shader::MatvecQ1_0Subgroup,
+        Shader::EmbedQ1_0,
+        Shader::Rmsnorm,
+        Shader::SiluMul,
+        Shader::Add,
+        Shader::Argmax,
+        Shader::QkNormRope,
+        Shader::AttentionDecode,
+        Shader::AttentionMerge,
+        Shader::AttentionPrefill,
+        Shader::MatmulQ1_0,
+        Shader::Topk,
+    ];
+
+    /// File stem in `shaders/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::MatvecQ1_0 => "matvec_q1_0",
+            Shader::MatvecQ1_0Subgroup => "matvec_q1_0_subgroup",
+            Shader::EmbedQ1_0 => "embed_q1_0",
+            Shader::Rmsnorm => "rmsnorm",
+            Shader::SiluMul => "silu_mul",
+            Shader::Add => "add",
+            Shader::Argmax => "argmax",
+            Shader::QkNormRope => "qk_norm_rope",
+            Shader::AttentionDecode => "attention_decode",
+            Shader::AttentionMerge => "attention_merge",
+            Shader::AttentionPrefill => "attention_prefill",
+            Shader::MatmulQ1_0 => "matmul_q1_0",
+            Shader::Topk => "topk",
+        }
+    }
+
+    /// WGSL source text.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::MatvecQ1_0 => include_str!("../../shaders/matvec_q1_0.wgsl"),
+            Shader::MatvecQ1_0Subgroup => include_str!("../../shaders/matvec_q1_0_subgroup.wgsl"),
+            Shader::EmbedQ1_0 => include_str!("../../shaders/embed_q1_0.wgsl"),
+            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
+            Shader::Add => include_str!("../../shaders/add.wgsl"),
+            Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::QkNormRope => include_str!("../../shaders/qk_norm_rope.wgsl"),
+            Shader::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
+            Shader::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl"),
+            Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
+            Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
+            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
+        }
+    }
+
+    /// Device capabilities the file needs.
+    pub fn needs(self) -> ShaderNeeds {
+        match self {
+            Shader::MatvecQ1_0Subgroup => ShaderNeeds {
+                subgroups: true,
+                f16: false,
+            },
+            _ => ShaderNeeds::default(),
+        }
+    }
+
+    /// Source as given to the device. Naga (wgpu native) enables subgroup operations through the
+    /// device feature and rejects `enable subgroups;`, which browsers require: it is prepended
+    /// for browser WebGPU only. Files needing f16 carry their own `enable f16;`.
+    pub fn source_for(self, backend: wgpu::Backend) -> std::borrow::Cow<'static, str> {
+        if self.needs().subgroups && backend == wgpu::Backend::BrowserWebGpu {
+            format!("enable subgroups;\n{}", self.source()).into()
+        } else {
+            self.source().into()
+        }
+    }
+}
+
+/// Override constants of one pipeline, `(name, value)`; WGSL `override` values are f64 in wgpu.
+pub type Overrides = Vec<(&'static str, f64)>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: Shader,
+    entry: &'static str,
+    /// Override names and the bit patterns of their values, in the caller's order.
+    overrides: Vec<(&'static str, u64)>,
+}
+
+/// Pipelines keyed by (shader, entry point, override constants); modules compiled once each.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+}
+
+impl PipelineCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of distinct pipelines built so far.
+    pub fn len(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns the pipeline for `shader`/`entry` specialised with `overrides`, building it once.
+    pub fn get(
+        &self,
+        ctx: &GpuContext,
+        shader: Shader,
+        entry: &'static str,
+        overrides: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let needs = shader.needs();
+        if needs.subgroups && !ctx.features.has_subgroups {
+            return Err(Error::Gpu(format!(
+                "shader {} needs subgroups, which {} lacks",
+                shader.name(),
+                ctx.info.name
+            )));
+        }
+        if needs.f16 && !ctx.features.has_f16 {
+            return Err(Error::Gpu(format!(
+                "shader {} needs shader-f16, which {} lacks",
+                shader.name(),
+                ctx.info.name
+            )));
+        }
+        let key = PipelineKey {
+            shader,
+            entry,
+            overrides: overrides.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        };
+        fn poisoned<T>(_: T) -> Error {
+            Error::Gpu("pipeline cache lock poisoned".into())
+        }
+        if let Some(p) = self.pipelines.lock().map_err(poisoned)?.get(&key) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut modules = self.modules.lock().map_err(poisoned)?;
+            modules
+                .entry(shader)
+                .or_insert_with(|| {
+                    ctx.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source_for(ctx.info.backend)),
+                        })
+                })
+                .clone()
+        };
+        let label = format!("{}::{entry}", shader.name());
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: overrides,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.pipelines
+            .lock()
+            .map_err(poisoned)?
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// One recorded dispatch: pipeline, static bindings (group 0) and workgroup counts.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+/// Everything needed to build a [`Kernel`]; `bindings[i]` goes to `@binding(i)` of group 0.
+pub struct KernelSpec<'a> {
+    pub label: String,
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub overrides: &'a [(&'static str, f64)],
+    pub bindings: &'a [wgpu::BindingResource<'a>],
+    pub workgroups: [u32; 3],
+}
+
+impl Kernel {
+    /// Builds the pipeline (through the cache) and the bind group.
+    pub fn new(ctx: &GpuContext, cache: &PipelineCache, spec: KernelSpec<'_>) -> Result<Kernel> {
+        let max = ctx.limits.max_compute_workgroups_per_dimension;
+        if spec.workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Limit {
+                limit: "max_compute_workgroups_per_dimension",
+                needed: spec.workgroups.iter().copied().max().unwrap_or(0) as u64,
+                allowed: max as u64,
+            });
+        }
+        let pipeline = cache.get(ctx, spec.shader, spec.entry, spec.overrides)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = spec
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&spec.label),
+            layout: &layout,
+            entries: &entries,
+        });
+        Ok(Kernel {
+            label: spec.label,
+            pipeline,
+            bind_group,
+            workgroups: spec.workgroups,
+        })
+    }
+
+    /// Records this dispatch into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Splits `n_groups` workgroups over x and y so that neither exceeds `max_per_dim`.
+/// Shaders recover the linear index as `wid.x + wid.y * nwg.x` and skip indices past the end.
+pub fn split_workgroups(n_groups: u32, max_per_dim: u32) -> [u32; 3] {
+    if n_groups <= max_per_dim {
+        [n_groups.max(1), 1, 1]
+    } else {
+        let y = n_groups.div_ceil(max_per_dim);
+        [n_groups.div_ceil(y), y, 1]
+    }
+}
+
+/// Records `kernels` into one compute pass of a fresh encoder and submits once.
+pub fn submit_kernels(ctx: &GpuContext, label: &str, kernels: &[&Kernel]) {
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for k in kernels {
+            k.encode(&mut pass);
+        }
+    }
+    ctx.queue.submit([encoder.finish()]);
+}
+
+/// Per-step parameters shared by every kernel of a step; one buffer, one write per step.
+/// Bind it as `var<uniform> step: StepParams` (WGSL struct with the same four u32 fields + pad).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepParams {
+    /// Tokens processed this step (1 for decode).
+    pub n_tokens: u32,
+    /// Position of the first token of this step.
+    pub pos: u32,
+    /// Keys/values valid after this step (`pos + n_tokens`).
+    pub n_kv: u32,
+    /// Spare, keeps the struct 16 bytes (uniform layout).
+    pub _pad: u32,
+}
+
+fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
+    let allowed = ctx.max_binding_bytes();
+    if bytes > allowed {
+        return Err(Error::Limit {
+            limit: "max_storage_buffer_binding_size",
+            needed: bytes,
+            allowed,
+        })
+        .map_err(|e| Error::Gpu(format!("buffer `{label}`: {e}")));
+    }
+    Ok(())
+}
+
+const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+/// A zeroed storage buffer of `bytes` (rounded up to 4), usable as binding, copy source and target.
+pub fn storage_buffer(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    let size = bytes.max(4).next_multiple_of(4);
+    check_size(ctx, label, size)?;
+    Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: STORAGE_USAGE,
+        mapped_at_creation: false,
+    }))
+}
+
+/// A storage buffer holding `data`.
+pub fn storage_buffer_init<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[T],
+) -> Result<wgpu::Buffer> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    if bytes.is_empty() {
+        return storage_buffer(ctx, label, 4);
+    }
+    check_size(ctx, label, bytes.len() as u64)?;
+    Ok(ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: STORAGE_USAGE,
+        }))
+}
+
+/// A uniform buffer holding `value` (e.g. [`StepParams`]), rewritten with `queue.write_buffer`.
+pub fn uniform_buffer_init<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    label: &str,
+    value: &T,
+) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// A reusable staging buffer for reading results back (made once, used every step).
+pub struct Readback {
+    pub staging: wgpu::Buffer,
+}
+
+impl Readback {
+    pub fn new(ctx: &GpuContext, label: &str, bytes: u64) -> Readback {
+        Readback {
+            staging: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    /// Records a copy of `bytes` from `src` at `offset` into the staging buffer.
+    pub fn encode_copy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) {
+        encoder.copy_buffer_to_buffer(src, offset, &self.staging, 0, bytes);
+    }
+
+    /// Waits for the copied bytes (after submit) and returns the first `len` values as `T`.
+    pub async fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext, len: usize) -> Result<Vec<T>> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        map_and_copy(ctx, &self.staging, bytes).await
+    }
+}
+
+async fn map_and_copy<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<T>> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let mapped = bytes.next_multiple_of(4);
+    let slice = staging.slice(0..mapped);
+    let (tx, rx) = futures::channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("poll: {e}")))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = ctx;
+    rx.await
+        .map_err(|_| Error::Gpu("map_async callback dropped".into()))?
+        .map_err(|e| Error::Gpu(format!("map_async: {e}")))?;
+    let out = {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("get_mapped_range: {e}")))?;
+        let n = bytes as usize / std::mem::size_of::<T>();
+        // Copy through bytes: the mapping is only guaranteed 4-byte aligned.
+        let mut out = vec![T::zeroed(); n];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..bytes as usize]);
+        out
+    };
+    staging.unmap();
+    Ok(out)
+}
+
+/// Copies `len` values of `T` from `buffer` (starting at byte `offset`) to the host.
+/// Allocates a staging buffer: for tests and one-off reads; the decode loop uses [`Readback`].
+pub async fn read_buffer<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<T>> {
+    let bytes = (len * std::mem::size_of::<T>()) as u64;
+    let readback = Readback::new(ctx, "read_buffer staging", bytes);
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("read_buffer"),
+        });
+    readback.encode_copy(&mut encoder, buffer, offset, bytes.next_multiple_of(4));
+    ctx.queue.submit([encoder.finish()]);
+    let out = readback.read(ctx, len).await?;
+    ctx.take_error()?;
+    Ok(out)
+}

@@ -1,0 +1,14 @@
+//! One module per op: a wrapper that builds a [`Kernel`](super::op::Kernel) and a plain CPU
+//! reference `run_cpu` that the op's test compares against.
+pub mod add;
+pub mod argmax;
+pub mod attention_decode;
+pub mod attention_prefill;
+pub mod elementwise;
+pub mod embed_q1_0;
+pub mod matmul_q1_0;
+pub mod matvec_q1_0;
+pub mod qk_norm_rope;
+pub mod rmsnorm;
+pub mod silu_mul;
+pub mod topk;

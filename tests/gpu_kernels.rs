@@ -1,0 +1,508 @@
+//! Every GPU op against its CPU reference on random input (runs on lavapipe in CI).
+
+use bonsai_wgpu::gpu::op::storage_buffer;
+use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
+use bonsai_wgpu::gpu::ops::add::{self, Add};
+use bonsai_wgpu::gpu::ops::argmax::{self, Argmax};
+use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
+use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
+use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
+use bonsai_wgpu::gpu::ops::silu_mul::{self, SiluMul};
+use bonsai_wgpu::gpu::ops::topk::{self, TopK};
+use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// f32 GPU sums (different order) vs f64 CPU sums: relative to the output's RMS.
+const MATVEC_TOL: f32 = 1e-5;
+
+/// Embedding values are exact f16 scales: the GPU must reproduce them bit for bit.
+const EMBED_TOL: f32 = 0.0;
+/// f32 sum of squares in a different order, inverseSqrt vs f64 sqrt.
+const RMSNORM_TOL: f32 = 1e-5;
+/// GPU exp vs libm exp (WGSL allows a few ulp).
+const SILU_TOL: f32 = 1e-5;
+/// One f32 add, correctly rounded on both sides.
+const ADD_TOL: f32 = 0.0;
+
+fn ctx() -> GpuContext {
+    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
+}
+
+fn random_f32(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Random GGUF Q1_0 bytes for `[k, n]`: scales like real weights (0.005 .. 0.05), random signs.
+fn random_q1_0(rng: &mut StdRng, k: usize, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * k / 128 * 18);
+    for _ in 0..n * k / 128 {
+        let d = half::f16::from_f32(rng.random_range(0.005f32..0.05));
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
+/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+    let scale = (rms as f32).max(1e-30);
+    let (mut worst, mut worst_err) = (0, 0.0f32);
+    let mut sq_err = 0.0f64;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        sq_err += (err as f64).powi(2);
+        if err > worst_err || err.is_nan() {
+            (worst, worst_err) = (i, err);
+        }
+    }
+    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
+    eprintln!(
+        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
+        worst_err / scale
+    );
+    assert!(
+        worst_err / scale <= tol,
+        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
+        got[worst],
+        want[worst]
+    );
+}
+
+#[test]
+fn repack_q1_0_matches_gguf_blocks() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (k, n) = (384, 5); // 3 blocks per row, 15 in all: odd count pads the last scale word
+    let bytes = random_q1_0(&mut rng, k, n);
+    let (signs, scales) = repack_q1_0(&bytes, k, n).unwrap();
+    assert_eq!(signs.len(), n * k / 32);
+    assert_eq!(scales.len(), (n * k / 128).div_ceil(2));
+    for r in 0..n {
+        for j in 0..k {
+            let blk = (r * k + j) / 128;
+            let block = &bytes[blk * 18..blk * 18 + 18];
+            let d_bits = u16::from_le_bytes([block[0], block[1]]);
+            let bit = (block[2 + (j % 128) / 8] >> (j % 8)) & 1;
+            let word = signs[r * k / 32 + j / 32];
+            assert_eq!(
+                (word >> (j % 32)) & 1,
+                bit as u32,
+                "sign of row {r} weight {j}"
+            );
+            let half = (scales[blk / 2] >> (16 * (blk % 2))) as u16;
+            assert_eq!(half, d_bits, "scale of block {blk}");
+        }
+    }
+    assert!(repack_q1_0(&bytes[1..], k, n).is_err());
+    assert!(repack_q1_0(&bytes, 100, n).is_err());
+}
+
+/// Runs one matvec on the GPU: y (starting from `y0`) (=|+=) W x.
+fn gpu_matvec(
+    ctx: &GpuContext,
+    w: &Q1_0Weight,
+    x: &[f32],
+    y0: &[f32],
+    opts: MatvecOptions,
+) -> Vec<f32> {
+    let cache = PipelineCache::new();
+    let xb = storage_buffer_init(ctx, "x", x).unwrap();
+    let yb = storage_buffer_init(ctx, "y", y0).unwrap();
+    let op = MatvecQ1_0::new(ctx, &cache, w, &xb, &yb, opts).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    let t = std::time::Instant::now();
+    submit_kernels(ctx, "matvec", &kernels);
+    let out = pollster::block_on(read_buffer::<f32>(ctx, &yb, 0, y0.len())).unwrap();
+    eprintln!(
+        "matvec {}x{} {:?}: {:?}",
+        w.n,
+        w.k,
+        opts.reduce,
+        t.elapsed()
+    );
+    out
+}
+
+fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64) {
+    let ctx = ctx();
+    if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let y0 = if accumulate {
+        random_f32(&mut rng, n)
+    } else {
+        vec![0.0; n]
+    };
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        accumulate,
+        reduce,
+        ..Default::default()
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
+    let mut want = y0.clone();
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, accumulate);
+    assert_close(
+        &format!("matvec {k}x{n} {reduce:?} acc={accumulate}"),
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
+#[test]
+fn matvec_q1_0_shared_small() {
+    check_matvec(256, 100, Reduce::Shared, false, 2);
+}
+
+#[test]
+fn matvec_q1_0_subgroup_small() {
+    check_matvec(256, 100, Reduce::Subgroup, false, 3);
+}
+
+#[test]
+fn matvec_q1_0_shared_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Shared, false, 4);
+}
+
+#[test]
+fn matvec_q1_0_subgroup_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Subgroup, false, 5);
+}
+
+#[test]
+fn matvec_q1_0_k12288_both_reductions() {
+    check_matvec(12288, 512, Reduce::Shared, false, 6);
+    check_matvec(12288, 512, Reduce::Subgroup, false, 7);
+}
+
+#[test]
+fn matvec_q1_0_accumulate_residual() {
+    check_matvec(768, 256, Reduce::Shared, true, 8);
+    check_matvec(768, 256, Reduce::Subgroup, true, 9);
+}
+
+/// Plans the subgroup kernel for subgroup sizes 4..128 (whatever the adapter's real size), so
+/// most workgroup rounds find no row group: the guards must keep them from writing.
+#[test]
+fn matvec_q1_0_subgroup_planned_for_any_size() {
+    let ctx = ctx();
+    if !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, n) = (640, 1234);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        reduce: Reduce::Subgroup,
+        subgroup_sizes: Some((4, 128)),
+        ..Default::default()
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    assert_close(
+        "matvec planned for subgroups 4..128",
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
+/// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
+/// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
+#[test]
+fn matvec_q1_0_split_parts_and_dispatch() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(10);
+    let (k, n) = (512, 1001);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    // 64 bytes of signs per row: 4 KiB -> 64 rows per part, 16 parts (last one short).
+    let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, 4096).unwrap();
+    assert_eq!(w.parts.len(), 16);
+    assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<usize>(), n);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    for reduce in [Reduce::Shared, Reduce::Subgroup] {
+        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+            continue;
+        }
+        let opts = MatvecOptions {
+            reduce,
+            max_groups_per_dim: 3,
+            ..Default::default()
+        };
+        let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+        assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
+    }
+}
+
+fn read_f32(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(read_buffer::<f32>(ctx, b, 0, n)).unwrap()
+}
+
+#[test]
+fn embed_q1_0_gathers_rows_across_parts() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(20);
+    let (k, n_vocab) = (256, 300);
+    let bytes = random_q1_0(&mut rng, k, n_vocab);
+    // 32 bytes of signs per row, 1 KiB parts: 32 rows each, 10 parts.
+    let table =
+        Q1_0Weight::upload_with_limit(&ctx, "token_embd", &bytes, k, n_vocab, 1024).unwrap();
+    assert_eq!(table.parts.len(), 10);
+    let tokens: Vec<u32> = vec![0, 299, 31, 32, 150, 7];
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
+    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    submit_kernels(&ctx, "embed", &kernels);
+    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let mut want = vec![0.0; k * tokens.len()];
+    for (t, &tok) in tokens.iter().enumerate() {
+        embed_q1_0::run_cpu(&bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+    }
+    assert_close("embed", &got, &want, EMBED_TOL);
+}
+
+#[test]
+fn rmsnorm_vector_batch_and_inplace() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(21);
+    let eps = 1e-6;
+    for (n, rows) in [(2048usize, 1usize), (256, 7), (128, 16)] {
+        let x: Vec<f32> = random_f32(&mut rng, n * rows)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        let w = random_f32(&mut rng, n);
+        let mut want = vec![0.0; n * rows];
+        rmsnorm::run_cpu(&x, &w, eps, &mut want);
+        let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
+        let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+        let yb = storage_buffer(&ctx, "y", (4 * n * rows) as u64).unwrap();
+        let op = Rmsnorm::new(
+            &ctx,
+            &cache,
+            &wb,
+            Some(&xb),
+            &yb,
+            n as u32,
+            rows as u32,
+            eps,
+        )
+        .unwrap();
+        let inplace =
+            Rmsnorm::new(&ctx, &cache, &wb, None, &xb, n as u32, rows as u32, eps).unwrap();
+        submit_kernels(&ctx, "rmsnorm", &[&op.kernel, &inplace.kernel]);
+        assert_close(
+            &format!("rmsnorm {rows}x{n}"),
+            &read_f32(&ctx, &yb, n * rows),
+            &want,
+            RMSNORM_TOL,
+        );
+        assert_close(
+            &format!("rmsnorm in place {rows}x{n}"),
+            &read_f32(&ctx, &xb, n * rows),
+            &want,
+            RMSNORM_TOL,
+        );
+    }
+}
+
+#[test]
+fn silu_mul_and_add_elementwise() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(22);
+    let n = 6144 * 3 + 5; // a batch of 3 rows of n_ff plus a ragged tail
+    let gate: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 12.0).collect();
+    let up = random_f32(&mut rng, n);
+    let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
+    let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
+    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
+    let x0 = random_f32(&mut rng, n);
+    let xb2v = random_f32(&mut rng, n);
+    let x = storage_buffer_init(&ctx, "x", &x0).unwrap();
+    let xb2 = storage_buffer_init(&ctx, "xb2", &xb2v).unwrap();
+    let add_op = Add::new(&ctx, &cache, &x, &xb2, n as u32).unwrap();
+    submit_kernels(&ctx, "elementwise", &[&silu.kernel, &add_op.kernel]);
+    let mut want = gate.clone();
+    silu_mul::run_cpu(&mut want, &up);
+    assert_close("silu_mul", &read_f32(&ctx, &hb, n), &want, SILU_TOL);
+    let mut want = x0.clone();
+    add::run_cpu(&mut want, &xb2v);
+    assert_close("add", &read_f32(&ctx, &x, n), &want, ADD_TOL);
+}
+
+fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
+    let cache = PipelineCache::new();
+    let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
+    let op = Argmax::new(ctx, &cache, &lb, logits.len() as u32).unwrap();
+    submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
+    pollster::block_on(read_buffer::<u32>(ctx, &op.result, 0, 1)).unwrap()[0]
+}
+
+#[test]
+fn argmax_vocab_sized_with_ties() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(23);
+    let n = 151_669;
+    let mut logits: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 20.0).collect();
+    let t = std::time::Instant::now();
+    assert_eq!(gpu_argmax(&ctx, &logits), argmax::run_cpu(&logits));
+    eprintln!("argmax over {n}: {:?}", t.elapsed());
+    // Ties across workgroups and within one: the lowest index wins.
+    for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
+        logits[i] = 100.0;
+    }
+    logits[3] = f32::NAN;
+    logits[4] = f32::INFINITY;
+    let want = argmax::run_cpu(&logits);
+    assert_eq!(want, 4);
+    assert_eq!(gpu_argmax(&ctx, &logits), want);
+    logits[4] = f32::NEG_INFINITY;
+    assert_eq!(argmax::run_cpu(&logits), 5);
+    assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    // Small inputs: one workgroup in stage 1.
+    assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
+    assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
+}
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/tiny-bonsai-dev.gguf"
+);
+
+/// The repacked layout, expanded on the CPU, equals quant.rs's dequantizer (an independent
+/// implementation) on every weight of a real tensor.
+#[test]
+fn repacked_layout_dequantizes_like_quant_rs() {
+    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+    let name = "blk.0.ffn_down.weight";
+    let info = gguf.tensor_info(name).unwrap();
+    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+    let bytes = gguf.tensor_data(name).unwrap();
+    let (signs, scales) = repack_q1_0(bytes, k, n).unwrap();
+    let mut want = vec![0.0f32; k * n];
+    bonsai_wgpu::quant::dequantize_row_q1_0(bytes, &mut want);
+    for (i, w) in want.iter().enumerate() {
+        let half = (scales[i / 256] >> (16 * ((i / 128) % 2))) as u16;
+        let d = half::f16::from_bits(half).to_f32();
+        let bit = (signs[i / 32] >> (i % 32)) & 1;
+        let got = if bit == 1 { d } else { -d };
+        assert_eq!(got, *w, "{name} weight {i} (row {}, col {})", i / k, i % k);
+    }
+}
+
+/// The tied head of the fixture (token_embd, 151,669 x 256) as a matvec, then argmax, and the
+/// embedding of a few real tokens: real vocab-sized shapes, checked against quant.rs.
+#[test]
+fn fixture_head_matvec_argmax_and_embedding() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+    let info = gguf.tensor_info("token_embd.weight").unwrap();
+    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+    assert_eq!((k, n), (256, 151_669));
+    let bytes = gguf.tensor_data("token_embd.weight").unwrap();
+    let table = Q1_0Weight::upload(&ctx, "token_embd", bytes, k, n).unwrap();
+    assert_eq!(table.gpu_bytes(), bytes.len() as u64);
+
+    let mut rng = StdRng::seed_from_u64(30);
+    let x = random_f32(&mut rng, k);
+    let row_bytes = k / 128 * 18;
+    let want: Vec<f32> = (0..n)
+        .map(|r| bonsai_wgpu::quant::dot_q1_0_f32(&bytes[r * row_bytes..(r + 1) * row_bytes], &x))
+        .collect();
+    for reduce in [Reduce::Shared, Reduce::Subgroup] {
+        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+            continue;
+        }
+        let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+        let logits = storage_buffer(&ctx, "logits", 4 * n as u64).unwrap();
+        let opts = MatvecOptions {
+            reduce,
+            ..Default::default()
+        };
+        let head = MatvecQ1_0::new(&ctx, &cache, &table, &xb, &logits, opts).unwrap();
+        let am = Argmax::new(&ctx, &cache, &logits, n as u32).unwrap();
+        let mut kernels: Vec<_> = head.kernels.iter().collect();
+        kernels.extend([&am.stage1, &am.stage2]);
+        let t = std::time::Instant::now();
+        submit_kernels(&ctx, "head", &kernels);
+        let got_idx = pollster::block_on(read_buffer::<u32>(&ctx, &am.result, 0, 1)).unwrap()[0];
+        eprintln!("head {n}x{k} + argmax {reduce:?}: {:?}", t.elapsed());
+        let got = read_f32(&ctx, &logits, n);
+        assert_close(&format!("head {reduce:?}"), &got, &want, MATVEC_TOL);
+        assert_eq!(got_idx, argmax::run_cpu(&got), "argmax of the GPU logits");
+    }
+
+    let tokens: Vec<u32> = vec![151_645, 0, 9_707];
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
+    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let kernels: Vec<_> = op.kernels.iter().collect();
+    submit_kernels(&ctx, "embed", &kernels);
+    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let mut want = vec![0.0; k * tokens.len()];
+    for (t, &tok) in tokens.iter().enumerate() {
+        let r = tok as usize;
+        bonsai_wgpu::quant::dequantize_row_q1_0(
+            &bytes[r * row_bytes..(r + 1) * row_bytes],
+            &mut want[t * k..(t + 1) * k],
+        );
+    }
+    assert_close("embed fixture", &got, &want, EMBED_TOL);
+}
+
+fn gpu_topk(ctx: &GpuContext, logits: &[f32], k: u32) -> Vec<(f32, u32)> {
+    let cache = PipelineCache::new();
+    let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
+    let op = TopK::new(ctx, &cache, &lb, logits.len() as u32, k).unwrap();
+    let kernels: Vec<_> = op.stages.iter().collect();
+    submit_kernels(ctx, "topk", &kernels);
+    let (vb, ib) = op.result();
+    let vals = pollster::block_on(read_buffer::<f32>(ctx, vb, 0, k as usize)).unwrap();
+    let idx = pollster::block_on(read_buffer::<u32>(ctx, ib, 0, k as usize)).unwrap();
+    vals.into_iter().zip(idx).collect()
+}
+
+#[test]
+fn topk_vocab_sized_with_ties_and_padding() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(24);
+    let n = 151_669;
+    // Coarse values make many ties, across and within workgroups.
+    let mut logits: Vec<f32> = (0..n)
+        .map(|_| (rng.random_range(0..2000) as f32) * 0.01)
+        .collect();
+    logits[77] = f32::NAN;
+    logits[78] = f32::INFINITY;
+    logits[79] = f32::NEG_INFINITY;
+    for k in [64u32, 40, 1] {
+        let t = std::time::Instant::now();
+        let got = gpu_topk(&ctx, &logits, k);
+        eprintln!("topk {k} over {n}: {:?}", t.elapsed());
+        assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
+    }
+    // Fewer candidates than k: padded.
+    let small = [0.5f32, f32::NEG_INFINITY, 2.0, 0.5];
+    let got = gpu_topk(&ctx, &small, 6);
+    assert_eq!(got, topk::run_cpu(&small, 6));
+    assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
+    assert_eq!(got[3], (-f32::MAX, u32::MAX));
+}

@@ -1,0 +1,202 @@
+//! Batched Q1_0 matmul (prefill) against a CPU reference built from independently dequantized
+//! GGUF Q1_0 blocks, on random weights and activations.
+
+use bonsai_wgpu::gpu::op::{
+    PipelineCache, StepParams, read_buffer, storage_buffer_init, submit_kernels,
+    uniform_buffer_init,
+};
+use bonsai_wgpu::gpu::ops::matmul_q1_0;
+use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Both sides sum K <= 1024 products of +-d and x in f32/f64, in different orders; the rounding
+/// difference stays far below 1e-4 of max(1, |want|) (observed: < 1e-6).
+const TOL_MATMUL: f32 = 1e-4;
+
+/// Random GGUF Q1_0 bytes for an `[k, n]` weight: f16 scale in (0.01, 0.1), random signs.
+fn random_q1_0(rng: &mut StdRng, k: usize, n: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(n * k / 128 * 18);
+    for _ in 0..n * k / 128 {
+        let d = half::f16::from_f32(rng.random_range(0.01..0.1));
+        bytes.extend_from_slice(&d.to_le_bytes());
+        bytes.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    bytes
+}
+
+/// Dequantizes GGUF Q1_0 bytes: weight j of a block is bit j % 8 of qs[j / 8]; 1 = +d, 0 = -d.
+fn dequantize(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / 18 * 128);
+    for block in bytes.chunks_exact(18) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        for j in 0..128 {
+            let bit = (block[2 + j / 8] >> (j % 8)) & 1;
+            out.push(if bit == 1 { d } else { -d });
+        }
+    }
+    out
+}
+
+fn ctx() -> GpuContext {
+    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("a wgpu adapter")
+}
+
+/// `y (+)= x W^T` for `n_tokens` tokens, W `[k, n]` uploaded with at most `max_binding` bytes
+/// per part (forcing several parts when small).
+fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_binding: u64) {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64((k * 31 + n * 7 + n_tokens) as u64);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, max_binding).expect("upload");
+    let x: Vec<f32> = (0..n_tokens * k)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let y0: Vec<f32> = (0..n_tokens * n)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let max_tokens = n_tokens + 17; // extra token groups must exit
+    let mut x_pad = x.clone();
+    x_pad.resize(max_tokens * k, 0.0);
+    let mut y_pad = y0.clone();
+    y_pad.resize(max_tokens * n, 0.0);
+    let x_buf = storage_buffer_init(&ctx, "x", &x_pad).expect("x");
+    let y_buf = storage_buffer_init(&ctx, "y", &y_pad).expect("y");
+    let step = uniform_buffer_init(
+        &ctx,
+        "step",
+        &StepParams {
+            n_tokens: n_tokens as u32,
+            pos: 0,
+            n_kv: n_tokens as u32,
+            _pad: 0,
+        },
+    );
+    let mm = matmul_q1_0::build(
+        &ctx,
+        &cache,
+        max_tokens,
+        accumulate,
+        &matmul_q1_0::MatmulQ1_0Bindings {
+            step: &step,
+            x: &x_buf,
+            w: &w,
+            y: &y_buf,
+        },
+    )
+    .expect("kernels");
+    let kernels: Vec<_> = mm.kernels.iter().collect();
+    submit_kernels(&ctx, "matmul", &kernels);
+    let got: Vec<f32> =
+        pollster::block_on(read_buffer(&ctx, &y_buf, 0, max_tokens * n)).expect("read");
+    let want = matmul_q1_0::run_cpu(&dequantize(&bytes), k, &x, accumulate.then_some(&y0[..]));
+    let what = format!(
+        "matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
+        w.parts.len()
+    );
+    let mut worst = 0.0f32;
+    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+        let err = (g - e).abs() / e.abs().max(1.0);
+        assert!(err <= TOL_MATMUL, "{what}: index {i}: got {g}, want {e}");
+        worst = worst.max(err);
+    }
+    // Rows of tokens past n_tokens are untouched.
+    assert_eq!(
+        &got[n_tokens * n..],
+        &y_pad[n_tokens * n..],
+        "{what}: wrote past n_tokens"
+    );
+    eprintln!("{what}: max rel err {worst:.2e}");
+    ctx.take_error().expect("no wgpu error");
+}
+
+#[test]
+fn matmul_q1_0_matches_cpu() {
+    check_matmul(256, 200, 1, false, u64::MAX);
+    check_matmul(256, 200, 7, true, u64::MAX);
+    check_matmul(512, 130, 33, false, u64::MAX);
+    check_matmul(1024, 96, 16, true, u64::MAX);
+}
+
+#[test]
+fn matmul_q1_0_split_parts_matches_cpu() {
+    // 384 / 8 = 48 sign bytes per row: a 40-row limit gives 4 parts of 40, 40, 40, 30 rows.
+    check_matmul(384, 150, 9, true, 40 * 48);
+    check_matmul(384, 150, 20, false, 40 * 48);
+}
+
+/// Real Q1_0 tensors of the tiny fixture (q, k, v, o, gate, up, down of one layer), checked row
+/// by row against quant.rs's dot product, with a fused residual for the two that add into x.
+#[test]
+fn matmul_q1_0_fixture_weights_match_quant_dot() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/tiny-bonsai-dev.gguf"
+    );
+    let gguf = bonsai_wgpu::gguf::Gguf::open(path).expect("fixture model");
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(7);
+    let n_tokens = 9;
+    for (name, accumulate) in [
+        ("blk.1.attn_q.weight", false),
+        ("blk.1.attn_k.weight", false),
+        ("blk.1.attn_v.weight", false),
+        ("blk.1.attn_output.weight", true),
+        ("blk.1.ffn_gate.weight", false),
+        ("blk.1.ffn_up.weight", false),
+        ("blk.1.ffn_down.weight", true),
+    ] {
+        let info = gguf.tensor_info(name).expect("tensor");
+        let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+        let bytes = gguf.tensor_data(name).expect("tensor data");
+        let w = Q1_0Weight::upload(&ctx, name, bytes, k, n).expect("upload");
+        let x: Vec<f32> = (0..n_tokens * k)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y0: Vec<f32> = (0..n_tokens * n)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x_buf = storage_buffer_init(&ctx, "x", &x).expect("x");
+        let y_buf = storage_buffer_init(&ctx, "y", &y0).expect("y");
+        let step = uniform_buffer_init(
+            &ctx,
+            "step",
+            &StepParams {
+                n_tokens: n_tokens as u32,
+                pos: 0,
+                n_kv: n_tokens as u32,
+                _pad: 0,
+            },
+        );
+        let b = matmul_q1_0::MatmulQ1_0Bindings {
+            step: &step,
+            x: &x_buf,
+            w: &w,
+            y: &y_buf,
+        };
+        let mm = matmul_q1_0::build(&ctx, &cache, n_tokens, accumulate, &b).expect("kernels");
+        submit_kernels(&ctx, name, &mm.kernels.iter().collect::<Vec<_>>());
+        let got: Vec<f32> =
+            pollster::block_on(read_buffer(&ctx, &y_buf, 0, n_tokens * n)).expect("read");
+        let row_bytes = k / 128 * 18;
+        for t in 0..n_tokens {
+            for r in 0..n {
+                let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                let mut want = bonsai_wgpu::quant::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
+                if accumulate {
+                    want += y0[t * n + r];
+                }
+                let g = got[t * n + r];
+                let err = (g - want).abs() / want.abs().max(1.0);
+                assert!(
+                    err <= TOL_MATMUL,
+                    "{name}: token {t} row {r}: got {g}, want {want}"
+                );
+            }
+        }
+    }
+    ctx.take_error().expect("no wgpu error");
+}
