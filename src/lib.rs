@@ -6,6 +6,8 @@ pub mod gguf;
 pub mod gpu;
 pub mod quant;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{Error, Result};
 pub mod config;
