@@ -19,7 +19,27 @@ const SHAPES: &[(&str, usize, usize)] = &[
     ("1.7B head", 2048, 151_669),
 ];
 
-fn time_reps(ctx: &GpuContext, kernels: &[Kernel], reps: usize) -> Result<f64> {
+/// CPU seconds used by this process (all threads): on lavapipe the GPU *is* the CPU, and this
+/// is far less noisy than wall time on a shared machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// (wall seconds, CPU seconds) for `reps` rounds of `kernels` in one submit.
+fn time_reps(ctx: &GpuContext, kernels: &[Kernel], reps: usize) -> Result<(f64, f64)> {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -29,11 +49,11 @@ fn time_reps(ctx: &GpuContext, kernels: &[Kernel], reps: usize) -> Result<f64> {
             }
         }
     }
-    let t = std::time::Instant::now();
+    let (t, cpu) = (std::time::Instant::now(), cpu_seconds());
     ctx.queue.submit([encoder.finish()]);
     ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
     ctx.take_error()?;
-    Ok(t.elapsed().as_secs_f64())
+    Ok((t.elapsed().as_secs_f64(), cpu_seconds() - cpu))
 }
 
 fn main() -> Result<()> {
@@ -72,11 +92,13 @@ fn main() -> Result<()> {
             };
             let op = MatvecQ1_0::new(&ctx, &cache, &w, &x, &y, opts)?;
             time_reps(&ctx, &op.kernels, 1)?; // warm-up
-            let secs = time_reps(&ctx, &op.kernels, reps)? / reps as f64;
-            let gbs = w.gpu_bytes() as f64 / secs / 1e9;
+            let (wall, cpu) = time_reps(&ctx, &op.kernels, reps)?;
+            let (wall, cpu) = (wall / reps as f64, cpu / reps as f64);
+            let gbs = w.gpu_bytes() as f64 / wall / 1e9;
             println!(
-                "{name:14} k={k:5} n={n:6} {reduce:?}: {:8.3} ms  {gbs:6.2} GB/s",
-                secs * 1e3
+                "{name:14} k={k:5} n={n:6} {reduce:8?}: {:8.3} ms {gbs:6.2} GB/s (cpu {:8.3} ms)",
+                wall * 1e3,
+                cpu * 1e3
             );
         }
     }

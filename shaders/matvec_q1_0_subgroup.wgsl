@@ -3,8 +3,8 @@
 //
 // One subgroup per group of 4 rows: its lanes stride over the rows' sign words (each lane loads
 // 32 values of x once for the 4 rows), then one subgroupAdd of a vec4 gives the 4 dot products;
-// no workgroup memory, no barriers. The subgroup size is only known at run time, so each
-// subgroup loops over the workgroup's ROWS_PER_WG / 4 row groups. Subgroups are assumed to be
+// no workgroup memory, no barriers. The subgroup size is only known at run time (within the
+// adapter's min..max), so each subgroup takes every (256 / subgroup_size)-th row group. Subgroups are assumed to be
 // consecutive runs of local_invocation_index (true on every known driver).
 // Needs the subgroups feature; `enable subgroups;` is prepended on browser WebGPU only (naga
 // rejects the directive), see Shader::source_for.
@@ -14,6 +14,7 @@ override N: u32;                     // rows in this part
 override Y_OFFSET: u32 = 0u;         // index in y of this part's first row
 override ROWS_PER_WG: u32 = 32u;     // multiple of 4
 override ACCUMULATE: bool = false;   // y += W x (residual add) instead of y = W x
+override ITERS: u32 = 1u;            // row-group rounds per subgroup (see main)
 
 const WG: u32 = 256u;
 
@@ -58,10 +59,16 @@ fn main(
     @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
     let row0 = (wid.x + wid.y * nwg.x) * ROWS_PER_WG;
-    for (var g = lid / sg_size; g < ROWS_PER_WG / 4u; g += WG / sg_size) {
+    // The trip count depends on overrides only, so subgroupAdd stays in workgroup-uniform
+    // control flow (browsers reject it elsewhere). The host sets ROWS_PER_WG = 4 * 256 /
+    // min_subgroup_size and ITERS = max_subgroup_size / min_subgroup_size, which covers every
+    // row group whatever subgroup size the driver picks; surplus iterations add zeros.
+    let n_groups = ROWS_PER_WG / 4u;
+    for (var it = 0u; it < ITERS; it++) {
+        let g = lid / sg_size + it * (WG / sg_size);
         let first_row = row0 + 4u * g;
         var sum = vec4<f32>(0.0);
-        if first_row < N {
+        if g < n_groups && first_row < N {
             for (var w = sg_lane; w < K / 32u; w += sg_size) {
                 sum += word_dots(first_row, w);
             }
@@ -69,7 +76,7 @@ fn main(
         let total = subgroupAdd(sum);
         if sg_lane == 0u {
             for (var i = 0u; i < 4u; i++) {
-                if first_row + i < N {
+                if g < n_groups && first_row + i < N {
                     let o = Y_OFFSET + first_row + i;
                     y[o] = select(0.0, y[o], ACCUMULATE) + total[i];
                 }

@@ -8,6 +8,7 @@ use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
 use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
 use bonsai_wgpu::gpu::ops::silu_mul::{self, SiluMul};
+use bonsai_wgpu::gpu::ops::topk::{self, TopK};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use rand::rngs::StdRng;
@@ -143,7 +144,7 @@ fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64)
     let opts = MatvecOptions {
         accumulate,
         reduce,
-        max_groups_per_dim: 0,
+        ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
     let mut want = y0.clone();
@@ -188,6 +189,36 @@ fn matvec_q1_0_accumulate_residual() {
     check_matvec(768, 256, Reduce::Subgroup, true, 9);
 }
 
+/// Plans the subgroup kernel for subgroup sizes 4..128 (whatever the adapter's real size), so
+/// most workgroup rounds find no row group: the guards must keep them from writing.
+#[test]
+fn matvec_q1_0_subgroup_planned_for_any_size() {
+    let ctx = ctx();
+    if !ctx.features.has_subgroups {
+        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, n) = (640, 1234);
+    let bytes = random_q1_0(&mut rng, k, n);
+    let x = random_f32(&mut rng, k);
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+    let opts = MatvecOptions {
+        reduce: Reduce::Subgroup,
+        subgroup_sizes: Some((4, 128)),
+        ..Default::default()
+    };
+    let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+    let mut want = vec![0.0; n];
+    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    assert_close(
+        "matvec planned for subgroups 4..128",
+        &got,
+        &want,
+        MATVEC_TOL,
+    );
+}
+
 /// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
 /// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
 #[test]
@@ -208,9 +239,9 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             continue;
         }
         let opts = MatvecOptions {
-            accumulate: false,
             reduce,
             max_groups_per_dim: 3,
+            ..Default::default()
         };
         let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
@@ -436,4 +467,42 @@ fn fixture_head_matvec_argmax_and_embedding() {
         );
     }
     assert_close("embed fixture", &got, &want, EMBED_TOL);
+}
+
+fn gpu_topk(ctx: &GpuContext, logits: &[f32], k: u32) -> Vec<(f32, u32)> {
+    let cache = PipelineCache::new();
+    let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
+    let op = TopK::new(ctx, &cache, &lb, logits.len() as u32, k).unwrap();
+    let kernels: Vec<_> = op.stages.iter().collect();
+    submit_kernels(ctx, "topk", &kernels);
+    let (vb, ib) = op.result();
+    let vals = pollster::block_on(read_buffer::<f32>(ctx, vb, 0, k as usize)).unwrap();
+    let idx = pollster::block_on(read_buffer::<u32>(ctx, ib, 0, k as usize)).unwrap();
+    vals.into_iter().zip(idx).collect()
+}
+
+#[test]
+fn topk_vocab_sized_with_ties_and_padding() {
+    let ctx = ctx();
+    let mut rng = StdRng::seed_from_u64(24);
+    let n = 151_669;
+    // Coarse values make many ties, across and within workgroups.
+    let mut logits: Vec<f32> = (0..n)
+        .map(|_| (rng.random_range(0..2000) as f32) * 0.01)
+        .collect();
+    logits[77] = f32::NAN;
+    logits[78] = f32::INFINITY;
+    logits[79] = f32::NEG_INFINITY;
+    for k in [64u32, 40, 1] {
+        let t = std::time::Instant::now();
+        let got = gpu_topk(&ctx, &logits, k);
+        eprintln!("topk {k} over {n}: {:?}", t.elapsed());
+        assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
+    }
+    // Fewer candidates than k: padded.
+    let small = [0.5f32, f32::NEG_INFINITY, 2.0, 0.5];
+    let got = gpu_topk(&ctx, &small, 6);
+    assert_eq!(got, topk::run_cpu(&small, 6));
+    assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
+    assert_eq!(got[3], (-f32::MAX, u32::MAX));
 }

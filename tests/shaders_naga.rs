@@ -27,7 +27,12 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         v
     };
     match name {
-        "matvec_q1_0" | "matvec_q1_0_subgroup" => vec![
+        "matvec_q1_0_subgroup" => vec![
+            [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
+            [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
+            [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+        ],
+        "matvec_q1_0" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 32.0),
             matvec(4096.0, 151669.0, 0.0, 128.0),
@@ -71,25 +76,28 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 2.0),
-                ("MAX_CHUNKS", 256.0),
+                ("CHUNK", 64.0),
+                ("MAX_CHUNKS", 512.0),
                 ("SCALE", 0.088),
             ]),
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 4.0),
-                ("MAX_CHUNKS", 512.0),
+                ("CHUNK", 32.0),
+                ("MAX_CHUNKS", 2048.0),
                 ("SCALE", 0.088),
             ]),
             vec![
                 ("HEAD_DIM", 64.0),
                 ("N_HEAD_KV", 1.0),
                 ("GROUP", 8.0),
+                ("CHUNK", 128.0),
                 ("MAX_CHUNKS", 1.0),
             ],
         ],
         "attention_merge" => vec![
-            attn(&[("MAX_CHUNKS", 256.0)]),
-            vec![("HEAD_DIM", 64.0), ("MAX_CHUNKS", 1.0)],
+            attn(&[("CHUNK", 64.0), ("MAX_CHUNKS", 512.0)]),
+            vec![("HEAD_DIM", 64.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 1.0)],
         ],
         "attention_prefill" => vec![
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 2.0), ("SCALE", 0.088)]),
@@ -113,6 +121,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
                 mm(128.0, 1.0, 0.0, 1.0, 1.0),
             ]
         }
+        "topk" => vec![
+            vec![("N", 151669.0), ("K", 64.0)],
+            vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
+        ],
         _ => vec![vec![]],
     }
 }

@@ -130,6 +130,7 @@ fn unusable_reason(limits: &wgpu::Limits) -> Option<String> {
 }
 
 /// Lower rank = preferred.
+#[cfg(not(target_arch = "wasm32"))]
 fn type_rank(ty: wgpu::DeviceType, power: wgpu::PowerPreference) -> u32 {
     use wgpu::DeviceType::*;
     match (ty, power) {
@@ -228,6 +229,7 @@ impl GpuContext {
     async fn pick_adapter(
         instance: &wgpu::Instance,
         backends: wgpu::Backends,
+        // Browsers expose one adapter and often hide its name: the filter cannot choose.
         _name_filter: Option<&str>,
         opts: &GpuOptions,
     ) -> Result<wgpu::Adapter> {

@@ -1,4 +1,42 @@
 //! GPU back end: device selection, the kernel framework, the Q1_0 weight layout and the ops.
+//!
+//! # How an op is built and run
+//! ```text
+//! let ctx = GpuContext::new(&GpuOptions::default()).await?;      // adapter + device
+//! let cache = PipelineCache::new();                              // (shader, entry, overrides)
+//! let w = Q1_0Weight::upload(&ctx, "blk.0.ffn_up.weight", bytes, k, n)?;
+//! let up = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &hb2, MatvecOptions::default())?;
+//! // every step: one encoder, one compute pass, one submit
+//! let mut pass = encoder.begin_compute_pass(..);
+//! up.encode(&mut pass);
+//! ```
+//! An op is a value (pipeline + static bind group + workgroup counts, see [`op::Kernel`]) built
+//! at load time; nothing is created per step. Shapes are WGSL `override` constants, so each
+//! distinct shape is one cached pipeline. Per-step values (position, token count) belong in one
+//! [`op::StepParams`] uniform written with `queue.write_buffer`.
+//!
+//! # Decisions
+//! - **Q1_0 on the GPU** ([`q1_0`]): GGUF's 18-byte blocks are repacked into u32 sign words
+//!   `(n, k/32)` and f16 scale pairs `(n * k/128 / 2)`, byte-for-byte the same size. Scales are
+//!   read with `unpack2x16float`, so no `shader-f16` is needed (browsers often lack it).
+//! - **Binding limits**: a weight whose signs exceed `max_storage_buffer_binding_size` (128 MiB
+//!   on WebGPU) is split into row parts, each its own buffers and kernel; the kernels write
+//!   disjoint ranges of y. Dispatches beyond 65,535 workgroups are split over x and y; shaders
+//!   use `wid.x + wid.y * nwg.x`.
+//! - **matvec**: groups of 4 rows share each load of x (x costs 32x the bits of a weight);
+//!   threads of a group stride over sign words (coalesced). Reduction by `subgroupAdd` when the
+//!   adapter has subgroups (one subgroup per row group; plans for the adapter's whole subgroup
+//!   size range and keeps subgroup ops in workgroup-uniform control flow), otherwise a
+//!   workgroup-memory tree. Both are tested on every CI run. `ACCUMULATE` fuses the residual
+//!   add for attn_output / ffn_down.
+//! - **Sampling on the GPU**: argmax (two stages) and top-k (k <= 64) so a decode step reads
+//!   back 4 bytes or k pairs, not 600 KB of logits.
+//! - **Portability**: 256 threads per workgroup, <= 4 storage bindings per op (WebGPU allows 8),
+//!   no u64, no f16 arithmetic; every shader and specialisation is compiled to SPIR-V, MSL and
+//!   HLSL by `tests/shaders_naga.rs`. Naga rejects `enable subgroups;`, browsers require it:
+//!   [`op::Shader::source_for`] prepends it on browser WebGPU only.
+//! - **Errors**: wgpu reports validation errors asynchronously; the context keeps the first one
+//!   and read-backs return it as [`crate::Error::Gpu`] ([`GpuContext::take_error`]).
 
 pub mod context;
 pub mod kv_cache;
@@ -8,3 +46,8 @@ pub mod q1_0;
 
 pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
 pub use op::{Kernel, KernelSpec, PipelineCache, Readback, Shader, StepParams};
+pub mod model;
+pub mod session;
+
+pub use model::GpuModel;
+pub use session::{Session, SessionOptions};

@@ -29,6 +29,7 @@ pub enum Shader {
     AttentionMerge,
     AttentionPrefill,
     MatmulQ1_0,
+    Topk,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -53,6 +54,7 @@ impl Shader {
         Shader::AttentionMerge,
         Shader::AttentionPrefill,
         Shader::MatmulQ1_0,
+        Shader::Topk,
     ];
 
     /// File stem in `shaders/`.
@@ -70,6 +72,7 @@ impl Shader {
             Shader::AttentionMerge => "attention_merge",
             Shader::AttentionPrefill => "attention_prefill",
             Shader::MatmulQ1_0 => "matmul_q1_0",
+            Shader::Topk => "topk",
         }
     }
 
@@ -88,6 +91,7 @@ impl Shader {
             Shader::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl"),
             Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
             Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
+            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct MatvecOptions {
     /// Cap on workgroups per dispatch dimension; 0 = the device limit. Tests lower it to
     /// exercise the x/y split that the 151,669-row head needs on small-subgroup adapters.
     pub max_groups_per_dim: u32,
+    /// Subgroup size range to plan for instead of the adapter's (must contain the real size).
+    /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
+    pub subgroup_sizes: Option<(u32, u32)>,
 }
 
 /// One kernel per weight part; encode them all (they write disjoint ranges of y).
@@ -67,18 +70,26 @@ impl MatvecQ1_0 {
             Reduce::Subgroup => true,
         };
         // Both shaders work on groups of ROWS_PER_GROUP rows sharing each load of x.
-        let (shader, rows_per_wg) = if subgroup {
-            // Enough row groups that even the smallest subgroups all get one.
-            let sg_min = match ctx.info.subgroup_min_size {
-                0 => 32,
-                s => s.clamp(4, 128),
+        let (shader, rows_per_wg, iters) = if subgroup {
+            // Enough row groups for the smallest subgroup size, and enough rounds that the
+            // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
+            let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+            let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
+                (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
+                    (lo.clamp(4, 128), hi.clamp(4, 128))
+                }
+                _ => (4, 128),
             };
-            (Shader::MatvecQ1_0Subgroup, ROWS_PER_GROUP * WG / sg_min)
+            (
+                Shader::MatvecQ1_0Subgroup,
+                ROWS_PER_GROUP * WG / sg_min,
+                sg_max / sg_min,
+            )
         } else {
             // Threads per row group: a power of two up to 64, at most the row's word count.
             let words = (w.k / 32) as u32;
             let tpg = 1u32 << words.min(64).ilog2();
-            (Shader::MatvecQ1_0, ROWS_PER_GROUP * WG / tpg)
+            (Shader::MatvecQ1_0, ROWS_PER_GROUP * WG / tpg, 0)
         };
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
@@ -86,13 +97,16 @@ impl MatvecQ1_0 {
         };
         let mut kernels = Vec::with_capacity(w.parts.len());
         for part in &w.parts {
-            let overrides = [
+            let mut overrides = vec![
                 ("K", w.k as f64),
                 ("N", part.n_rows as f64),
                 ("Y_OFFSET", part.row0 as f64),
                 ("ROWS_PER_WG", rows_per_wg as f64),
                 ("ACCUMULATE", if opts.accumulate { 1.0 } else { 0.0 }),
             ];
+            if subgroup {
+                overrides.push(("ITERS", iters as f64));
+            }
             let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
             kernels.push(Kernel::new(
                 ctx,

@@ -11,3 +11,4 @@ pub mod matvec_q1_0;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
 pub mod silu_mul;
+pub mod topk;
