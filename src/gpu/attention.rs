@@ -34,6 +34,8 @@ pub struct LayerAttention {
     pub decode: AttentionDecode,
     pub rope_prefill: Kernel,
     pub prefill: Kernel,
+    /// Query tokens per `attention_prefill` workgroup (the y dimension of its dispatch).
+    pub prefill_tokens_per_workgroup: u32,
 }
 
 impl LayerAttention {
@@ -83,6 +85,7 @@ impl LayerAttention {
                 },
             )?,
             rope_prefill: rope(max_batch)?,
+            prefill_tokens_per_workgroup: attention_prefill::tokens_per_workgroup(b.kv.dims) as u32,
             prefill: attention_prefill::build(
                 ctx,
                 cache,
@@ -104,9 +107,15 @@ impl LayerAttention {
         self.decode.encode(pass);
     }
 
-    /// Records the prefill path for `step.n_tokens` (<= max_batch) tokens.
-    pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.rope_prefill.encode(pass);
-        self.prefill.encode(pass);
+    /// Records the prefill path for `n_tokens` (= `step.n_tokens`, <= max_batch) tokens,
+    /// dispatching only the workgroups those tokens need.
+    pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let [heads, max_tokens, _] = self.rope_prefill.workgroups;
+        self.rope_prefill
+            .encode_groups(pass, [heads, n_tokens.min(max_tokens), 1]);
+        let [kv_heads, max_tiles, _] = self.prefill.workgroups;
+        let tiles = n_tokens.div_ceil(self.prefill_tokens_per_workgroup);
+        self.prefill
+            .encode_groups(pass, [kv_heads, tiles.min(max_tiles), 1]);
     }
 }
