@@ -10,6 +10,8 @@ pub mod gpu;
 pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{Error, Result};
 pub mod config;

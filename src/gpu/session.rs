@@ -22,6 +22,7 @@ use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
 use crate::gpu::ops::qk_norm_rope::{self, QkNormRopeBindings};
 use crate::gpu::ops::rmsnorm::Rmsnorm;
 use crate::gpu::ops::silu_mul::SiluMul;
+use crate::gpu::ops::topk::{MAX_K, TopK};
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -99,6 +100,7 @@ struct Head {
     norm_prefill: Rmsnorm, // x_last -> xb
     output: MatvecQ1_0,    // xb -> logits
     argmax: Argmax,        // logits -> token id
+    topk: TopK,            // logits -> the MAX_K largest (value, id), on demand
 }
 
 /// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`Engine`].
@@ -113,6 +115,7 @@ pub struct Session {
     head: Head,
     token_readback: Readback,
     logits_readback: Readback,
+    topk_readback: Readback, // (MAX_K) f32 values, then (MAX_K) u32 ids
     max_batch: usize,
     n_past: usize,
     /// Whether the head ran for position n_past - 1 (false after truncate or before any feed).
@@ -282,6 +285,13 @@ impl Session {
             )?,
             output: MatvecQ1_0::new(ctx, cache, model.head(), &a.xb, &a.logits, set)?,
             argmax: Argmax::new(ctx, cache, &a.logits, c.n_vocab as u32)?,
+            topk: TopK::new(
+                ctx,
+                cache,
+                &a.logits,
+                c.n_vocab as u32,
+                MAX_K.min(c.n_vocab as u32),
+            )?,
         };
         let embed = EmbedQ1_0::new(
             ctx,
@@ -294,6 +304,7 @@ impl Session {
         let session = Session {
             token_readback: Readback::new(ctx, "token readback", 4),
             logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
+            topk_readback: Readback::new(ctx, "top-k readback", MAX_K as u64 * 8),
             embed,
             decode,
             prefill,
@@ -496,9 +507,42 @@ impl Engine for Session {
         Ok(id)
     }
 
+    /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
+    /// reads back all logits.
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
-        let logits = self.logits().await?;
-        Ok(top_k_of(&logits, k))
+        self.check_head()?;
+        if k > self.head.topk.k as usize {
+            let logits = self.logits().await?;
+            return Ok(top_k_of(&logits, k));
+        }
+        let ctx = &*self.model.ctx;
+        let kk = self.head.topk.k as u64;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("top-k"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("top-k"),
+                timestamp_writes: None,
+            });
+            self.head.topk.encode(&mut pass);
+        }
+        let (values, ids) = self.head.topk.result();
+        let staging = &self.topk_readback.staging;
+        encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
+        encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
+        ctx.queue.submit([encoder.finish()]);
+        let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
+        let (values, ids) = words.split_at(kk as usize);
+        Ok(ids
+            .iter()
+            .zip(values)
+            .filter(|&(&id, _)| (id as usize) < self.model.config.n_vocab)
+            .map(|(&id, &v)| (id, f32::from_bits(v)))
+            .take(k)
+            .collect())
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {
