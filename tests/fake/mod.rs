@@ -8,6 +8,8 @@ use bonsai_wgpu::{Error, Result};
 /// A vocabulary whose token `i` is `pieces[i]`; token 0 is the stop token.
 pub struct FakeVocab {
     pub pieces: Vec<Vec<u8>>,
+    /// Ids that are control tokens (markup, not text).
+    pub control: Vec<u32>,
 }
 
 impl FakeVocab {
@@ -15,7 +17,10 @@ impl FakeVocab {
     pub fn new(pieces: &[&[u8]]) -> Self {
         let mut all = vec![b"<eos>".to_vec()];
         all.extend(pieces.iter().map(|p| p.to_vec()));
-        Self { pieces: all }
+        Self {
+            pieces: all,
+            control: Vec::new(),
+        }
     }
 }
 
@@ -25,6 +30,9 @@ impl Vocab for FakeVocab {
     }
     fn stop_tokens(&self) -> Vec<u32> {
         vec![0]
+    }
+    fn is_control(&self, id: u32) -> bool {
+        self.control.contains(&id)
     }
 }
 
