@@ -107,6 +107,23 @@ fn thinking_is_dropped_from_history_and_the_cache_follows() {
     assert_eq!(pending, full[prefix.len()..]);
 }
 
+#[test]
+fn replies_stop_on_im_end_and_endoftext() {
+    use bonsai_wgpu::detok::Vocab;
+    let (_, tokenizer, _) = tiny();
+    let stops = tokenizer.stop_tokens();
+    for (name, id) in [("<|im_end|>", 151645), ("<|endoftext|>", 151643)] {
+        assert_eq!(tokenizer.token_id(name), Some(id));
+        assert!(stops.contains(&id), "{name} missing from {stops:?}");
+    }
+    // Control tokens are markup, never streamed as text; <think> is text the splitter sees.
+    assert!(tokenizer.is_control(151644));
+    assert!(!Vocab::is_control(
+        &tokenizer,
+        tokenizer.token_id("<think>").unwrap()
+    ));
+}
+
 fn options(seed: u64) -> GenerateOptions {
     GenerateOptions {
         sampler: SamplerConfig {
