@@ -11,9 +11,8 @@ struct StepParams {
 }
 
 override HEAD_DIM: u32 = 128u;
-override MAX_CHUNKS: u32 = 256u;
-
-const CHUNK: u32 = 128u; // must equal attention_decode.wgsl's CHUNK
+override MAX_CHUNKS: u32 = 512u;
+override CHUNK: u32 = 64u; // the partial kernel's CHUNK
 const WG: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> step: StepParams;

@@ -1,12 +1,13 @@
 // Batched Q1_0 matrix multiply for prefill: y[t, row0 + r] (+)= sum_k x[t, k] * W[r, k] for the
 // rows r of one weight part (see src/gpu/q1_0.rs for the signs / scales layout).
 //
-// A workgroup owns 64 weight rows (one per thread) and TB = 16 tokens. The K axis is walked one
-// Q1_0 block (128 weights) at a time: the 16 tokens' 128 activations are staged in shared memory,
-// each thread loads its row's 128 sign bits and scale once and applies them to all 16 tokens
-// (4 signs at a time as a +-1 vec4 dotted with 4 activations).
+// A workgroup owns 128 weight rows (two per thread, 64 apart) and TB = 16 tokens. The K axis is
+// walked one Q1_0 block (128 weights) at a time: the 16 tokens' 128 activations are staged in
+// shared memory, each thread loads its rows' 128 sign bits and scales once and applies them to
+// all 16 tokens (4 signs at a time as a +-1 vec4 dotted with 4 activations). Two rows per thread
+// halve the shared-memory reads per multiply-add (about 20% faster on lavapipe than one).
 //
-// Dispatch: (ceil(N_ROWS / 64), ceil(n_tokens / TB), 1).
+// Dispatch: (ceil(N_ROWS / 128), ceil(n_tokens / TB), 1).
 
 struct StepParams {
     n_tokens: u32,
@@ -22,6 +23,7 @@ override N_ROWS: u32 = 2048u;     // rows in this part
 override ACCUMULATE: bool = false; // y += W x (fused residual) instead of y = W x
 
 const WG: u32 = 64u;
+const RPT: u32 = 2u; // rows per thread (the sign loop below is written out for 2)
 const TB: u32 = 16u;
 const BLOCK_VEC4: u32 = 32u; // 128 activations as vec4
 
@@ -44,13 +46,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (t0 >= n_tokens) {
         return;
     }
-    let r = wid.x * WG + lid;
-    let row_ok = r < N_ROWS;
+    let r0 = wid.x * WG * RPT + lid;
     let blocks = K / 128u;
     let k_vec4 = K / 4u;
 
-    var acc: array<f32, TB>;
-    for (var t = 0u; t < TB; t++) {
+    var acc: array<f32, TB * RPT>;
+    for (var t = 0u; t < TB * RPT; t++) {
         acc[t] = 0.0;
     }
 
@@ -65,39 +66,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
 
-        if (row_ok) {
-            let bi = r * blocks + b;
-            let bits = signs[bi];
-            let d = unpack2x16float(scales[bi / 2u])[bi % 2u];
-            var bacc: array<f32, TB>;
-            for (var t = 0u; t < TB; t++) {
-                bacc[t] = 0.0;
+        var bits: array<vec4<u32>, RPT>;
+        var d: array<f32, RPT>;
+        for (var q = 0u; q < RPT; q++) {
+            let r = r0 + q * WG;
+            bits[q] = vec4<u32>(0u);
+            d[q] = 0.0;
+            if (r < N_ROWS) {
+                let bi = r * blocks + b;
+                bits[q] = signs[bi];
+                d[q] = unpack2x16float(scales[bi / 2u])[bi % 2u];
             }
-            for (var wd = 0u; wd < 4u; wd++) {
-                let word = bits[wd];
-                for (var nib = 0u; nib < 8u; nib++) {
-                    let s4 = sign4(word >> (4u * nib));
-                    let j = wd * 8u + nib;
-                    for (var t = 0u; t < TB; t++) {
-                        bacc[t] += dot(s4, x_sh[t * BLOCK_VEC4 + j]);
-                    }
+        }
+        var bacc: array<f32, TB * RPT>;
+        for (var t = 0u; t < TB * RPT; t++) {
+            bacc[t] = 0.0;
+        }
+        for (var wd = 0u; wd < 4u; wd++) {
+            for (var nib = 0u; nib < 8u; nib++) {
+                let s0 = sign4(bits[0][wd] >> (4u * nib));
+                let s1 = sign4(bits[1][wd] >> (4u * nib));
+                let j = wd * 8u + nib;
+                for (var t = 0u; t < TB; t++) {
+                    let xv = x_sh[t * BLOCK_VEC4 + j];
+                    bacc[t] += dot(s0, xv);
+                    bacc[TB + t] += dot(s1, xv);
                 }
             }
-            for (var t = 0u; t < TB; t++) {
-                acc[t] += d * bacc[t];
-            }
+        }
+        for (var t = 0u; t < TB; t++) {
+            acc[t] += d[0] * bacc[t];
+            acc[TB + t] += d[1] * bacc[TB + t];
         }
         workgroupBarrier();
     }
 
-    if (row_ok) {
-        for (var t = 0u; t < TB; t++) {
-            if (t0 + t < n_tokens) {
-                let o = (t0 + t) * N + ROW0 + r;
-                if (ACCUMULATE) {
-                    y[o] += acc[t];
-                } else {
-                    y[o] = acc[t];
+    for (var q = 0u; q < RPT; q++) {
+        let r = r0 + q * WG;
+        if (r < N_ROWS) {
+            for (var t = 0u; t < TB; t++) {
+                if (t0 + t < n_tokens) {
+                    let o = (t0 + t) * N + ROW0 + r;
+                    if (ACCUMULATE) {
+                        y[o] += acc[q * TB + t];
+                    } else {
+                        y[o] = acc[q * TB + t];
+                    }
                 }
             }
         }

@@ -97,6 +97,13 @@ fn broken_templates_are_errors() {
         "{err}"
     );
 
+    let gguf = Gguf::from_bytes(bonsai_wgpu::gguf::GgufWriter::new().to_bytes()).unwrap();
+    let err = ChatTemplate::from_gguf(&gguf).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingKey(k) if k == "tokenizer.chat_template"),
+        "{err}"
+    );
+
     // Qwen3 indexes messages[0]: an empty conversation fails to render instead of panicking.
     let t = ChatTemplate::new("{{ messages[0].role + 1 }}".into()).unwrap();
     let err = t

@@ -34,6 +34,12 @@ const BONSAI_1_7B: AttnDims = AttnDims {
     n_head_kv: 8,
     head_dim: 128,
 };
+/// head_dim 64 without GQA: exercises the shaders' non-128 paths.
+const SMALL_MHA: AttnDims = AttnDims {
+    n_head: 3,
+    n_head_kv: 3,
+    head_dim: 64,
+};
 const GROUP_4: AttnDims = AttnDims {
     n_head: 8,
     n_head_kv: 2,
@@ -117,10 +123,13 @@ fn write_cache(ctx: &GpuContext, buf: &wgpu::Buffer, values: &[f32]) {
 }
 
 fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
+    check_qk_norm_rope_at(dims, pos + n_tokens + 3, pos, n_tokens);
+}
+
+fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usize) {
     let ctx = ctx();
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((pos * 1000 + n_tokens) as u64);
-    let n_ctx = pos + n_tokens + 3;
     let rp = rope(dims.head_dim);
     let kv = KvCache::with_dims(&ctx, 1, dims, &rp, n_ctx).expect("kv cache");
     let q = random(&mut rng, n_tokens * dims.q_dim(), 3.0);
@@ -128,11 +137,16 @@ fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
     let v = random(&mut rng, n_tokens * dims.kv_dim(), 3.0);
     let q_norm = random(&mut rng, dims.head_dim, 2.0);
     let k_norm = random(&mut rng, dims.head_dim, 2.0);
-    let (q_buf, k_buf, v_buf) = (
-        upload(&ctx, "q", &q),
-        upload(&ctx, "k", &k),
-        upload(&ctx, "v", &v),
-    );
+    // Buffers sized for more tokens than the step has: the extra rows must stay untouched.
+    let max_tokens = n_tokens + 2;
+    let padded = |x: &[f32], row: usize| {
+        let mut x = x.to_vec();
+        x.resize(max_tokens * row, 0.0);
+        x
+    };
+    let q_buf = upload(&ctx, "q", &padded(&q, dims.q_dim()));
+    let k_buf = upload(&ctx, "k", &padded(&k, dims.kv_dim()));
+    let v_buf = upload(&ctx, "v", &padded(&v, dims.kv_dim()));
     let (qn_buf, kn_buf) = (
         upload(&ctx, "q_norm", &q_norm),
         upload(&ctx, "k_norm", &k_norm),
@@ -142,7 +156,7 @@ fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
         &ctx,
         &cache,
         EPS,
-        n_tokens + 2, // dispatched for more tokens than the step has: extra rows must exit
+        max_tokens,
         &qk_norm_rope::QkNormRopeBindings {
             step: &step,
             q: &q_buf,
@@ -161,11 +175,11 @@ fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
     let mut q_want = q.clone();
     let k_want = qk_norm_rope::run_cpu(dims, &rp, EPS, pos, &mut q_want, &k, &q_norm, &k_norm);
     let label = format!("qk_norm_rope {dims:?} pos {pos} T {n_tokens}");
-    assert_close(
-        &format!("{label} q"),
-        &read_f32(&ctx, &q_buf, q.len()),
-        &q_want,
-        TOL_Q,
+    let q_got = read_f32(&ctx, &q_buf, max_tokens * dims.q_dim());
+    assert_close(&format!("{label} q"), &q_got[..q.len()], &q_want, TOL_Q);
+    assert!(
+        q_got[q.len()..].iter().all(|&x| x == 0.0),
+        "{label}: q rows past n_tokens"
     );
     let kv_len = n_ctx * dims.kv_dim();
     let k_cache = read_cache(&ctx, &kv.layers[0].k, kv_len);
@@ -205,10 +219,11 @@ fn qk_norm_rope_matches_cpu() {
     check_qk_norm_rope(TINY, 5, 7);
     check_qk_norm_rope(BONSAI_1_7B, 3000, 3);
     check_qk_norm_rope(GROUP_4, 17, 33);
+    check_qk_norm_rope(SMALL_MHA, 2, 5);
 }
 
 /// Decode attention for one query at position n_kv - 1 over a random f16 cache.
-fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
+fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
     let ctx = ctx();
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(n_ctx as u64);
@@ -220,7 +235,8 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
     let q = random(&mut rng, dims.q_dim(), 1.0);
     let q_buf = upload(&ctx, "q", &q);
     let out = storage_buffer(&ctx, "out", (dims.q_dim() * 4) as u64).expect("out");
-    let scratch = attention_decode::DecodeScratch::new(&ctx, dims, n_ctx).expect("scratch");
+    let scratch =
+        attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
     let step = step_buffer(&ctx);
     let attn = attention_decode::build(
         &ctx,
@@ -241,7 +257,7 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
         let want = attention_decode::run_cpu(dims, &q, &k, &v, n_kv);
         let got = read_f32(&ctx, &out, dims.q_dim());
         assert_close(
-            &format!("decode {dims:?} n_kv {n_kv}"),
+            &format!("decode {dims:?} chunk {chunk} n_kv {n_kv}"),
             &got,
             &want,
             TOL_ATTN,
@@ -252,15 +268,22 @@ fn check_decode(dims: AttnDims, n_ctx: usize, n_kvs: &[usize]) {
 
 #[test]
 fn attention_decode_matches_cpu() {
+    // Every chunk size; one position, chunk boundaries, and more than two chunks.
+    for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
+        let n_kvs = [1, 2, chunk, chunk + 1, 2 * chunk + 37, 3 * chunk + 50];
+        check_decode(TINY, chunk, 3 * chunk + 50, &n_kvs);
+        check_decode(GROUP_4, chunk, 3 * chunk, &[2 * chunk + 1]);
+    }
     let chunk = attention_decode::DECODE_CHUNK;
-    // One position, chunk boundaries, and more than two chunks.
-    check_decode(
-        TINY,
-        3 * chunk + 50,
-        &[1, 2, chunk, chunk + 1, 2 * chunk + 37, 3 * chunk + 50],
-    );
-    check_decode(BONSAI_1_7B, 2 * chunk + 9, &[7, 2 * chunk + 9]);
-    check_decode(GROUP_4, 3 * chunk, &[2 * chunk + 1]);
+    check_decode(BONSAI_1_7B, chunk, 2 * chunk + 9, &[7, 2 * chunk + 9]);
+    check_decode(SMALL_MHA, chunk, 2 * chunk, &[3, 2 * chunk]);
+    // Group of 8 with head_dim 128 fills the shader's shared q buffer exactly.
+    let wide = AttnDims {
+        n_head: 16,
+        n_head_kv: 2,
+        head_dim: 128,
+    };
+    check_decode(wide, 32, 100, &[100]);
 }
 
 fn prefill_kernel(
@@ -284,8 +307,11 @@ fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
     write_cache(&ctx, &kv.layers[0].k, &k);
     write_cache(&ctx, &kv.layers[0].v, &v);
     let q = random(&mut rng, n_tokens * dims.q_dim(), 1.0);
-    let q_buf = upload(&ctx, "q", &q);
-    let out = storage_buffer(&ctx, "out", (q.len() * 4) as u64).expect("out");
+    let max_tokens = n_tokens + 20; // extra workgroups must exit
+    let mut q_pad = q.clone();
+    q_pad.resize(max_tokens * dims.q_dim(), 0.0);
+    let q_buf = upload(&ctx, "q", &q_pad);
+    let out = storage_buffer(&ctx, "out", (q_pad.len() * 4) as u64).expect("out");
     let step = step_buffer(&ctx);
     let b = attention_prefill::AttentionPrefillBindings {
         step: &step,
@@ -294,13 +320,18 @@ fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
         layer: 0,
         out: &out,
     };
-    let kernel = prefill_kernel(&ctx, &cache, n_tokens + 20, &b);
+    let kernel = prefill_kernel(&ctx, &cache, max_tokens, &b);
     set_step(&ctx, &step, pos, n_tokens);
     submit_kernels(&ctx, "prefill", &[&kernel]);
-    let got = read_f32(&ctx, &out, q.len());
+    let got_all = read_f32(&ctx, &out, q_pad.len());
+    assert!(
+        got_all[q.len()..].iter().all(|&x| x == 0.0),
+        "rows past n_tokens written"
+    );
+    let got = &got_all[..q.len()];
     let label = format!("prefill {dims:?} pos {pos} T {n_tokens}");
     let want = attention_prefill::run_cpu(dims, &q, &k, &v, pos);
-    assert_close(&label, &got, &want, TOL_ATTN);
+    assert_close(&label, got, &want, TOL_ATTN);
 
     // The same queries one at a time through the decode kernels.
     let q1_buf = storage_buffer(&ctx, "q1", (dims.q_dim() * 4) as u64).expect("q1");
@@ -345,6 +376,7 @@ fn attention_prefill_matches_cpu_and_decode() {
     check_prefill(TINY, 40, 33);
     check_prefill(BONSAI_1_7B, 3, 7);
     check_prefill(GROUP_4, 150, 33);
+    check_prefill(SMALL_MHA, 9, 17);
 }
 
 /// A layer's attention over several steps, all on the GPU: prefill a prompt through
@@ -472,4 +504,57 @@ fn kv_cache_too_big_is_a_limit_error() {
     }
     // 1.7B at its full 32k context fits one binding per layer (64 MiB per K and per V).
     assert_eq!(KvCache::layer_bytes(BONSAI_1_7B, 32768), 64 << 20);
+}
+
+#[test]
+fn too_small_buffers_and_bad_shapes_are_errors() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let kv = KvCache::with_dims(&ctx, 1, TINY, &rope(128), 16).expect("kv cache");
+    let step = step_buffer(&ctx);
+    let small = storage_buffer(&ctx, "small", 64).expect("buffer");
+    let b = attention_prefill::AttentionPrefillBindings {
+        step: &step,
+        q: &small,
+        kv: &kv,
+        layer: 0,
+        out: &small,
+    };
+    assert!(matches!(
+        attention_prefill::build(&ctx, &cache, 4, &b),
+        Err(Error::InvalidArgument(_))
+    ));
+    let b = attention_prefill::AttentionPrefillBindings { layer: 1, ..b };
+    assert!(matches!(
+        attention_prefill::build(&ctx, &cache, 4, &b),
+        Err(Error::InvalidArgument(_))
+    ));
+    for dims in [
+        AttnDims {
+            n_head: 3,
+            n_head_kv: 2,
+            head_dim: 128,
+        }, // not a multiple
+        AttnDims {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 256,
+        }, // head too wide
+        AttnDims {
+            n_head: 18,
+            n_head_kv: 1,
+            head_dim: 64,
+        }, // group too large
+    ] {
+        assert!(KvCache::with_dims(&ctx, 1, dims, &rope(dims.head_dim.min(128)), 16).is_err());
+    }
+}
+
+/// The far end of Bonsai's 32k context: RoPE at the last positions and decode over all 32768
+/// positions (512 chunks of 64 to merge).
+#[test]
+fn long_context_rope_and_decode_match_cpu() {
+    let n_ctx = 32768;
+    check_qk_norm_rope_at(TINY, n_ctx, n_ctx - 3, 3);
+    check_decode(TINY, attention_decode::DECODE_CHUNK, n_ctx, &[n_ctx]);
 }

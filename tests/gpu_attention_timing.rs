@@ -9,7 +9,9 @@ use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache};
 use bonsai_wgpu::gpu::op::{
     Kernel, PipelineCache, StepParams, storage_buffer, submit_kernels, uniform_buffer_init,
 };
-use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, matmul_q1_0, qk_norm_rope};
+use bonsai_wgpu::gpu::ops::{
+    attention_decode, attention_prefill, matmul_q1_0, matvec_q1_0, qk_norm_rope,
+};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
@@ -100,23 +102,26 @@ fn attention_and_prefill_timings() {
         eprintln!("qk_norm_rope T {n}: {ms:.2} ms");
     }
 
-    let scratch = attention_decode::DecodeScratch::new(&ctx, DIMS, N_CTX).expect("scratch");
-    let decode = attention_decode::build(
-        &ctx,
-        &cache,
-        &attention_decode::AttentionDecodeBindings {
-            step: &step,
-            q: &q,
-            kv: &kv,
-            layer: 0,
-            scratch: &scratch,
-            out: &out,
-        },
-    )
-    .expect("decode");
-    for n_kv in [128, 1024, N_CTX] {
-        let ms = time(&ctx, &step, n_kv - 1, 1, &[&decode.partial, &decode.merge]);
-        eprintln!("attention_decode n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms");
+    for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
+        let scratch =
+            attention_decode::DecodeScratch::with_chunk(&ctx, DIMS, N_CTX, chunk).expect("scratch");
+        let decode = attention_decode::build(
+            &ctx,
+            &cache,
+            &attention_decode::AttentionDecodeBindings {
+                step: &step,
+                q: &q,
+                kv: &kv,
+                layer: 0,
+                scratch: &scratch,
+                out: &out,
+            },
+        )
+        .expect("decode");
+        for n_kv in [128, 1024, N_CTX] {
+            let ms = time(&ctx, &step, n_kv - 1, 1, &[&decode.partial, &decode.merge]);
+            eprintln!("attention_decode chunk {chunk} n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms");
+        }
     }
 
     let prefill = attention_prefill::build(
@@ -160,5 +165,11 @@ fn attention_and_prefill_timings() {
             ms / n as f64
         );
     }
+    // The decode path's matvec on the same weight, for comparison (same machine load).
+    let mv =
+        matvec_q1_0::MatvecQ1_0::new(&ctx, &cache, &w, &x, &y, Default::default()).expect("matvec");
+    let kernels: Vec<_> = mv.kernels.iter().collect();
+    let ms = time(&ctx, &step, 0, 1, &kernels);
+    eprintln!("matvec_q1_0 {N_EMBD}x{N_EMBD} (decode, 1 token): {ms:.2} ms");
     ctx.take_error().expect("no wgpu error");
 }

@@ -11,8 +11,8 @@ use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// f32 accumulation in a different order than the CPU's f64 sum over K <= 1024 terms of size
-/// ~|d x| <= 0.1: absolute error well below 1e-4 relative to max(1, |want|).
+/// Both sides sum K <= 1024 products of +-d and x in f32/f64, in different orders; the rounding
+/// difference stays far below 1e-4 of max(1, |want|) (observed: < 1e-6).
 const TOL_MATMUL: f32 = 1e-4;
 
 /// Random GGUF Q1_0 bytes for an `[k, n]` weight: f16 scale in (0.01, 0.1), random signs.
@@ -125,4 +125,78 @@ fn matmul_q1_0_split_parts_matches_cpu() {
     // 384 / 8 = 48 sign bytes per row: a 40-row limit gives 4 parts of 40, 40, 40, 30 rows.
     check_matmul(384, 150, 9, true, 40 * 48);
     check_matmul(384, 150, 20, false, 40 * 48);
+}
+
+/// Real Q1_0 tensors of the tiny fixture (q, k, v, o, gate, up, down of one layer), checked row
+/// by row against quant.rs's dot product, with a fused residual for the two that add into x.
+#[test]
+fn matmul_q1_0_fixture_weights_match_quant_dot() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/tiny-bonsai-dev.gguf"
+    );
+    let gguf = bonsai_wgpu::gguf::Gguf::open(path).expect("fixture model");
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(7);
+    let n_tokens = 9;
+    for (name, accumulate) in [
+        ("blk.1.attn_q.weight", false),
+        ("blk.1.attn_k.weight", false),
+        ("blk.1.attn_v.weight", false),
+        ("blk.1.attn_output.weight", true),
+        ("blk.1.ffn_gate.weight", false),
+        ("blk.1.ffn_up.weight", false),
+        ("blk.1.ffn_down.weight", true),
+    ] {
+        let info = gguf.tensor_info(name).expect("tensor");
+        let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+        let bytes = gguf.tensor_data(name).expect("tensor data");
+        let w = Q1_0Weight::upload(&ctx, name, bytes, k, n).expect("upload");
+        let x: Vec<f32> = (0..n_tokens * k)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y0: Vec<f32> = (0..n_tokens * n)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x_buf = storage_buffer_init(&ctx, "x", &x).expect("x");
+        let y_buf = storage_buffer_init(&ctx, "y", &y0).expect("y");
+        let step = uniform_buffer_init(
+            &ctx,
+            "step",
+            &StepParams {
+                n_tokens: n_tokens as u32,
+                pos: 0,
+                n_kv: n_tokens as u32,
+                _pad: 0,
+            },
+        );
+        let b = matmul_q1_0::MatmulQ1_0Bindings {
+            step: &step,
+            x: &x_buf,
+            w: &w,
+            y: &y_buf,
+        };
+        let mm = matmul_q1_0::build(&ctx, &cache, n_tokens, accumulate, &b).expect("kernels");
+        submit_kernels(&ctx, name, &mm.kernels.iter().collect::<Vec<_>>());
+        let got: Vec<f32> =
+            pollster::block_on(read_buffer(&ctx, &y_buf, 0, n_tokens * n)).expect("read");
+        let row_bytes = k / 128 * 18;
+        for t in 0..n_tokens {
+            for r in 0..n {
+                let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                let mut want = bonsai_wgpu::quant::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
+                if accumulate {
+                    want += y0[t * n + r];
+                }
+                let g = got[t * n + r];
+                let err = (g - want).abs() / want.abs().max(1.0);
+                assert!(
+                    err <= TOL_MATMUL,
+                    "{name}: token {t} row {r}: got {g}, want {want}"
+                );
+            }
+        }
+    }
+    ctx.take_error().expect("no wgpu error");
 }

@@ -269,6 +269,15 @@ fn bad_metadata_is_a_typed_error() {
         "{err}"
     );
 
+    let mut w = GgufWriter::new();
+    w.set("tokenizer.ggml.model", "gpt2")
+        .set("tokenizer.ggml.pre", "qwen2");
+    let err = build(&w).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingKey(k) if k == "tokenizer.ggml.tokens"),
+        "{err}"
+    );
+
     let mut w = tiny_writer();
     w.set("tokenizer.ggml.tokens", "not an array");
     let err = build(&w).unwrap_err();

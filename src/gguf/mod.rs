@@ -13,7 +13,7 @@ mod writer;
 
 pub use reader::Gguf;
 pub use value::{GgufValue, GgufValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorSource};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

@@ -5,12 +5,39 @@ use std::io::Write;
 use super::{GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgmlType, GgufValue, GgufValueType};
 use crate::error::{Error, Result};
 
+/// Writes a tensor's bytes when the file is written: exactly the bytes its type and dims need.
+/// Called once per [`GgufWriter::write_to`]; it must write the same bytes each time.
+pub type TensorSource = Box<dyn Fn(&mut dyn Write) -> std::io::Result<()> + Send + Sync>;
+
+/// A tensor's bytes: held in memory, or produced while writing.
+enum TensorData {
+    Bytes(Vec<u8>),
+    Streamed(TensorSource),
+}
+
 /// One tensor waiting to be written.
 struct PendingTensor {
     name: String,
     dims: Vec<u64>,
     ggml_type: GgmlType,
-    data: Vec<u8>,
+    data: TensorData,
+}
+
+/// Counts the bytes passed through to the inner writer.
+struct Counting<'a, W: Write + ?Sized> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write + ?Sized> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Builds a GGUF v3 file. Metadata keys keep insertion order (setting an existing key replaces
@@ -56,7 +83,26 @@ impl GgufWriter {
             name: name.into(),
             dims,
             ggml_type,
-            data,
+            data: TensorData::Bytes(data),
+        });
+        self
+    }
+
+    /// Adds a tensor whose bytes `source` writes when the file is written, so large tensors
+    /// never sit in memory (e.g. generated ones). `source` must write exactly the bytes the
+    /// type and dims need; [`GgufWriter::write_to`] fails with [`Error::BadTensor`] otherwise.
+    pub fn add_tensor_streamed(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: GgmlType,
+        source: impl Fn(&mut dyn Write) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.tensors.push(PendingTensor {
+            name: name.into(),
+            dims,
+            ggml_type,
+            data: TensorData::Streamed(Box::new(source)),
         });
         self
     }
@@ -75,8 +121,8 @@ impl GgufWriter {
         }
     }
 
-    /// Checks every tensor and returns each one's offset in the data section.
-    fn layout(&self, alignment: u64) -> Result<Vec<u64>> {
+    /// Checks every tensor and returns each one's offset in the data section and its length.
+    fn layout(&self, alignment: u64) -> Result<Vec<(u64, u64)>> {
         let mut offsets = Vec::with_capacity(self.tensors.len());
         let mut next = 0u64;
         for (i, t) in self.tensors.iter().enumerate() {
@@ -110,22 +156,24 @@ impl GgufWriter {
                         t.ggml_type
                     ))
                 })?;
-            if want != t.data.len() as u64 {
-                return Err(bad(format!(
-                    "{} bytes of data, dims {:?} of {} need {want}",
-                    t.data.len(),
-                    t.dims,
-                    t.ggml_type
-                )));
+            if let TensorData::Bytes(data) = &t.data {
+                if want != data.len() as u64 {
+                    return Err(bad(format!(
+                        "{} bytes of data, dims {:?} of {} need {want}",
+                        data.len(),
+                        t.dims,
+                        t.ggml_type
+                    )));
+                }
             }
-            offsets.push(next);
+            offsets.push((next, want));
             next = (next + want).next_multiple_of(alignment);
         }
         Ok(offsets)
     }
 
     /// The header, metadata and tensor infos, without padding or data.
-    fn header(&self, offsets: &[u64]) -> Result<Vec<u8>> {
+    fn header(&self, offsets: &[(u64, u64)]) -> Result<Vec<u8>> {
         let mut h = Vec::new();
         h.extend_from_slice(&GGUF_MAGIC);
         h.extend_from_slice(&3u32.to_le_bytes());
@@ -136,7 +184,7 @@ impl GgufWriter {
             h.extend_from_slice(&value.value_type().id().to_le_bytes());
             put_value(&mut h, value, key)?;
         }
-        for (t, &offset) in self.tensors.iter().zip(offsets) {
+        for (t, &(offset, _)) in self.tensors.iter().zip(offsets) {
             put_str(&mut h, &t.name);
             h.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
@@ -152,24 +200,65 @@ impl GgufWriter {
     /// zero padding to the alignment. Wrap files in a `BufWriter`.
     pub fn write_to(&self, out: &mut impl Write) -> Result<()> {
         let alignment = self.alignment()?;
-        let offsets = self.layout(alignment)?;
-        let header = self.header(&offsets)?;
-        let io = |source| Error::Io {
-            path: "<GGUF writer output>".into(),
-            source,
-        };
+        let layout = self.layout(alignment)?;
+        self.write_header(out, &layout, alignment)?;
         let zeros = vec![0u8; alignment as usize];
-        let pad = |len: u64| (len.next_multiple_of(alignment) - len) as usize;
-        out.write_all(&header).map_err(io)?;
-        out.write_all(&zeros[..pad(header.len() as u64)])
-            .map_err(io)?;
-        for t in &self.tensors {
-            out.write_all(&t.data).map_err(io)?;
+        for (t, &(_, len)) in self.tensors.iter().zip(&layout) {
+            match &t.data {
+                TensorData::Bytes(data) => out.write_all(data).map_err(io_error)?,
+                TensorData::Streamed(source) => {
+                    let mut counting = Counting { inner: out, n: 0 };
+                    source(&mut counting).map_err(io_error)?;
+                    if counting.n != len {
+                        return Err(Error::BadTensor {
+                            name: t.name.clone(),
+                            reason: format!(
+                                "its source wrote {} bytes, dims {:?} of {} need {len}",
+                                counting.n, t.dims, t.ggml_type
+                            ),
+                        });
+                    }
+                }
+            }
             // Every tensor, the last included, is padded (as llama.cpp and gguf-py write).
-            out.write_all(&zeros[..pad(t.data.len() as u64)])
-                .map_err(io)?;
+            out.write_all(&zeros[..pad(len, alignment)])
+                .map_err(io_error)?;
         }
-        out.flush().map_err(io)
+        out.flush().map_err(io_error)
+    }
+
+    /// Writes only the header, metadata, tensor infos and the padding before the data section;
+    /// returns the bytes written: the offset of the data section. Tensor sources are not run.
+    pub fn write_header_to(&self, out: &mut impl Write) -> Result<u64> {
+        let alignment = self.alignment()?;
+        let layout = self.layout(alignment)?;
+        self.write_header(out, &layout, alignment)
+    }
+
+    /// The size in bytes of the file [`GgufWriter::write_to`] writes (tensor sources not run).
+    pub fn file_len(&self) -> Result<u64> {
+        let alignment = self.alignment()?;
+        let layout = self.layout(alignment)?;
+        let header = self.header(&layout)?.len() as u64;
+        let data: u64 = layout
+            .iter()
+            .map(|&(_, len)| len.next_multiple_of(alignment))
+            .sum();
+        Ok(header.next_multiple_of(alignment) + data)
+    }
+
+    fn write_header(
+        &self,
+        out: &mut impl Write,
+        layout: &[(u64, u64)],
+        alignment: u64,
+    ) -> Result<u64> {
+        let header = self.header(layout)?;
+        let zeros = vec![0u8; alignment as usize];
+        let padding = pad(header.len() as u64, alignment);
+        out.write_all(&header).map_err(io_error)?;
+        out.write_all(&zeros[..padding]).map_err(io_error)?;
+        Ok((header.len() + padding) as u64)
     }
 
     /// The whole file in memory, or the first problem found (bad alignment, a tensor whose
@@ -189,6 +278,18 @@ impl GgufWriter {
             Ok(v) => v,
             Err(e) => panic!("GgufWriter::to_bytes: {e}"),
         }
+    }
+}
+
+/// Zero bytes that pad `len` to a multiple of `alignment`.
+fn pad(len: u64, alignment: u64) -> usize {
+    (len.next_multiple_of(alignment) - len) as usize
+}
+
+fn io_error(source: std::io::Error) -> Error {
+    Error::Io {
+        path: "<GGUF writer output>".into(),
+        source,
     }
 }
 

@@ -204,3 +204,15 @@ pub fn unpack_f16(words: &[u32]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Fails unless `buf` holds at least `bytes`: shaders clamp out-of-bounds accesses silently, so
+/// a too-small buffer must be caught when the kernel is built.
+pub(crate) fn check_binding(buf: &wgpu::Buffer, bytes: usize, what: &str) -> Result<()> {
+    if buf.size() < bytes as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: buffer of {} bytes, the kernel needs {bytes}",
+            buf.size()
+        )));
+    }
+    Ok(())
+}

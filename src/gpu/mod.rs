@@ -47,3 +47,8 @@ pub mod timer;
 
 pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
 pub use op::{Kernel, KernelSpec, PipelineCache, Readback, Shader, StepParams};
+pub mod model;
+pub mod session;
+
+pub use model::GpuModel;
+pub use session::{Session, SessionOptions};

@@ -2,7 +2,7 @@
 //! (`shaders/attention_prefill.wgsl`), and the naive CPU reference shared with decode.
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::{Error, Result};
 
@@ -36,6 +36,9 @@ pub fn build(
         b.kv.layers
             .get(b.layer)
             .ok_or_else(|| Error::InvalidArgument(format!("KV cache has no layer {}", b.layer)))?;
+    let rows = max_tokens.max(1) * dims.q_dim();
+    check_binding(b.q, 4 * rows, "attention_prefill q")?;
+    check_binding(b.out, 4 * rows, "attention_prefill out")?;
     Kernel::new(
         ctx,
         cache,

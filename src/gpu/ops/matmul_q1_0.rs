@@ -1,13 +1,14 @@
 //! Batched Q1_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
-//! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 64 weight rows once per 16 tokens.
+//! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
 
 use crate::gpu::context::GpuContext;
+use crate::gpu::kv_cache::check_binding;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::{Error, Result};
 
-/// Weight rows per workgroup (threads); must equal `WG` in the shader.
-const ROWS_PER_WORKGROUP: usize = 64;
+/// Weight rows per workgroup; must equal `WG * RPT` in the shader.
+const ROWS_PER_WORKGROUP: usize = 128;
 /// Tokens per workgroup; must equal `TB` in the shader.
 pub const TOKENS_PER_WORKGROUP: usize = 16;
 
@@ -49,6 +50,9 @@ pub fn build(
             reason: format!("row length {} is not a multiple of 128", w.k),
         });
     }
+    let t = max_tokens.max(1);
+    check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
+    check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
     let token_groups = max_tokens.max(1).div_ceil(TOKENS_PER_WORKGROUP) as u32;
     let kernels = w
         .parts

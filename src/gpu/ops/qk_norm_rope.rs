@@ -4,7 +4,7 @@
 use crate::Result;
 use crate::cpu::rope::{RopeParams, rope_neox};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 
 /// The buffers one layer's kernel binds.
@@ -33,6 +33,12 @@ pub fn build(
     let layer = b.kv.layers.get(b.layer).ok_or_else(|| {
         crate::Error::InvalidArgument(format!("KV cache has no layer {}", b.layer))
     })?;
+    let t = max_tokens.max(1);
+    check_binding(b.q, 4 * t * dims.q_dim(), "qk_norm_rope q")?;
+    check_binding(b.k, 4 * t * dims.kv_dim(), "qk_norm_rope k")?;
+    check_binding(b.v, 4 * t * dims.kv_dim(), "qk_norm_rope v")?;
+    check_binding(b.q_norm, 4 * dims.head_dim, "qk_norm_rope q_norm")?;
+    check_binding(b.k_norm, 4 * dims.head_dim, "qk_norm_rope k_norm")?;
     let overrides = [
         ("HEAD_DIM", dims.head_dim as f64),
         ("N_ROT", b.kv.n_rot as f64),

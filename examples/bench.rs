@@ -1,0 +1,331 @@
+//! llama-bench style throughput benchmark of an [`Engine`]: prompt processing (`ppN`: N random
+//! tokens in one `feed`) and generation (`tgN`: N single-token `feed` + `greedy` steps), each
+//! repeated on a fresh session, reported as a markdown table or llama-bench's JSON fields.
+//!
+//! cargo run --release --example bench -- --model FILE.gguf [-p 512] [-n 128] [-r 5] [--json] [--cpu]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bonsai_wgpu::config::Qwen3Config;
+use bonsai_wgpu::cpu::{CpuModel, CpuSession};
+use bonsai_wgpu::engine::Engine;
+use bonsai_wgpu::gguf::Gguf;
+use clap::Parser;
+use pollster::block_on;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+#[derive(Parser)]
+#[command(about = "Prompt-processing and generation throughput, llama-bench style")]
+struct Args {
+    /// GGUF model file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt lengths to test (pp tests), comma separated; 0 skips.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Generation lengths to test (tg tests), comma separated; 0 skips.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: usize,
+    /// Print a JSON array (llama-bench's `-o json` fields) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Run the CPU reference engine.
+    #[arg(long)]
+    cpu: bool,
+    /// Skip the untimed warm-up run of each test.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Seed of the random token ids.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+}
+
+/// Untimed tokens fed before a generation test, so its first step has a predecessor.
+const TG_PROMPT_TOKENS: usize = 1;
+
+#[derive(Clone, Copy)]
+enum Test {
+    /// Feed this many tokens at once.
+    Prompt(usize),
+    /// Generate this many tokens one at a time.
+    Gen(usize),
+}
+
+impl Test {
+    fn name(self) -> String {
+        match self {
+            Test::Prompt(n) => format!("pp{n}"),
+            Test::Gen(n) => format!("tg{n}"),
+        }
+    }
+    fn n_tokens(self) -> usize {
+        match self {
+            Test::Prompt(n) | Test::Gen(n) => n,
+        }
+    }
+    /// KV cache capacity the test needs.
+    fn n_ctx(self) -> usize {
+        match self {
+            Test::Prompt(n) => n,
+            Test::Gen(n) => TG_PROMPT_TOKENS + n,
+        }
+    }
+}
+
+/// What runs the model, for the report.
+struct BackendInfo {
+    /// llama-bench `backends` (e.g. "CPU", "wgpu-Vulkan").
+    backends: String,
+    /// The adapter (GPU name, or the CPU's model name).
+    adapter: String,
+}
+
+struct TestResult {
+    test: Test,
+    samples_ns: Vec<u64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.repetitions == 0 {
+        bail!("-r must be at least 1");
+    }
+    let gguf =
+        Gguf::open(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let config = Qwen3Config::from_gguf(&gguf)?;
+    let tests: Vec<Test> = (args.n_prompt.iter().map(|&n| Test::Prompt(n)))
+        .chain(args.n_gen.iter().map(|&n| Test::Gen(n)))
+        .filter(|t| t.n_tokens() > 0)
+        .collect();
+
+    let (backend, results) = if args.cpu {
+        let model = CpuModel::from_gguf(&gguf)?;
+        let backend = BackendInfo {
+            backends: "CPU".into(),
+            adapter: cpu_name(),
+        };
+        let results = run_tests(&args, &tests, config.n_vocab, |n_ctx| {
+            Ok(CpuSession::new(Arc::clone(&model), n_ctx)?)
+        })?;
+        (backend, results)
+    } else {
+        // The GPU engine plugs in here: load the model once, then hand `run_tests` a closure
+        // creating a fresh session (it implements the same `Engine` trait) of `n_ctx` tokens.
+        bail!("the GPU engine is not wired into this benchmark yet: pass --cpu");
+    };
+
+    let model = ModelInfo::new(&args.model, &gguf, &config);
+    if args.json {
+        print_json(&model, &backend, &results)?;
+    } else {
+        print_table(&model, &backend, &results);
+    }
+    Ok(())
+}
+
+/// Runs every test `repetitions` times (after an untimed warm-up), each on a fresh session.
+fn run_tests<E: Engine>(
+    args: &Args,
+    tests: &[Test],
+    n_vocab: usize,
+    mut new_session: impl FnMut(usize) -> anyhow::Result<E>,
+) -> anyhow::Result<Vec<TestResult>> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut random_tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| rng.random_range(0..n_vocab as u32))
+            .collect()
+    };
+    let mut results = Vec::new();
+    for &test in tests {
+        if !args.no_warmup {
+            // llama-bench warms up with the whole prompt, or with one generated token.
+            let warm = match test {
+                Test::Prompt(n) => Test::Prompt(n),
+                Test::Gen(_) => Test::Gen(1),
+            };
+            let mut session = new_session(warm.n_ctx())?;
+            run_once(&mut session, warm, &mut random_tokens)?;
+        }
+        let mut samples_ns = Vec::with_capacity(args.repetitions);
+        for rep in 0..args.repetitions {
+            let mut session = new_session(test.n_ctx())?;
+            let ns = run_once(&mut session, test, &mut random_tokens)?;
+            eprintln!(
+                "{} rep {}/{}: {:.3} ms, {:.2} t/s",
+                test.name(),
+                rep + 1,
+                args.repetitions,
+                ns as f64 / 1e6,
+                test.n_tokens() as f64 * 1e9 / ns as f64
+            );
+            samples_ns.push(ns);
+        }
+        results.push(TestResult { test, samples_ns });
+    }
+    Ok(results)
+}
+
+/// One timed run on a fresh session; returns nanoseconds. Every timed section ends with
+/// `greedy`, which waits for the last position's logits (as llama-bench synchronizes).
+fn run_once<E: Engine>(
+    session: &mut E,
+    test: Test,
+    random_tokens: &mut impl FnMut(usize) -> Vec<u32>,
+) -> anyhow::Result<u64> {
+    match test {
+        Test::Prompt(n) => {
+            let tokens = random_tokens(n);
+            let start = Instant::now();
+            block_on(session.feed(&tokens))?;
+            block_on(session.greedy())?;
+            Ok(start.elapsed().as_nanos() as u64)
+        }
+        Test::Gen(n) => {
+            block_on(session.feed(&random_tokens(TG_PROMPT_TOKENS)))?;
+            let mut token = block_on(session.greedy())?;
+            let start = Instant::now();
+            for _ in 0..n {
+                block_on(session.feed(&[token]))?;
+                token = block_on(session.greedy())?;
+            }
+            Ok(start.elapsed().as_nanos() as u64)
+        }
+    }
+}
+
+/// What llama-bench reports about the model.
+struct ModelInfo {
+    filename: String,
+    /// e.g. "qwen3 1.7B Q1_0"
+    model_type: String,
+    /// Bytes of all tensors.
+    size: u64,
+    n_params: u64,
+}
+
+impl ModelInfo {
+    fn new(path: &Path, gguf: &Gguf, c: &Qwen3Config) -> Self {
+        let n_params: u64 = gguf.tensors().iter().map(|t| t.n_elements()).sum();
+        // llama.cpp's qwen3 type names, by block count and width.
+        let size_name = match (c.n_layer, c.n_embd) {
+            (28, 1024) => "0.6B".to_string(),
+            (28, 2048) => "1.7B".to_string(),
+            (36, 2560) => "4B".to_string(),
+            (36, 4096) => "8B".to_string(),
+            (40, 5120) => "14B".to_string(),
+            (64, 5120) => "32B".to_string(),
+            _ => format!("{:.2}B", n_params as f64 / 1e9),
+        };
+        ModelInfo {
+            filename: path.display().to_string(),
+            model_type: format!("qwen3 {size_name} Q1_0"),
+            size: gguf.tensors().iter().map(|t| t.n_bytes).sum(),
+            n_params,
+        }
+    }
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = match xs.len() {
+        0 | 1 => 0.0,
+        _ => xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0),
+    };
+    (mean, var.sqrt())
+}
+
+fn samples_ts(r: &TestResult) -> Vec<f64> {
+    let n = r.test.n_tokens() as f64;
+    r.samples_ns.iter().map(|&ns| n * 1e9 / ns as f64).collect()
+}
+
+fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult]) {
+    let size = if model.size >= 1 << 30 {
+        format!("{:.2} GiB", model.size as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.2} MiB", model.size as f64 / (1u64 << 20) as f64)
+    };
+    println!("| model | size | params | backend | adapter | test | t/s |");
+    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
+    for r in results {
+        let (ts, ts_std) = mean_std(&samples_ts(r));
+        println!(
+            "| {} | {size} | {:.2} B | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
+            model.model_type,
+            model.n_params as f64 / 1e9,
+            backend.backends,
+            backend.adapter,
+            r.test.name()
+        );
+    }
+}
+
+fn print_json(
+    model: &ModelInfo,
+    backend: &BackendInfo,
+    results: &[TestResult],
+) -> anyhow::Result<()> {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let ns: Vec<f64> = r.samples_ns.iter().map(|&x| x as f64).collect();
+            let (avg_ns, stddev_ns) = mean_std(&ns);
+            let ts = samples_ts(r);
+            let (avg_ts, stddev_ts) = mean_std(&ts);
+            let (n_prompt, n_gen) = match r.test {
+                Test::Prompt(n) => (n, 0),
+                Test::Gen(n) => (0, n),
+            };
+            serde_json::json!({
+                "model_filename": model.filename,
+                "model_type": model.model_type,
+                "model_size": model.size,
+                "model_n_params": model.n_params,
+                "backends": backend.backends,
+                "gpu_info": backend.adapter,
+                "n_prompt": n_prompt,
+                "n_gen": n_gen,
+                "avg_ns": avg_ns.round() as u64,
+                "stddev_ns": stddev_ns.round() as u64,
+                "avg_ts": avg_ts,
+                "stddev_ts": stddev_ts,
+                "samples_ns": r.samples_ns,
+                "samples_ts": ts,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+/// The CPU's model name (Linux `/proc/cpuinfo`), or the architecture.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
