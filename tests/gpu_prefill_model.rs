@@ -210,21 +210,23 @@ fn batched_gpu_forward_matches_cpu() {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            embed.encode(&mut pass);
+            // Every op dispatched for exactly the n tokens of this step.
+            let t = n as u32;
+            embed.encode_tokens(&mut pass, t);
             for layer in &layers {
-                layer.attn_norm.encode(&mut pass);
-                layer.wq.encode(&mut pass);
-                layer.wk.encode(&mut pass);
-                layer.wv.encode(&mut pass);
-                layer.attention.encode_prefill(&mut pass);
-                layer.wo.encode(&mut pass); // x += wo(att)
-                layer.ffn_norm.encode(&mut pass);
-                layer.w_gate.encode(&mut pass);
-                layer.w_up.encode(&mut pass);
-                layer.silu_mul.encode(&mut pass);
-                layer.w_down.encode(&mut pass); // x += w_down(hb)
+                layer.attn_norm.encode_rows(&mut pass, t);
+                layer.wq.encode_tokens(&mut pass, t);
+                layer.wk.encode_tokens(&mut pass, t);
+                layer.wv.encode_tokens(&mut pass, t);
+                layer.attention.encode_prefill_tokens(&mut pass, t);
+                layer.wo.encode_tokens(&mut pass, t); // x += wo(att)
+                layer.ffn_norm.encode_rows(&mut pass, t);
+                layer.w_gate.encode_tokens(&mut pass, t);
+                layer.w_up.encode_tokens(&mut pass, t);
+                layer.silu_mul.encode_len(&mut pass, t * f as u32);
+                layer.w_down.encode_tokens(&mut pass, t); // x += w_down(hb)
             }
-            final_norm.encode(&mut pass);
+            final_norm.encode_rows(&mut pass, t);
         }
         let row = (4 * e) as u64;
         encoder.copy_buffer_to_buffer(&xb, (n as u64 - 1) * row, &last, 0, row);

@@ -10,7 +10,7 @@
 //! Separate decode kernels keep the per-token path free of workgroups sized for a batch.
 
 use super::context::GpuContext;
-use super::kv_cache::KvCache;
+use super::kv_cache::{AttnDims, KvCache};
 use super::op::{Kernel, PipelineCache};
 use super::ops::attention_decode::{self, AttentionDecode, DecodeScratch};
 use super::ops::{attention_prefill, qk_norm_rope};
@@ -30,6 +30,7 @@ pub struct AttentionBuffers<'a> {
 /// The attention core of one layer, built once at load time.
 #[derive(Clone, Debug)]
 pub struct LayerAttention {
+    pub dims: AttnDims,
     pub rope_decode: Kernel,
     pub decode: AttentionDecode,
     pub rope_prefill: Kernel,
@@ -69,6 +70,7 @@ impl LayerAttention {
             )
         };
         Ok(LayerAttention {
+            dims: b.kv.dims,
             rope_decode: rope(1)?,
             decode: attention_decode::build(
                 ctx,
@@ -104,9 +106,16 @@ impl LayerAttention {
         self.decode.encode(pass);
     }
 
-    /// Records the prefill path for `step.n_tokens` (<= max_batch) tokens.
+    /// Records the prefill path for `step.n_tokens` (<= max_batch) tokens, dispatched for
+    /// max_batch (the surplus workgroups exit at once).
     pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.rope_prefill.encode(pass);
         self.prefill.encode(pass);
+    }
+
+    /// As [`Self::encode_prefill`], dispatching exactly for `n_tokens` (= `step.n_tokens`).
+    pub fn encode_prefill_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        qk_norm_rope::encode_tokens(&self.rope_prefill, pass, n_tokens);
+        attention_prefill::encode_tokens(&self.prefill, pass, self.dims, n_tokens);
     }
 }
