@@ -24,12 +24,12 @@ pub enum Shader {
     SiluMul,
     Add,
     Argmax,
-    Topk,
     QkNormRope,
     AttentionDecode,
     AttentionMerge,
     AttentionPrefill,
     MatmulQ1_0,
+    Topk,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -49,12 +49,12 @@ impl Shader {
         Shader::SiluMul,
         Shader::Add,
         Shader::Argmax,
-        Shader::Topk,
         Shader::QkNormRope,
         Shader::AttentionDecode,
         Shader::AttentionMerge,
         Shader::AttentionPrefill,
         Shader::MatmulQ1_0,
+        Shader::Topk,
     ];
 
     /// File stem in `shaders/`.
@@ -67,12 +67,12 @@ impl Shader {
             Shader::SiluMul => "silu_mul",
             Shader::Add => "add",
             Shader::Argmax => "argmax",
-            Shader::Topk => "topk",
             Shader::QkNormRope => "qk_norm_rope",
             Shader::AttentionDecode => "attention_decode",
             Shader::AttentionMerge => "attention_merge",
             Shader::AttentionPrefill => "attention_prefill",
             Shader::MatmulQ1_0 => "matmul_q1_0",
+            Shader::Topk => "topk",
         }
     }
 
@@ -86,12 +86,12 @@ impl Shader {
             Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
             Shader::Add => include_str!("../../shaders/add.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
-            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
             Shader::QkNormRope => include_str!("../../shaders/qk_norm_rope.wgsl"),
             Shader::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
             Shader::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl"),
             Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
             Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
+            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
         }
     }
 
