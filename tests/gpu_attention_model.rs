@@ -118,7 +118,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
                 if n == 1 {
                     layers[l].encode_decode_kv(&mut pass, (pos + 1) as u32);
                 } else {
-                    layers[l].encode_prefill(&mut pass);
+                    layers[l].encode_prefill(&mut pass, n as u32);
                 }
             }
             ctx.queue.submit([encoder.finish()]);

@@ -51,6 +51,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("N", 151669.0), ("ITEMS", 8.0)],
             vec![("N", 75.0), ("ITEMS", 1.0), ("USE_IDX", 1.0)],
         ],
+        "topk" => vec![
+            vec![("N", 151669.0), ("K", 64.0)],
+            vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
+        ],
         "qk_norm_rope" => vec![
             // 1.7B, 4B/8B, tiny; partial rotation.
             attn(&[
@@ -76,28 +80,25 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 2.0),
-                ("CHUNK", 64.0),
-                ("MAX_CHUNKS", 512.0),
+                ("MAX_CHUNKS", 256.0),
                 ("SCALE", 0.088),
             ]),
             attn(&[
                 ("N_HEAD_KV", 8.0),
                 ("GROUP", 4.0),
-                ("CHUNK", 32.0),
-                ("MAX_CHUNKS", 2048.0),
+                ("MAX_CHUNKS", 512.0),
                 ("SCALE", 0.088),
             ]),
             vec![
                 ("HEAD_DIM", 64.0),
                 ("N_HEAD_KV", 1.0),
                 ("GROUP", 8.0),
-                ("CHUNK", 128.0),
                 ("MAX_CHUNKS", 1.0),
             ],
         ],
         "attention_merge" => vec![
-            attn(&[("CHUNK", 64.0), ("MAX_CHUNKS", 512.0)]),
-            vec![("HEAD_DIM", 64.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 1.0)],
+            attn(&[("MAX_CHUNKS", 256.0)]),
+            vec![("HEAD_DIM", 64.0), ("MAX_CHUNKS", 1.0)],
         ],
         "attention_prefill" => vec![
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 2.0), ("SCALE", 0.088)]),
@@ -121,10 +122,6 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
                 mm(128.0, 1.0, 0.0, 1.0, 1.0),
             ]
         }
-        "topk" => vec![
-            vec![("N", 151669.0), ("K", 64.0)],
-            vec![("N", 4800.0), ("K", 40.0), ("ITEMS", 3.0), ("USE_IDX", 1.0)],
-        ],
         _ => vec![vec![]],
     }
 }

@@ -10,7 +10,7 @@
 //! Separate decode kernels keep the per-token path free of workgroups sized for a batch.
 
 use super::context::GpuContext;
-use super::kv_cache::{AttnDims, KvCache};
+use super::kv_cache::KvCache;
 use super::op::{Kernel, PipelineCache};
 use super::ops::attention_decode::{self, AttentionDecode, DecodeScratch};
 use super::ops::{attention_prefill, qk_norm_rope};
@@ -30,11 +30,12 @@ pub struct AttentionBuffers<'a> {
 /// The attention core of one layer, built once at load time.
 #[derive(Clone, Debug)]
 pub struct LayerAttention {
-    pub dims: AttnDims,
     pub rope_decode: Kernel,
     pub decode: AttentionDecode,
     pub rope_prefill: Kernel,
     pub prefill: Kernel,
+    /// Query tokens per `attention_prefill` workgroup (the y dimension of its dispatch).
+    pub prefill_tokens_per_workgroup: u32,
 }
 
 impl LayerAttention {
@@ -70,7 +71,6 @@ impl LayerAttention {
             )
         };
         Ok(LayerAttention {
-            dims: b.kv.dims,
             rope_decode: rope(1)?,
             decode: attention_decode::build(
                 ctx,
@@ -85,6 +85,7 @@ impl LayerAttention {
                 },
             )?,
             rope_prefill: rope(max_batch)?,
+            prefill_tokens_per_workgroup: attention_prefill::tokens_per_workgroup(b.kv.dims) as u32,
             prefill: attention_prefill::build(
                 ctx,
                 cache,
@@ -107,23 +108,22 @@ impl LayerAttention {
         self.decode.encode(pass);
     }
 
-    /// As [`Self::encode_decode`], dispatching only the chunks that hold keys: `n_kv` must be
-    /// the step's `step.n_kv` (position of the token + 1).
+    /// As [`Self::encode_decode`], dispatching only the cache chunks that hold keys: `n_kv` must
+    /// be the step's `step.n_kv` (the token's position + 1).
     pub fn encode_decode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
         self.rope_decode.encode(pass);
         self.decode.encode_kv(pass, n_kv);
     }
 
-    /// Records the prefill path for `step.n_tokens` (<= max_batch) tokens, dispatched for
-    /// max_batch (the surplus workgroups exit at once).
-    pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.rope_prefill.encode(pass);
-        self.prefill.encode(pass);
-    }
-
-    /// As [`Self::encode_prefill`], dispatching exactly for `n_tokens` (= `step.n_tokens`).
-    pub fn encode_prefill_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        qk_norm_rope::encode_tokens(&self.rope_prefill, pass, n_tokens);
-        attention_prefill::encode_tokens(&self.prefill, pass, self.dims, n_tokens);
+    /// Records the prefill path for `n_tokens` (= `step.n_tokens`, <= max_batch) tokens,
+    /// dispatching only the workgroups those tokens need.
+    pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let [heads, max_tokens, _] = self.rope_prefill.workgroups;
+        self.rope_prefill
+            .encode_groups(pass, [heads, n_tokens.min(max_tokens), 1]);
+        let [kv_heads, max_tiles, _] = self.prefill.workgroups;
+        let tiles = n_tokens.div_ceil(self.prefill_tokens_per_workgroup);
+        self.prefill
+            .encode_groups(pass, [kv_heads, tiles.min(max_tiles), 1]);
     }
 }

@@ -68,18 +68,6 @@ pub fn build(
     )
 }
 
-/// Records `kernel` (from [`build`] with these `dims`) for exactly `n_tokens` (<= its
-/// max_tokens) query tokens instead of the built maximum.
-pub fn encode_tokens(
-    kernel: &Kernel,
-    pass: &mut wgpu::ComputePass<'_>,
-    dims: AttnDims,
-    n_tokens: u32,
-) {
-    let groups = n_tokens.div_ceil(tokens_per_workgroup(dims) as u32);
-    kernel.encode_groups(pass, [kernel.workgroups[0], groups, 1]);
-}
-
 /// CPU reference: naive causal softmax attention. `q` is (n_tokens, n_head, head_dim) for tokens at
 /// positions `pos..pos + n_tokens`; `k`, `v` are (>= pos + n_tokens, n_head_kv, head_dim). Query
 /// head `h` uses kv head `h / (n_head / n_head_kv)`. Returns (n_tokens, n_head, head_dim).

@@ -19,18 +19,17 @@ pub struct MatmulQ1_0 {
 }
 
 impl MatmulQ1_0 {
-    /// Dispatches for the built `max_tokens`; token groups past `step.n_tokens` exit at once.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for k in &self.kernels {
             k.encode(pass);
         }
     }
 
-    /// Dispatches exactly the token groups `n_tokens` (<= max_tokens) tokens need.
+    /// Encodes only the token tiles that `n_tokens` (<= the built maximum) needs.
     pub fn encode_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        let groups = n_tokens.div_ceil(TOKENS_PER_WORKGROUP as u32);
+        let tiles = n_tokens.div_ceil(TOKENS_PER_WORKGROUP as u32);
         for k in &self.kernels {
-            k.encode_groups(pass, [k.workgroups[0], groups, 1]);
+            k.encode_groups(pass, [k.workgroups[0], tiles.min(k.workgroups[1]), 1]);
         }
     }
 }

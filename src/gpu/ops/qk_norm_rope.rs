@@ -74,12 +74,6 @@ pub fn build(
     )
 }
 
-/// Records `kernel` (from [`build`]) for exactly `n_tokens` (<= its max_tokens) token rows
-/// instead of the built maximum: decode steps skip the batch's empty workgroups.
-pub fn encode_tokens(kernel: &Kernel, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-    kernel.encode_groups(pass, [kernel.workgroups[0], n_tokens, 1]);
-}
-
 /// CPU reference: normalises and rotates `q` (n_tokens, n_head, head_dim) in place and returns
 /// the rotated `k` (n_tokens, n_head_kv, head_dim); token `t` is at position `pos + t`.
 #[allow(clippy::too_many_arguments)]

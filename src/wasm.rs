@@ -1,0 +1,335 @@
+//! JavaScript bindings for the browser build (wasm32 + WebGPU), made with wasm-bindgen.
+//!
+//! Build: `cargo rustc --release --lib --crate-type cdylib --target wasm32-unknown-unknown`,
+//! then `wasm-bindgen --target web`; `examples/web/` is a chat page on top of these bindings.
+//!
+//! JavaScript sees:
+//! - `gpuInfo()`: the WebGPU adapter wgpu picks, its optional features and the limits that bound
+//!   the model size (throws with a clear message when the browser has no WebGPU),
+//! - `Model.load(bytes)`: parses a GGUF (Q1_0 Bonsai / Qwen3) from a `Uint8Array`, with its
+//!   tokenizer and chat template,
+//! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.tokenPiece()`,
+//!   `model.chatPrompt()`,
+//! - `model.checkGpu(tensor)`: runs the library's Q1_0 matvec kernel on one of the model's weights
+//!   on the WebGPU device and compares it with the CPU reference (a self-test of the browser GPU).
+//!
+//! Results are plain JavaScript objects (built from JSON), errors are `Error`s whose message
+//! names the failing key, tensor or limit.
+
+use std::sync::Arc;
+
+use wasm_bindgen::prelude::*;
+
+use crate::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use crate::config::Qwen3Config;
+use crate::gguf::{GgmlType, Gguf};
+use crate::gpu::context::{GpuContext, GpuOptions};
+use crate::gpu::op::{
+    PipelineCache, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
+};
+use crate::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0};
+use crate::gpu::q1_0::Q1_0Weight;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Largest |GPU - CPU| / (1 + |CPU|) accepted by [`Model::check_gpu`]: both sum the same f32
+/// products in a different order.
+const MATVEC_REL_TOL: f32 = 1e-4;
+
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("bonsai-wgpu panicked: {info}").into());
+    }));
+}
+
+fn js_err(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// Turns a serde value into a plain JavaScript object.
+fn to_js(value: &serde_json::Value) -> std::result::Result<JsValue, JsError> {
+    js_sys::JSON::parse(&value.to_string())
+        .map_err(|_| JsError::new("JSON.parse of a result failed"))
+}
+
+fn context_json(ctx: &GpuContext) -> serde_json::Value {
+    let l = &ctx.limits;
+    serde_json::json!({
+        "name": ctx.info.name,
+        "backend": format!("{:?}", ctx.info.backend),
+        "deviceType": format!("{:?}", ctx.info.device_type),
+        "driver": ctx.info.driver,
+        "driverInfo": ctx.info.driver_info,
+        "subgroupMinSize": ctx.info.subgroup_min_size,
+        "subgroupMaxSize": ctx.info.subgroup_max_size,
+        "features": {
+            "shaderF16": ctx.features.has_f16,
+            "subgroups": ctx.features.has_subgroups,
+            "timestamps": ctx.features.has_timestamps,
+        },
+        "limits": {
+            "maxStorageBufferBindingSize": l.max_storage_buffer_binding_size,
+            "maxBufferSize": l.max_buffer_size,
+            "maxComputeWorkgroupStorageSize": l.max_compute_workgroup_storage_size,
+            "maxComputeInvocationsPerWorkgroup": l.max_compute_invocations_per_workgroup,
+            "maxComputeWorkgroupsPerDimension": l.max_compute_workgroups_per_dimension,
+            "maxStorageBuffersPerShaderStage": l.max_storage_buffers_per_shader_stage,
+        },
+    })
+}
+
+async fn webgpu_context() -> Result<GpuContext> {
+    let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .ok()
+        .and_then(|nav| js_sys::Reflect::get(&nav, &"gpu".into()).ok())
+        .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null());
+    if !has_gpu {
+        return Err(Error::Adapter(
+            "this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge \
+             or Safari, or Firefox with WebGPU enabled, over https or localhost"
+                .into(),
+        ));
+    }
+    let opts = GpuOptions {
+        backends: Some(wgpu::Backends::BROWSER_WEBGPU),
+        ..GpuOptions::default()
+    };
+    GpuContext::new(&opts).await
+}
+
+/// Describes the WebGPU adapter and device that the model would run on.
+#[wasm_bindgen(js_name = gpuInfo)]
+pub async fn gpu_info() -> std::result::Result<JsValue, JsError> {
+    let ctx = webgpu_context().await.map_err(js_err)?;
+    to_js(&context_json(&ctx))
+}
+
+/// Collects a GGUF file chunk by chunk straight into wasm memory (a download or `File.stream()`
+/// never needs a second full copy in JavaScript), then parses it with [`ModelLoader::finish`].
+#[wasm_bindgen]
+pub struct ModelLoader {
+    bytes: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl ModelLoader {
+    /// `expected` bytes are reserved up front (0 if unknown), so running out of wasm memory is
+    /// reported before the download starts.
+    #[wasm_bindgen(constructor)]
+    pub fn new(expected: f64) -> std::result::Result<ModelLoader, JsError> {
+        let mut bytes = Vec::new();
+        if expected > 0.0 {
+            bytes.try_reserve_exact(expected as usize).map_err(|_| {
+                JsError::new(&format!(
+                    "out of memory: cannot reserve {:.0} MiB of WebAssembly memory for the model \
+                     (wasm32 tops out at 4 GiB, browsers often lower)",
+                    expected / 1048576.0
+                ))
+            })?;
+        }
+        Ok(ModelLoader { bytes })
+    }
+
+    /// Appends a chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> std::result::Result<(), JsError> {
+        self.bytes.try_reserve(chunk.len()).map_err(|_| {
+            JsError::new(&format!(
+                "out of memory after {} MiB of the model: the file does not fit in WebAssembly memory",
+                self.bytes.len() >> 20
+            ))
+        })?;
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    #[wasm_bindgen(getter)]
+    pub fn loaded(&self) -> f64 {
+        self.bytes.len() as f64
+    }
+
+    /// Parses what was pushed (consumes the loader).
+    pub fn finish(self) -> std::result::Result<Model, JsError> {
+        Model::load(self.bytes)
+    }
+}
+
+/// A Bonsai GGUF loaded in memory: weights, configuration, tokenizer, chat template.
+#[wasm_bindgen]
+pub struct Model {
+    gguf: Arc<Gguf>,
+    config: Qwen3Config,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    gpu: Option<GpuContext>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsMessage {
+    role: String,
+    content: String,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Parses a GGUF file's bytes (the `Uint8Array` is copied into wasm memory).
+    pub fn load(bytes: Vec<u8>) -> std::result::Result<Model, JsError> {
+        let gguf = Gguf::from_bytes(bytes).map_err(js_err)?;
+        let config = Qwen3Config::from_gguf(&gguf).map_err(js_err)?;
+        config.validate_tensors(&gguf).map_err(js_err)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(js_err)?;
+        let template = ChatTemplate::from_gguf(&gguf).map_err(js_err)?;
+        Ok(Model {
+            gguf: Arc::new(gguf),
+            config,
+            tokenizer,
+            template,
+            gpu: None,
+        })
+    }
+
+    /// Architecture numbers and file facts.
+    pub fn info(&self) -> std::result::Result<JsValue, JsError> {
+        let c = &self.config;
+        let weight_bytes: u64 = self.gguf.tensors().iter().map(|t| t.n_bytes).sum();
+        let name = self
+            .gguf
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        to_js(&serde_json::json!({
+            "name": name,
+            "nLayer": c.n_layer,
+            "nEmbd": c.n_embd,
+            "nFf": c.n_ff,
+            "nHead": c.n_head,
+            "nHeadKv": c.n_head_kv,
+            "headDim": c.head_dim,
+            "nVocab": c.n_vocab,
+            "nCtxTrain": c.n_ctx_train,
+            "tiedHead": c.tied_head,
+            "nTensors": self.gguf.tensors().len(),
+            "weightBytes": weight_bytes,
+            "eosId": self.tokenizer.eos_id(),
+        }))
+    }
+
+    /// Token ids of `text`; `parseSpecial` matches special tokens such as `<|im_start|>`.
+    pub fn tokenize(
+        &self,
+        text: &str,
+        parse_special: bool,
+    ) -> std::result::Result<Vec<u32>, JsError> {
+        self.tokenizer.encode(text, parse_special).map_err(js_err)
+    }
+
+    /// Text of `ids` (special tokens kept).
+    pub fn detokenize(&self, ids: Vec<u32>) -> std::result::Result<String, JsError> {
+        self.tokenizer.decode(&ids, false).map_err(js_err)
+    }
+
+    /// Whether `id` ends generation (end of turn / end of text).
+    #[wasm_bindgen(js_name = isEog)]
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+
+    /// The prompt text for `messages` (`[{role, content}]`) rendered by the model's template.
+    #[wasm_bindgen(js_name = chatPrompt)]
+    pub fn chat_prompt(
+        &self,
+        messages: JsValue,
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> std::result::Result<String, JsError> {
+        let json = js_sys::JSON::stringify(&messages)
+            .map_err(|_| JsError::new("messages: not JSON-serialisable"))?;
+        let parsed: Vec<JsMessage> = serde_json::from_str(&String::from(json))
+            .map_err(|e| JsError::new(&format!("messages: expected [{{role, content}}]: {e}")))?;
+        let messages: Vec<ChatMessage> = parsed
+            .into_iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect();
+        let opts = TemplateOptions {
+            add_generation_prompt,
+            enable_thinking,
+            ..TemplateOptions::default()
+        };
+        self.template.render(&messages, &opts).map_err(js_err)
+    }
+
+    /// The WebGPU device (created on first use) as `gpuInfo()` describes it.
+    #[wasm_bindgen(js_name = gpuInfo)]
+    pub async fn model_gpu_info(&mut self) -> std::result::Result<JsValue, JsError> {
+        let ctx = self.gpu().await.map_err(js_err)?;
+        to_js(&context_json(&ctx))
+    }
+
+    /// Runs the library's Q1_0 matvec kernel for weight `tensor` on the WebGPU device with a
+    /// deterministic input and compares it with the CPU reference. Returns
+    /// `{ rows, cols, maxRelErr, ok, argmax, cpuArgmax }`.
+    #[wasm_bindgen(js_name = checkGpu)]
+    pub async fn check_gpu(&mut self, tensor: &str) -> std::result::Result<JsValue, JsError> {
+        let ctx = self.gpu().await.map_err(js_err)?;
+        let r = self.check_matvec(&ctx, tensor).await.map_err(js_err)?;
+        to_js(&r)
+    }
+}
+
+impl Model {
+    async fn gpu(&mut self) -> Result<GpuContext> {
+        if let Some(ctx) = &self.gpu {
+            return Ok(ctx.clone());
+        }
+        let ctx = webgpu_context().await?;
+        self.gpu = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    async fn check_matvec(&self, ctx: &GpuContext, tensor: &str) -> Result<serde_json::Value> {
+        let info = self
+            .gguf
+            .tensor_info(tensor)
+            .ok_or_else(|| Error::MissingTensor(tensor.to_string()))?;
+        if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
+            return Err(Error::InvalidArgument(format!(
+                "checkGpu: `{tensor}` is {:?} {:?}, expected a 2-D Q1_0 weight",
+                info.ggml_type, info.dims
+            )));
+        }
+        let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+        let bytes = self.gguf.tensor_data(tensor)?;
+        // Deterministic input in [-1, 1): the same on every platform.
+        let x: Vec<f32> = (0..k)
+            .map(|i| ((i * 7919 + 13) % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let w = Q1_0Weight::upload(ctx, tensor, bytes, k, n)?;
+        let xb = storage_buffer_init(ctx, "check x", &x)?;
+        let yb = storage_buffer(ctx, "check y", (n * 4) as u64)?;
+        let cache = PipelineCache::new();
+        let op = MatvecQ1_0::new(ctx, &cache, &w, &xb, &yb, MatvecOptions::default())?;
+        let kernels: Vec<_> = op.kernels.iter().collect();
+        submit_kernels(ctx, "check matvec", &kernels);
+        let got = read_buffer::<f32>(ctx, &yb, 0, n).await?;
+        ctx.take_error()?;
+        let mut want = vec![0.0f32; n];
+        matvec_q1_0::run_cpu(bytes, k, n, &x, &mut want, false);
+        let max_rel = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+            .fold(0.0f32, f32::max);
+        Ok(serde_json::json!({
+            "tensor": tensor,
+            "rows": n,
+            "cols": k,
+            "maxRelErr": max_rel,
+            "tolerance": MATVEC_REL_TOL,
+            "ok": max_rel <= MATVEC_REL_TOL,
+            "argmax": crate::engine::argmax(&got),
+            "cpuArgmax": crate::engine::argmax(&want),
+            "checksum": want.iter().map(|v| *v as f64).sum::<f64>(),
+        }))
+    }
+}

@@ -1,0 +1,288 @@
+//! The browser build end to end: compiles the crate to wasm32, runs `wasm-bindgen --target web`,
+//! serves `examples/web/` with the bindings and a model from an in-process HTTP server, opens the
+//! chat page in headless Chromium (WebGPU on SwiftShader) over the DevTools protocol, and checks
+//! what the page computes against this process's native results, then checks a screenshot.
+//!
+//! Needs `chromium` (or `BONSAI_CHROMIUM`) and `wasm-bindgen` matching Cargo.lock on PATH; when
+//! either is missing the test is skipped, except under `CI` where it fails.
+//! Model: `BONSAI_WEB_TEST_MODEL` or the tiny-bonsai-dev fixture.
+#![cfg(unix)]
+
+#[path = "browser/cdp.rs"]
+mod cdp;
+#[path = "browser/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::ops::matvec_q1_0;
+use bonsai_wgpu::tokenizer::Tokenizer;
+use serde_json::Value;
+
+const FIXTURE_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/tiny-bonsai-dev.gguf"
+);
+const PROMPT: &str = "Hello! Who are you?";
+/// Greedy tokens generated in the page (once the engine is wired).
+const N_TOKENS: usize = 16;
+/// How long the page may take from navigation to its report (wasm compile + SwiftShader).
+const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The wasm CPU reference and the native one run the same f64-accumulating code: their sums of
+/// outputs may differ only by the last bits of the final f64 additions.
+const CHECKSUM_REL_TOL: f64 = 1e-9;
+/// A GPU argmax may differ from the CPU one only where the top two CPU values are this close.
+const ARGMAX_MARGIN_TOL: f32 = 1e-3;
+/// Dark pixels (text) the chat area must show in the screenshot: a few lines of 15px text.
+const MIN_INK_PIXELS: usize = 400;
+/// Distinct pixel rows with text in the chat area (at least two lines of text).
+const MIN_INK_ROWS: usize = 20;
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BONSAI_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    ["chromium", "chromium-browser", "google-chrome", "chrome"]
+        .iter()
+        .find_map(|n| find_on_path(n))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let t = Instant::now();
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed: {status}");
+    eprintln!("[browser] {:?} took {:.1?}", cmd.get_program(), t.elapsed());
+    Ok(())
+}
+
+/// Builds the cdylib for wasm32 (own target dir: the outer `cargo test` holds the main one) and
+/// generates the JavaScript bindings into `<target>/web/pkg`.
+fn build_wasm(root: &Path) -> Result<PathBuf> {
+    let target_dir = root.join("target/web");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "rustc",
+            "--release",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
+        .arg(&target_dir))?;
+    let pkg = target_dir.join("pkg");
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--no-typescript", "--out-dir"])
+        .arg(&pkg)
+        .arg(target_dir.join("wasm32-unknown-unknown/release/bonsai_wgpu.wasm")))?;
+    Ok(pkg)
+}
+
+/// What the page must reproduce, computed natively.
+struct Native {
+    prompt_tokens: Vec<u32>,
+    gguf: Gguf,
+}
+
+fn native(model: &Path) -> Result<Native> {
+    let gguf = Gguf::open(model)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let template = ChatTemplate::from_gguf(&gguf)?;
+    let opts = TemplateOptions {
+        add_generation_prompt: true,
+        enable_thinking: false,
+        ..TemplateOptions::default()
+    };
+    let text = template.render(&[ChatMessage::new("user", PROMPT)], &opts)?;
+    let prompt_tokens = tokenizer.encode(&text, true)?;
+    Ok(Native {
+        prompt_tokens,
+        gguf,
+    })
+}
+
+/// The page's deterministic matvec input (src/wasm.rs `check_matvec`).
+fn check_input(k: usize) -> Vec<f32> {
+    (0..k)
+        .map(|i| ((i * 7919 + 13) % 2000) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+fn check_gpu_result(native: &Native, check: &Value) -> Result<()> {
+    let tensor = check["tensor"].as_str().context("check without tensor")?;
+    let info = native.gguf.tensor_info(tensor).context("unknown tensor")?;
+    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+    let mut want = vec![0.0f32; n];
+    let x = check_input(k);
+    matvec_q1_0::run_cpu(native.gguf.tensor_data(tensor)?, k, n, &x, &mut want, false);
+    let checksum: f64 = want.iter().map(|v| *v as f64).sum();
+    let page_sum = check["checksum"].as_f64().context("no checksum")?;
+    ensure!(
+        (page_sum - checksum).abs() <= CHECKSUM_REL_TOL * (1.0 + checksum.abs()),
+        "{tensor}: wasm CPU checksum {page_sum} != native {checksum}"
+    );
+    ensure!(
+        check["ok"].as_bool() == Some(true),
+        "{tensor}: WebGPU matvec differs from the CPU reference: {check}"
+    );
+    let best = bonsai_wgpu::engine::argmax(&want);
+    let gpu_best = check["argmax"].as_u64().context("no argmax")? as u32;
+    if gpu_best != best {
+        let margin = want[best as usize] - want[gpu_best as usize];
+        ensure!(
+            margin <= ARGMAX_MARGIN_TOL,
+            "{tensor}: WebGPU argmax {gpu_best} != native {best} (margin {margin})"
+        );
+    }
+    eprintln!(
+        "[browser] {tensor} {n}x{k}: max rel err {} (tolerance {})",
+        check["maxRelErr"], check["tolerance"]
+    );
+    Ok(())
+}
+
+/// Counts dark (text) pixels inside `rect` (CSS pixels; the screenshot is at scale 1).
+fn ink_in(png_bytes: &[u8], rect: &Value) -> Result<(usize, usize)> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().context("png size")?];
+    let frame = reader.next_frame(&mut buf)?;
+    let channels = frame.color_type.samples();
+    ensure!(
+        frame.bit_depth == png::BitDepth::Eight,
+        "unexpected PNG bit depth"
+    );
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let f = |k: &str| rect[k].as_f64().unwrap_or(0.0).max(0.0) as usize;
+    let (x0, y0) = (f("x"), f("y"));
+    let (x1, y1) = ((x0 + f("width")).min(w), (y0 + f("height")).min(h));
+    let (mut ink, mut rows) = (0, 0);
+    for y in y0..y1 {
+        let mut row_ink = false;
+        for x in x0..x1 {
+            let p = &buf[(y * w + x) * channels..][..3];
+            let luma = (p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114) / 1000;
+            if luma < 128 {
+                ink += 1;
+                row_ink = true;
+            }
+        }
+        rows += row_ink as usize;
+    }
+    Ok((ink, rows))
+}
+
+#[test]
+fn chat_page_in_headless_chromium() -> Result<()> {
+    let in_ci = std::env::var_os("CI").is_some();
+    let (Some(chrome), Some(_)) = (chromium(), find_on_path("wasm-bindgen")) else {
+        if in_ci {
+            bail!("CI needs chromium and wasm-bindgen on PATH (see .ci/run)");
+        }
+        eprintln!("skip: chromium or wasm-bindgen not on PATH");
+        return Ok(());
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = std::env::var_os("BONSAI_WEB_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FIXTURE_MODEL));
+    let model_dir = model.parent().context("model path")?.to_path_buf();
+    let model_name = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("model file name")?
+        .to_string();
+
+    let pkg = build_wasm(&root)?;
+    let native = native(&model)?;
+
+    let server = server::StaticServer::start(vec![
+        ("/".into(), root.join("examples/web")),
+        ("/pkg/".into(), pkg),
+        ("/models/".into(), model_dir),
+    ])?;
+    let url = server.url(&format!(
+        "/index.html?autotest=1&n={N_TOKENS}&model=/models/{model_name}&prompt={}",
+        PROMPT
+            .replace(' ', "%20")
+            .replace('!', "%21")
+            .replace('?', "%3F")
+    ));
+    let log = root.join("target/web/chromium.log");
+    let mut browser = cdp::Browser::launch(&chrome, &log)?;
+    let session = browser.open(&url)?;
+
+    let t = Instant::now();
+    let result = loop {
+        let v = browser.eval(&session, "window.__bonsaiTest || null")?;
+        if !v.is_null() {
+            break v;
+        }
+        ensure!(
+            t.elapsed() < PAGE_TIMEOUT,
+            "the page did not report within {PAGE_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("[browser] page reported after {:.1?}", t.elapsed());
+    eprintln!("[browser] adapter: {}", result["gpu"]);
+    ensure!(
+        result.get("error").is_none(),
+        "page error: {}",
+        result["error"]
+    );
+    ensure!(
+        server.reports().len() == 1,
+        "expected one POST /__report, got {}",
+        server.reports().len()
+    );
+
+    // Tokenizer and chat template in wasm == native.
+    let page_tokens: Vec<u32> = serde_json::from_value(result["promptTokens"].clone())?;
+    assert_eq!(
+        page_tokens, native.prompt_tokens,
+        "prompt tokens (wasm vs native)"
+    );
+
+    // The library's Q1_0 matvec on WebGPU vs the CPU reference (in wasm and natively).
+    let checks = result["checks"].as_array().context("no checks")?;
+    ensure!(checks.len() == 3, "expected 3 GPU checks: {result}");
+    for check in checks {
+        check_gpu_result(&native, check)?;
+    }
+    ensure!(
+        result["ok"].as_bool() == Some(true),
+        "page says not ok: {result}"
+    );
+
+    // The conversation is on screen: text in the DOM and dark pixels in the chat area.
+    let chat_text = result["chatText"].as_str().unwrap_or("");
+    ensure!(
+        chat_text.contains(PROMPT),
+        "chat area lacks the prompt: {chat_text:?}"
+    );
+    let shot = browser.screenshot(&session)?;
+    std::fs::write(root.join("target/web/screenshot.png"), &shot)?;
+    let (ink, rows) = ink_in(&shot, &result["chatRect"])?;
+    eprintln!("[browser] screenshot: {ink} text pixels on {rows} rows in the chat area");
+    ensure!(
+        ink >= MIN_INK_PIXELS && rows >= MIN_INK_ROWS,
+        "the chat area looks empty in target/web/screenshot.png ({ink} dark pixels, {rows} rows)"
+    );
+    Ok(())
+}
