@@ -253,14 +253,24 @@ fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
     .expect("kernels");
     for &n_kv in n_kvs {
         set_step(&ctx, &step, n_kv - 1, 1);
-        submit_kernels(&ctx, "decode", &[&attn.partial, &attn.merge]);
         let want = attention_decode::run_cpu(dims, &q, &k, &v, n_kv);
+        // Dispatched for the whole cache (empty chunks exit), then for exactly n_kv.
+        submit_kernels(&ctx, "decode", &[&attn.partial, &attn.merge]);
         let got = read_f32(&ctx, &out, dims.q_dim());
-        assert_close(
-            &format!("decode {dims:?} chunk {chunk} n_kv {n_kv}"),
-            &got,
-            &want,
-            TOL_ATTN,
+        let what = format!("decode {dims:?} chunk {chunk} n_kv {n_kv}");
+        assert_close(&what, &got, &want, TOL_ATTN);
+        ctx.queue
+            .write_buffer(&out, 0, &vec![0u8; dims.q_dim() * 4]);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        attn.encode_kv(
+            &mut encoder.begin_compute_pass(&Default::default()),
+            n_kv as u32,
+        );
+        ctx.queue.submit([encoder.finish()]);
+        let exact = read_f32(&ctx, &out, dims.q_dim());
+        assert_eq!(
+            exact, got,
+            "{what}: encode_kv differs from the full dispatch"
         );
     }
     ctx.take_error().expect("no wgpu error");

@@ -116,7 +116,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
                 if n == 1 {
-                    layers[l].encode_decode(&mut pass);
+                    layers[l].encode_decode_kv(&mut pass, (pos + 1) as u32);
                 } else {
                     layers[l].encode_prefill(&mut pass, n as u32);
                 }

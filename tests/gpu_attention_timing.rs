@@ -99,8 +99,13 @@ fn attention_and_prefill_timings() {
     .expect("rope");
     for n in [1, MAX_TOKENS] {
         let ms = time(&ctx, &step, 100, n, &[&rope_k]);
-        eprintln!("qk_norm_rope T {n}: {ms:.2} ms");
+        eprintln!("qk_norm_rope T {n} (dispatched for {MAX_TOKENS}): {ms:.2} ms");
     }
+    // The same kernel dispatched for exactly one token (what qk_norm_rope::encode_tokens does).
+    let mut rope_1 = rope_k.clone();
+    rope_1.workgroups[1] = 1;
+    let ms = time(&ctx, &step, 100, 1, &[&rope_1]);
+    eprintln!("qk_norm_rope T 1 (dispatched for 1): {ms:.2} ms");
 
     for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
         let scratch =
@@ -120,7 +125,13 @@ fn attention_and_prefill_timings() {
         .expect("decode");
         for n_kv in [128, 1024, N_CTX] {
             let ms = time(&ctx, &step, n_kv - 1, 1, &[&decode.partial, &decode.merge]);
-            eprintln!("attention_decode chunk {chunk} n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms");
+            let mut exact = decode.partial.clone();
+            exact.workgroups[1] = n_kv.div_ceil(chunk) as u32;
+            let ms_kv = time(&ctx, &step, n_kv - 1, 1, &[&exact, &decode.merge]);
+            eprintln!(
+                "attention_decode chunk {chunk} n_kv {n_kv} (n_ctx {N_CTX}): {ms:.2} ms, \
+                 {ms_kv:.2} ms with encode_kv"
+            );
         }
     }
 

@@ -102,9 +102,17 @@ impl LayerAttention {
     }
 
     /// Records the decode path: `q`, `k`, `v` hold one token; `out` gets its attention output.
+    /// Dispatched for the whole cache; see [`Self::encode_decode_kv`].
     pub fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.rope_decode.encode(pass);
         self.decode.encode(pass);
+    }
+
+    /// As [`Self::encode_decode`], dispatching only the cache chunks that hold keys: `n_kv` must
+    /// be the step's `step.n_kv` (the token's position + 1).
+    pub fn encode_decode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
+        self.rope_decode.encode(pass);
+        self.decode.encode_kv(pass, n_kv);
     }
 
     /// Records the prefill path for `n_tokens` (= `step.n_tokens`, <= max_batch) tokens,

