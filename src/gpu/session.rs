@@ -313,7 +313,7 @@ impl Session {
             });
             self.embed.encode_tokens(&mut pass, t as u32);
             if t == 1 {
-                self.encode_decode(&mut pass);
+                self.encode_decode(&mut pass, (self.n_past + 1) as u32);
             } else {
                 self.encode_prefill(&mut pass, t as u32);
             }
@@ -346,7 +346,7 @@ impl Session {
     }
 
     /// One token: x -> layers -> x, matrix-vector products throughout.
-    fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>) {
+    fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
         let n_ff = self.model.config.n_ff as u32;
         for l in &self.layers {
             let w = &l.decode;
@@ -354,7 +354,7 @@ impl Session {
             w.wq.encode(pass); // q = Wq xb
             w.wk.encode(pass); // k = Wk xb
             w.wv.encode(pass); // v = Wv xb
-            l.attention.encode_decode(pass); // q, k = rope(norm(q, k)); cache <- k, v; xb = attn
+            l.attention.encode_decode_kv(pass, n_kv); // q, k = rope(norm(q, k)); cache <- k, v; xb = attn
             w.wo.encode(pass); // x += Wo xb
             l.ffn_norm.encode_rows(pass, 1); // xb = rmsnorm(x) * ffn_norm
             w.w_gate.encode(pass); // hb = Wgate xb
