@@ -252,6 +252,25 @@ fn chat_example_answers_a_prompt_on_the_cpu() {
     assert_eq!(out.stdout, again.stdout);
 }
 
+/// The default engine is the GPU (lavapipe in CI): same checks as on the CPU.
+#[test]
+fn chat_example_answers_a_prompt_on_the_gpu() {
+    let args = [
+        "--model", TINY, "--prompt", "Hello", "-n", "8", "--seed", "7", "--ctx", "256",
+    ];
+    let out = chat_example(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("GPU: "), "adapter line missing: {stderr}");
+    assert!(stderr.contains("/256"), "stats line missing: {stderr}");
+    assert!(!out.stdout.is_empty(), "no reply text");
+    assert_eq!(
+        out.stdout,
+        chat_example(&args, &[]).stdout,
+        "same seed, same reply"
+    );
+}
+
 #[test]
 fn chat_example_without_model_or_network_explains_what_to_download() {
     let home = std::env::temp_dir().join(format!("bonsai-chat-nonet-{}", std::process::id()));
