@@ -3,7 +3,10 @@
 //! repeated on a fresh session, reported as a markdown table or llama-bench's JSON fields.
 //! Runs the GPU engine, or the CPU reference with `--cpu`.
 //!
-//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu]
+//! With `--profile` (GPU), a few more decode steps run through `Session::profile_decode` and a
+//! second table shows GPU milliseconds per token by kernel category (timestamp queries).
+//!
+//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu] [--profile]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +66,12 @@ struct Args {
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 1234)]
     seed: u64,
+    /// After the tests, time each kernel category of a decode step with GPU timestamps.
+    #[arg(long)]
+    profile: bool,
+    /// Decode steps averaged by `--profile` (after one untimed warm-up step).
+    #[arg(long, default_value_t = 8)]
+    profile_steps: usize,
 }
 
 /// Untimed tokens fed before a generation test, so its first step has a predecessor.
@@ -105,6 +114,9 @@ struct BackendInfo {
     adapter: String,
 }
 
+/// Mean GPU milliseconds per decoded token by kernel category (`--profile`).
+type Profile = Vec<(String, f64)>;
+
 struct TestResult {
     test: Test,
     samples_ns: Vec<u64>,
@@ -123,8 +135,14 @@ fn main() -> anyhow::Result<()> {
         .filter(|t| t.n_tokens() > 0)
         .collect();
 
-    let (backend, results) = match args.cpu {
-        true => bench_cpu(&args, &tests, &gguf)?,
+    if args.profile && (args.cpu || args.profile_steps == 0) {
+        bail!("--profile needs the GPU engine and --profile-steps >= 1");
+    }
+    let (backend, results, profile) = match args.cpu {
+        true => {
+            let (backend, results) = bench_cpu(&args, &tests, &gguf)?;
+            (backend, results, None)
+        }
         false => pollster::block_on(bench_gpu(&args, &tests, &gguf))?,
     };
 
@@ -133,6 +151,14 @@ fn main() -> anyhow::Result<()> {
         print_json(&model, &backend, &results)?;
     } else {
         print_table(&model, &backend, &results);
+    }
+    if let Some(profile) = profile {
+        // keep stdout valid JSON with --json
+        let table = profile_table(&profile, args.profile_steps);
+        match args.json {
+            true => eprint!("{table}"),
+            false => print!("\n{table}"),
+        }
     }
     Ok(())
 }
@@ -160,7 +186,7 @@ async fn bench_gpu(
     args: &Args,
     tests: &[Test],
     gguf: &Gguf,
-) -> anyhow::Result<(BackendInfo, Vec<TestResult>)> {
+) -> anyhow::Result<(BackendInfo, Vec<TestResult>, Option<Profile>)> {
     let opts = GpuOptions {
         adapter_name: args.adapter.clone(),
         ..GpuOptions::default()
@@ -177,7 +203,62 @@ async fn bench_gpu(
         let opts = SessionOptions { n_ctx, max_batch };
         Ok(Session::new(Arc::clone(&model), opts)?)
     })?;
-    Ok((backend, results))
+    let profile = match args.profile {
+        true => Some(profile_gpu(args, &model).await?),
+        false => None,
+    };
+    Ok((backend, results, profile))
+}
+
+/// Mean per-category GPU time of `--profile-steps` greedy decode steps, after a one-token
+/// prompt and one untimed warm-up step.
+async fn profile_gpu(args: &Args, model: &Arc<GpuModel>) -> anyhow::Result<Profile> {
+    let steps = args.profile_steps;
+    let opts = SessionOptions {
+        n_ctx: TG_PROMPT_TOKENS + 1 + steps,
+        max_batch: args.batch_size,
+    };
+    let mut session = Session::new(Arc::clone(model), opts)?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let prompt: Vec<u32> = (0..TG_PROMPT_TOKENS)
+        .map(|_| rng.random_range(0..model.config.n_vocab as u32))
+        .collect();
+    session.feed(&prompt).await?;
+    let mut token = session.greedy().await?;
+    session.profile_decode(token).await?;
+    token = session.greedy().await?;
+    let mut sum: Profile = Vec::new();
+    for _ in 0..steps {
+        let times = session.profile_decode(token).await?;
+        if sum.is_empty() {
+            sum = times.iter().map(|(name, _)| (name.clone(), 0.0)).collect();
+        }
+        for ((_, total), (_, ms)) in sum.iter_mut().zip(&times) {
+            *total += ms;
+        }
+        token = session.greedy().await?;
+    }
+    Ok(sum
+        .into_iter()
+        .map(|(name, total)| (name, total / steps as f64))
+        .collect())
+}
+
+/// `| kernel | ms/token | share |`, then the total and the tokens per second it allows.
+fn profile_table(profile: &Profile, steps: usize) -> String {
+    let total: f64 = profile.iter().map(|(_, ms)| ms).sum();
+    let mut out = format!(
+        "GPU time per decoded token by kernel (timestamp queries, mean of {steps} steps; \
+         one pass per kernel group, so a little above a one-pass step)\n\n"
+    );
+    out += "| kernel | ms/token | share |\n| --- | ---: | ---: |\n";
+    for (name, ms) in profile {
+        let share = if total > 0.0 { 100.0 * ms / total } else { 0.0 };
+        out += &format!("| {name} | {ms:.3} | {share:.1}% |\n");
+    }
+    out += &format!("| **total** | {total:.3} | 100.0% |\n\n");
+    out += &format!("GPU total {total:.3} ms/token = {:.2} tok/s\n", 1e3 / total);
+    out
 }
 
 /// Runs every test `repetitions` times (after an untimed warm-up), each on a fresh session.

@@ -19,6 +19,10 @@ use crate::gpu::ops::rmsnorm::Rmsnorm;
 use crate::gpu::ops::silu_mul::SiluMul;
 use crate::gpu::ops::topk::{MAX_K, TopK};
 
+mod profile;
+
+pub use profile::PROFILE_CATEGORIES;
+
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
 /// Tokens processed per prefill submit when the caller does not choose.
@@ -290,16 +294,7 @@ impl Session {
     fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
         let ctx = &*self.model.ctx;
         let t = tokens.len();
-        let step = StepParams {
-            n_tokens: t as u32,
-            pos: self.n_past as u32,
-            n_kv: (self.n_past + t) as u32,
-            _pad: 0,
-        };
-        ctx.queue
-            .write_buffer(&self.a.step, 0, bytemuck::bytes_of(&step));
-        ctx.queue
-            .write_buffer(&self.a.tokens, 0, bytemuck::cast_slice(tokens));
+        self.write_step(tokens);
 
         let mut encoder = ctx
             .device
@@ -342,6 +337,37 @@ impl Session {
         ctx.queue.submit([encoder.finish()]);
         self.n_past += t;
         self.head_valid = true;
+        Ok(())
+    }
+
+    /// Writes the step uniform and token ids for `tokens` (1..=max_batch) at position n_past.
+    fn write_step(&self, tokens: &[u32]) {
+        let ctx = &*self.model.ctx;
+        let t = tokens.len();
+        let step = StepParams {
+            n_tokens: t as u32,
+            pos: self.n_past as u32,
+            n_kv: (self.n_past + t) as u32,
+            _pad: 0,
+        };
+        ctx.queue
+            .write_buffer(&self.a.step, 0, bytemuck::bytes_of(&step));
+        ctx.queue
+            .write_buffer(&self.a.tokens, 0, bytemuck::cast_slice(tokens));
+    }
+
+    /// Token ids in the vocabulary and room for them in the KV cache.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let n_vocab = self.model.config.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::BadToken { id, n_vocab });
+        }
+        if self.n_past + tokens.len() > self.kv.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed: self.n_past + tokens.len(),
+                capacity: self.kv.n_ctx,
+            });
+        }
         Ok(())
     }
 
@@ -407,16 +433,7 @@ impl Engine for Session {
     }
 
     async fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        let n_vocab = self.model.config.n_vocab;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Error::BadToken { id, n_vocab });
-        }
-        if self.n_past + tokens.len() > self.kv.n_ctx {
-            return Err(Error::ContextOverflow {
-                needed: self.n_past + tokens.len(),
-                capacity: self.kv.n_ctx,
-            });
-        }
+        self.check_tokens(tokens)?;
         for chunk in tokens.chunks(self.max_batch) {
             self.submit_batch(chunk)?;
         }
