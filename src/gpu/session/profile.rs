@@ -51,6 +51,7 @@ impl Session {
         self.write_step(&[token]);
 
         let n_ff = self.model.config.n_ff as u32;
+        let n_kv = (self.n_past + 1) as u32;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -75,7 +76,7 @@ impl Session {
                     w.wv.encode(p);
                 });
                 timed("rope+kv", &|p| l.attention.rope_decode.encode(p));
-                timed("attention", &|p| l.attention.decode.encode(p));
+                timed("attention", &|p| l.attention.decode.encode_kv(p, n_kv));
                 timed("wo matvec", &|p| w.wo.encode(p));
                 timed("ffn_norm", &|p| l.ffn_norm.encode_rows(p, 1));
                 timed("gate/up matvec", &|p| {
