@@ -1,8 +1,9 @@
 //! llama-bench style throughput benchmark of an [`Engine`]: prompt processing (`ppN`: N random
 //! tokens in one `feed`) and generation (`tgN`: N single-token `feed` + `greedy` steps), each
 //! repeated on a fresh session, reported as a markdown table or llama-bench's JSON fields.
+//! Runs the GPU engine, or the CPU reference with `--cpu`.
 //!
-//! cargo run --release --example bench -- --model FILE.gguf [-p 512] [-n 128] [-r 5] [--json] [--cpu]
+//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use clap::Parser;
 use pollster::block_on;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -45,9 +48,15 @@ struct Args {
     /// Print a JSON array (llama-bench's `-o json` fields) instead of the table.
     #[arg(long)]
     json: bool,
-    /// Run the CPU reference engine.
+    /// Run the CPU reference engine instead of the GPU.
     #[arg(long)]
     cpu: bool,
+    /// GPU adapter name substring (default: the best GPU; `BONSAI_WGPU_ADAPTER` also works).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Most tokens one GPU prefill submit processes (llama-bench's -ub).
+    #[arg(short = 'b', long = "batch-size", default_value_t = DEFAULT_MAX_BATCH)]
+    batch_size: usize,
     /// Skip the untimed warm-up run of each test.
     #[arg(long)]
     no_warmup: bool,
@@ -114,20 +123,9 @@ fn main() -> anyhow::Result<()> {
         .filter(|t| t.n_tokens() > 0)
         .collect();
 
-    let (backend, results) = if args.cpu {
-        let model = CpuModel::from_gguf(&gguf)?;
-        let backend = BackendInfo {
-            backends: "CPU".into(),
-            adapter: cpu_name(),
-        };
-        let results = run_tests(&args, &tests, config.n_vocab, |n_ctx| {
-            Ok(CpuSession::new(Arc::clone(&model), n_ctx)?)
-        })?;
-        (backend, results)
-    } else {
-        // The GPU engine plugs in here: load the model once, then hand `run_tests` a closure
-        // creating a fresh session (it implements the same `Engine` trait) of `n_ctx` tokens.
-        bail!("the GPU engine is not wired into this benchmark yet: pass --cpu");
+    let (backend, results) = match args.cpu {
+        true => bench_cpu(&args, &tests, &gguf)?,
+        false => pollster::block_on(bench_gpu(&args, &tests, &gguf))?,
     };
 
     let model = ModelInfo::new(&args.model, &gguf, &config);
@@ -137,6 +135,49 @@ fn main() -> anyhow::Result<()> {
         print_table(&model, &backend, &results);
     }
     Ok(())
+}
+
+/// The CPU reference engine: one model, a fresh [`CpuSession`] per run.
+fn bench_cpu(
+    args: &Args,
+    tests: &[Test],
+    gguf: &Gguf,
+) -> anyhow::Result<(BackendInfo, Vec<TestResult>)> {
+    let model = CpuModel::from_gguf(gguf)?;
+    let backend = BackendInfo {
+        backends: "CPU".into(),
+        adapter: cpu_name(),
+    };
+    let n_vocab = model.config.n_vocab;
+    let results = run_tests(args, tests, n_vocab, |n_ctx| {
+        Ok(CpuSession::new(Arc::clone(&model), n_ctx)?)
+    })?;
+    Ok((backend, results))
+}
+
+/// The GPU engine: weights uploaded once, a fresh [`Session`] (KV cache) per run.
+async fn bench_gpu(
+    args: &Args,
+    tests: &[Test],
+    gguf: &Gguf,
+) -> anyhow::Result<(BackendInfo, Vec<TestResult>)> {
+    let opts = GpuOptions {
+        adapter_name: args.adapter.clone(),
+        ..GpuOptions::default()
+    };
+    let ctx = GpuContext::new(&opts).await?;
+    let backend = BackendInfo {
+        backends: format!("wgpu-{:?}", ctx.info.backend),
+        adapter: ctx.info.name.clone(),
+    };
+    let model = GpuModel::load(Arc::new(ctx), gguf)?;
+    let n_vocab = model.config.n_vocab;
+    let max_batch = args.batch_size;
+    let results = run_tests(args, tests, n_vocab, |n_ctx| {
+        let opts = SessionOptions { n_ctx, max_batch };
+        Ok(Session::new(Arc::clone(&model), opts)?)
+    })?;
+    Ok((backend, results))
 }
 
 /// Runs every test `repetitions` times (after an untimed warm-up), each on a fresh session.

@@ -1,16 +1,18 @@
-//! The smallest use of the library: load a model, render one chat turn, stream the reply.
+//! The smallest use of the library: load a model onto the GPU, send one chat turn, stream the
+//! reply.
 //!
 //! cargo run --release --example generate -- MODEL.gguf "Why is the sky blue?"
 
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bonsai_wgpu::chat::Conversation;
 use bonsai_wgpu::chat_template::ChatTemplate;
-use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::generate::GenerateOptions;
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::tokenizer::Tokenizer;
 
 fn main() -> Result<()> {
@@ -23,20 +25,23 @@ fn main() -> Result<()> {
     let gguf = Gguf::open(&path)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let template = ChatTemplate::from_gguf(&gguf)?;
-    let mut engine = CpuSession::new(CpuModel::from_gguf(&gguf)?, 4096)?;
-
-    let mut chat = Conversation::new(&tokenizer, &template);
-    let options = GenerateOptions::default();
-    let outcome = pollster::block_on(chat.send(&mut engine, &prompt, &options, |piece| {
-        print!("{}", piece.text);
-        let _ = std::io::stdout().flush();
-        ControlFlow::Continue(())
-    }))?;
-    println!(
-        "\n[{} tokens, {:.1} tok/s, {:?}]",
-        outcome.n_gen,
-        outcome.gen_tps(),
-        outcome.stop_reason
-    );
-    Ok(())
+    pollster::block_on(async {
+        let gpu = Arc::new(GpuContext::new(&GpuOptions::default()).await?);
+        let mut engine = Session::new(GpuModel::load(gpu, &gguf)?, SessionOptions::default())?;
+        let mut chat = Conversation::new(&tokenizer, &template);
+        let outcome = chat
+            .send(&mut engine, &prompt, &GenerateOptions::default(), |piece| {
+                print!("{}", piece.text);
+                let _ = std::io::stdout().flush();
+                ControlFlow::Continue(())
+            })
+            .await?;
+        println!(
+            "\n[{} tokens, {:.1} tok/s, {:?}]",
+            outcome.n_gen,
+            outcome.gen_tps(),
+            outcome.stop_reason
+        );
+        Ok(())
+    })
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use bonsai_wgpu::gpu::op::{Kernel, storage_buffer, storage_buffer_init};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, Reduce};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
+use bonsai_wgpu::gpu::timer::PassTimer;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 
 /// (name, k, n): Bonsai-1.7B q/ffn_up, ffn_down, 4B ffn_up, 8B ffn_down, 1.7B head.
@@ -56,6 +57,27 @@ fn time_reps(ctx: &GpuContext, kernels: &[Kernel], reps: usize) -> Result<(f64, 
     Ok((t.elapsed().as_secs_f64(), cpu_seconds() - cpu))
 }
 
+/// Fastest of `reps` passes by GPU timestamps (None without timestamp queries).
+fn gpu_min_ms(ctx: &GpuContext, kernels: &[Kernel], reps: usize) -> Result<Option<f64>> {
+    let Some(mut timer) = PassTimer::new(ctx, reps as u32) else {
+        return Ok(None);
+    };
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    for _ in 0..reps {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("matvec"),
+            timestamp_writes: timer.pass("matvec"),
+        });
+        for k in kernels {
+            k.encode(&mut pass);
+        }
+    }
+    timer.resolve(&mut encoder);
+    ctx.queue.submit([encoder.finish()]);
+    let times = pollster::block_on(timer.read(ctx))?;
+    Ok(times.into_iter().map(|(_, ms)| ms).reduce(f64::min))
+}
+
 fn main() -> Result<()> {
     let reps: usize = std::env::args()
         .nth(1)
@@ -95,8 +117,15 @@ fn main() -> Result<()> {
             let (wall, cpu) = time_reps(&ctx, &op.kernels, reps)?;
             let (wall, cpu) = (wall / reps as f64, cpu / reps as f64);
             let gbs = w.gpu_bytes() as f64 / wall / 1e9;
+            let gpu = match gpu_min_ms(&ctx, &op.kernels, reps)? {
+                Some(ms) => format!(
+                    "gpu min {ms:8.3} ms {:6.2} GB/s",
+                    w.gpu_bytes() as f64 / ms / 1e6
+                ),
+                None => String::new(),
+            };
             println!(
-                "{name:14} k={k:5} n={n:6} {reduce:8?}: {:8.3} ms {gbs:6.2} GB/s (cpu {:8.3} ms)",
+                "{name:14} k={k:5} n={n:6} {reduce:8?}: {:8.3} ms {gbs:6.2} GB/s (cpu {:8.3} ms) {gpu}",
                 wall * 1e3,
                 cpu * 1e3
             );

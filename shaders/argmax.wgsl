@@ -1,7 +1,8 @@
 // One stage of a two-stage argmax. Each workgroup reduces CHUNK = 256 * ITEMS values of `val`
 // to one (max, index) pair. Stage 1 reads the logits (indices implied, USE_IDX = false, any
 // buffer bound to `idx`); stage 2 reads stage 1's pairs (USE_IDX = true) with one workgroup.
-// Ties go to the lowest index; NaN and -inf never win (all of them: index 0xffffffff).
+// Ties go to the lowest index. On IEEE-exact drivers NaN and -inf never win (only such values:
+// index 0xffffffff); WGSL lets GPUs assume finite floats, so non-finite logits are unspecified.
 
 override N: u32;                 // values to reduce
 override ITEMS: u32 = 8u;        // values per thread
@@ -28,6 +29,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let group = wid.x + wid.y * nwg.x;
+    if group >= (N + WG * ITEMS - 1u) / (WG * ITEMS) {
+        return;  // padding workgroup of a split dispatch (workgroup-uniform)
+    }
     let base = group * WG * ITEMS;
     var bv = -0x1.fffffep+127f;  // -f32::MAX (hex: exact; Tint rejects the rounded-up decimal): -inf (masked) values never win
     var bi = 0xffffffffu;

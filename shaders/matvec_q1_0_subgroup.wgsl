@@ -30,9 +30,9 @@ fn block_scale(i: u32) -> f32 {
 
 // Dot products of sign word `w` of rows first_row .. first_row + 3 with x[32 w .. 32 w + 32].
 fn word_dots(first_row: u32, w: u32) -> vec4<f32> {
-    var xs: array<vec4<f32>, 8>;
+    var xs: array<vec4<u32>, 8>;  // float bits: the sign bit is flipped per weight
     for (var j = 0u; j < 8u; j++) {
-        xs[j] = x[8u * w + j];
+        xs[j] = bitcast<vec4<u32>>(x[8u * w + j]);
     }
     let words = K / 32u;
     var dots = vec4<f32>(0.0);
@@ -41,9 +41,10 @@ fn word_dots(first_row: u32, w: u32) -> vec4<f32> {
         let flip_bits = vec4<u32>(~signs[r * words + w]);
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < 8u; j++) {
-            let shift = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(4u * j);
-            let flip = ((flip_bits >> shift) & vec4<u32>(1u)) << vec4<u32>(31u);
-            acc += bitcast<vec4<f32>>(bitcast<vec4<u32>>(xs[j]) ^ flip);
+            // Bit 4j + c moves to bit 31 of lane c: shift, mask, xor, add per 4 weights.
+            let shift = vec4<u32>(31u, 30u, 29u, 28u) - vec4<u32>(4u * j);
+            let flip = (flip_bits << shift) & vec4<u32>(0x80000000u);
+            acc += bitcast<vec4<f32>>(xs[j] ^ flip);
         }
         dots[i] = block_scale(r * (K / 128u) + w / 4u) * ((acc.x + acc.y) + (acc.z + acc.w));
     }

@@ -36,7 +36,11 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let base = row_index(wid, nwg) * N;
+    let row = row_index(wid, nwg);
+    if row >= arrayLength(&y) / N {
+        return;  // padding workgroup of a split dispatch (uniform: no barrier skipped unevenly)
+    }
+    let base = row * N;
     var sum_sq = 0.0;
     for (var i = lid; i < N; i += WG) {
         let v = x[base + i];
@@ -54,7 +58,11 @@ fn main_inplace(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let base = row_index(wid, nwg) * N;
+    let row = row_index(wid, nwg);
+    if row >= arrayLength(&y) / N {
+        return;
+    }
+    let base = row * N;
     var sum_sq = 0.0;
     for (var i = lid; i < N; i += WG) {
         let v = y[base + i];

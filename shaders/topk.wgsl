@@ -2,8 +2,9 @@
 // CHUNK = 256 * ITEMS candidates and writes its best K as (value, index) pairs, best first.
 // Stage 1 reads the logits (indices implied, USE_IDX = false, any buffer bound to `idx`); later
 // stages read the previous stage's pairs (USE_IDX = true) until one workgroup remains.
-// Order: larger value first, ties to the lower index; NaN and -inf are never selected and a
-// group with fewer than K candidates pads with (-f32::MAX, 0xffffffff).
+// Order: larger value first, ties to the lower index; a group with fewer than K candidates pads
+// with (-f32::MAX, 0xffffffff). On IEEE-exact drivers NaN and -inf are never selected; WGSL lets
+// GPUs assume finite floats, so non-finite logits are unspecified.
 
 override N: u32;                 // candidates
 override K: u32;                 // results per workgroup, at most 64
@@ -34,6 +35,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let group = wid.x + wid.y * nwg.x;
+    if group >= (N + WG * ITEMS - 1u) / (WG * ITEMS) {
+        return;  // padding workgroup of a split dispatch (workgroup-uniform)
+    }
     let base = group * WG * ITEMS;
     var v: array<f32, MAX_ITEMS>;
     var ix: array<u32, MAX_ITEMS>;

@@ -70,9 +70,11 @@ pub struct GenerateOutcome {
     pub n_prompt: usize,
     /// Tokens sampled (including a stop token that ended the reply).
     pub n_gen: usize,
-    /// Time spent feeding the prompt (zero on wasm, which has no clock here).
+    /// Time from the start until the first token's candidates were read back: engines may queue
+    /// prompt work asynchronously (GPU), and the first read-back is where it is waited for.
+    /// Zero on wasm, which has no clock here.
     pub prompt_time: Duration,
-    /// Time spent sampling and feeding generated tokens (zero on wasm).
+    /// Time after that: feeding each generated token and reading back the next (zero on wasm).
     pub gen_time: Duration,
 }
 
@@ -82,9 +84,10 @@ impl GenerateOutcome {
         rate(self.n_prompt, self.prompt_time)
     }
 
-    /// Generated tokens per second (0 when not measured).
+    /// Generated tokens per second: forward passes over generated tokens (`tokens.len()`) per
+    /// second of `gen_time` (0 when not measured).
     pub fn gen_tps(&self) -> f64 {
-        rate(self.n_gen, self.gen_time)
+        rate(self.tokens.len(), self.gen_time)
     }
 }
 
@@ -235,9 +238,9 @@ where
         engine.feed(chunk).await?;
         outcome.n_prompt += chunk.len();
     }
-    outcome.prompt_time = clock.elapsed();
-
-    let clock = Stopwatch::start();
+    let prompt_clock = clock;
+    outcome.prompt_time = prompt_clock.elapsed();
+    let mut clock = Stopwatch::start();
     let mut sampler = Sampler::new(options.sampler.clone());
     for &id in prompt_tokens {
         sampler.accept(id);
@@ -264,6 +267,10 @@ where
             break StopReason::ContextFull;
         }
         let id = sampler.sample_engine(engine).await?;
+        if outcome.n_gen == 0 {
+            outcome.prompt_time = prompt_clock.elapsed();
+            clock = Stopwatch::start();
+        }
         outcome.n_gen += 1;
         if stop_tokens.contains(&id) {
             break StopReason::Eos;

@@ -333,6 +333,10 @@ impl Sampler {
 fn softmax(candidates: &[(u32, f32)], temperature: f32) -> Vec<f64> {
     let t = temperature as f64;
     let max = candidates[0].1 as f64 / t;
+    if !max.is_finite() {
+        // Every logit is -inf (or +inf ties): no preference left, so all are equally likely.
+        return vec![1.0 / candidates.len() as f64; candidates.len()];
+    }
     let mut probs: Vec<f64> = candidates
         .iter()
         .map(|&(_, logit)| (logit as f64 / t - max).exp())

@@ -1,6 +1,8 @@
 //! Chat tests: think-tag splitting, KV cache reuse across turns on the CPU engine with
 //! tiny-bonsai-dev, and the chat example driven non-interactively.
 
+mod fake;
+
 use std::ops::ControlFlow;
 use std::process::Command;
 
@@ -8,10 +10,11 @@ use bonsai_wgpu::chat::{Conversation, PieceKind, ThinkSplitter};
 use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
-use bonsai_wgpu::generate::GenerateOptions;
+use bonsai_wgpu::generate::{GenerateOptions, StopReason};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::tokenizer::Tokenizer;
+use fake::ScriptedEngine;
 
 const TINY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -59,6 +62,66 @@ fn tiny() -> (Gguf, Tokenizer, ChatTemplate) {
     let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
     let template = ChatTemplate::from_gguf(&gguf).unwrap();
     (gguf, tokenizer, template)
+}
+
+/// The fixture case "multi-turn with earlier reasoning stripped": the reply's `<think>` block is
+/// streamed as thinking, dropped from the next rendering, and the cache is cut back to match.
+#[test]
+fn thinking_is_dropped_from_history_and_the_cache_follows() {
+    let (_, tokenizer, template) = tiny();
+    let reply = tokenizer
+        .encode("<think>\nsimple sum\n</think>\n\n4", true)
+        .unwrap();
+    let mut engine = ScriptedEngine::new(tokenizer.n_vocab(), 4096, reply);
+    engine.stop = tokenizer.eos_id();
+    let mut conv = Conversation::new(&tokenizer, &template);
+    let (mut think, mut answer) = (String::new(), String::new());
+    let options = GenerateOptions {
+        sampler: SamplerConfig::greedy(),
+        ..GenerateOptions::default()
+    };
+    let out = pollster::block_on(conv.send(&mut engine, "2+2?", &options, |p| {
+        match p.kind {
+            PieceKind::Thinking => think.push_str(p.text),
+            PieceKind::Answer => answer.push_str(p.text),
+        }
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    assert_eq!(out.stop_reason, StopReason::Eos);
+    assert_eq!((think.as_str(), answer.as_str()), ("simple sum\n", "4"));
+
+    conv.push_user("And 3+3?");
+    let full = conv.prompt_tokens().unwrap();
+    let expected = "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n\
+                    <|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(full, tokenizer.encode(expected, true).unwrap());
+    let pending = conv.pending_prompt(&mut engine).unwrap();
+    let prefix = tokenizer
+        .encode(
+            "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n",
+            true,
+        )
+        .unwrap();
+    assert_eq!(engine.fed, prefix, "cache cut back to the common prefix");
+    assert_eq!(pending, full[prefix.len()..]);
+}
+
+#[test]
+fn replies_stop_on_im_end_and_endoftext() {
+    use bonsai_wgpu::detok::Vocab;
+    let (_, tokenizer, _) = tiny();
+    let stops = tokenizer.stop_tokens();
+    for (name, id) in [("<|im_end|>", 151645), ("<|endoftext|>", 151643)] {
+        assert_eq!(tokenizer.token_id(name), Some(id));
+        assert!(stops.contains(&id), "{name} missing from {stops:?}");
+    }
+    // Control tokens are markup, never streamed as text; <think> is text the splitter sees.
+    assert!(tokenizer.is_control(151644));
+    assert!(!Vocab::is_control(
+        &tokenizer,
+        tokenizer.token_id("<think>").unwrap()
+    ));
 }
 
 fn options(seed: u64) -> GenerateOptions {

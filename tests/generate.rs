@@ -197,3 +197,42 @@ fn cancel_flag_stops_generation() {
     assert_eq!(out.stop_reason, StopReason::Cancelled);
     assert_eq!(out.text, "aaa");
 }
+
+#[test]
+fn control_tokens_are_not_streamed_as_text() {
+    let mut vocab = FakeVocab::new(&[b"x", b"a", b"<|im_start|>", b"b"]);
+    vocab.control = vec![3];
+    let (out, pieces, _) = run(&vocab, &[2, 3, 4], 64, &greedy(100, &[]));
+    assert_eq!(out.text, "ab");
+    assert_eq!(pieces.concat(), "ab");
+    assert_eq!(out.tokens, [2, 3, 4]);
+}
+
+#[test]
+fn sampled_generation_is_reproducible_per_seed() {
+    // A high temperature flattens the scripted logits: the seed decides the tokens.
+    let vocab = FakeVocab::new(&[b"a", b"b", b"c", b"d", b"e", b"f", b"g"]);
+    let run_seed = |seed| {
+        let mut engine = ScriptedEngine::new(vocab.pieces.len(), 64, vec![1; 40]);
+        let options = GenerateOptions {
+            sampler: SamplerConfig {
+                temperature: 50.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed,
+                ..SamplerConfig::default()
+            },
+            max_tokens: 30,
+            stop_strings: vec![],
+            cancel: None,
+        };
+        pollster::block_on(generate(&mut engine, &vocab, &PROMPT, &options, |_| {
+            ControlFlow::Continue(())
+        }))
+        .unwrap()
+        .tokens
+    };
+    assert_eq!(run_seed(5), run_seed(5));
+    assert_ne!(run_seed(5), run_seed(6));
+}

@@ -11,22 +11,17 @@ use bonsai_wgpu::cpu::CpuSession;
 use bonsai_wgpu::cpu::math::{rmsnorm, silu};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::attention::{AttentionBuffers, LayerAttention};
 use bonsai_wgpu::gpu::kv_cache::KvCache;
 use bonsai_wgpu::gpu::op::{
-    Kernel, PipelineCache, StepParams, read_buffer, storage_buffer, storage_buffer_init,
-    submit_kernels, uniform_buffer_init,
+    PipelineCache, StepParams, read_buffer, storage_buffer, storage_buffer_init,
+    uniform_buffer_init,
 };
-use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
+use bonsai_wgpu::gpu::ops::attention_decode;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
 /// The engine's end-to-end GPU-vs-CPU contract on logits.
 const COSINE_MIN: f64 = 0.9999;
-
-struct LayerKernels {
-    rope: Kernel,
-    prefill: Kernel,
-    decode: attention_decode::AttentionDecode,
-}
 
 #[test]
 fn f16_kv_attention_on_gpu_matches_cpu_forward() {
@@ -65,51 +60,19 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             )
         })
         .collect();
-    let kernels: Vec<LayerKernels> = (0..c.n_layer)
-        .map(|l| LayerKernels {
-            rope: qk_norm_rope::build(
-                &ctx,
-                &cache,
-                c.rms_eps,
-                t_max,
-                &qk_norm_rope::QkNormRopeBindings {
-                    step: &step,
-                    q: &q,
-                    k: &k,
-                    v: &v,
-                    q_norm: &norms[l].0,
-                    k_norm: &norms[l].1,
-                    kv: &kv,
-                    layer: l,
-                },
-            )
-            .unwrap(),
-            prefill: attention_prefill::build(
-                &ctx,
-                &cache,
-                t_max,
-                &attention_prefill::AttentionPrefillBindings {
-                    step: &step,
-                    q: &q,
-                    kv: &kv,
-                    layer: l,
-                    out: &out,
-                },
-            )
-            .unwrap(),
-            decode: attention_decode::build(
-                &ctx,
-                &cache,
-                &attention_decode::AttentionDecodeBindings {
-                    step: &step,
-                    q: &q,
-                    kv: &kv,
-                    layer: l,
-                    scratch: &scratch,
-                    out: &out,
-                },
-            )
-            .unwrap(),
+    let bufs = AttentionBuffers {
+        step: &step,
+        q: &q,
+        k: &k,
+        v: &v,
+        out: &out,
+        scratch: &scratch,
+        kv: &kv,
+    };
+    let layers: Vec<LayerAttention> = (0..c.n_layer)
+        .map(|l| {
+            let (q_norm, k_norm) = &norms[l];
+            LayerAttention::new(&ctx, &cache, &bufs, l, q_norm, k_norm, c.rms_eps, t_max).unwrap()
         })
         .collect();
 
@@ -149,16 +112,16 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             };
             ctx.queue
                 .write_buffer(&step, 0, bytemuck::bytes_of(&params));
-            let lk = &kernels[l];
-            if n == 1 {
-                submit_kernels(
-                    &ctx,
-                    "decode",
-                    &[&lk.rope, &lk.decode.partial, &lk.decode.merge],
-                );
-            } else {
-                submit_kernels(&ctx, "prefill", &[&lk.rope, &lk.prefill]);
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                if n == 1 {
+                    layers[l].encode_decode(&mut pass);
+                } else {
+                    layers[l].encode_prefill(&mut pass, n as u32);
+                }
             }
+            ctx.queue.submit([encoder.finish()]);
             let att: Vec<f32> =
                 pollster::block_on(read_buffer(&ctx, &out, 0, n * c.q_dim())).unwrap();
             for (t, x) in xs.iter_mut().enumerate() {

@@ -26,6 +26,10 @@ const SILU_TOL: f32 = 1e-5;
 /// One f32 add, correctly rounded on both sides.
 const ADD_TOL: f32 = 0.0;
 
+/// Initial y of non-accumulating matvecs: a row left unwritten shows up as this value (finite:
+/// WGSL lets GPUs assume no NaN).
+const SENTINEL: f32 = 1e30;
+
 fn ctx() -> GpuContext {
     pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
 }
@@ -208,7 +212,7 @@ fn matvec_q1_0_subgroup_planned_for_any_size() {
         subgroup_sizes: Some((4, 128)),
         ..Default::default()
     };
-    let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+    let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
     let mut want = vec![0.0; n];
     matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
     assert_close(
@@ -243,7 +247,7 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             max_groups_per_dim: 3,
             ..Default::default()
         };
-        let got = gpu_matvec(&ctx, &w, &x, &vec![f32::NAN; n], opts);
+        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
 }
@@ -369,17 +373,29 @@ fn argmax_vocab_sized_with_ties() {
     for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
         logits[i] = 100.0;
     }
-    logits[3] = f32::NAN;
-    logits[4] = f32::INFINITY;
-    let want = argmax::run_cpu(&logits);
-    assert_eq!(want, 4);
-    assert_eq!(gpu_argmax(&ctx, &logits), want);
-    logits[4] = f32::NEG_INFINITY;
     assert_eq!(argmax::run_cpu(&logits), 5);
     assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    logits[5] = 99.0;
+    assert_eq!(gpu_argmax(&ctx, &logits), 2_047);
     // Small inputs: one workgroup in stage 1.
     assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
-    assert_eq!(gpu_argmax(&ctx, &[f32::NEG_INFINITY; 3]), u32::MAX);
+    assert_eq!(gpu_argmax(&ctx, &[-7.0]), 0);
+}
+
+/// The references' rules for non-finite logits. GPUs are not held to them: WGSL lets
+/// implementations assume floats are finite (Metal fast math does), so GPU tests use finite data.
+#[test]
+fn argmax_topk_reference_rules_for_non_finite() {
+    let logits = [1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0];
+    assert_eq!(argmax::run_cpu(&logits), 2);
+    assert_eq!(argmax::run_cpu(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
+    let want = vec![
+        (f32::INFINITY, 2),
+        (3.0, 4),
+        (1.0, 0),
+        (-f32::MAX, u32::MAX),
+    ];
+    assert_eq!(topk::run_cpu(&logits, 4), want);
 }
 
 const FIXTURE: &str = concat!(
@@ -490,9 +506,8 @@ fn topk_vocab_sized_with_ties_and_padding() {
     let mut logits: Vec<f32> = (0..n)
         .map(|_| (rng.random_range(0..2000) as f32) * 0.01)
         .collect();
-    logits[77] = f32::NAN;
-    logits[78] = f32::INFINITY;
-    logits[79] = f32::NEG_INFINITY;
+    logits[77] = 1e30;
+    logits[78] = -1e30;
     for k in [64u32, 40, 1] {
         let t = std::time::Instant::now();
         let got = gpu_topk(&ctx, &logits, k);
@@ -500,9 +515,127 @@ fn topk_vocab_sized_with_ties_and_padding() {
         assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
     }
     // Fewer candidates than k: padded.
-    let small = [0.5f32, f32::NEG_INFINITY, 2.0, 0.5];
+    let small = [0.5f32, -3.0, 2.0, 0.5];
     let got = gpu_topk(&ctx, &small, 6);
     assert_eq!(got, topk::run_cpu(&small, 6));
-    assert_eq!(got[..3], [(2.0, 2), (0.5, 0), (0.5, 3)]);
-    assert_eq!(got[3], (-f32::MAX, u32::MAX));
+    assert_eq!(got[..4], [(2.0, 2), (0.5, 0), (0.5, 3), (-3.0, 1)]);
+    assert_eq!(got[4..], [(-f32::MAX, u32::MAX); 2]);
+}
+
+/// Timestamp queries around passes give positive, plausible durations.
+#[test]
+fn pass_timer_times_matvec_passes() {
+    let ctx = ctx();
+    let Some(mut timer) = bonsai_wgpu::gpu::timer::PassTimer::new(&ctx, 4) else {
+        eprintln!("skip: {} has no timestamp queries", ctx.info.name);
+        return;
+    };
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(40);
+    let (k, n) = (2048, 2048);
+    let w = Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n), k, n).unwrap();
+    let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k)).unwrap();
+    let yb = storage_buffer(&ctx, "y", 4 * n as u64).unwrap();
+    let op = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &yb, MatvecOptions::default()).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    for label in ["matvec 1", "matvec 2"] {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: timer.pass(label),
+        });
+        op.encode(&mut pass);
+    }
+    timer.resolve(&mut encoder);
+    let t = std::time::Instant::now();
+    ctx.queue.submit([encoder.finish()]);
+    let times = pollster::block_on(timer.read(&ctx)).unwrap();
+    let wall_ms = t.elapsed().as_secs_f64() * 1e3;
+    eprintln!("pass times {times:?}, wall {wall_ms:.3} ms");
+    assert_eq!(times.len(), 2);
+    for (label, ms) in &times {
+        assert!(
+            ms.is_finite() && *ms > 0.0 && *ms <= wall_ms + 1.0,
+            "{label}: {ms} ms"
+        );
+    }
+}
+
+/// Ops built for a maximum batch, encoded for a shorter one: the first rows are computed, the
+/// rest untouched (no new bind groups per batch size).
+#[test]
+fn batched_ops_encode_shorter_batches() {
+    let ctx = ctx();
+    let cache = PipelineCache::new();
+    let mut rng = StdRng::seed_from_u64(50);
+    let (n, max_rows, rows) = (256usize, 8usize, 3usize);
+    let x = random_f32(&mut rng, n * max_rows);
+    let w = random_f32(&mut rng, n);
+    let up = random_f32(&mut rng, n * max_rows);
+    let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+    let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
+    let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n * max_rows]).unwrap();
+    let hb = storage_buffer_init(&ctx, "hb", &x).unwrap();
+    let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
+    let acc = storage_buffer_init(&ctx, "acc", &x).unwrap();
+    let (n32, max32) = (n as u32, max_rows as u32);
+    let norm = Rmsnorm::new(&ctx, &cache, &wb, Some(&xb), &yb, n32, max32, 1e-6).unwrap();
+    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
+    let add_op = Add::new(&ctx, &cache, &acc, &hb2, n32 * max32).unwrap();
+
+    let mut bytes_rng = StdRng::seed_from_u64(51);
+    let (k, vocab) = (128, 40);
+    let table_bytes = random_q1_0(&mut bytes_rng, k, vocab);
+    let table = Q1_0Weight::upload(&ctx, "embd", &table_bytes, k, vocab).unwrap();
+    let tokens: Vec<u32> = (0..max_rows as u32).map(|t| 3 * t + 1).collect();
+    let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
+    let eb = storage_buffer_init(&ctx, "e", &vec![SENTINEL; k * max_rows]).unwrap();
+    let embed = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &eb, max32).unwrap();
+
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        norm.encode_rows(&mut pass, rows as u32);
+        silu.encode_len(&mut pass, (n * rows) as u32);
+        add_op.encode_len(&mut pass, (n * rows) as u32);
+        embed.encode_tokens(&mut pass, rows as u32);
+    }
+    ctx.queue.submit([encoder.finish()]);
+
+    let split = n * rows;
+    let mut want = vec![0.0; split];
+    rmsnorm::run_cpu(&x[..split], &w, 1e-6, &mut want);
+    let got = read_f32(&ctx, &yb, n * max_rows);
+    assert_close("rmsnorm first rows", &got[..split], &want, RMSNORM_TOL);
+    assert!(
+        got[split..].iter().all(|v| *v == SENTINEL),
+        "rmsnorm wrote past row {rows}"
+    );
+
+    let mut want = x[..split].to_vec();
+    silu_mul::run_cpu(&mut want, &up[..split]);
+    let got = read_f32(&ctx, &hb, n * max_rows);
+    assert_close("silu_mul first rows", &got[..split], &want, SILU_TOL);
+    assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
+
+    let mut want = x[..split].to_vec();
+    add::run_cpu(&mut want, &up[..split]);
+    let got = read_f32(&ctx, &acc, n * max_rows);
+    assert_close("add first rows", &got[..split], &want, ADD_TOL);
+    assert_eq!(got[split..], x[split..], "add wrote past row {rows}");
+
+    let got = read_f32(&ctx, &eb, k * max_rows);
+    for (t, &tok) in tokens.iter().enumerate().take(rows) {
+        let mut want = vec![0.0; k];
+        embed_q1_0::run_cpu(&table_bytes, k, tok as usize, &mut want);
+        assert_close(
+            "embed first tokens",
+            &got[t * k..(t + 1) * k],
+            &want,
+            EMBED_TOL,
+        );
+    }
+    assert!(
+        got[k * rows..].iter().all(|v| *v == SENTINEL),
+        "embed wrote past token {rows}"
+    );
 }

@@ -299,3 +299,15 @@ fn top_k_read_back_is_exact_under_penalties() {
         }
     }
 }
+
+#[test]
+fn all_minus_infinity_logits_do_not_produce_nan() {
+    let mut s = Sampler::new(plain(1.0));
+    let d = s.distribution(candidates(&[f32::NEG_INFINITY; 3])).unwrap();
+    assert!(
+        d.iter().all(|x| (x.1 - 1.0 / 3.0).abs() < PROB_TOL),
+        "{d:?}"
+    );
+    assert!(s.sample(candidates(&[f32::NEG_INFINITY; 3])).unwrap() < 3);
+    assert!(s.sample(candidates(&[f32::NAN])).is_err());
+}

@@ -256,8 +256,10 @@ fn deep_shapes_stay_finite_on_the_cpu_reference() {
     };
     let model = CpuModel::from_gguf(&g).expect("load");
     let mut session = CpuSession::new(model, 8).expect("session");
-    for (pos, tok) in [9707u32, 11, 1879].into_iter().enumerate() {
-        let logits = session.forward(tok).expect("forward");
+    let mut previous: Option<Vec<f32>> = None;
+    for (pos, tok) in [9707u32, 11, 1879, 3838, 151_644].into_iter().enumerate() {
+        let logits = session.forward(tok).expect("forward").to_vec();
+        let logits = &logits[..];
         assert!(logits.iter().all(|x| x.is_finite()), "pos {pos}");
         let n = logits.len() as f64;
         let mean = logits.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
@@ -267,10 +269,13 @@ fn deep_shapes_stay_finite_on_the_cpu_reference() {
             .sum::<f64>()
             / n)
             .sqrt();
+        let cos = previous.as_ref().map_or(0.0, |p| common::cosine(p, logits));
         eprintln!(
-            "pos {pos}: logit mean {mean:.3} std {std:.3} argmax {}",
+            "pos {pos}: logit mean {mean:.3} std {std:.3} argmax {} cosine to previous {cos:.3}",
             argmax(logits)
         );
+        previous = Some(logits.to_vec());
+        assert!(cos < 0.99, "pos {pos}: logits barely change ({cos})");
         assert!(
             std > LOGIT_STD_RANGE.0 && std < LOGIT_STD_RANGE.1,
             "pos {pos}: logit std {std}"

@@ -27,6 +27,8 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason};
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gpu::context::parse_backend;
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::tokenizer::Tokenizer;
 use clap::Parser;
@@ -159,62 +161,78 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
     })
 }
 
-/// The engine the flags ask for. Only the CPU reference is wired up in this example so far:
-/// GPU flags are accepted and reported.
+/// The engine the flags ask for: the GPU (wgpu) unless `--cpu`.
 fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
-    if !args.cpu && (args.backend.is_some() || args.adapter.is_some()) {
-        eprintln!("note: --backend/--adapter are ignored: this build runs the CPU engine");
+    if args.cpu {
+        let model = CpuModel::from_gguf(gguf).context("loading the model")?;
+        return Ok(AnyEngine::Cpu(Box::new(CpuSession::new(model, args.ctx)?)));
     }
-    let model = CpuModel::from_gguf(gguf).context("loading the model")?;
-    Ok(AnyEngine::Cpu(CpuSession::new(model, args.ctx)?))
+    let options = GpuOptions {
+        backends: args.backend.as_deref().map(parse_backend).transpose()?,
+        adapter_name: args.adapter.clone(),
+        ..GpuOptions::default()
+    };
+    let ctx = pollster::block_on(GpuContext::new(&options))
+        .context("no usable GPU adapter (--cpu runs the CPU reference instead)")?;
+    eprintln!(
+        "{}",
+        dim(&format!(
+            "GPU: {} ({:?}, {:?})",
+            ctx.info.name, ctx.info.backend, ctx.info.device_type
+        ))
+    );
+    let model = GpuModel::load(Arc::new(ctx), gguf).context("uploading the model")?;
+    let session = Session::new(
+        model,
+        SessionOptions {
+            n_ctx: args.ctx,
+            ..SessionOptions::default()
+        },
+    )?;
+    Ok(AnyEngine::Gpu(Box::new(session)))
 }
 
 /// Every engine this example can drive, behind one type (the trait's async methods are not
 /// object safe).
 enum AnyEngine {
-    Cpu(CpuSession),
+    Cpu(Box<CpuSession>),
+    Gpu(Box<Session>),
+}
+
+/// Forwards a call to whichever engine is inside.
+macro_rules! each {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            AnyEngine::Cpu($e) => $call,
+            AnyEngine::Gpu($e) => $call,
+        }
+    };
 }
 
 impl Engine for AnyEngine {
     fn n_vocab(&self) -> usize {
-        match self {
-            AnyEngine::Cpu(e) => e.n_vocab(),
-        }
+        each!(self, e => e.n_vocab())
     }
     fn n_ctx(&self) -> usize {
-        match self {
-            AnyEngine::Cpu(e) => e.n_ctx(),
-        }
+        each!(self, e => e.n_ctx())
     }
     fn n_past(&self) -> usize {
-        match self {
-            AnyEngine::Cpu(e) => e.n_past(),
-        }
+        each!(self, e => e.n_past())
     }
     async fn feed(&mut self, tokens: &[u32]) -> bonsai_wgpu::Result<()> {
-        match self {
-            AnyEngine::Cpu(e) => e.feed(tokens).await,
-        }
+        each!(self, e => e.feed(tokens).await)
     }
     async fn logits(&mut self) -> bonsai_wgpu::Result<Vec<f32>> {
-        match self {
-            AnyEngine::Cpu(e) => e.logits().await,
-        }
+        each!(self, e => e.logits().await)
     }
     async fn greedy(&mut self) -> bonsai_wgpu::Result<u32> {
-        match self {
-            AnyEngine::Cpu(e) => e.greedy().await,
-        }
+        each!(self, e => e.greedy().await)
     }
     async fn top_k(&mut self, k: usize) -> bonsai_wgpu::Result<Vec<(u32, f32)>> {
-        match self {
-            AnyEngine::Cpu(e) => e.top_k(k).await,
-        }
+        each!(self, e => e.top_k(k).await)
     }
     fn truncate(&mut self, n_past: usize) -> bonsai_wgpu::Result<()> {
-        match self {
-            AnyEngine::Cpu(e) => e.truncate(n_past),
-        }
+        each!(self, e => e.truncate(n_past))
     }
 }
 
@@ -296,7 +314,10 @@ fn interactive(
         .join("bonsai-wgpu")
         .join("chat-history.txt");
     let _ = editor.load_history(&history);
-    eprintln!("{DIM}/reset  /system TEXT  /think on|off  /exit   (Ctrl-C stops a reply){RESET}");
+    eprintln!(
+        "{}",
+        dim("/reset  /system TEXT  /think on|off  /exit   (Ctrl-C stops a reply)")
+    );
     loop {
         let line = match editor.readline("> ") {
             Ok(line) => line,
@@ -314,7 +335,7 @@ fn interactive(
             ("/reset", _) => {
                 conv.clear();
                 engine.reset();
-                eprintln!("{DIM}(conversation cleared){RESET}");
+                eprintln!("{}", dim("(conversation cleared)"));
                 continue;
             }
             ("/system", text) => {
@@ -416,13 +437,22 @@ fn stats(o: &GenerateOutcome, engine: &AnyEngine) -> String {
         StopReason::ContextFull => "context full (/reset)".to_string(),
         StopReason::Cancelled => "stopped".to_string(),
     };
-    format!(
-        "{DIM}[prompt {} tok, {:.1} tok/s | reply {} tok, {:.1} tok/s | context {}/{} | {reason}]{RESET}",
+    dim(&format!(
+        "[prompt {} tok, {:.1} tok/s | reply {} tok, {:.1} tok/s | context {}/{} | {reason}]",
         o.n_prompt,
         o.prompt_tps(),
         o.n_gen,
         o.gen_tps(),
         engine.n_past(),
         engine.n_ctx()
-    )
+    ))
+}
+
+/// `text` dimmed with ANSI codes when stderr is a terminal.
+fn dim(text: &str) -> String {
+    if std::io::stderr().is_terminal() {
+        format!("{DIM}{text}{RESET}")
+    } else {
+        text.to_string()
+    }
 }

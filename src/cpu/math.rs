@@ -28,7 +28,7 @@ impl Q1Matrix {
         &self.data[i * rb..(i + 1) * rb]
     }
 
-    /// out[n] = W[n, k] . x[k]; large matrices (the LM head) are split across threads natively.
+    /// `out[n] = W[n, k] . x[k]`; large matrices (the LM head) are split across threads natively.
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!(x.len(), self.k);
         debug_assert_eq!(out.len(), self.n);

@@ -164,17 +164,18 @@ impl GpuContext {
             Some(b) => vec![b],
             None => vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL],
         };
-        let mut last_err = None;
+        let mut failures = Vec::new();
         for backends in attempts {
             let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
             desc.backends = backends;
             let instance = wgpu::Instance::new(desc);
             match Self::pick_adapter(&instance, backends, name_filter.as_deref(), opts).await {
                 Ok(adapter) => return Self::from_adapter(adapter).await,
-                Err(e) => last_err = Some(e),
+                Err(Error::Adapter(msg)) => failures.push(msg),
+                Err(e) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::Adapter("no backend to try".into())))
+        Err(Error::Adapter(failures.join(" | ")))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -289,8 +290,10 @@ impl GpuContext {
         let errors: Arc<Mutex<Option<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            // Display carries the whole "Caused by" chain.
+            let msg = e.to_string();
             if let Ok(mut slot) = sink.lock() {
-                slot.get_or_insert_with(|| e.to_string());
+                slot.get_or_insert(msg);
             }
         }));
         Ok(GpuContext {

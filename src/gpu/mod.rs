@@ -38,11 +38,13 @@
 //! - **Errors**: wgpu reports validation errors asynchronously; the context keeps the first one
 //!   and read-backs return it as [`crate::Error::Gpu`] ([`GpuContext::take_error`]).
 
+pub mod attention;
 pub mod context;
 pub mod kv_cache;
 pub mod op;
 pub mod ops;
 pub mod q1_0;
+pub mod timer;
 
 pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
 pub use op::{Kernel, KernelSpec, PipelineCache, Readback, Shader, StepParams};

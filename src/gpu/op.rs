@@ -275,10 +275,24 @@ impl Kernel {
 
     /// Records this dispatch into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.encode_groups(pass, self.workgroups);
+    }
+
+    /// Records this dispatch with other workgroup counts (at most the built ones): ops built
+    /// for a maximum batch run a smaller one without new bind groups.
+    pub fn encode_groups(&self, pass: &mut wgpu::ComputePass<'_>, workgroups: [u32; 3]) {
+        debug_assert!(
+            workgroups.iter().zip(self.workgroups).all(|(a, b)| *a <= b),
+            "{}: {workgroups:?} exceeds the built {:?}",
+            self.label,
+            self.workgroups
+        );
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        let [x, y, z] = workgroups;
+        if x > 0 && y > 0 && z > 0 {
+            pass.dispatch_workgroups(x, y, z);
+        }
     }
 }
 
@@ -416,10 +430,13 @@ impl Readback {
         encoder.copy_buffer_to_buffer(src, offset, &self.staging, 0, bytes);
     }
 
-    /// Waits for the copied bytes (after submit) and returns the first `len` values as `T`.
+    /// Waits for the copied bytes (after submit) and returns the first `len` values as `T`;
+    /// any wgpu error raised since the last check comes back as [`Error::Gpu`].
     pub async fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext, len: usize) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
-        map_and_copy(ctx, &self.staging, bytes).await
+        let out = map_and_copy(ctx, &self.staging, bytes).await;
+        ctx.take_error()?;
+        out
     }
 }
 
@@ -477,7 +494,5 @@ pub async fn read_buffer<T: bytemuck::Pod>(
         });
     readback.encode_copy(&mut encoder, buffer, offset, bytes.next_multiple_of(4));
     ctx.queue.submit([encoder.finish()]);
-    let out = readback.read(ctx, len).await?;
-    ctx.take_error()?;
-    Ok(out)
+    readback.read(ctx, len).await
 }

@@ -6,22 +6,18 @@ use std::sync::Arc;
 
 use crate::engine::{Engine, top_k_of};
 use crate::error::{Error, Result};
+use crate::gpu::attention::{AttentionBuffers, LayerAttention};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
-use crate::gpu::op::split_workgroups;
-use crate::gpu::op::{Kernel, Readback, StepParams, storage_buffer, uniform_buffer_init};
+use crate::gpu::op::{Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::ops::argmax::Argmax;
-use crate::gpu::ops::attention_decode::{
-    self, AttentionDecode, AttentionDecodeBindings, DecodeScratch,
-};
-use crate::gpu::ops::attention_prefill::{self, AttentionPrefillBindings};
-use crate::gpu::ops::elementwise::workgroups_for;
+use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
 use crate::gpu::ops::matmul_q1_0::{self, MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
-use crate::gpu::ops::qk_norm_rope::{self, QkNormRopeBindings};
 use crate::gpu::ops::rmsnorm::Rmsnorm;
 use crate::gpu::ops::silu_mul::SiluMul;
+use crate::gpu::ops::topk::{MAX_K, TopK};
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -61,36 +57,26 @@ struct Activations {
     logits: wgpu::Buffer, // (n_vocab)
 }
 
-/// Kernels of one layer for a single token (matrix-vector products).
-struct DecodeLayer {
-    attn_norm: Rmsnorm,
-    wq: MatvecQ1_0,
-    wk: MatvecQ1_0,
-    wv: MatvecQ1_0,
-    qk_norm_rope: Kernel,
-    attention: AttentionDecode,
-    wo: MatvecQ1_0,
-    ffn_norm: Rmsnorm,
-    w_gate: MatvecQ1_0,
-    w_up: MatvecQ1_0,
-    silu_mul: SiluMul,
-    w_down: MatvecQ1_0,
+/// The seven Q1_0 projections of one layer, as matvecs (decode) or matmuls (prefill).
+struct Projections<P> {
+    wq: P,
+    wk: P,
+    wv: P,
+    wo: P, // accumulates into x
+    w_gate: P,
+    w_up: P,
+    w_down: P, // accumulates into x
 }
 
-/// Kernels of one layer for a batch of tokens (weights read once per tile of tokens).
-struct PrefillLayer {
+/// Every kernel of one layer. Norms and SiLU are built for `max_batch` rows and dispatched for
+/// the rows in use; attention has separate decode and prefill kernels.
+struct Layer {
     attn_norm: Rmsnorm,
-    wq: MatmulQ1_0,
-    wk: MatmulQ1_0,
-    wv: MatmulQ1_0,
-    qk_norm_rope: Kernel,
-    attention: Kernel,
-    wo: MatmulQ1_0,
+    attention: LayerAttention,
     ffn_norm: Rmsnorm,
-    w_gate: MatmulQ1_0,
-    w_up: MatmulQ1_0,
     silu_mul: SiluMul,
-    w_down: MatmulQ1_0,
+    decode: Projections<MatvecQ1_0>,
+    prefill: Projections<MatmulQ1_0>,
 }
 
 /// Final norm, LM head and argmax.
@@ -99,6 +85,7 @@ struct Head {
     norm_prefill: Rmsnorm, // x_last -> xb
     output: MatvecQ1_0,    // xb -> logits
     argmax: Argmax,        // logits -> token id
+    topk: TopK,            // logits -> the MAX_K largest (value, id), on demand
 }
 
 /// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`Engine`].
@@ -108,11 +95,11 @@ pub struct Session {
     a: Activations,
     _scratch: DecodeScratch,
     embed: EmbedQ1_0,
-    decode: Vec<DecodeLayer>,
-    prefill: Vec<PrefillLayer>,
+    layers: Vec<Layer>,
     head: Head,
     token_readback: Readback,
     logits_readback: Readback,
+    topk_readback: Readback, // (MAX_K) f32 values, then (MAX_K) u32 ids
     max_batch: usize,
     n_past: usize,
     /// Whether the head ran for position n_past - 1 (false after truncate or before any feed).
@@ -156,55 +143,19 @@ impl Session {
             ..MatvecOptions::default()
         };
 
-        let mut decode = Vec::with_capacity(c.n_layer);
-        let mut prefill = Vec::with_capacity(c.n_layer);
+        let batch = max_batch as u32;
+        let attn_buffers = AttentionBuffers {
+            step: &a.step,
+            q: &a.q,
+            k: &a.k,
+            v: &a.v,
+            out: &a.xb,
+            scratch: &scratch,
+            kv: &kv,
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
         for (l, w) in model.layers.iter().enumerate() {
-            let qk = QkNormRopeBindings {
-                step: &a.step,
-                q: &a.q,
-                k: &a.k,
-                v: &a.v,
-                q_norm: &w.attn_q_norm,
-                k_norm: &w.attn_k_norm,
-                kv: &kv,
-                layer: l,
-            };
-            let qk_norm_rope = qk_norm_rope::build(ctx, cache, eps, max_batch, &qk)?;
             let mv = |w, x, y, o| MatvecQ1_0::new(ctx, cache, w, x, y, o);
-            decode.push(DecodeLayer {
-                attn_norm: Rmsnorm::new(
-                    ctx,
-                    cache,
-                    &w.attn_norm,
-                    Some(&a.x),
-                    &a.xb,
-                    n_embd,
-                    1,
-                    eps,
-                )?,
-                wq: mv(&w.wq, &a.xb, &a.q, set)?,
-                wk: mv(&w.wk, &a.xb, &a.k, set)?,
-                wv: mv(&w.wv, &a.xb, &a.v, set)?,
-                qk_norm_rope: qk_norm_rope.clone(),
-                attention: attention_decode::build(
-                    ctx,
-                    cache,
-                    &AttentionDecodeBindings {
-                        step: &a.step,
-                        q: &a.q,
-                        kv: &kv,
-                        layer: l,
-                        scratch: &scratch,
-                        out: &a.xb,
-                    },
-                )?,
-                wo: mv(&w.wo, &a.xb, &a.x, acc)?,
-                ffn_norm: Rmsnorm::new(ctx, cache, &w.ffn_norm, Some(&a.x), &a.xb, n_embd, 1, eps)?,
-                w_gate: mv(&w.w_gate, &a.xb, &a.hb, set)?,
-                w_up: mv(&w.w_up, &a.xb, &a.hb2, set)?,
-                silu_mul: SiluMul::new(ctx, cache, &a.hb, &a.hb2, n_ff)?,
-                w_down: mv(&w.w_down, &a.hb, &a.x, acc)?,
-            });
             let mm = |w, x, y, accumulate| {
                 let b = MatmulQ1_0Bindings {
                     step: &a.step,
@@ -214,8 +165,7 @@ impl Session {
                 };
                 matmul_q1_0::build(ctx, cache, max_batch, accumulate, &b)
             };
-            let batch = max_batch as u32;
-            prefill.push(PrefillLayer {
+            layers.push(Layer {
                 attn_norm: Rmsnorm::new(
                     ctx,
                     cache,
@@ -226,23 +176,16 @@ impl Session {
                     batch,
                     eps,
                 )?,
-                wq: mm(&w.wq, &a.xb, &a.q, false)?,
-                wk: mm(&w.wk, &a.xb, &a.k, false)?,
-                wv: mm(&w.wv, &a.xb, &a.v, false)?,
-                qk_norm_rope,
-                attention: attention_prefill::build(
+                attention: LayerAttention::new(
                     ctx,
                     cache,
+                    &attn_buffers,
+                    l,
+                    &w.attn_q_norm,
+                    &w.attn_k_norm,
+                    eps,
                     max_batch,
-                    &AttentionPrefillBindings {
-                        step: &a.step,
-                        q: &a.q,
-                        kv: &kv,
-                        layer: l,
-                        out: &a.xb,
-                    },
                 )?,
-                wo: mm(&w.wo, &a.xb, &a.x, true)?,
                 ffn_norm: Rmsnorm::new(
                     ctx,
                     cache,
@@ -253,10 +196,25 @@ impl Session {
                     batch,
                     eps,
                 )?,
-                w_gate: mm(&w.w_gate, &a.xb, &a.hb, false)?,
-                w_up: mm(&w.w_up, &a.xb, &a.hb2, false)?,
                 silu_mul: SiluMul::new(ctx, cache, &a.hb, &a.hb2, n_ff * batch)?,
-                w_down: mm(&w.w_down, &a.hb, &a.x, true)?,
+                decode: Projections {
+                    wq: mv(&w.wq, &a.xb, &a.q, set)?,
+                    wk: mv(&w.wk, &a.xb, &a.k, set)?,
+                    wv: mv(&w.wv, &a.xb, &a.v, set)?,
+                    wo: mv(&w.wo, &a.xb, &a.x, acc)?,
+                    w_gate: mv(&w.w_gate, &a.xb, &a.hb, set)?,
+                    w_up: mv(&w.w_up, &a.xb, &a.hb2, set)?,
+                    w_down: mv(&w.w_down, &a.hb, &a.x, acc)?,
+                },
+                prefill: Projections {
+                    wq: mm(&w.wq, &a.xb, &a.q, false)?,
+                    wk: mm(&w.wk, &a.xb, &a.k, false)?,
+                    wv: mm(&w.wv, &a.xb, &a.v, false)?,
+                    wo: mm(&w.wo, &a.xb, &a.x, true)?,
+                    w_gate: mm(&w.w_gate, &a.xb, &a.hb, false)?,
+                    w_up: mm(&w.w_up, &a.xb, &a.hb2, false)?,
+                    w_down: mm(&w.w_down, &a.hb, &a.x, true)?,
+                },
             });
         }
         let head = Head {
@@ -282,6 +240,13 @@ impl Session {
             )?,
             output: MatvecQ1_0::new(ctx, cache, model.head(), &a.xb, &a.logits, set)?,
             argmax: Argmax::new(ctx, cache, &a.logits, c.n_vocab as u32)?,
+            topk: TopK::new(
+                ctx,
+                cache,
+                &a.logits,
+                c.n_vocab as u32,
+                MAX_K.min(c.n_vocab as u32),
+            )?,
         };
         let embed = EmbedQ1_0::new(
             ctx,
@@ -294,9 +259,9 @@ impl Session {
         let session = Session {
             token_readback: Readback::new(ctx, "token readback", 4),
             logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
+            topk_readback: Readback::new(ctx, "top-k readback", MAX_K as u64 * 8),
             embed,
-            decode,
-            prefill,
+            layers,
             head,
             kv,
             a,
@@ -346,10 +311,7 @@ impl Session {
                 label: Some("layers"),
                 timestamp_writes: None,
             });
-            let words = (self.model.config.n_embd / 32) as u32;
-            for k in &self.embed.kernels {
-                dispatch(&mut pass, k, [words.div_ceil(64), t as u32, 1]);
-            }
+            self.embed.encode_tokens(&mut pass, t as u32);
             if t == 1 {
                 self.encode_decode(&mut pass);
             } else {
@@ -385,41 +347,39 @@ impl Session {
 
     /// One token: x -> layers -> x, matrix-vector products throughout.
     fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for l in &self.decode {
-            l.attn_norm.encode(pass); // xb = rmsnorm(x)
-            l.wq.encode(pass); // q = Wq xb
-            l.wk.encode(pass); // k = Wk xb
-            l.wv.encode(pass); // v = Wv xb
-            l.qk_norm_rope.encode(pass); // q, k = rope(norm(q)), rope(norm(k)); cache <- k, v
-            l.attention.encode(pass); // xb = softmax(q K^T / sqrt(d)) V
-            l.wo.encode(pass); // x += Wo xb
-            l.ffn_norm.encode(pass); // xb = rmsnorm(x)
-            l.w_gate.encode(pass); // hb = Wg xb
-            l.w_up.encode(pass); // hb2 = Wu xb
-            l.silu_mul.encode(pass); // hb = silu(hb) * hb2
-            l.w_down.encode(pass); // x += Wd hb
+        let n_ff = self.model.config.n_ff as u32;
+        for l in &self.layers {
+            let w = &l.decode;
+            l.attn_norm.encode_rows(pass, 1); // xb = rmsnorm(x) * attn_norm
+            w.wq.encode(pass); // q = Wq xb
+            w.wk.encode(pass); // k = Wk xb
+            w.wv.encode(pass); // v = Wv xb
+            l.attention.encode_decode(pass); // q, k = rope(norm(q, k)); cache <- k, v; xb = attn
+            w.wo.encode(pass); // x += Wo xb
+            l.ffn_norm.encode_rows(pass, 1); // xb = rmsnorm(x) * ffn_norm
+            w.w_gate.encode(pass); // hb = Wgate xb
+            w.w_up.encode(pass); // hb2 = Wup xb
+            l.silu_mul.encode_len(pass, n_ff); // hb = silu(hb) * hb2
+            w.w_down.encode(pass); // x += Wdown hb
         }
     }
 
     /// `t` tokens at once: the same steps with matrix-matrix products and causal attention.
     fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>, t: u32) {
-        let ctx = &*self.model.ctx;
-        let max = ctx.limits.max_compute_workgroups_per_dimension;
-        let rows = split_workgroups(t, max);
-        let ffn_elems = workgroups_for(ctx, t * self.model.config.n_ff as u32);
-        for l in &self.prefill {
-            dispatch(pass, &l.attn_norm.kernel, rows);
-            l.wq.encode(pass);
-            l.wk.encode(pass);
-            l.wv.encode(pass);
-            l.qk_norm_rope.encode(pass);
-            l.attention.encode(pass);
-            l.wo.encode(pass);
-            dispatch(pass, &l.ffn_norm.kernel, rows);
-            l.w_gate.encode(pass);
-            l.w_up.encode(pass);
-            dispatch(pass, &l.silu_mul.kernel, ffn_elems);
-            l.w_down.encode(pass);
+        let n_ff = self.model.config.n_ff as u32;
+        for l in &self.layers {
+            let w = &l.prefill;
+            l.attn_norm.encode_rows(pass, t);
+            w.wq.encode_tokens(pass, t);
+            w.wk.encode_tokens(pass, t);
+            w.wv.encode_tokens(pass, t);
+            l.attention.encode_prefill(pass, t);
+            w.wo.encode_tokens(pass, t);
+            l.ffn_norm.encode_rows(pass, t);
+            w.w_gate.encode_tokens(pass, t);
+            w.w_up.encode_tokens(pass, t);
+            l.silu_mul.encode_len(pass, t * n_ff);
+            w.w_down.encode_tokens(pass, t);
         }
     }
 
@@ -431,13 +391,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// Encodes `kernel` with a dispatch size other than the one it was built with (smaller batches).
-fn dispatch(pass: &mut wgpu::ComputePass<'_>, kernel: &Kernel, workgroups: [u32; 3]) {
-    pass.set_pipeline(&kernel.pipeline);
-    pass.set_bind_group(0, &kernel.bind_group, &[]);
-    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
 }
 
 impl Engine for Session {
@@ -496,9 +449,42 @@ impl Engine for Session {
         Ok(id)
     }
 
+    /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
+    /// reads back all logits.
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
-        let logits = self.logits().await?;
-        Ok(top_k_of(&logits, k))
+        self.check_head()?;
+        if k > self.head.topk.k as usize {
+            let logits = self.logits().await?;
+            return Ok(top_k_of(&logits, k));
+        }
+        let ctx = &*self.model.ctx;
+        let kk = self.head.topk.k as u64;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("top-k"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("top-k"),
+                timestamp_writes: None,
+            });
+            self.head.topk.encode(&mut pass);
+        }
+        let (values, ids) = self.head.topk.result();
+        let staging = &self.topk_readback.staging;
+        encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
+        encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
+        ctx.queue.submit([encoder.finish()]);
+        let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
+        let (values, ids) = words.split_at(kk as usize);
+        Ok(ids
+            .iter()
+            .zip(values)
+            .filter(|&(&id, _)| (id as usize) < self.model.config.n_vocab)
+            .map(|(&id, &v)| (id, f32::from_bits(v)))
+            .take(k)
+            .collect())
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {

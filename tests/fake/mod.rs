@@ -8,6 +8,8 @@ use bonsai_wgpu::{Error, Result};
 /// A vocabulary whose token `i` is `pieces[i]`; token 0 is the stop token.
 pub struct FakeVocab {
     pub pieces: Vec<Vec<u8>>,
+    /// Ids that are control tokens (markup, not text).
+    pub control: Vec<u32>,
 }
 
 impl FakeVocab {
@@ -15,7 +17,10 @@ impl FakeVocab {
     pub fn new(pieces: &[&[u8]]) -> Self {
         let mut all = vec![b"<eos>".to_vec()];
         all.extend(pieces.iter().map(|p| p.to_vec()));
-        Self { pieces: all }
+        Self {
+            pieces: all,
+            control: Vec::new(),
+        }
     }
 }
 
@@ -26,11 +31,15 @@ impl Vocab for FakeVocab {
     fn stop_tokens(&self) -> Vec<u32> {
         vec![0]
     }
+    fn is_control(&self, id: u32) -> bool {
+        self.control.contains(&id)
+    }
 }
 
 /// An engine that, after the prompt, predicts `reply[i]` for the i-th generated position (then
-/// the stop token 0), by putting logit 10 on it and 0 elsewhere.
+/// `stop`, 0 unless changed), by putting logit 10 on it and 0 elsewhere.
 pub struct ScriptedEngine {
+    pub stop: u32,
     pub n_vocab: usize,
     pub n_ctx: usize,
     pub fed: Vec<u32>,
@@ -41,6 +50,7 @@ pub struct ScriptedEngine {
 impl ScriptedEngine {
     pub fn new(n_vocab: usize, n_ctx: usize, reply: Vec<u32>) -> Self {
         Self {
+            stop: 0,
             n_vocab,
             n_ctx,
             fed: Vec::new(),
@@ -51,7 +61,7 @@ impl ScriptedEngine {
 
     fn next(&self) -> u32 {
         let i = self.fed.len() - self.prompt_len.unwrap_or(self.fed.len());
-        self.reply.get(i).copied().unwrap_or(0)
+        self.reply.get(i).copied().unwrap_or(self.stop)
     }
 }
 

@@ -2,12 +2,13 @@
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::ops::elementwise::workgroups_for;
+use crate::gpu::ops::elementwise::{encode_len, workgroups_for};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct Add {
     pub kernel: Kernel,
+    max_per_dim: u32,
 }
 
 impl Add {
@@ -36,11 +37,19 @@ impl Add {
                 workgroups: workgroups_for(ctx, n),
             },
         )?;
-        Ok(Add { kernel })
+        Ok(Add {
+            kernel,
+            max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+        })
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.kernel.encode(pass);
+    }
+
+    /// Processes only the first `n` elements (at most the built count): a shorter batch.
+    pub fn encode_len(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        encode_len(self.max_per_dim, &self.kernel, pass, n);
     }
 }
 

@@ -97,7 +97,8 @@ impl Argmax {
     }
 }
 
-/// CPU reference with the shader's rules: ties to the lowest index, NaN and -inf never win.
+/// CPU reference with the shader's rules: ties to the lowest index, NaN and -inf never win
+/// (on GPUs non-finite logits are unspecified: WGSL allows assuming finite floats).
 pub fn run_cpu(logits: &[f32]) -> u32 {
     let (mut best, mut best_i) = (-f32::MAX, u32::MAX);
     for (i, &v) in logits.iter().enumerate() {

@@ -10,3 +10,13 @@ pub fn workgroups_for(ctx: &GpuContext, n: u32) -> [u32; 3] {
         ctx.limits.max_compute_workgroups_per_dimension,
     )
 }
+
+/// Records `kernel` over only the first `n` elements (at most the built count).
+pub fn encode_len(
+    ctx_max_per_dim: u32,
+    kernel: &crate::gpu::op::Kernel,
+    pass: &mut wgpu::ComputePass<'_>,
+    n: u32,
+) {
+    kernel.encode_groups(pass, split_workgroups(n.div_ceil(256), ctx_max_per_dim));
+}

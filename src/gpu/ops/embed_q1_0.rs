@@ -67,6 +67,13 @@ impl EmbedQ1_0 {
             k.encode(pass);
         }
     }
+
+    /// Gathers only the first `n_tokens` tokens (at most the built count).
+    pub fn encode_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        for k in &self.kernels {
+            k.encode_groups(pass, [k.workgroups[0], n_tokens, 1]);
+        }
+    }
 }
 
 /// CPU reference from GGUF Q1_0 bytes: row `token` of a `[k, n]` table into `x` (k values).

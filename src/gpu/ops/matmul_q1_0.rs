@@ -24,6 +24,14 @@ impl MatmulQ1_0 {
             k.encode(pass);
         }
     }
+
+    /// Encodes only the token tiles that `n_tokens` (<= the built maximum) needs.
+    pub fn encode_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let tiles = n_tokens.div_ceil(TOKENS_PER_WORKGROUP as u32);
+        for k in &self.kernels {
+            k.encode_groups(pass, [k.workgroups[0], tiles.min(k.workgroups[1]), 1]);
+        }
+    }
 }
 
 /// The buffers the kernels bind.

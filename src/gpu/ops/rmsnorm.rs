@@ -8,6 +8,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Rmsnorm {
     pub kernel: Kernel,
+    max_per_dim: u32,
 }
 
 impl Rmsnorm {
@@ -50,11 +51,21 @@ impl Rmsnorm {
                 ),
             },
         )?;
-        Ok(Rmsnorm { kernel })
+        Ok(Rmsnorm {
+            kernel,
+            max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+        })
     }
 
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.kernel.encode(pass);
+    }
+
+    /// Normalises only the first `n_rows` rows (at most the built count), e.g. a prefill chunk
+    /// shorter than the maximum.
+    pub fn encode_rows(&self, pass: &mut wgpu::ComputePass<'_>, n_rows: u32) {
+        let groups = split_workgroups(n_rows, self.max_per_dim);
+        self.kernel.encode_groups(pass, groups);
     }
 }
 
