@@ -365,5 +365,58 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         ink >= MIN_INK_PIXELS && rows >= MIN_INK_ROWS,
         "the chat area looks empty in target/web/screenshot.png ({ink} dark pixels, {rows} rows)"
     );
+
+    // The interactive path: load from ?model=, type a message, press Send, sampled reply.
+    let url = server.url(&format!("/index.html?model=/models/{model_name}"));
+    let session = browser.open(&url)?;
+    wait_for(&mut browser, &session, "loaded", LOADED_JS)?;
+    browser.eval(&session, SEND_JS)?;
+    wait_for(&mut browser, &session, "the reply", REPLIED_JS)?;
+    let reply = browser.eval(&session, REPLY_JS)?;
+    eprintln!("[browser] interactive reply: {reply}");
+    ensure!(
+        reply["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "no reply text: {reply}"
+    );
+    ensure!(
+        reply["stats"].as_str().is_some_and(|t| t.contains("tok/s")),
+        "no tokens/s readout: {reply}"
+    );
     Ok(())
+}
+
+/// The page finished loading the model (`true`), or shows an error (its text).
+const LOADED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (e.classList.contains('shown')) return e.textContent; \
+    return document.getElementById('status').textContent.startsWith('loaded') || null; })()";
+/// Types a message and presses Send with sampling on and a short reply.
+const SEND_JS: &str = "(() => { const $ = (id) => document.getElementById(id); \
+    $('max-tokens').value = '8'; $('temperature').value = '0.8'; $('thinking').checked = true; \
+    $('prompt').value = 'Tell me about bonsai trees.'; $('send').click(); return true; })()";
+/// Generation finished (`true`), or the page shows an error (its text).
+const REPLIED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (e.classList.contains('shown')) return e.textContent; \
+    const done = !document.getElementById('send').disabled \
+      && document.querySelectorAll('.msg.assistant').length > 0; return done || null; })()";
+const REPLY_JS: &str = "(() => { const m = [...document.querySelectorAll('.msg.assistant')].pop(); \
+    return { text: m.innerText, stats: document.getElementById('stats').textContent }; })()";
+
+/// Polls `expr` until it returns `true`; a string is the page's error message.
+fn wait_for(browser: &mut cdp::Browser, session: &str, what: &str, expr: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        match browser.eval(session, expr)? {
+            Value::Bool(true) => {
+                eprintln!("[browser] {what} after {:.1?}", t.elapsed());
+                return Ok(());
+            }
+            Value::String(err) => bail!("waiting for {what}: page error: {err}"),
+            _ => {}
+        }
+        ensure!(
+            t.elapsed() < PAGE_TIMEOUT,
+            "no {what} within {PAGE_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
