@@ -6,9 +6,10 @@
 //! JavaScript sees:
 //! - `gpuInfo()`: the WebGPU adapter wgpu picks, its optional features and the limits that bound
 //!   the model size (throws with a clear message when the browser has no WebGPU),
-//! - `Model.load(bytes)`: parses a GGUF (Q1_0 Bonsai / Qwen3) from a `Uint8Array`, with its
-//!   tokenizer and chat template,
-//! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.tokenPiece()`,
+//! - `new ModelLoader(size)` + `push(chunk)` + `finish()`, or `Model.load(bytes)`: parses a GGUF
+//!   (Q1_0 Bonsai / Qwen3) with its tokenizer and chat template; chunks go straight into wasm
+//!   memory,
+//! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.isEog()`,
 //!   `model.chatPrompt()`,
 //! - `model.createChat(nCtx)`: uploads the weights to the GPU and returns a `Chat` (a GPU session
 //!   with its KV cache plus the conversation): `chat.send(text, options, onPiece)` streams the
