@@ -33,7 +33,7 @@ fn main(
         return;  // padding workgroup of a split dispatch (workgroup-uniform)
     }
     let base = group * WG * ITEMS;
-    var bv = -3.40282347e38;  // -f32::MAX: -inf (masked) values never win
+    var bv = -0x1.fffffep+127f;  // -f32::MAX (hex: exact; Tint rejects the rounded-up decimal): -inf (masked) values never win
     var bi = 0xffffffffu;
     for (var it = 0u; it < ITEMS; it++) {
         let p = base + it * WG + lid;

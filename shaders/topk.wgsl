@@ -13,7 +13,7 @@ override USE_IDX: bool = false;  // indices come from `idx` instead of positions
 
 const WG: u32 = 256u;
 const MAX_ITEMS: u32 = 8u;
-const NONE_VAL: f32 = -3.40282347e38;  // -f32::MAX
+const NONE_VAL: f32 = -0x1.fffffep+127f;  // -f32::MAX (hex: exact; Tint rejects the rounded-up decimal)
 const NONE_IDX: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> val: array<f32>;            // (N)

@@ -6,22 +6,32 @@
 //! JavaScript sees:
 //! - `gpuInfo()`: the WebGPU adapter wgpu picks, its optional features and the limits that bound
 //!   the model size (throws with a clear message when the browser has no WebGPU),
-//! - `Model.load(bytes)`: parses a GGUF (Q1_0 Bonsai / Qwen3) from a `Uint8Array`, with its
-//!   tokenizer and chat template,
-//! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.tokenPiece()`,
+//! - `new ModelLoader(size)` + `push(chunk)` + `finish()`, or `Model.load(bytes)`: parses a GGUF
+//!   (Q1_0 Bonsai / Qwen3) with its tokenizer and chat template; chunks go straight into wasm
+//!   memory,
+//! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.isEog()`,
 //!   `model.chatPrompt()`,
+//! - `model.createChat(nCtx)`: uploads the weights to the GPU and returns a `Chat` (a GPU session
+//!   with its KV cache plus the conversation): `chat.send(text, options, onPiece)` streams the
+//!   reply (`onPiece(text, "thinking" | "answer")`, return `false` to stop), with sampling
+//!   options, thinking switch, system prompt and timings,
 //! - `model.checkGpu(tensor)`: runs the library's Q1_0 matvec kernel on one of the model's weights
 //!   on the WebGPU device and compares it with the CPU reference (a self-test of the browser GPU).
 //!
 //! Results are plain JavaScript objects (built from JSON), errors are `Error`s whose message
 //! names the failing key, tensor or limit.
 
-use std::sync::Arc;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use wasm_bindgen::prelude::*;
 
+use crate::chat::{Conversation, PieceKind};
 use crate::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use crate::config::Qwen3Config;
+use crate::engine::Engine;
+use crate::generate::{GenerateOptions, StopReason};
 use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::context::{GpuContext, GpuOptions};
 use crate::gpu::op::{
@@ -29,6 +39,8 @@ use crate::gpu::op::{
 };
 use crate::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0};
 use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::{GpuModel, Session, SessionOptions};
+use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -79,7 +91,12 @@ fn context_json(ctx: &GpuContext) -> serde_json::Value {
     })
 }
 
-async fn webgpu_context() -> Result<GpuContext> {
+/// Why the device was lost, once it has been (shared with wgpu's callback).
+type LostFlag = Arc<Mutex<Option<String>>>;
+
+// wgpu's browser handles are neither Send nor Sync, but GpuModel::load takes an Arc.
+#[allow(clippy::arc_with_non_send_sync)]
+async fn webgpu_context() -> Result<(Arc<GpuContext>, LostFlag)> {
     let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
         .ok()
         .and_then(|nav| js_sys::Reflect::get(&nav, &"gpu".into()).ok())
@@ -95,13 +112,28 @@ async fn webgpu_context() -> Result<GpuContext> {
         backends: Some(wgpu::Backends::BROWSER_WEBGPU),
         ..GpuOptions::default()
     };
-    GpuContext::new(&opts).await
+    let ctx = GpuContext::new(&opts).await?;
+    let lost: LostFlag = Arc::new(Mutex::new(None));
+    let flag = lost.clone();
+    ctx.device.set_device_lost_callback(move |reason, message| {
+        if let Ok(mut slot) = flag.lock() {
+            *slot = Some(format!("GPU device lost ({reason:?}): {message}"));
+        }
+    });
+    Ok((Arc::new(ctx), lost))
+}
+
+fn check_lost(lost: &LostFlag) -> Result<()> {
+    match lost.lock().ok().and_then(|l| l.clone()) {
+        Some(msg) => Err(Error::Gpu(msg)),
+        None => Ok(()),
+    }
 }
 
 /// Describes the WebGPU adapter and device that the model would run on.
 #[wasm_bindgen(js_name = gpuInfo)]
 pub async fn gpu_info() -> std::result::Result<JsValue, JsError> {
-    let ctx = webgpu_context().await.map_err(js_err)?;
+    let (ctx, _) = webgpu_context().await.map_err(js_err)?;
     to_js(&context_json(&ctx))
 }
 
@@ -160,9 +192,14 @@ impl ModelLoader {
 pub struct Model {
     gguf: Arc<Gguf>,
     config: Qwen3Config,
+    text: Rc<TextSide>,
+    gpu: Option<(Arc<GpuContext>, LostFlag)>,
+}
+
+/// What a conversation borrows: the tokenizer and the chat template.
+struct TextSide {
     tokenizer: Tokenizer,
     template: ChatTemplate,
-    gpu: Option<GpuContext>,
 }
 
 #[derive(serde::Deserialize)]
@@ -183,8 +220,10 @@ impl Model {
         Ok(Model {
             gguf: Arc::new(gguf),
             config,
-            tokenizer,
-            template,
+            text: Rc::new(TextSide {
+                tokenizer,
+                template,
+            }),
             gpu: None,
         })
     }
@@ -211,7 +250,7 @@ impl Model {
             "tiedHead": c.tied_head,
             "nTensors": self.gguf.tensors().len(),
             "weightBytes": weight_bytes,
-            "eosId": self.tokenizer.eos_id(),
+            "eosId": self.text.tokenizer.eos_id(),
         }))
     }
 
@@ -221,18 +260,21 @@ impl Model {
         text: &str,
         parse_special: bool,
     ) -> std::result::Result<Vec<u32>, JsError> {
-        self.tokenizer.encode(text, parse_special).map_err(js_err)
+        self.text
+            .tokenizer
+            .encode(text, parse_special)
+            .map_err(js_err)
     }
 
     /// Text of `ids` (special tokens kept).
     pub fn detokenize(&self, ids: Vec<u32>) -> std::result::Result<String, JsError> {
-        self.tokenizer.decode(&ids, false).map_err(js_err)
+        self.text.tokenizer.decode(&ids, false).map_err(js_err)
     }
 
     /// Whether `id` ends generation (end of turn / end of text).
     #[wasm_bindgen(js_name = isEog)]
     pub fn is_eog(&self, id: u32) -> bool {
-        self.tokenizer.is_eog(id)
+        self.text.tokenizer.is_eog(id)
     }
 
     /// The prompt text for `messages` (`[{role, content}]`) rendered by the model's template.
@@ -256,14 +298,41 @@ impl Model {
             enable_thinking,
             ..TemplateOptions::default()
         };
-        self.template.render(&messages, &opts).map_err(js_err)
+        self.text.template.render(&messages, &opts).map_err(js_err)
     }
 
     /// The WebGPU device (created on first use) as `gpuInfo()` describes it.
     #[wasm_bindgen(js_name = gpuInfo)]
     pub async fn model_gpu_info(&mut self) -> std::result::Result<JsValue, JsError> {
-        let ctx = self.gpu().await.map_err(js_err)?;
+        let (ctx, _) = self.gpu().await.map_err(js_err)?;
         to_js(&context_json(&ctx))
+    }
+
+    /// Uploads the weights to the GPU and opens a chat with a KV cache of `n_ctx` tokens
+    /// (capped by the model's context).
+    #[wasm_bindgen(js_name = createChat)]
+    pub async fn create_chat(&mut self, n_ctx: usize) -> std::result::Result<Chat, JsError> {
+        let (ctx, lost) = self.gpu().await.map_err(js_err)?;
+        let gpu_model = GpuModel::load(ctx.clone(), &self.gguf).map_err(js_err)?;
+        let opts = SessionOptions {
+            n_ctx: n_ctx.clamp(1, self.config.n_ctx_train),
+            ..SessionOptions::default()
+        };
+        let session = Session::new(gpu_model, opts).map_err(js_err)?;
+        // Uploads and pipeline creation report failures (out of memory, limits) asynchronously.
+        ctx.take_error().map_err(js_err)?;
+        check_lost(&lost).map_err(js_err)?;
+        let text = self.text.clone();
+        // SAFETY: `text` is kept alive by `Chat::_text`, declared after `conversation`, so the
+        // conversation (dropped first) never outlives the tokenizer and template it borrows; an
+        // `Rc`'s contents never move and are never mutated.
+        let side: &'static TextSide = unsafe { &*Rc::as_ptr(&text) };
+        Ok(Chat {
+            conversation: Conversation::new(&side.tokenizer, &side.template),
+            session,
+            lost,
+            _text: text,
+        })
     }
 
     /// Runs the library's Q1_0 matvec kernel for weight `tensor` on the WebGPU device with a
@@ -271,20 +340,21 @@ impl Model {
     /// `{ rows, cols, maxRelErr, ok, argmax, cpuArgmax }`.
     #[wasm_bindgen(js_name = checkGpu)]
     pub async fn check_gpu(&mut self, tensor: &str) -> std::result::Result<JsValue, JsError> {
-        let ctx = self.gpu().await.map_err(js_err)?;
+        let (ctx, _) = self.gpu().await.map_err(js_err)?;
         let r = self.check_matvec(&ctx, tensor).await.map_err(js_err)?;
         to_js(&r)
     }
 }
 
 impl Model {
-    async fn gpu(&mut self) -> Result<GpuContext> {
-        if let Some(ctx) = &self.gpu {
-            return Ok(ctx.clone());
+    async fn gpu(&mut self) -> Result<(Arc<GpuContext>, LostFlag)> {
+        if let Some(gpu) = &self.gpu {
+            check_lost(&gpu.1)?;
+            return Ok(gpu.clone());
         }
-        let ctx = webgpu_context().await?;
-        self.gpu = Some(ctx.clone());
-        Ok(ctx)
+        let gpu = webgpu_context().await?;
+        self.gpu = Some(gpu.clone());
+        Ok(gpu)
     }
 
     async fn check_matvec(&self, ctx: &GpuContext, tensor: &str) -> Result<serde_json::Value> {
@@ -331,5 +401,177 @@ impl Model {
             "cpuArgmax": crate::engine::argmax(&want),
             "checksum": want.iter().map(|v| *v as f64).sum::<f64>(),
         }))
+    }
+}
+
+/// Sampling and length options as JavaScript passes them (camelCase, all optional).
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct JsGenerateOptions {
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    penalty_last_n: Option<usize>,
+    seed: Option<u64>,
+    max_tokens: Option<usize>,
+    stop: Vec<String>,
+}
+
+impl JsGenerateOptions {
+    fn parse(value: &JsValue) -> Result<GenerateOptions> {
+        let o: JsGenerateOptions = if value.is_undefined() || value.is_null() {
+            JsGenerateOptions::default()
+        } else {
+            let json = js_sys::JSON::stringify(value)
+                .map_err(|_| Error::InvalidArgument("options: not JSON-serialisable".into()))?;
+            serde_json::from_str(&String::from(json))
+                .map_err(|e| Error::InvalidArgument(format!("options: {e}")))?
+        };
+        let d = SamplerConfig::default();
+        let sampler = SamplerConfig {
+            temperature: o.temperature.unwrap_or(d.temperature),
+            top_k: o.top_k.unwrap_or(d.top_k),
+            top_p: o.top_p.unwrap_or(d.top_p),
+            min_p: o.min_p.unwrap_or(d.min_p),
+            repeat_penalty: o.repeat_penalty.unwrap_or(d.repeat_penalty),
+            presence_penalty: o.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: o.frequency_penalty.unwrap_or(d.frequency_penalty),
+            penalty_last_n: o.penalty_last_n.unwrap_or(d.penalty_last_n),
+            seed: o.seed.unwrap_or(d.seed),
+        };
+        Ok(GenerateOptions {
+            sampler,
+            max_tokens: o
+                .max_tokens
+                .unwrap_or(GenerateOptions::default().max_tokens),
+            stop_strings: o.stop,
+            cancel: None,
+        })
+    }
+}
+
+fn stop_reason_name(r: &StopReason) -> String {
+    match r {
+        StopReason::Eos => "eos".into(),
+        StopReason::StopString(s) => format!("stop string {s:?}"),
+        StopReason::MaxTokens => "max tokens".into(),
+        StopReason::ContextFull => "context full".into(),
+        StopReason::Cancelled => "stopped".into(),
+    }
+}
+
+/// Milliseconds from the page's clock (`std::time::Instant` does not exist on wasm32).
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// A conversation with a model on the GPU: the session (KV cache) and the chat history.
+#[wasm_bindgen]
+pub struct Chat {
+    // Field order matters: `conversation` borrows from `_text` and is dropped before it.
+    conversation: Conversation<'static>,
+    session: Session,
+    lost: LostFlag,
+    _text: Rc<TextSide>,
+}
+
+#[wasm_bindgen]
+impl Chat {
+    /// Adds `text` as the user's message and streams the reply: `onPiece(text, kind)` with kind
+    /// `"thinking"` or `"answer"`; returning `false` from it stops generation. Options (all
+    /// optional): `temperature` (0 = greedy), `topK`, `topP`, `minP`, `repeatPenalty`,
+    /// `presencePenalty`, `frequencyPenalty`, `penaltyLastN`, `seed`, `maxTokens`, `stop`.
+    /// Resolves to `{ text, tokens, nPrompt, nGen, stopReason, promptMs, genMs, genTps }`;
+    /// `promptMs` is the time to the first token (prompt processing plus one step).
+    pub async fn send(
+        &mut self,
+        text: String,
+        options: JsValue,
+        on_piece: js_sys::Function,
+    ) -> std::result::Result<JsValue, JsError> {
+        check_lost(&self.lost).map_err(js_err)?;
+        let opts = JsGenerateOptions::parse(&options).map_err(js_err)?;
+        let start = now_ms();
+        let mut first: Option<f64> = None;
+        let mut callback_error = None;
+        let result = self
+            .conversation
+            .send(&mut self.session, &text, &opts, |piece| {
+                first.get_or_insert_with(now_ms);
+                let kind = match piece.kind {
+                    PieceKind::Thinking => "thinking",
+                    PieceKind::Answer => "answer",
+                };
+                match on_piece.call2(&JsValue::NULL, &piece.text.into(), &kind.into()) {
+                    Ok(v) if v.as_bool() == Some(false) => ControlFlow::Break(()),
+                    Ok(_) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        callback_error = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .await;
+        // A lost device explains any failure better than the error it caused.
+        check_lost(&self.lost).map_err(js_err)?;
+        let outcome = result.map_err(js_err)?;
+        if let Some(e) = callback_error {
+            return Err(JsError::new(&format!(
+                "onPiece threw: {}",
+                e.as_string().unwrap_or_else(|| format!("{e:?}"))
+            )));
+        }
+        let end = now_ms();
+        let first = first.unwrap_or(end);
+        let gen_ms = end - first;
+        let gen_tps = if gen_ms > 0.0 && outcome.n_gen > 1 {
+            (outcome.n_gen - 1) as f64 * 1000.0 / gen_ms
+        } else {
+            0.0
+        };
+        to_js(&serde_json::json!({
+            "text": outcome.text,
+            "tokens": outcome.tokens,
+            "nPrompt": outcome.n_prompt,
+            "nGen": outcome.n_gen,
+            "stopReason": stop_reason_name(&outcome.stop_reason),
+            "promptMs": first - start,
+            "genMs": gen_ms,
+            "genTps": gen_tps,
+        }))
+    }
+
+    /// Sets the system prompt (empty removes it); applies from the next message.
+    #[wasm_bindgen(js_name = setSystem)]
+    pub fn set_system(&mut self, system: String) {
+        self.conversation.set_system(Some(system));
+    }
+
+    /// Turns Qwen3 thinking on or off for the next replies.
+    #[wasm_bindgen(js_name = setThinking)]
+    pub fn set_thinking(&mut self, on: bool) {
+        self.conversation.set_thinking(on);
+    }
+
+    /// Forgets the conversation and empties the KV cache.
+    pub fn reset(&mut self) {
+        self.conversation.clear();
+        self.session.reset();
+    }
+
+    /// Tokens in the KV cache.
+    #[wasm_bindgen(getter, js_name = nPast)]
+    pub fn n_past(&self) -> usize {
+        self.session.n_past()
+    }
+
+    /// KV cache capacity in tokens.
+    #[wasm_bindgen(getter, js_name = nCtx)]
+    pub fn n_ctx(&self) -> usize {
+        self.session.n_ctx()
     }
 }

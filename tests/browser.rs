@@ -15,12 +15,15 @@ mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::ops::matvec_q1_0;
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::tokenizer::Tokenizer;
 use serde_json::Value;
 
@@ -29,8 +32,13 @@ const FIXTURE_MODEL: &str = concat!(
     "/../shared/fixtures/tiny-bonsai-dev.gguf"
 );
 const PROMPT: &str = "Hello! Who are you?";
-/// Greedy tokens generated in the page (once the engine is wired).
+/// Greedy tokens generated in the page and natively.
 const N_TOKENS: usize = 16;
+/// KV cache of both sessions.
+const N_CTX: usize = 512;
+/// Browser (SwiftShader, no subgroups) and native (lavapipe) runs sum in different orders: their
+/// greedy tokens may part only where the native top-2 logit gap is this small.
+const GREEDY_MARGIN_TOL: f32 = 1e-2;
 /// How long the page may take from navigation to its report (wasm compile + SwiftShader).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The wasm CPU reference and the native one run the same f64-accumulating code: their sums of
@@ -97,6 +105,43 @@ fn build_wasm(root: &Path) -> Result<PathBuf> {
 struct Native {
     prompt_tokens: Vec<u32>,
     gguf: Gguf,
+    /// Greedy continuation on the native GPU (end-of-generation token excluded).
+    greedy: Vec<u32>,
+    /// Top-1 minus top-2 logit at each greedy step (one more than `greedy` when it stopped).
+    margins: Vec<f32>,
+}
+
+/// Greedy decoding with this crate's GPU session (lavapipe in CI), recording margins.
+async fn native_greedy(
+    gguf: &Gguf,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+) -> Result<(Vec<u32>, Vec<f32>)> {
+    let ctx = Arc::new(GpuContext::new(&GpuOptions::default()).await?);
+    eprintln!(
+        "[browser] native GPU: {} ({:?})",
+        ctx.info.name, ctx.info.backend
+    );
+    let model = GpuModel::load(ctx, gguf)?;
+    let opts = SessionOptions {
+        n_ctx: N_CTX,
+        ..SessionOptions::default()
+    };
+    let mut session = Session::new(model, opts)?;
+    session.feed(prompt).await?;
+    let (mut tokens, mut margins) = (Vec::new(), Vec::new());
+    for _ in 0..N_TOKENS {
+        let top = session.top_k(2).await?;
+        ensure!(top.len() == 2, "top_k(2) returned {} entries", top.len());
+        margins.push(top[0].1 - top[1].1);
+        let id = top[0].0;
+        if tokenizer.is_eog(id) {
+            break;
+        }
+        tokens.push(id);
+        session.feed(&[id]).await?;
+    }
+    Ok((tokens, margins))
 }
 
 fn native(model: &Path) -> Result<Native> {
@@ -110,9 +155,12 @@ fn native(model: &Path) -> Result<Native> {
     };
     let text = template.render(&[ChatMessage::new("user", PROMPT)], &opts)?;
     let prompt_tokens = tokenizer.encode(&text, true)?;
+    let (greedy, margins) = pollster::block_on(native_greedy(&gguf, &tokenizer, &prompt_tokens))?;
     Ok(Native {
         prompt_tokens,
         gguf,
+        greedy,
+        margins,
     })
 }
 
@@ -153,6 +201,22 @@ fn check_gpu_result(native: &Native, check: &Value) -> Result<()> {
         "[browser] {tensor} {n}x{k}: max rel err {} (tolerance {})",
         check["maxRelErr"], check["tolerance"]
     );
+    Ok(())
+}
+
+/// Same tokens, or parted only where the native run's top-2 margin was within tolerance.
+fn compare_greedy(page: &[u32], native: &[u32], margins: &[f32]) -> Result<()> {
+    let split = page.iter().zip(native).take_while(|(a, b)| a == b).count();
+    if split == page.len() && split == native.len() {
+        return Ok(());
+    }
+    let margin = margins.get(split).copied().unwrap_or(f32::INFINITY);
+    ensure!(
+        margin <= GREEDY_MARGIN_TOL,
+        "greedy tokens part at step {split} where the native margin is {margin} \
+         (tolerance {GREEDY_MARGIN_TOL}): page {page:?}, native {native:?}"
+    );
+    eprintln!("[browser] greedy runs part at step {split} on a near-tie (margin {margin})");
     Ok(())
 }
 
@@ -270,6 +334,23 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         "page says not ok: {result}"
     );
 
+    // Greedy generation on WebGPU == on the native GPU, up to a near-tie.
+    let generated = &result["generated"];
+    let page_greedy: Vec<u32> = serde_json::from_value(generated["tokens"].clone())?;
+    eprintln!(
+        "[browser] page: {} tokens, first after {} ms, {} tok/s, stop: {}",
+        generated["nGen"], generated["promptMs"], generated["genTps"], generated["stopReason"]
+    );
+    eprintln!("[browser] page greedy   {page_greedy:?}");
+    eprintln!("[browser] native greedy {:?}", native.greedy);
+    compare_greedy(&page_greedy, &native.greedy, &native.margins)?;
+    ensure!(
+        result["replyText"] == generated["text"],
+        "rendered reply {} != generated text {}",
+        result["replyText"],
+        generated["text"]
+    );
+
     // The conversation is on screen: text in the DOM and dark pixels in the chat area.
     let chat_text = result["chatText"].as_str().unwrap_or("");
     ensure!(
@@ -284,5 +365,58 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         ink >= MIN_INK_PIXELS && rows >= MIN_INK_ROWS,
         "the chat area looks empty in target/web/screenshot.png ({ink} dark pixels, {rows} rows)"
     );
+
+    // The interactive path: load from ?model=, type a message, press Send, sampled reply.
+    let url = server.url(&format!("/index.html?model=/models/{model_name}"));
+    let session = browser.open(&url)?;
+    wait_for(&mut browser, &session, "loaded", LOADED_JS)?;
+    browser.eval(&session, SEND_JS)?;
+    wait_for(&mut browser, &session, "the reply", REPLIED_JS)?;
+    let reply = browser.eval(&session, REPLY_JS)?;
+    eprintln!("[browser] interactive reply: {reply}");
+    ensure!(
+        reply["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "no reply text: {reply}"
+    );
+    ensure!(
+        reply["stats"].as_str().is_some_and(|t| t.contains("tok/s")),
+        "no tokens/s readout: {reply}"
+    );
     Ok(())
+}
+
+/// The page finished loading the model (`true`), or shows an error (its text).
+const LOADED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (e.classList.contains('shown')) return e.textContent; \
+    return document.getElementById('status').textContent.startsWith('loaded') || null; })()";
+/// Types a message and presses Send with sampling on and a short reply.
+const SEND_JS: &str = "(() => { const $ = (id) => document.getElementById(id); \
+    $('max-tokens').value = '8'; $('temperature').value = '0.8'; $('thinking').checked = true; \
+    $('prompt').value = 'Tell me about bonsai trees.'; $('send').click(); return true; })()";
+/// Generation finished (`true`), or the page shows an error (its text).
+const REPLIED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (e.classList.contains('shown')) return e.textContent; \
+    const done = !document.getElementById('send').disabled \
+      && document.querySelectorAll('.msg.assistant').length > 0; return done || null; })()";
+const REPLY_JS: &str = "(() => { const m = [...document.querySelectorAll('.msg.assistant')].pop(); \
+    return { text: m.innerText, stats: document.getElementById('stats').textContent }; })()";
+
+/// Polls `expr` until it returns `true`; a string is the page's error message.
+fn wait_for(browser: &mut cdp::Browser, session: &str, what: &str, expr: &str) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        match browser.eval(session, expr)? {
+            Value::Bool(true) => {
+                eprintln!("[browser] {what} after {:.1?}", t.elapsed());
+                return Ok(());
+            }
+            Value::String(err) => bail!("waiting for {what}: page error: {err}"),
+            _ => {}
+        }
+        ensure!(
+            t.elapsed() < PAGE_TIMEOUT,
+            "no {what} within {PAGE_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

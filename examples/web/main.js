@@ -66,7 +66,7 @@ function mib(bytes) {
 
 function setBusy(busy) {
   state.busy = busy;
-  const ready = !!state.model && !busy;
+  const ready = (!!state.model || !!state.chat) && !busy;
   $("send").disabled = !ready || !state.chat;
   $("reset").disabled = !ready || !state.chat;
   $("stop").disabled = !busy;
@@ -208,11 +208,6 @@ async function probeGpu() {
   return state.gpu;
 }
 
-// Whether this build of the bindings can generate (the GPU engine is wired in).
-function canGenerate() {
-  return typeof bonsai.Chat === "function";
-}
-
 async function load(source) {
   clearError();
   setBusy(true);
@@ -230,19 +225,18 @@ async function load(source) {
     const model = typeof source === "string"
       ? await modelFromUrl(source, $("use-cache").checked)
       : await modelFromFile(source);
-    state.model = model;
     const info = model.info();
     $("model-info").textContent = describeModel(info);
-    if (canGenerate()) {
-      setStatus("uploading weights to the GPU…");
-      state.chat = await bonsai.Chat.create(model, Number($("n-ctx").value));
-    } else {
-      addMessage("notice", "This build of the bindings has no generation yet; the model was parsed " +
-        "and its tokenizer and chat template work. Running the GPU self-test instead.");
-      const check = await model.checkGpu("blk.0.attn_q.weight");
-      addMessage("notice", `GPU self-test (Q1_0 matvec ${check.rows}×${check.cols} on WebGPU vs CPU): ` +
-        `max relative error ${check.maxRelErr.toExponential(2)} — ${check.ok ? "ok" : "MISMATCH"}`);
+    setStatus("uploading weights to the GPU…");
+    try {
+      state.chat = await model.createChat(Number($("n-ctx").value));
+    } finally {
+      // The weights now live on the GPU (or failed to): release the file's bytes in wasm memory.
+      model.free();
     }
+    $("chat").textContent = "";
+    addMessage("notice", `${info.name || "Model"} is ready on the GPU ` +
+      `(KV cache ${state.chat.nCtx} tokens). Say something.`);
     setStatus(`loaded ${info.name || "model"} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
     setStatus("load failed");
@@ -280,16 +274,19 @@ async function send() {
     state.chat.setThinking($("thinking").checked);
     const t0 = performance.now();
     let n = 0;
+    let tFirst = 0;
     const outcome = await state.chat.send(text, samplingOptions(), (piece, kind) => {
       n += 1;
       out.push(piece, kind);
-      const secs = (performance.now() - t0) / 1000;
-      $("stats").textContent = `${n} pieces, ${(n / secs).toFixed(1)} /s`;
+      const now = performance.now();
+      if (n === 1) tFirst = now;
+      const rate = n > 1 ? ((n - 1) * 1000 / (now - tFirst)).toFixed(1) : "–";
+      $("stats").textContent = `first token after ${((tFirst - t0) / 1000).toFixed(2)} s · ${rate} pieces/s`;
       return !state.stopRequested;
     });
     $("stats").textContent =
-      `prompt ${outcome.nPrompt} tokens at ${outcome.promptTps.toFixed(1)} tok/s · ` +
-      `reply ${outcome.nGen} tokens at ${outcome.genTps.toFixed(1)} tok/s · stopped: ${outcome.stopReason}`;
+      `prompt ${outcome.nPrompt} tokens, first token after ${(outcome.promptMs / 1000).toFixed(2)} s · ` +
+      `reply ${outcome.nGen} tokens at ${outcome.genTps.toFixed(1)} tok/s · ${outcome.stopReason}`;
   } catch (e) {
     showError(e);
   } finally {
@@ -327,22 +324,19 @@ async function autotest() {
     for (const tensor of ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"]) {
       result.checks.push(await model.checkGpu(tensor));
     }
-    if (canGenerate()) {
-      const chat = await bonsai.Chat.create(model, 512);
-      state.chat = chat;
-      chat.setThinking(false);
-      const out = assistantStream();
-      const outcome = await chat.send(prompt, { temperature: 0, maxTokens: nTokens }, (piece, kind) => {
-        out.push(piece, kind);
-        return true;
-      });
-      result.generated = outcome;
-    } else {
-      const lines = result.checks.map((c) =>
-        `${c.tensor}: ${c.rows}×${c.cols} max rel err ${c.maxRelErr.toExponential(2)} ${c.ok ? "ok" : "MISMATCH"}`);
-      addMessage("assistant", "WebGPU kernel self-test\n" + lines.join("\n"));
-    }
-    result.ok = result.checks.every((c) => c.ok);
+    const chat = await model.createChat(512);
+    state.chat = chat;
+    chat.setThinking(false);
+    const out = assistantStream();
+    const outcome = await chat.send(prompt, { temperature: 0, maxTokens: nTokens }, (piece, kind) => {
+      out.push(piece, kind);
+      return true;
+    });
+    result.generated = outcome;
+    result.replyText = out.element.querySelector(".body").textContent;
+    $("stats").textContent = `greedy: ${outcome.nGen} tokens, first after ${outcome.promptMs.toFixed(0)} ms, ` +
+      `${outcome.genTps.toFixed(1)} tok/s`;
+    result.ok = result.checks.every((c) => c.ok) && !!result.generated;
     setStatus("test finished");
     // Let the page paint before the screenshot.
     await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
