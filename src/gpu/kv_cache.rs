@@ -107,7 +107,7 @@ pub struct KvCache {
     pub n_rot: usize,
     /// One K/V pair per layer: (n_layer).
     pub layers: Vec<LayerKv>,
-    /// RoPE table: (n_ctx, n_rot / 2) vec2<f32> = (cos, sin).
+    /// RoPE table: (n_ctx, n_rot / 2) `vec2<f32>` = (cos, sin).
     pub rope: wgpu::Buffer,
 }
 

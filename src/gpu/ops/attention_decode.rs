@@ -32,7 +32,7 @@ pub struct DecodeScratch {
     pub max_chunks: usize,
     /// Unnormalised partial outputs: (n_head, max_chunks, head_dim) f32.
     pub part_o: wgpu::Buffer,
-    /// Per-chunk score max and exp-sum: (n_head, max_chunks) vec2<f32> = (max, sum).
+    /// Per-chunk score max and exp-sum: (n_head, max_chunks) `vec2<f32>` = (max, sum).
     pub part_ml: wgpu::Buffer,
 }
 
