@@ -91,7 +91,7 @@ pub enum GgmlType {
     BF16 = 30,
     /// Ternary quant, about 1.69 bits per weight: 256 weights per 54-byte block.
     TQ1_0 = 34,
-    /// Ternary quant, 2 bits per weight: 256 weights per 66-byte block.
+    /// Ternary quant, about 2.06 bits per weight: 256 weights per 66-byte block.
     TQ2_0 = 35,
     /// Microscaling FP4: 32 `e2m1` weights per 17-byte block (one `e8m0` shared exponent, 16 bytes of nibbles).
     MXFP4 = 39,
