@@ -239,7 +239,7 @@ impl PipelineCache {
 /// One recorded dispatch: pipeline, static bindings (group 0) and workgroup counts.
 #[derive(Clone, Debug)]
 pub struct Kernel {
-    /// Debug label of the pipeline and bind group (shown in GPU debuggers and timings).
+    /// Debug label of the bind group (shown in GPU debuggers and assertion messages).
     pub label: String,
     /// The specialised compute pipeline, shared through the [`PipelineCache`].
     pub pipeline: wgpu::ComputePipeline,
