@@ -37,11 +37,14 @@ pub enum GgmlType {
     F16 = 1,
     /// 4-bit quant: 32 weights per 18-byte block (`f16` scale, 16 bytes of nibbles).
     Q4_0 = 2,
-    /// 4-bit quant with offset: 32 weights per 20-byte block (`f16` scale and min, 16 bytes of nibbles).
+    /// 4-bit quant with offset: 32 weights per 20-byte block (`f16` scale and min, 16 bytes
+    /// of nibbles).
     Q4_1 = 3,
-    /// 5-bit quant: 32 weights per 22-byte block (`f16` scale, 4 bytes of high bits, 16 of nibbles).
+    /// 5-bit quant: 32 weights per 22-byte block (`f16` scale, 4 bytes of high bits, 16 bytes
+    /// of nibbles).
     Q5_0 = 6,
-    /// 5-bit quant with offset: 32 weights per 24-byte block (`f16` scale and min, high bits, nibbles).
+    /// 5-bit quant with offset: 32 weights per 24-byte block (`f16` scale and min, 4 bytes of
+    /// high bits, 16 bytes of nibbles).
     Q5_1 = 7,
     /// 8-bit quant: 32 weights per 34-byte block (`f16` scale, 32 `i8`).
     Q8_0 = 8,
@@ -57,7 +60,8 @@ pub enum GgmlType {
     Q5K = 13,
     /// `Q6_K` k-quant: 256 weights per 210-byte super-block of 16 sub-blocks, 6 bits each.
     Q6K = 14,
-    /// `Q8_K` k-quant (llama.cpp's intermediate for k-quant dots): 256 weights per 292-byte block (`f32` scale, 256 `i8`, 16 `i16` sums).
+    /// `Q8_K`, llama.cpp's intermediate for k-quant dot products: 256 weights per 292-byte
+    /// block (`f32` scale, 256 `i8`, 16 `i16` block sums).
     Q8K = 15,
     /// i-quant, about 2.06 bits per weight: 256 weights per 66-byte block (lattice codebook).
     IQ2_XXS = 16,
@@ -67,7 +71,8 @@ pub enum GgmlType {
     IQ3_XXS = 18,
     /// i-quant, about 1.56 bits per weight: 256 weights per 50-byte block.
     IQ1_S = 19,
-    /// 4-bit non-linear quant: 32 weights per 18-byte block (`f16` scale, 16 bytes of codebook indices).
+    /// 4-bit non-linear quant: 32 weights per 18-byte block (`f16` scale, 16 bytes of
+    /// codebook indices).
     IQ4_NL = 20,
     /// i-quant, about 3.44 bits per weight: 256 weights per 110-byte block.
     IQ3_S = 21,
@@ -93,7 +98,8 @@ pub enum GgmlType {
     TQ1_0 = 34,
     /// Ternary quant, about 2.06 bits per weight: 256 weights per 66-byte block.
     TQ2_0 = 35,
-    /// Microscaling FP4: 32 `e2m1` weights per 17-byte block (one `e8m0` shared exponent, 16 bytes of nibbles).
+    /// Microscaling FP4: 32 `e2m1` weights per 17-byte block (one `e8m0` shared exponent,
+    /// 16 bytes of nibbles).
     MXFP4 = 39,
     /// PrismML's 1-bit type: 128 weights per 18-byte block (`f16` scale, 16 sign bytes).
     Q1_0 = 41,
