@@ -12,7 +12,9 @@ pub enum Error {
     /// Reading a file failed (open, mmap, read).
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file that was being opened or read.
         path: String,
+        /// The underlying operating-system error.
         #[source]
         source: std::io::Error,
     },
@@ -34,9 +36,13 @@ pub enum Error {
         "truncated GGUF: {what} needs {needed} bytes at offset {offset}, only {available} left"
     )]
     Truncated {
+        /// What was being read (a key, a tensor info, the tensor data ...).
         what: String,
+        /// Byte offset in the file where the read starts.
         offset: u64,
+        /// Bytes the read needs.
         needed: u64,
+        /// Bytes left in the file from `offset`.
         available: u64,
     },
 
@@ -46,7 +52,12 @@ pub enum Error {
 
     /// A metadata key has the wrong type or an unusable value.
     #[error("GGUF metadata key `{key}`: {reason}")]
-    BadKey { key: String, reason: String },
+    BadKey {
+        /// The metadata key.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
 
     /// A tensor the model needs is absent.
     #[error("tensor `{0}` is missing")]
@@ -54,11 +65,21 @@ pub enum Error {
 
     /// A tensor has the wrong type, shape, or its data lies outside the file.
     #[error("tensor `{name}`: {reason}")]
-    BadTensor { name: String, reason: String },
+    BadTensor {
+        /// The tensor's name in the file.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A GGML tensor type this crate does not know or cannot use here.
     #[error("tensor `{name}` has unsupported GGML type {ggml_type}")]
-    UnsupportedType { name: String, ggml_type: u32 },
+    UnsupportedType {
+        /// The tensor's name in the file.
+        name: String,
+        /// The GGML type id stored in the file.
+        ggml_type: u32,
+    },
 
     /// `general.architecture` names a model family this crate does not run.
     #[error("unsupported architecture `{0}` (bonsai-wgpu runs `qwen3`)")]
@@ -74,11 +95,21 @@ pub enum Error {
 
     /// The tokens do not fit in the KV cache / context.
     #[error("context overflow: {needed} tokens needed but the context holds {capacity}")]
-    ContextOverflow { needed: usize, capacity: usize },
+    ContextOverflow {
+        /// Tokens the request needs in the context (prompt plus cached ones).
+        needed: usize,
+        /// Tokens the context (KV cache) can hold.
+        capacity: usize,
+    },
 
     /// A token id is outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
-    BadToken { id: u32, n_vocab: usize },
+    BadToken {
+        /// The offending token id.
+        id: u32,
+        /// Vocabulary size; valid ids are below it.
+        n_vocab: usize,
+    },
 
     /// No usable GPU adapter was found, or the one found cannot run the model.
     #[error("GPU adapter: {0}")]
@@ -91,8 +122,11 @@ pub enum Error {
     /// A model or buffer exceeds what the adapter allows.
     #[error("GPU limit `{limit}` exceeded: need {needed}, adapter allows {allowed}")]
     Limit {
+        /// Name of the `wgpu::Limits` field (e.g. `max_storage_buffer_binding_size`).
         limit: &'static str,
+        /// What the model or buffer needs.
         needed: u64,
+        /// What the adapter allows.
         allowed: u64,
     },
 

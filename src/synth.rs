@@ -52,20 +52,29 @@ pub enum SynthShape {
 pub struct SynthParams {
     /// `general.name`.
     pub name: &'static str,
+    /// `block_count`: transformer blocks.
     pub n_layer: usize,
+    /// `embedding_length`: width of the residual stream.
     pub n_embd: usize,
+    /// `feed_forward_length`: hidden width of the SwiGLU block.
     pub n_ff: usize,
+    /// `attention.head_count`: query heads.
     pub n_head: usize,
+    /// `attention.head_count_kv`: key/value heads.
     pub n_head_kv: usize,
+    /// `attention.key_length` and `attention.value_length`: dimension of one head.
     pub head_dim: usize,
+    /// Vocabulary size: rows of `token_embd.weight` and tokens of the tokenizer.
     pub n_vocab: usize,
     /// `context_length`.
     pub n_ctx_train: usize,
+    /// `rope.freq_base`: RoPE base frequency.
     pub freq_base: f32,
     /// YaRN `rope.scaling.factor`.
     pub yarn_factor: f32,
     /// `rope.scaling.original_context_length`.
     pub n_ctx_orig: usize,
+    /// `attention.layer_norm_rms_epsilon`: epsilon of every RMSNorm.
     pub rms_eps: f32,
     /// No `output.weight`: the head reuses `token_embd.weight`.
     pub tied_head: bool,
@@ -161,9 +170,11 @@ impl FromStr for SynthShape {
 /// One tensor of a synthetic model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SynthTensor {
+    /// Tensor name, as in Bonsai files (`blk.0.attn_q.weight` ...).
     pub name: String,
     /// ne0 (input width) first.
     pub dims: Vec<u64>,
+    /// Element type (Q1_0 for matrices, F32 for norms).
     pub ggml_type: GgmlType,
 }
 

@@ -11,27 +11,43 @@ use crate::quant::dequantize_row;
 /// Weights of one transformer block.
 #[derive(Clone)]
 pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,   // (n_embd)
-    pub wq: Q1Matrix,          // (n_head * head_dim, n_embd)
-    pub wk: Q1Matrix,          // (n_head_kv * head_dim, n_embd)
-    pub wv: Q1Matrix,          // (n_head_kv * head_dim, n_embd)
-    pub attn_q_norm: Vec<f32>, // (head_dim)
-    pub attn_k_norm: Vec<f32>, // (head_dim)
-    pub wo: Q1Matrix,          // (n_embd, n_head * head_dim)
-    pub ffn_norm: Vec<f32>,    // (n_embd)
-    pub w_gate: Q1Matrix,      // (n_ff, n_embd)
-    pub w_up: Q1Matrix,        // (n_ff, n_embd)
-    pub w_down: Q1Matrix,      // (n_embd, n_ff)
+    /// RMSNorm weight applied before attention: (n_embd).
+    pub attn_norm: Vec<f32>,
+    /// Query projection: (n_head * head_dim, n_embd).
+    pub wq: Q1Matrix,
+    /// Key projection: (n_head_kv * head_dim, n_embd).
+    pub wk: Q1Matrix,
+    /// Value projection: (n_head_kv * head_dim, n_embd).
+    pub wv: Q1Matrix,
+    /// Per-head RMSNorm weight on queries (Qwen3 QK-norm), shared by all heads: (head_dim).
+    pub attn_q_norm: Vec<f32>,
+    /// Per-head RMSNorm weight on keys (Qwen3 QK-norm), shared by all heads: (head_dim).
+    pub attn_k_norm: Vec<f32>,
+    /// Attention output projection: (n_embd, n_head * head_dim).
+    pub wo: Q1Matrix,
+    /// RMSNorm weight applied before the feed-forward block: (n_embd).
+    pub ffn_norm: Vec<f32>,
+    /// SwiGLU gate projection: (n_ff, n_embd).
+    pub w_gate: Q1Matrix,
+    /// SwiGLU up projection: (n_ff, n_embd).
+    pub w_up: Q1Matrix,
+    /// SwiGLU down projection: (n_embd, n_ff).
+    pub w_down: Q1Matrix,
 }
 
 /// A Qwen3 model for the CPU reference forward pass.
 #[derive(Clone)]
 pub struct CpuModel {
+    /// Hyperparameters read from the GGUF metadata.
     pub config: Qwen3Config,
-    pub token_embd: Q1Matrix, // (n_vocab, n_embd)
+    /// Token embedding table, one row per token: (n_vocab, n_embd).
+    pub token_embd: Q1Matrix,
+    /// The transformer blocks, in order (`config.n_layer` of them).
     pub layers: Vec<LayerWeights>,
-    pub output_norm: Vec<f32>,    // (n_embd)
-    pub output: Option<Q1Matrix>, // (n_vocab, n_embd); None when tied to token_embd
+    /// Final RMSNorm weight: (n_embd).
+    pub output_norm: Vec<f32>,
+    /// LM head projecting to logits: (n_vocab, n_embd); None when tied to token_embd.
+    pub output: Option<Q1Matrix>,
 }
 
 impl CpuModel {

@@ -31,37 +31,75 @@ pub const MAX_METADATA_ELEMENTS: u64 = 1 << 24;
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// 32-bit IEEE float, one element per 4 bytes.
     F32 = 0,
+    /// 16-bit IEEE half float.
     F16 = 1,
+    /// 4-bit quant: 32 weights per 18-byte block (`f16` scale, 16 bytes of nibbles).
     Q4_0 = 2,
+    /// 4-bit quant with offset: 32 weights per 20-byte block (`f16` scale and min, 16 bytes
+    /// of nibbles).
     Q4_1 = 3,
+    /// 5-bit quant: 32 weights per 22-byte block (`f16` scale, 4 bytes of high bits, 16 bytes
+    /// of nibbles).
     Q5_0 = 6,
+    /// 5-bit quant with offset: 32 weights per 24-byte block (`f16` scale and min, 4 bytes of
+    /// high bits, 16 bytes of nibbles).
     Q5_1 = 7,
+    /// 8-bit quant: 32 weights per 34-byte block (`f16` scale, 32 `i8`).
     Q8_0 = 8,
+    /// 8-bit quant with sum: 32 weights per 36-byte block (`f16` scale and sum, 32 `i8`).
     Q8_1 = 9,
+    /// `Q2_K` k-quant: 256 weights per 84-byte super-block of 16 sub-blocks, 2 bits each.
     Q2K = 10,
+    /// `Q3_K` k-quant: 256 weights per 110-byte super-block, 3 bits each.
     Q3K = 11,
+    /// `Q4_K` k-quant: 256 weights per 144-byte super-block of 8 sub-blocks, 4 bits each.
     Q4K = 12,
+    /// `Q5_K` k-quant: 256 weights per 176-byte super-block, 5 bits each.
     Q5K = 13,
+    /// `Q6_K` k-quant: 256 weights per 210-byte super-block of 16 sub-blocks, 6 bits each.
     Q6K = 14,
+    /// `Q8_K`, llama.cpp's intermediate for k-quant dot products: 256 weights per 292-byte
+    /// block (`f32` scale, 256 `i8`, 16 `i16` block sums).
     Q8K = 15,
+    /// i-quant, about 2.06 bits per weight: 256 weights per 66-byte block (lattice codebook).
     IQ2_XXS = 16,
+    /// i-quant, about 2.31 bits per weight: 256 weights per 74-byte block.
     IQ2_XS = 17,
+    /// i-quant, about 3.06 bits per weight: 256 weights per 98-byte block.
     IQ3_XXS = 18,
+    /// i-quant, about 1.56 bits per weight: 256 weights per 50-byte block.
     IQ1_S = 19,
+    /// 4-bit non-linear quant: 32 weights per 18-byte block (`f16` scale, 16 bytes of
+    /// codebook indices).
     IQ4_NL = 20,
+    /// i-quant, about 3.44 bits per weight: 256 weights per 110-byte block.
     IQ3_S = 21,
+    /// i-quant, about 2.56 bits per weight: 256 weights per 82-byte block.
     IQ2_S = 22,
+    /// 4-bit non-linear quant with sub-block scales: 256 weights per 136-byte block.
     IQ4_XS = 23,
+    /// 8-bit signed integer.
     I8 = 24,
+    /// 16-bit signed integer.
     I16 = 25,
+    /// 32-bit signed integer.
     I32 = 26,
+    /// 64-bit signed integer.
     I64 = 27,
+    /// 64-bit IEEE float.
     F64 = 28,
+    /// i-quant, about 1.75 bits per weight: 256 weights per 56-byte block.
     IQ1_M = 29,
+    /// bfloat16: the top 16 bits of an `f32`.
     BF16 = 30,
+    /// Ternary quant, about 1.69 bits per weight: 256 weights per 54-byte block.
     TQ1_0 = 34,
+    /// Ternary quant, about 2.06 bits per weight: 256 weights per 66-byte block.
     TQ2_0 = 35,
+    /// Microscaling FP4: 32 `e2m1` weights per 17-byte block (one `e8m0` shared exponent,
+    /// 16 bytes of nibbles).
     MXFP4 = 39,
     /// PrismML's 1-bit type: 128 weights per 18-byte block (`f16` scale, 16 sign bytes).
     Q1_0 = 41,

@@ -3,18 +3,31 @@
 /// The type tag of a GGUF metadata value, as stored in the file (a little-endian `u32`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgufValueType {
+    /// Unsigned 8-bit integer.
     U8 = 0,
+    /// Signed 8-bit integer.
     I8 = 1,
+    /// Unsigned 16-bit integer.
     U16 = 2,
+    /// Signed 16-bit integer.
     I16 = 3,
+    /// Unsigned 32-bit integer.
     U32 = 4,
+    /// Signed 32-bit integer.
     I32 = 5,
+    /// 32-bit float.
     F32 = 6,
+    /// Boolean, one byte that must be 0 or 1.
     Bool = 7,
+    /// UTF-8 string: `u64` byte length, then the bytes.
     String = 8,
+    /// Array: element type tag, `u64` count, then the elements.
     Array = 9,
+    /// Unsigned 64-bit integer.
     U64 = 10,
+    /// Signed 64-bit integer.
     I64 = 11,
+    /// 64-bit float.
     F64 = 12,
 }
 
@@ -94,18 +107,31 @@ impl std::fmt::Display for GgufValueType {
 /// One GGUF metadata value. Arrays hold values of one type (possibly arrays themselves).
 #[derive(Clone, Debug, PartialEq)]
 pub enum GgufValue {
+    /// Unsigned 8-bit integer.
     U8(u8),
+    /// Signed 8-bit integer.
     I8(i8),
+    /// Unsigned 16-bit integer.
     U16(u16),
+    /// Signed 16-bit integer.
     I16(i16),
+    /// Unsigned 32-bit integer.
     U32(u32),
+    /// Signed 32-bit integer.
     I32(i32),
+    /// 32-bit float.
     F32(f32),
+    /// A boolean.
     Bool(bool),
+    /// A UTF-8 string.
     String(String),
+    /// An array of values that all have one type.
     Array(Vec<GgufValue>),
+    /// Unsigned 64-bit integer.
     U64(u64),
+    /// Signed 64-bit integer.
     I64(i64),
+    /// 64-bit float.
     F64(f64),
 }
 

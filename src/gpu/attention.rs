@@ -18,21 +18,32 @@ use crate::Result;
 
 /// Buffers the attention core of every layer binds (the session's run state).
 pub struct AttentionBuffers<'a> {
-    pub step: &'a wgpu::Buffer, // StepParams uniform
-    pub q: &'a wgpu::Buffer,    // (max_batch, n_head, head_dim) f32: wq output, rotated in place
-    pub k: &'a wgpu::Buffer,    // (max_batch, n_head_kv, head_dim) f32: wk output
-    pub v: &'a wgpu::Buffer,    // (max_batch, n_head_kv, head_dim) f32: wv output
-    pub out: &'a wgpu::Buffer,  // (max_batch, n_head, head_dim) f32: input of attn_output
+    /// `StepParams` uniform (`pos`, `n_tokens`, `n_kv` of the current step).
+    pub step: &'a wgpu::Buffer,
+    /// Queries, the wq output, normalised and rotated in place: (max_batch, n_head, head_dim) f32.
+    pub q: &'a wgpu::Buffer,
+    /// Keys, the wk output: (max_batch, n_head_kv, head_dim) f32.
+    pub k: &'a wgpu::Buffer,
+    /// Values, the wv output: (max_batch, n_head_kv, head_dim) f32.
+    pub v: &'a wgpu::Buffer,
+    /// Attention output, the input of attn_output: (max_batch, n_head, head_dim) f32.
+    pub out: &'a wgpu::Buffer,
+    /// Per-chunk partial results of decode attention, shared by all layers.
     pub scratch: &'a DecodeScratch,
+    /// The KV cache and RoPE table.
     pub kv: &'a KvCache,
 }
 
 /// The attention core of one layer, built once at load time.
 #[derive(Clone, Debug)]
 pub struct LayerAttention {
+    /// QK-norm + RoPE + cache write for one token.
     pub rope_decode: Kernel,
+    /// Flash-decoding attention of one token (partial + merge).
     pub decode: AttentionDecode,
+    /// QK-norm + RoPE + cache write for a batch of up to `max_batch` tokens.
     pub rope_prefill: Kernel,
+    /// Causal attention of the batch over the cache.
     pub prefill: Kernel,
     /// Query tokens per `attention_prefill` workgroup (the y dimension of its dispatch).
     pub prefill_tokens_per_workgroup: u32,

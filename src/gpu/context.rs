@@ -44,13 +44,19 @@ impl Default for GpuOptions {
 /// What the chosen adapter is.
 #[derive(Clone, Debug)]
 pub struct GpuInfo {
+    /// Adapter name as the driver reports it.
     pub name: String,
+    /// API wgpu runs on (Vulkan, Metal, DX12, GL, browser WebGPU).
     pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU or other.
     pub device_type: wgpu::DeviceType,
+    /// Driver name (may be empty).
     pub driver: String,
+    /// Driver version or other driver details (may be empty).
     pub driver_info: String,
     /// Subgroup size range reported by the adapter (0 when unknown).
     pub subgroup_min_size: u32,
+    /// Largest subgroup size (0 when unknown).
     pub subgroup_max_size: u32,
 }
 
@@ -63,16 +69,22 @@ pub struct GpuFeatures {
     pub has_subgroups: bool,
     /// Timestamp queries (at pass boundaries, and inside passes when `has_timestamps_in_passes`).
     pub has_timestamps: bool,
+    /// Timestamp queries may also be written inside compute passes.
     pub has_timestamps_in_passes: bool,
 }
 
 /// A device and queue plus what they can do. Cheap to share: wgpu handles are reference counted.
 #[derive(Clone, Debug)]
 pub struct GpuContext {
+    /// The logical device buffers and pipelines are created on.
     pub device: wgpu::Device,
+    /// The queue work is submitted to and buffers are written through.
     pub queue: wgpu::Queue,
+    /// What the adapter is.
     pub info: GpuInfo,
+    /// Optional features enabled on the device.
     pub features: GpuFeatures,
+    /// Limits the device was created with (the adapter's own limits).
     pub limits: wgpu::Limits,
     /// First uncaptured wgpu error (validation, out of memory) since the last [`Self::take_error`].
     errors: Arc<Mutex<Option<String>>>,

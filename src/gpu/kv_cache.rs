@@ -26,12 +26,16 @@ use crate::{Error, Result};
 /// Attention shape shared by the attention ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnDims {
+    /// Query heads.
     pub n_head: usize,
+    /// Key/value heads (fewer than `n_head` under GQA).
     pub n_head_kv: usize,
+    /// Dimension of one head.
     pub head_dim: usize,
 }
 
 impl AttnDims {
+    /// The attention shape of the model described by `cfg`.
     pub fn from_config(cfg: &Qwen3Config) -> Self {
         AttnDims {
             n_head: cfg.n_head,
@@ -45,10 +49,12 @@ impl AttnDims {
         self.n_head / self.n_head_kv
     }
 
+    /// Length of one token's query vector, `n_head * head_dim`.
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
 
+    /// Length of one token's key (or value) vector, `n_head_kv * head_dim`.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
@@ -84,18 +90,25 @@ impl AttnDims {
 /// K and V of one layer: `(n_ctx, n_head_kv, head_dim)` f16, two per u32.
 #[derive(Debug)]
 pub struct LayerKv {
-    pub k: wgpu::Buffer, // (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs
-    pub v: wgpu::Buffer, // (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs
+    /// Keys: (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs.
+    pub k: wgpu::Buffer,
+    /// Values: (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs.
+    pub v: wgpu::Buffer,
 }
 
 /// The whole KV cache plus the RoPE table sized for it.
 #[derive(Debug)]
 pub struct KvCache {
+    /// Positions the cache holds (the context length).
     pub n_ctx: usize,
+    /// Attention shape the buffers are sized for.
     pub dims: AttnDims,
+    /// Rotated dimensions per head (RoPE acts on the first `n_rot` of `head_dim`).
     pub n_rot: usize,
-    pub layers: Vec<LayerKv>, // (n_layer)
-    pub rope: wgpu::Buffer,   // (n_ctx, n_rot / 2) vec2<f32> = (cos, sin)
+    /// One K/V pair per layer: (n_layer).
+    pub layers: Vec<LayerKv>,
+    /// RoPE table: (n_ctx, n_rot / 2) `vec2<f32>` = (cos, sin).
+    pub rope: wgpu::Buffer,
 }
 
 impl KvCache {

@@ -13,28 +13,46 @@ use crate::quant::dequantize_row;
 
 /// One transformer block's weights on the GPU.
 pub struct GpuLayer {
-    pub attn_norm: wgpu::Buffer,   // (n_embd) f32
-    pub wq: Q1_0Weight,            // (n_head * head_dim, n_embd)
-    pub wk: Q1_0Weight,            // (n_head_kv * head_dim, n_embd)
-    pub wv: Q1_0Weight,            // (n_head_kv * head_dim, n_embd)
-    pub attn_q_norm: wgpu::Buffer, // (head_dim) f32
-    pub attn_k_norm: wgpu::Buffer, // (head_dim) f32
-    pub wo: Q1_0Weight,            // (n_embd, n_head * head_dim)
-    pub ffn_norm: wgpu::Buffer,    // (n_embd) f32
-    pub w_gate: Q1_0Weight,        // (n_ff, n_embd)
-    pub w_up: Q1_0Weight,          // (n_ff, n_embd)
-    pub w_down: Q1_0Weight,        // (n_embd, n_ff)
+    /// RMSNorm weight applied before attention: (n_embd) f32.
+    pub attn_norm: wgpu::Buffer,
+    /// Query projection: (n_head * head_dim, n_embd).
+    pub wq: Q1_0Weight,
+    /// Key projection: (n_head_kv * head_dim, n_embd).
+    pub wk: Q1_0Weight,
+    /// Value projection: (n_head_kv * head_dim, n_embd).
+    pub wv: Q1_0Weight,
+    /// Per-head RMSNorm weight on queries (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
+    pub attn_q_norm: wgpu::Buffer,
+    /// Per-head RMSNorm weight on keys (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
+    pub attn_k_norm: wgpu::Buffer,
+    /// Attention output projection: (n_embd, n_head * head_dim).
+    pub wo: Q1_0Weight,
+    /// RMSNorm weight applied before the feed-forward block: (n_embd) f32.
+    pub ffn_norm: wgpu::Buffer,
+    /// SwiGLU gate projection: (n_ff, n_embd).
+    pub w_gate: Q1_0Weight,
+    /// SwiGLU up projection: (n_ff, n_embd).
+    pub w_up: Q1_0Weight,
+    /// SwiGLU down projection: (n_embd, n_ff).
+    pub w_down: Q1_0Weight,
 }
 
 /// A Qwen3 model loaded onto a GPU.
 pub struct GpuModel {
+    /// The device the weights live on.
     pub ctx: Arc<GpuContext>,
+    /// Hyperparameters read from the GGUF metadata.
     pub config: Qwen3Config,
+    /// Compiled compute pipelines, shared by every session of this model.
     pub pipelines: PipelineCache,
-    pub token_embd: Q1_0Weight, // (n_vocab, n_embd)
+    /// Token embedding table, one row per token: (n_vocab, n_embd).
+    pub token_embd: Q1_0Weight,
+    /// The transformer blocks, in order (`config.n_layer` of them).
     pub layers: Vec<GpuLayer>,
-    pub output_norm: wgpu::Buffer,  // (n_embd) f32
-    pub output: Option<Q1_0Weight>, // (n_vocab, n_embd); None when tied to token_embd
+    /// Final RMSNorm weight: (n_embd) f32.
+    pub output_norm: wgpu::Buffer,
+    /// LM head projecting to logits: (n_vocab, n_embd); None when tied to token_embd.
+    pub output: Option<Q1_0Weight>,
 }
 
 impl GpuModel {

@@ -17,25 +17,40 @@ use crate::{Error, Result};
 /// Every WGSL file of the crate, loaded with `include_str!` from `shaders/<name>.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    /// `y = W x` for a Q1_0 weight, reduced in workgroup memory; runs on every adapter.
     MatvecQ1_0,
+    /// `y = W x` for a Q1_0 weight, reduced with `subgroupAdd` (needs subgroups).
     MatvecQ1_0Subgroup,
+    /// Dequantizes token rows of a Q1_0 embedding table.
     EmbedQ1_0,
+    /// RMSNorm over rows (model norms and per-head q/k norms).
     Rmsnorm,
+    /// SwiGLU gate: `hb = silu(hb) * hb2`.
     SiluMul,
+    /// Residual add: `x += xb2`.
     Add,
+    /// One stage of the two-stage greedy argmax over logits.
     Argmax,
+    /// Qwen3 QK-norm and RoPE on q/k, plus the KV cache write.
     QkNormRope,
+    /// Flash-decoding attention of one token: per-chunk partial results.
     AttentionDecode,
+    /// Combines the per-chunk partials of [`Shader::AttentionDecode`].
     AttentionMerge,
+    /// Causal attention of a batch of prompt tokens over the KV cache.
     AttentionPrefill,
+    /// Batched Q1_0 matrix multiply for prefill.
     MatmulQ1_0,
+    /// One stage of the multi-stage top-k for the sampler.
     Topk,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShaderNeeds {
+    /// Needs `wgpu::Features::SUBGROUP` (subgroup operations).
     pub subgroups: bool,
+    /// Needs `wgpu::Features::SHADER_F16` (`enable f16;`).
     pub f16: bool,
 }
 
@@ -137,6 +152,7 @@ pub struct PipelineCache {
 }
 
 impl PipelineCache {
+    /// An empty cache; modules and pipelines are built on first use.
     pub fn new() -> Self {
         Self::default()
     }
@@ -146,6 +162,7 @@ impl PipelineCache {
         self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
     }
 
+    /// Whether no pipeline has been built yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -222,19 +239,29 @@ impl PipelineCache {
 /// One recorded dispatch: pipeline, static bindings (group 0) and workgroup counts.
 #[derive(Clone, Debug)]
 pub struct Kernel {
+    /// Debug label of the bind group (shown in GPU debuggers and assertion messages).
     pub label: String,
+    /// The specialised compute pipeline, shared through the [`PipelineCache`].
     pub pipeline: wgpu::ComputePipeline,
+    /// Bind group 0, fixed for the kernel's lifetime.
     pub bind_group: wgpu::BindGroup,
+    /// Workgroup counts passed to `dispatch_workgroups`.
     pub workgroups: [u32; 3],
 }
 
 /// Everything needed to build a [`Kernel`]; `bindings[i]` goes to `@binding(i)` of group 0.
 pub struct KernelSpec<'a> {
+    /// Debug label of the kernel.
     pub label: String,
+    /// The WGSL file.
     pub shader: Shader,
+    /// Entry point in that file.
     pub entry: &'static str,
+    /// Values of the file's `override` constants, `(name, value)`.
     pub overrides: &'a [(&'static str, f64)],
+    /// Resources for `@binding(0)`, `@binding(1)` ... of group 0, in order.
     pub bindings: &'a [wgpu::BindingResource<'a>],
+    /// Workgroup counts; each must be within `max_compute_workgroups_per_dimension`.
     pub workgroups: [u32; 3],
 }
 
@@ -404,10 +431,12 @@ pub fn uniform_buffer_init<T: bytemuck::Pod>(
 
 /// A reusable staging buffer for reading results back (made once, used every step).
 pub struct Readback {
+    /// `MAP_READ | COPY_DST` buffer the results are copied into.
     pub staging: wgpu::Buffer,
 }
 
 impl Readback {
+    /// Creates a staging buffer of `bytes` (rounded up to a multiple of 4, at least 4).
     pub fn new(ctx: &GpuContext, label: &str, bytes: u64) -> Readback {
         Readback {
             staging: ctx.device.create_buffer(&wgpu::BufferDescriptor {

@@ -76,18 +76,26 @@ pub fn rows_per_part(k: usize, n: usize, max_binding: u64) -> Result<usize> {
 /// A run of rows `row0 .. row0 + n_rows` of a Q1_0 weight on the GPU.
 #[derive(Debug)]
 pub struct Q1_0Part {
+    /// First row of the weight this part holds.
     pub row0: usize,
+    /// Rows in this part.
     pub n_rows: usize,
-    pub signs: wgpu::Buffer,  // (n_rows, k/32) u32 sign words
-    pub scales: wgpu::Buffer, // (n_rows * k/128) f16 scales, 2 per u32
+    /// Sign words, one bit per weight: (n_rows, k/32) u32.
+    pub signs: wgpu::Buffer,
+    /// Block scales: (n_rows * k/128) f16 scales, 2 per u32.
+    pub scales: wgpu::Buffer,
 }
 
 /// A Q1_0 weight `[k, n]` (n rows of k) uploaded in one or more parts.
 #[derive(Debug)]
 pub struct Q1_0Weight {
+    /// Tensor name in the GGUF file (for labels and errors).
     pub name: String,
+    /// Row length: weights per row, a multiple of 128.
     pub k: usize,
+    /// Number of rows (output width of a matvec).
     pub n: usize,
+    /// Row ranges, in order, each within one storage binding.
     pub parts: Vec<Q1_0Part>,
 }
 

@@ -12,12 +12,18 @@ const STAGE1_ITEMS: u32 = 8;
 /// Both stages and their buffers; `result` holds the winning index (u32) after encoding.
 #[derive(Clone, Debug)]
 pub struct Argmax {
+    /// Reduces the logits to one (max, index) pair per workgroup.
     pub stage1: Kernel,
+    /// Reduces stage 1's pairs with one workgroup.
     pub stage2: Kernel,
-    pub partial_val: wgpu::Buffer, // (n_groups) f32
-    pub partial_idx: wgpu::Buffer, // (n_groups) u32
-    pub result_val: wgpu::Buffer,  // (1) f32: the maximum
-    pub result: wgpu::Buffer,      // (1) u32: its index (ties: lowest), u32::MAX if none
+    /// Stage 1 maxima: (n_groups) f32.
+    pub partial_val: wgpu::Buffer,
+    /// Stage 1 indices: (n_groups) u32.
+    pub partial_idx: wgpu::Buffer,
+    /// The maximum: (1) f32.
+    pub result_val: wgpu::Buffer,
+    /// Its index: (1) u32 (ties: lowest), u32::MAX if none.
+    pub result: wgpu::Buffer,
 }
 
 impl Argmax {
@@ -91,6 +97,7 @@ impl Argmax {
         })
     }
 
+    /// Records both stages.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.stage1.encode(pass);
         self.stage2.encode(pass);

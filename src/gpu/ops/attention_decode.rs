@@ -28,9 +28,12 @@ pub const DECODE_CHUNKS_SUPPORTED: [usize; 3] = [32, 64, 128];
 pub struct DecodeScratch {
     /// Cache positions per chunk (one workgroup each).
     pub chunk: usize,
+    /// Chunks the scratch has room for (`ceil(n_ctx / chunk)`).
     pub max_chunks: usize,
-    pub part_o: wgpu::Buffer,  // (n_head, max_chunks, head_dim) f32
-    pub part_ml: wgpu::Buffer, // (n_head, max_chunks) vec2<f32> = (max, sum)
+    /// Unnormalised partial outputs: (n_head, max_chunks, head_dim) f32.
+    pub part_o: wgpu::Buffer,
+    /// Per-chunk score max and exp-sum: (n_head, max_chunks) `vec2<f32>` = (max, sum).
+    pub part_ml: wgpu::Buffer,
 }
 
 impl DecodeScratch {
@@ -70,7 +73,9 @@ impl DecodeScratch {
 /// The two kernels of one layer's decode attention, encoded back to back.
 #[derive(Clone, Debug)]
 pub struct AttentionDecode {
+    /// Per-chunk attention (`attention_decode.wgsl`), one workgroup per kv head and chunk.
     pub partial: Kernel,
+    /// Combines the chunks into the output (`attention_merge.wgsl`), one workgroup per head.
     pub merge: Kernel,
     /// Cache positions per partial workgroup.
     pub chunk: u32,
@@ -98,14 +103,22 @@ impl AttentionDecode {
 
 /// The buffers one layer's decode attention binds.
 pub struct AttentionDecodeBindings<'a> {
-    pub step: &'a wgpu::Buffer, // StepParams uniform: n_kv = positions attended (query at n_kv - 1)
-    pub q: &'a wgpu::Buffer,    // (n_head, head_dim) f32, normalised and rotated
+    /// `StepParams` uniform: n_kv = positions attended (query at n_kv - 1).
+    pub step: &'a wgpu::Buffer,
+    /// The query: (n_head, head_dim) f32, normalised and rotated.
+    pub q: &'a wgpu::Buffer,
+    /// The cache read from.
     pub kv: &'a KvCache,
+    /// Layer index into `kv.layers`.
     pub layer: usize,
+    /// Scratch for the partial results.
     pub scratch: &'a DecodeScratch,
-    pub out: &'a wgpu::Buffer, // (n_head, head_dim) f32
+    /// Attention output: (n_head, head_dim) f32.
+    pub out: &'a wgpu::Buffer,
 }
 
+/// Builds the partial and merge kernels of one layer; errors if the layer, the scratch or a
+/// buffer does not fit the cache's shape.
 pub fn build(
     ctx: &GpuContext,
     cache: &PipelineCache,

@@ -11,11 +11,16 @@ const PREFILL_ROWS: usize = 16;
 
 /// The buffers one layer's prefill attention binds.
 pub struct AttentionPrefillBindings<'a> {
-    pub step: &'a wgpu::Buffer, // StepParams uniform: n_tokens, pos (first query position)
-    pub q: &'a wgpu::Buffer,    // (max_tokens, n_head, head_dim) f32, normalised and rotated
-    pub kv: &'a KvCache,        // already holds the batch's own keys and values
+    /// `StepParams` uniform: n_tokens, pos (first query position).
+    pub step: &'a wgpu::Buffer,
+    /// Queries: (max_tokens, n_head, head_dim) f32, normalised and rotated.
+    pub q: &'a wgpu::Buffer,
+    /// The cache, already holding the batch's own keys and values.
+    pub kv: &'a KvCache,
+    /// Layer index into `kv.layers`.
     pub layer: usize,
-    pub out: &'a wgpu::Buffer, // (max_tokens, n_head, head_dim) f32
+    /// Attention output: (max_tokens, n_head, head_dim) f32.
+    pub out: &'a wgpu::Buffer,
 }
 
 /// Query tokens per workgroup for this shape.

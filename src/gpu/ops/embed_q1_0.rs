@@ -8,6 +8,7 @@ use crate::{Error, Result};
 /// One kernel per table part; encode them all (exactly one part holds each token).
 #[derive(Clone, Debug)]
 pub struct EmbedQ1_0 {
+    /// One kernel per part of the table.
     pub kernels: Vec<Kernel>,
 }
 
@@ -62,6 +63,7 @@ impl EmbedQ1_0 {
         Ok(EmbedQ1_0 { kernels })
     }
 
+    /// Records every part's kernel.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for k in &self.kernels {
             k.encode(pass);

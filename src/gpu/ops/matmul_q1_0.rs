@@ -15,10 +15,12 @@ pub const TOKENS_PER_WORKGROUP: usize = 16;
 /// One kernel per weight part (see [`Q1_0Weight`]), encoded back to back.
 #[derive(Clone, Debug)]
 pub struct MatmulQ1_0 {
+    /// One kernel per weight part.
     pub kernels: Vec<Kernel>,
 }
 
 impl MatmulQ1_0 {
+    /// Records every kernel for the built maximum of tokens (tiles past `step.n_tokens` exit).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for k in &self.kernels {
             k.encode(pass);
@@ -36,10 +38,14 @@ impl MatmulQ1_0 {
 
 /// The buffers the kernels bind.
 pub struct MatmulQ1_0Bindings<'a> {
-    pub step: &'a wgpu::Buffer, // StepParams uniform: n_tokens
-    pub x: &'a wgpu::Buffer,    // (max_tokens, k) f32
-    pub w: &'a Q1_0Weight,      // [k, n]: n rows of k
-    pub y: &'a wgpu::Buffer,    // (max_tokens, n) f32
+    /// `StepParams` uniform: n_tokens.
+    pub step: &'a wgpu::Buffer,
+    /// Input rows: (max_tokens, k) f32.
+    pub x: &'a wgpu::Buffer,
+    /// The weight, `[k, n]`: n rows of k.
+    pub w: &'a Q1_0Weight,
+    /// Output rows: (max_tokens, n) f32.
+    pub y: &'a wgpu::Buffer,
 }
 
 /// Builds the kernels for up to `max_tokens` tokens (workgroups past `step.n_tokens` exit).

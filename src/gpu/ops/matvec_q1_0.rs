@@ -29,6 +29,7 @@ pub enum Reduce {
 pub struct MatvecOptions {
     /// `y += W x` instead of `y = W x`: attn_output and ffn_down write into the residual stream.
     pub accumulate: bool,
+    /// How the dot products are reduced (workgroup memory or subgroups).
     pub reduce: Reduce,
     /// Cap on workgroups per dispatch dimension; 0 = the device limit. Tests lower it to
     /// exercise the x/y split that the 151,669-row head needs on small-subgroup adapters.
@@ -41,6 +42,7 @@ pub struct MatvecOptions {
 /// One kernel per weight part; encode them all (they write disjoint ranges of y).
 #[derive(Clone, Debug)]
 pub struct MatvecQ1_0 {
+    /// One kernel per weight part.
     pub kernels: Vec<Kernel>,
 }
 
@@ -129,6 +131,7 @@ impl MatvecQ1_0 {
         Ok(MatvecQ1_0 { kernels })
     }
 
+    /// Records every part's kernel.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for k in &self.kernels {
             k.encode(pass);

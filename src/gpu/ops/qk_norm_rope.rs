@@ -9,13 +9,21 @@ use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 
 /// The buffers one layer's kernel binds.
 pub struct QkNormRopeBindings<'a> {
-    pub step: &'a wgpu::Buffer,   // StepParams uniform: n_tokens, pos
-    pub q: &'a wgpu::Buffer,      // (max_tokens, n_head, head_dim) f32, rotated in place
-    pub k: &'a wgpu::Buffer,      // (max_tokens, n_head_kv, head_dim) f32
-    pub v: &'a wgpu::Buffer,      // (max_tokens, n_head_kv, head_dim) f32
-    pub q_norm: &'a wgpu::Buffer, // (head_dim) f32, attn_q_norm
-    pub k_norm: &'a wgpu::Buffer, // (head_dim) f32, attn_k_norm
-    pub kv: &'a KvCache,          // rope table + this layer's cache
+    /// `StepParams` uniform: n_tokens, pos.
+    pub step: &'a wgpu::Buffer,
+    /// Queries: (max_tokens, n_head, head_dim) f32, normalised and rotated in place.
+    pub q: &'a wgpu::Buffer,
+    /// Keys: (max_tokens, n_head_kv, head_dim) f32, normalised, rotated and written to the cache.
+    pub k: &'a wgpu::Buffer,
+    /// Values: (max_tokens, n_head_kv, head_dim) f32, copied to the cache.
+    pub v: &'a wgpu::Buffer,
+    /// attn_q_norm weight: (head_dim) f32.
+    pub q_norm: &'a wgpu::Buffer,
+    /// attn_k_norm weight: (head_dim) f32.
+    pub k_norm: &'a wgpu::Buffer,
+    /// RoPE table + this layer's cache.
+    pub kv: &'a KvCache,
+    /// Layer index into `kv.layers`.
     pub layer: usize,
 }
 

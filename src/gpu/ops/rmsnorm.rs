@@ -7,6 +7,7 @@ use crate::{Error, Result};
 /// A kernel normalising `n_rows` rows of `n` values.
 #[derive(Clone, Debug)]
 pub struct Rmsnorm {
+    /// The dispatch, one workgroup per row.
     pub kernel: Kernel,
     max_per_dim: u32,
 }
@@ -57,6 +58,7 @@ impl Rmsnorm {
         })
     }
 
+    /// Records the norm of every row it was built for.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.kernel.encode(pass);
     }

@@ -5,8 +5,10 @@ use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::ops::elementwise::{encode_len, workgroups_for};
 use crate::{Error, Result};
 
+/// Kernel for `hb = silu(hb) * hb2` over a fixed element count.
 #[derive(Clone, Debug)]
 pub struct SiluMul {
+    /// The dispatch, sized for the element count it was built for.
     pub kernel: Kernel,
     max_per_dim: u32,
 }
@@ -43,6 +45,7 @@ impl SiluMul {
         })
     }
 
+    /// Records the gate over every element it was built for.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.kernel.encode(pass);
     }

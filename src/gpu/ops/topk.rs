@@ -14,7 +14,9 @@ const ITEMS: u32 = 8;
 /// best first (ties: lower index), padded with (-f32::MAX, u32::MAX) past the valid values.
 #[derive(Clone, Debug)]
 pub struct TopK {
+    /// How many (value, index) pairs the result holds.
     pub k: u32,
+    /// The reduction stages, in order; the last runs one workgroup.
     pub stages: Vec<Kernel>,
     /// Candidate buffers of every stage: (value, index) pairs, (n_groups, k) each.
     pub buffers: Vec<(wgpu::Buffer, wgpu::Buffer)>,
@@ -87,6 +89,7 @@ impl TopK {
         (v, i)
     }
 
+    /// Records every stage.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for s in &self.stages {
             s.encode(pass);
