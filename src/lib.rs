@@ -31,6 +31,8 @@
 //! # let _ = next; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod chat;
 pub mod chat_template;
 pub mod config;
