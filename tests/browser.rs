@@ -385,8 +385,10 @@ fn chat_page_in_headless_chromium() -> Result<()> {
     Ok(())
 }
 
-/// The page finished loading the model (`true`), or shows an error (its text).
+/// The page finished loading the model (`true`), or shows an error (its text). `null` while the
+/// document is still being replaced after a navigation (its elements do not exist yet).
 const LOADED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (!e || !document.getElementById('status')) return null; \
     if (e.classList.contains('shown')) return e.textContent; \
     return document.getElementById('status').textContent.startsWith('loaded') || null; })()";
 /// Types a message and presses Send with sampling on and a short reply.
@@ -395,6 +397,7 @@ const SEND_JS: &str = "(() => { const $ = (id) => document.getElementById(id); \
     $('prompt').value = 'Tell me about bonsai trees.'; $('send').click(); return true; })()";
 /// Generation finished (`true`), or the page shows an error (its text).
 const REPLIED_JS: &str = "(() => { const e = document.getElementById('error'); \
+    if (!e || !document.getElementById('send')) return null; \
     if (e.classList.contains('shown')) return e.textContent; \
     const done = !document.getElementById('send').disabled \
       && document.querySelectorAll('.msg.assistant').length > 0; return done || null; })()";
