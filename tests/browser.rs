@@ -2,9 +2,13 @@
 //! serves `examples/web/` with the bindings and a model from an in-process HTTP server, opens the
 //! chat page in headless Chromium (WebGPU on SwiftShader) over the DevTools protocol, and checks
 //! what the page computes against this process's native results, then checks a screenshot.
+//! A second test runs the GPU kernel unit tests (tests/gpu_kernels.rs, gpu_attention.rs,
+//! gpu_matmul.rs) in the same browser through wasm-bindgen-test.
 //!
-//! Needs `chromium` (or `BONSAI_CHROMIUM`) and `wasm-bindgen` matching Cargo.lock on PATH; when
-//! either is missing the test is skipped, except under `CI` where it fails.
+//! Needs `chromium` (or `BONSAI_CHROMIUM`), and `wasm-bindgen` / `wasm-bindgen-test-runner`
+//! matching Cargo.lock on PATH, and `chromedriver` (or `CHROMEDRIVER`) for the kernel tests; when
+//! one is missing the test needing it is skipped, except under `CI` where it fails.
+//! Chromium's flags (WebGPU on SwiftShader) are in tests/browser/webdriver.json, shared by both.
 //! Model: `BONSAI_WEB_TEST_MODEL` or the tiny-bonsai-dev fixture.
 #![cfg(unix)]
 
@@ -15,7 +19,7 @@ mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -46,10 +50,23 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
 const CHECKSUM_REL_TOL: f64 = 1e-9;
 /// A GPU argmax may differ from the CPU one only where the top two CPU values are this close.
 const ARGMAX_MARGIN_TOL: f32 = 1e-3;
+/// Test binaries whose `#[gpu_test]`s run in the browser as wasm-bindgen-tests.
+const BROWSER_TEST_BINARIES: &[&str] = &["gpu_kernels", "gpu_attention", "gpu_matmul"];
+/// wasm-bindgen-test-runner's limit for one test binary, seconds (~25 s measured on SwiftShader).
+const KERNEL_TESTS_TIMEOUT_S: &str = "900";
+/// One SwiftShader browser at a time: two would share 2 CPU cores and stretch every timing.
+static BROWSER: Mutex<()> = Mutex::new(());
 /// Dark pixels (text) the chat area must show in the screenshot: a few lines of 15px text.
 const MIN_INK_PIXELS: usize = 400;
 /// Distinct pixel rows with text in the chat area (at least two lines of text).
 const MIN_INK_ROWS: usize = 20;
+
+fn chromedriver() -> Option<PathBuf> {
+    match std::env::var_os("CHROMEDRIVER") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => find_on_path("chromedriver"),
+    }
+}
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -288,6 +305,7 @@ fn chat_page_in_headless_chromium() -> Result<()> {
             .replace('?', "%3F")
     ));
     let log = root.join("target/web/chromium.log");
+    let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut browser = cdp::Browser::launch(&chrome, &log)?;
     let session = browser.open(&url)?;
 
@@ -422,4 +440,87 @@ fn wait_for(browser: &mut cdp::Browser, session: &str, what: &str, expr: &str) -
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `cargo test` for wasm32 over the browser-capable test binaries, with wasm-bindgen-test-runner
+/// driving headless Chromium (WebGPU on SwiftShader) through chromedriver.
+fn wasm_test_command(root: &Path, driver: &Path, no_run: bool) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["test", "--release", "--target", "wasm32-unknown-unknown"])
+        .arg("--target-dir")
+        .arg(root.join("target/web"))
+        .args(BROWSER_TEST_BINARIES.iter().flat_map(|b| ["--test", b]))
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", driver)
+        .env(
+            "WASM_BINDGEN_TEST_WEBDRIVER_JSON",
+            root.join("tests/browser/webdriver.json"),
+        )
+        .env("WASM_BINDGEN_TEST_TIMEOUT", KERNEL_TESTS_TIMEOUT_S);
+    if no_run {
+        cmd.arg("--no-run");
+    } else {
+        // Console output of passing tests too: the adapter line and the measured errors.
+        cmd.args(["--", "--nocapture"]);
+    }
+    cmd
+}
+
+/// The kernel unit tests, compiled to wasm32 and run in headless Chromium: every kernel on the
+/// browser's WebGPU against the same CPU references and tolerances as natively.
+#[test]
+fn kernel_tests_in_headless_chromium() -> Result<()> {
+    let in_ci = std::env::var_os("CI").is_some();
+    let (Some(_), Some(driver), Some(_)) = (
+        chromium(),
+        chromedriver(),
+        find_on_path("wasm-bindgen-test-runner"),
+    ) else {
+        if in_ci {
+            bail!("CI needs chromium, chromedriver and wasm-bindgen-test-runner (see .ci/run)");
+        }
+        eprintln!("skip: chromium, chromedriver or wasm-bindgen-test-runner not found");
+        return Ok(());
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    run(&mut wasm_test_command(&root, &driver, true))?;
+
+    let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Instant::now();
+    let out = wasm_test_command(&root, &driver, false)
+        .output()
+        .context("starting cargo test --target wasm32-unknown-unknown")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "kernel tests failed in the browser: {}",
+        out.status
+    );
+    // Every binary ran and passed something: a runner that found no tests would also exit 0.
+    let passed: Vec<usize> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    ensure!(
+        passed.len() == BROWSER_TEST_BINARIES.len() && passed.iter().all(|&n| n > 0),
+        "expected passing tests from each of {BROWSER_TEST_BINARIES:?}, got {passed:?}"
+    );
+    ensure!(
+        stdout.contains("(BrowserWebGpu)"),
+        "the kernel tests did not report a WebGPU adapter"
+    );
+    eprintln!(
+        "[browser] {} kernel tests passed in headless Chromium in {:.1?}",
+        passed.iter().sum::<usize>(),
+        t.elapsed()
+    );
+    Ok(())
 }

@@ -1,5 +1,8 @@
 //! GPU attention ops (qk_norm_rope + KV write, decode, prefill) against their CPU references on
-//! random inputs. Runs on any adapter, lavapipe included.
+//! random inputs. Runs on any adapter, lavapipe included, natively and in the browser.
+
+#[macro_use]
+mod common;
 
 use bonsai_wgpu::cpu::rope::RopeParams;
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
@@ -9,8 +12,12 @@ use bonsai_wgpu::gpu::op::{
 use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use bonsai_wgpu::{Error, Result};
+use common::gpu_test;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// q after norm + RoPE is f32 on both sides; only summation order and rsqrt differ.
 const TOL_Q: f32 = 1e-4;
@@ -60,8 +67,10 @@ fn rope(n_rot: usize) -> RopeParams {
     }
 }
 
-fn ctx() -> GpuContext {
-    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("a wgpu adapter")
+async fn ctx() -> GpuContext {
+    GpuContext::new(&GpuOptions::default())
+        .await
+        .expect("a wgpu adapter")
 }
 
 fn random(rng: &mut StdRng, n: usize, amp: f32) -> Vec<f32> {
@@ -86,12 +95,18 @@ fn set_step(ctx: &GpuContext, step: &wgpu::Buffer, pos: usize, n_tokens: usize) 
     ctx.queue.write_buffer(step, 0, bytemuck::bytes_of(&p));
 }
 
-fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    pollster::block_on(read_buffer::<f32>(ctx, buf, 0, len)).expect("read back")
+async fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    read_buffer::<f32>(ctx, buf, 0, len)
+        .await
+        .expect("read back")
 }
 
-fn read_cache(ctx: &GpuContext, buf: &wgpu::Buffer, n_values: usize) -> Vec<f32> {
-    unpack_f16(&pollster::block_on(read_buffer::<u32>(ctx, buf, 0, n_values / 2)).expect("read"))
+async fn read_cache(ctx: &GpuContext, buf: &wgpu::Buffer, n_values: usize) -> Vec<f32> {
+    unpack_f16(
+        &read_buffer::<u32>(ctx, buf, 0, n_values / 2)
+            .await
+            .expect("read"),
+    )
 }
 
 /// Fails with the first index where |got - want| > tol * max(1, |want|); returns the worst error.
@@ -108,7 +123,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
             worst = (err, i);
         }
     }
-    eprintln!("{what}: max rel err {:.2e} at {}", worst.0, worst.1);
+    note!("{what}: max rel err {:.2e} at {}", worst.0, worst.1);
     worst.0
 }
 
@@ -122,12 +137,12 @@ fn write_cache(ctx: &GpuContext, buf: &wgpu::Buffer, values: &[f32]) {
         .write_buffer(buf, 0, bytemuck::cast_slice(&pack_f16(values)));
 }
 
-fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
-    check_qk_norm_rope_at(dims, pos + n_tokens + 3, pos, n_tokens);
+async fn check_qk_norm_rope(dims: AttnDims, pos: usize, n_tokens: usize) {
+    check_qk_norm_rope_at(dims, pos + n_tokens + 3, pos, n_tokens).await;
 }
 
-fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usize) {
-    let ctx = ctx();
+async fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usize) {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((pos * 1000 + n_tokens) as u64);
     let rp = rope(dims.head_dim);
@@ -175,15 +190,15 @@ fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     let mut q_want = q.clone();
     let k_want = qk_norm_rope::run_cpu(dims, &rp, EPS, pos, &mut q_want, &k, &q_norm, &k_norm);
     let label = format!("qk_norm_rope {dims:?} pos {pos} T {n_tokens}");
-    let q_got = read_f32(&ctx, &q_buf, max_tokens * dims.q_dim());
+    let q_got = read_f32(&ctx, &q_buf, max_tokens * dims.q_dim()).await;
     assert_close(&format!("{label} q"), &q_got[..q.len()], &q_want, TOL_Q);
     assert!(
         q_got[q.len()..].iter().all(|&x| x == 0.0),
         "{label}: q rows past n_tokens"
     );
     let kv_len = n_ctx * dims.kv_dim();
-    let k_cache = read_cache(&ctx, &kv.layers[0].k, kv_len);
-    let v_cache = read_cache(&ctx, &kv.layers[0].v, kv_len);
+    let k_cache = read_cache(&ctx, &kv.layers[0].k, kv_len).await;
+    let v_cache = read_cache(&ctx, &kv.layers[0].v, kv_len).await;
     let at = pos * dims.kv_dim()..(pos + n_tokens) * dims.kv_dim();
     assert_close(
         &format!("{label} k cache"),
@@ -213,18 +228,18 @@ fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     ctx.take_error().expect("no wgpu error");
 }
 
-#[test]
-fn qk_norm_rope_matches_cpu() {
-    check_qk_norm_rope(TINY, 0, 1);
-    check_qk_norm_rope(TINY, 5, 7);
-    check_qk_norm_rope(BONSAI_1_7B, 3000, 3);
-    check_qk_norm_rope(GROUP_4, 17, 33);
-    check_qk_norm_rope(SMALL_MHA, 2, 5);
+#[gpu_test]
+async fn qk_norm_rope_matches_cpu() {
+    check_qk_norm_rope(TINY, 0, 1).await;
+    check_qk_norm_rope(TINY, 5, 7).await;
+    check_qk_norm_rope(BONSAI_1_7B, 3000, 3).await;
+    check_qk_norm_rope(GROUP_4, 17, 33).await;
+    check_qk_norm_rope(SMALL_MHA, 2, 5).await;
 }
 
 /// Decode attention for one query at position n_kv - 1 over a random f16 cache.
-fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
-    let ctx = ctx();
+async fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(n_ctx as u64);
     let kv = KvCache::with_dims(&ctx, 1, dims, &rope(dims.head_dim), n_ctx).expect("kv cache");
@@ -256,7 +271,7 @@ fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
         let want = attention_decode::run_cpu(dims, &q, &k, &v, n_kv);
         // Dispatched for the whole cache (empty chunks exit), then for exactly n_kv.
         submit_kernels(&ctx, "decode", &[&attn.partial, &attn.merge]);
-        let got = read_f32(&ctx, &out, dims.q_dim());
+        let got = read_f32(&ctx, &out, dims.q_dim()).await;
         let what = format!("decode {dims:?} chunk {chunk} n_kv {n_kv}");
         assert_close(&what, &got, &want, TOL_ATTN);
         ctx.queue
@@ -267,7 +282,7 @@ fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
             n_kv as u32,
         );
         ctx.queue.submit([encoder.finish()]);
-        let exact = read_f32(&ctx, &out, dims.q_dim());
+        let exact = read_f32(&ctx, &out, dims.q_dim()).await;
         assert_eq!(
             exact, got,
             "{what}: encode_kv differs from the full dispatch"
@@ -276,24 +291,24 @@ fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize]) {
     ctx.take_error().expect("no wgpu error");
 }
 
-#[test]
-fn attention_decode_matches_cpu() {
+#[gpu_test]
+async fn attention_decode_matches_cpu() {
     // Every chunk size; one position, chunk boundaries, and more than two chunks.
     for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
         let n_kvs = [1, 2, chunk, chunk + 1, 2 * chunk + 37, 3 * chunk + 50];
-        check_decode(TINY, chunk, 3 * chunk + 50, &n_kvs);
-        check_decode(GROUP_4, chunk, 3 * chunk, &[2 * chunk + 1]);
+        check_decode(TINY, chunk, 3 * chunk + 50, &n_kvs).await;
+        check_decode(GROUP_4, chunk, 3 * chunk, &[2 * chunk + 1]).await;
     }
     let chunk = attention_decode::DECODE_CHUNK;
-    check_decode(BONSAI_1_7B, chunk, 2 * chunk + 9, &[7, 2 * chunk + 9]);
-    check_decode(SMALL_MHA, chunk, 2 * chunk, &[3, 2 * chunk]);
+    check_decode(BONSAI_1_7B, chunk, 2 * chunk + 9, &[7, 2 * chunk + 9]).await;
+    check_decode(SMALL_MHA, chunk, 2 * chunk, &[3, 2 * chunk]).await;
     // Group of 8 with head_dim 128 fills the shader's shared q buffer exactly.
     let wide = AttnDims {
         n_head: 16,
         n_head_kv: 2,
         head_dim: 128,
     };
-    check_decode(wide, 32, 100, &[100]);
+    check_decode(wide, 32, 100, &[100]).await;
 }
 
 fn prefill_kernel(
@@ -306,8 +321,8 @@ fn prefill_kernel(
 }
 
 /// Prefill of `n_tokens` queries at positions `pos..` over a random cache, vs CPU and vs decode.
-fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
-    let ctx = ctx();
+async fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((pos * 7 + n_tokens) as u64);
     let n_ctx = pos + n_tokens + 5;
@@ -333,7 +348,7 @@ fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
     let kernel = prefill_kernel(&ctx, &cache, max_tokens, &b);
     set_step(&ctx, &step, pos, n_tokens);
     submit_kernels(&ctx, "prefill", &[&kernel]);
-    let got_all = read_f32(&ctx, &out, q_pad.len());
+    let got_all = read_f32(&ctx, &out, q_pad.len()).await;
     assert!(
         got_all[q.len()..].iter().all(|&x| x == 0.0),
         "rows past n_tokens written"
@@ -366,7 +381,7 @@ fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
             .write_buffer(&q1_buf, 0, bytemuck::cast_slice(&q[t * row..(t + 1) * row]));
         set_step(&ctx, &step, pos + t, 1);
         submit_kernels(&ctx, "decode", &[&decode.partial, &decode.merge]);
-        let one = read_f32(&ctx, &out1, row);
+        let one = read_f32(&ctx, &out1, row).await;
         let what = format!("{label}: token {t} prefill vs decode");
         assert_close(
             &what,
@@ -375,27 +390,33 @@ fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
             TOL_PREFILL_VS_DECODE,
         );
     }
-    eprintln!("{label}: all {n_tokens} tokens match decode");
+    note!("{label}: all {n_tokens} tokens match decode");
     ctx.take_error().expect("no wgpu error");
 }
 
-#[test]
-fn attention_prefill_matches_cpu_and_decode() {
-    check_prefill(TINY, 0, 1);
-    check_prefill(TINY, 5, 7);
-    check_prefill(TINY, 40, 33);
-    check_prefill(BONSAI_1_7B, 3, 7);
-    check_prefill(GROUP_4, 150, 33);
-    check_prefill(SMALL_MHA, 9, 17);
+#[gpu_test]
+async fn attention_prefill_matches_cpu_and_decode() {
+    check_prefill(TINY, 0, 1).await;
+    check_prefill(TINY, 5, 7).await;
+    check_prefill(TINY, 40, 33).await;
+    check_prefill(BONSAI_1_7B, 3, 7).await;
+    check_prefill(GROUP_4, 150, 33).await;
+    check_prefill(SMALL_MHA, 9, 17).await;
 }
 
 /// A layer's attention over several steps, all on the GPU: prefill a prompt through
 /// qk_norm_rope + attention_prefill, then decode tokens with qk_norm_rope + attention_decode.
-#[test]
-fn attention_block_prefill_then_decode_matches_cpu() -> Result<()> {
+#[gpu_test]
+async fn attention_block_prefill_then_decode_matches_cpu() {
+    attention_block_prefill_then_decode()
+        .await
+        .expect("GPU attention block");
+}
+
+async fn attention_block_prefill_then_decode() -> Result<()> {
     let dims = TINY;
     let (n_prompt, n_decode, n_ctx) = (20, 4, 32);
-    let ctx = ctx();
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(99);
     let rp = rope(dims.head_dim);
@@ -492,7 +513,7 @@ fn attention_block_prefill_then_decode_matches_cpu() -> Result<()> {
         } else {
             submit_kernels(&ctx, "prefill step", &[&rope_kernel, &prefill]);
         }
-        let got = read_f32(&ctx, &out, n * qd);
+        let got = read_f32(&ctx, &out, n * qd).await;
         let want =
             attention_prefill::run_cpu(dims, &q_rot[pos * qd..(pos + n) * qd], &k_cpu, &v_cpu, pos);
         // The GPU's own f16 rounding of k may differ from the CPU's by one step.
@@ -502,9 +523,9 @@ fn attention_block_prefill_then_decode_matches_cpu() -> Result<()> {
     ctx.take_error()
 }
 
-#[test]
-fn kv_cache_too_big_is_a_limit_error() {
-    let ctx = ctx();
+#[gpu_test]
+async fn kv_cache_too_big_is_a_limit_error() {
+    let ctx = ctx().await;
     let n_ctx = (ctx.max_binding_bytes() / (BONSAI_1_7B.kv_dim() as u64 * 2)) as usize + 1;
     match KvCache::with_dims(&ctx, 28, BONSAI_1_7B, &rope(128), n_ctx) {
         Err(Error::Limit {
@@ -516,9 +537,9 @@ fn kv_cache_too_big_is_a_limit_error() {
     assert_eq!(KvCache::layer_bytes(BONSAI_1_7B, 32768), 64 << 20);
 }
 
-#[test]
-fn too_small_buffers_and_bad_shapes_are_errors() {
-    let ctx = ctx();
+#[gpu_test]
+async fn too_small_buffers_and_bad_shapes_are_errors() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let kv = KvCache::with_dims(&ctx, 1, TINY, &rope(128), 16).expect("kv cache");
     let step = step_buffer(&ctx);
@@ -562,9 +583,9 @@ fn too_small_buffers_and_bad_shapes_are_errors() {
 
 /// The far end of Bonsai's 32k context: RoPE at the last positions and decode over all 32768
 /// positions (512 chunks of 64 to merge).
-#[test]
-fn long_context_rope_and_decode_match_cpu() {
+#[gpu_test]
+async fn long_context_rope_and_decode_match_cpu() {
     let n_ctx = 32768;
-    check_qk_norm_rope_at(TINY, n_ctx, n_ctx - 3, 3);
-    check_decode(TINY, attention_decode::DECODE_CHUNK, n_ctx, &[n_ctx]);
+    check_qk_norm_rope_at(TINY, n_ctx, n_ctx - 3, 3).await;
+    check_decode(TINY, attention_decode::DECODE_CHUNK, n_ctx, &[n_ctx]).await;
 }

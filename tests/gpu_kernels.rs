@@ -1,4 +1,8 @@
-//! Every GPU op against its CPU reference on random input (runs on lavapipe in CI).
+//! Every GPU op against its CPU reference on random input and real fixture tensors. Runs
+//! natively (lavapipe in CI) and in the browser (wasm-bindgen-test, WebGPU on SwiftShader in CI).
+
+#[macro_use]
+mod common;
 
 use bonsai_wgpu::gpu::op::storage_buffer;
 use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
@@ -11,8 +15,12 @@ use bonsai_wgpu::gpu::ops::silu_mul::{self, SiluMul};
 use bonsai_wgpu::gpu::ops::topk::{self, TopK};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
+use common::{gpu_test, now_ms};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// f32 GPU sums (different order) vs f64 CPU sums: relative to the output's RMS.
 const MATVEC_TOL: f32 = 1e-5;
@@ -30,8 +38,10 @@ const ADD_TOL: f32 = 0.0;
 /// WGSL lets GPUs assume no NaN).
 const SENTINEL: f32 = 1e30;
 
-fn ctx() -> GpuContext {
-    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("GPU context")
+async fn ctx() -> GpuContext {
+    GpuContext::new(&GpuOptions::default())
+        .await
+        .expect("GPU context")
 }
 
 fn random_f32(rng: &mut StdRng, n: usize) -> Vec<f32> {
@@ -64,7 +74,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         }
     }
     let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
-    eprintln!(
+    note!(
         "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
         worst_err / scale
     );
@@ -76,8 +86,27 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     );
 }
 
-#[test]
-fn repack_q1_0_matches_gguf_blocks() {
+/// Names the adapter every kernel test below runs on. In the browser it must be WebGPU: a test
+/// run that fell back to anything else would prove nothing about the browser build.
+#[gpu_test]
+async fn adapter_under_test() {
+    let ctx = ctx().await;
+    let f = &ctx.features;
+    note!(
+        "adapter: {} ({:?}); subgroups {}, shader-f16 {}, timestamps {}, max binding {} MiB",
+        ctx.info.name,
+        ctx.info.backend,
+        f.has_subgroups,
+        f.has_f16,
+        f.has_timestamps,
+        ctx.max_binding_bytes() >> 20
+    );
+    #[cfg(target_arch = "wasm32")]
+    assert_eq!(ctx.info.backend, wgpu::Backend::BrowserWebGpu);
+}
+
+#[gpu_test]
+async fn repack_q1_0_matches_gguf_blocks() {
     let mut rng = StdRng::seed_from_u64(1);
     let (k, n) = (384, 5); // 3 blocks per row, 15 in all: odd count pads the last scale word
     let bytes = random_q1_0(&mut rng, k, n);
@@ -105,7 +134,7 @@ fn repack_q1_0_matches_gguf_blocks() {
 }
 
 /// Runs one matvec on the GPU: y (starting from `y0`) (=|+=) W x.
-fn gpu_matvec(
+async fn gpu_matvec(
     ctx: &GpuContext,
     w: &Q1_0Weight,
     x: &[f32],
@@ -117,23 +146,23 @@ fn gpu_matvec(
     let yb = storage_buffer_init(ctx, "y", y0).unwrap();
     let op = MatvecQ1_0::new(ctx, &cache, w, &xb, &yb, opts).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
-    let t = std::time::Instant::now();
+    let t = now_ms();
     submit_kernels(ctx, "matvec", &kernels);
-    let out = pollster::block_on(read_buffer::<f32>(ctx, &yb, 0, y0.len())).unwrap();
-    eprintln!(
-        "matvec {}x{} {:?}: {:?}",
+    let out = read_buffer::<f32>(ctx, &yb, 0, y0.len()).await.unwrap();
+    note!(
+        "matvec {}x{} {:?}: {:.1} ms",
         w.n,
         w.k,
         opts.reduce,
-        t.elapsed()
+        now_ms() - t
     );
     out
 }
 
-fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64) {
-    let ctx = ctx();
+async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64) {
+    let ctx = ctx().await;
     if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
-        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        note!("skip: {} has no subgroups", ctx.info.name);
         return;
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -150,7 +179,7 @@ fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64)
         reduce,
         ..Default::default()
     };
-    let got = gpu_matvec(&ctx, &w, &x, &y0, opts);
+    let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
     let mut want = y0.clone();
     matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, accumulate);
     assert_close(
@@ -161,45 +190,57 @@ fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64)
     );
 }
 
-#[test]
-fn matvec_q1_0_shared_small() {
-    check_matvec(256, 100, Reduce::Shared, false, 2);
+#[gpu_test]
+async fn matvec_q1_0_shared_small() {
+    check_matvec(256, 100, Reduce::Shared, false, 2).await;
 }
 
-#[test]
-fn matvec_q1_0_subgroup_small() {
-    check_matvec(256, 100, Reduce::Subgroup, false, 3);
+#[gpu_test]
+#[cfg_attr(
+    target_arch = "wasm32",
+    ignore = "wgpu 30's WebGPU backend maps no subgroups feature"
+)]
+async fn matvec_q1_0_subgroup_small() {
+    check_matvec(256, 100, Reduce::Subgroup, false, 3).await;
 }
 
-#[test]
-fn matvec_q1_0_shared_2048x6144() {
-    check_matvec(2048, 6144, Reduce::Shared, false, 4);
+#[gpu_test]
+async fn matvec_q1_0_shared_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Shared, false, 4).await;
 }
 
-#[test]
-fn matvec_q1_0_subgroup_2048x6144() {
-    check_matvec(2048, 6144, Reduce::Subgroup, false, 5);
+#[gpu_test]
+#[cfg_attr(
+    target_arch = "wasm32",
+    ignore = "wgpu 30's WebGPU backend maps no subgroups feature"
+)]
+async fn matvec_q1_0_subgroup_2048x6144() {
+    check_matvec(2048, 6144, Reduce::Subgroup, false, 5).await;
 }
 
-#[test]
-fn matvec_q1_0_k12288_both_reductions() {
-    check_matvec(12288, 512, Reduce::Shared, false, 6);
-    check_matvec(12288, 512, Reduce::Subgroup, false, 7);
+#[gpu_test]
+async fn matvec_q1_0_k12288_both_reductions() {
+    check_matvec(12288, 512, Reduce::Shared, false, 6).await;
+    check_matvec(12288, 512, Reduce::Subgroup, false, 7).await;
 }
 
-#[test]
-fn matvec_q1_0_accumulate_residual() {
-    check_matvec(768, 256, Reduce::Shared, true, 8);
-    check_matvec(768, 256, Reduce::Subgroup, true, 9);
+#[gpu_test]
+async fn matvec_q1_0_accumulate_residual() {
+    check_matvec(768, 256, Reduce::Shared, true, 8).await;
+    check_matvec(768, 256, Reduce::Subgroup, true, 9).await;
 }
 
 /// Plans the subgroup kernel for subgroup sizes 4..128 (whatever the adapter's real size), so
 /// most workgroup rounds find no row group: the guards must keep them from writing.
-#[test]
-fn matvec_q1_0_subgroup_planned_for_any_size() {
-    let ctx = ctx();
+#[gpu_test]
+#[cfg_attr(
+    target_arch = "wasm32",
+    ignore = "wgpu 30's WebGPU backend maps no subgroups feature"
+)]
+async fn matvec_q1_0_subgroup_planned_for_any_size() {
+    let ctx = ctx().await;
     if !ctx.features.has_subgroups {
-        eprintln!("skip: {} has no subgroups", ctx.info.name);
+        note!("skip: {} has no subgroups", ctx.info.name);
         return;
     }
     let mut rng = StdRng::seed_from_u64(11);
@@ -212,7 +253,7 @@ fn matvec_q1_0_subgroup_planned_for_any_size() {
         subgroup_sizes: Some((4, 128)),
         ..Default::default()
     };
-    let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
+    let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
     let mut want = vec![0.0; n];
     matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
     assert_close(
@@ -225,9 +266,9 @@ fn matvec_q1_0_subgroup_planned_for_any_size() {
 
 /// Splits the weight into parts (small binding limit) and the dispatch over x and y (small
 /// per-dimension cap): the paths the 8B head and the 151,669-row vocab need.
-#[test]
-fn matvec_q1_0_split_parts_and_dispatch() {
-    let ctx = ctx();
+#[gpu_test]
+async fn matvec_q1_0_split_parts_and_dispatch() {
+    let ctx = ctx().await;
     let mut rng = StdRng::seed_from_u64(10);
     let (k, n) = (512, 1001);
     let bytes = random_q1_0(&mut rng, k, n);
@@ -247,18 +288,18 @@ fn matvec_q1_0_split_parts_and_dispatch() {
             max_groups_per_dim: 3,
             ..Default::default()
         };
-        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts);
+        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
         assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
 }
 
-fn read_f32(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
-    pollster::block_on(read_buffer::<f32>(ctx, b, 0, n)).unwrap()
+async fn read_f32(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    read_buffer::<f32>(ctx, b, 0, n).await.unwrap()
 }
 
-#[test]
-fn embed_q1_0_gathers_rows_across_parts() {
-    let ctx = ctx();
+#[gpu_test]
+async fn embed_q1_0_gathers_rows_across_parts() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(20);
     let (k, n_vocab) = (256, 300);
@@ -273,7 +314,7 @@ fn embed_q1_0_gathers_rows_across_parts() {
     let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed", &kernels);
-    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
         embed_q1_0::run_cpu(&bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
@@ -281,9 +322,9 @@ fn embed_q1_0_gathers_rows_across_parts() {
     assert_close("embed", &got, &want, EMBED_TOL);
 }
 
-#[test]
-fn rmsnorm_vector_batch_and_inplace() {
-    let ctx = ctx();
+#[gpu_test]
+async fn rmsnorm_vector_batch_and_inplace() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(21);
     let eps = 1e-6;
@@ -314,22 +355,22 @@ fn rmsnorm_vector_batch_and_inplace() {
         submit_kernels(&ctx, "rmsnorm", &[&op.kernel, &inplace.kernel]);
         assert_close(
             &format!("rmsnorm {rows}x{n}"),
-            &read_f32(&ctx, &yb, n * rows),
+            &read_f32(&ctx, &yb, n * rows).await,
             &want,
             RMSNORM_TOL,
         );
         assert_close(
             &format!("rmsnorm in place {rows}x{n}"),
-            &read_f32(&ctx, &xb, n * rows),
+            &read_f32(&ctx, &xb, n * rows).await,
             &want,
             RMSNORM_TOL,
         );
     }
 }
 
-#[test]
-fn silu_mul_and_add_elementwise() {
-    let ctx = ctx();
+#[gpu_test]
+async fn silu_mul_and_add_elementwise() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(22);
     let n = 6144 * 3 + 5; // a batch of 3 rows of n_ff plus a ragged tail
@@ -346,46 +387,46 @@ fn silu_mul_and_add_elementwise() {
     submit_kernels(&ctx, "elementwise", &[&silu.kernel, &add_op.kernel]);
     let mut want = gate.clone();
     silu_mul::run_cpu(&mut want, &up);
-    assert_close("silu_mul", &read_f32(&ctx, &hb, n), &want, SILU_TOL);
+    assert_close("silu_mul", &read_f32(&ctx, &hb, n).await, &want, SILU_TOL);
     let mut want = x0.clone();
     add::run_cpu(&mut want, &xb2v);
-    assert_close("add", &read_f32(&ctx, &x, n), &want, ADD_TOL);
+    assert_close("add", &read_f32(&ctx, &x, n).await, &want, ADD_TOL);
 }
 
-fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
+async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
     let cache = PipelineCache::new();
     let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
     let op = Argmax::new(ctx, &cache, &lb, logits.len() as u32).unwrap();
     submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
-    pollster::block_on(read_buffer::<u32>(ctx, &op.result, 0, 1)).unwrap()[0]
+    read_buffer::<u32>(ctx, &op.result, 0, 1).await.unwrap()[0]
 }
 
-#[test]
-fn argmax_vocab_sized_with_ties() {
-    let ctx = ctx();
+#[gpu_test]
+async fn argmax_vocab_sized_with_ties() {
+    let ctx = ctx().await;
     let mut rng = StdRng::seed_from_u64(23);
     let n = 151_669;
     let mut logits: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 20.0).collect();
-    let t = std::time::Instant::now();
-    assert_eq!(gpu_argmax(&ctx, &logits), argmax::run_cpu(&logits));
-    eprintln!("argmax over {n}: {:?}", t.elapsed());
+    let t = now_ms();
+    assert_eq!(gpu_argmax(&ctx, &logits).await, argmax::run_cpu(&logits));
+    note!("argmax over {n}: {:.1} ms", now_ms() - t);
     // Ties across workgroups and within one: the lowest index wins.
     for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
         logits[i] = 100.0;
     }
     assert_eq!(argmax::run_cpu(&logits), 5);
-    assert_eq!(gpu_argmax(&ctx, &logits), 5);
+    assert_eq!(gpu_argmax(&ctx, &logits).await, 5);
     logits[5] = 99.0;
-    assert_eq!(gpu_argmax(&ctx, &logits), 2_047);
+    assert_eq!(gpu_argmax(&ctx, &logits).await, 2_047);
     // Small inputs: one workgroup in stage 1.
-    assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]), 1);
-    assert_eq!(gpu_argmax(&ctx, &[-7.0]), 0);
+    assert_eq!(gpu_argmax(&ctx, &[1.0, 3.0, 3.0, -2.0]).await, 1);
+    assert_eq!(gpu_argmax(&ctx, &[-7.0]).await, 0);
 }
 
 /// The references' rules for non-finite logits. GPUs are not held to them: WGSL lets
 /// implementations assume floats are finite (Metal fast math does), so GPU tests use finite data.
-#[test]
-fn argmax_topk_reference_rules_for_non_finite() {
+#[gpu_test]
+async fn argmax_topk_reference_rules_for_non_finite() {
     let logits = [1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0];
     assert_eq!(argmax::run_cpu(&logits), 2);
     assert_eq!(argmax::run_cpu(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
@@ -398,16 +439,11 @@ fn argmax_topk_reference_rules_for_non_finite() {
     assert_eq!(topk::run_cpu(&logits, 4), want);
 }
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/tiny-bonsai-dev.gguf"
-);
-
 /// The repacked layout, expanded on the CPU, equals quant.rs's dequantizer (an independent
 /// implementation) on every weight of a real tensor.
-#[test]
-fn repacked_layout_dequantizes_like_quant_rs() {
-    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+#[gpu_test]
+async fn repacked_layout_dequantizes_like_quant_rs() {
+    let gguf = common::tiny_model();
     let name = "blk.0.ffn_down.weight";
     let info = gguf.tensor_info(name).unwrap();
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
@@ -426,11 +462,11 @@ fn repacked_layout_dequantizes_like_quant_rs() {
 
 /// The tied head of the fixture (token_embd, 151,669 x 256) as a matvec, then argmax, and the
 /// embedding of a few real tokens: real vocab-sized shapes, checked against quant.rs.
-#[test]
-fn fixture_head_matvec_argmax_and_embedding() {
-    let ctx = ctx();
+#[gpu_test]
+async fn fixture_head_matvec_argmax_and_embedding() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
-    let gguf = bonsai_wgpu::gguf::Gguf::open(FIXTURE).unwrap();
+    let gguf = common::tiny_model();
     let info = gguf.tensor_info("token_embd.weight").unwrap();
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
     assert_eq!((k, n), (256, 151_669));
@@ -458,11 +494,11 @@ fn fixture_head_matvec_argmax_and_embedding() {
         let am = Argmax::new(&ctx, &cache, &logits, n as u32).unwrap();
         let mut kernels: Vec<_> = head.kernels.iter().collect();
         kernels.extend([&am.stage1, &am.stage2]);
-        let t = std::time::Instant::now();
+        let t = now_ms();
         submit_kernels(&ctx, "head", &kernels);
-        let got_idx = pollster::block_on(read_buffer::<u32>(&ctx, &am.result, 0, 1)).unwrap()[0];
-        eprintln!("head {n}x{k} + argmax {reduce:?}: {:?}", t.elapsed());
-        let got = read_f32(&ctx, &logits, n);
+        let got_idx = read_buffer::<u32>(&ctx, &am.result, 0, 1).await.unwrap()[0];
+        note!("head {n}x{k} + argmax {reduce:?}: {:.1} ms", now_ms() - t);
+        let got = read_f32(&ctx, &logits, n).await;
         assert_close(&format!("head {reduce:?}"), &got, &want, MATVEC_TOL);
         assert_eq!(got_idx, argmax::run_cpu(&got), "argmax of the GPU logits");
     }
@@ -473,7 +509,7 @@ fn fixture_head_matvec_argmax_and_embedding() {
     let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed", &kernels);
-    let got = read_f32(&ctx, &xb, k * tokens.len());
+    let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
         let r = tok as usize;
@@ -485,21 +521,21 @@ fn fixture_head_matvec_argmax_and_embedding() {
     assert_close("embed fixture", &got, &want, EMBED_TOL);
 }
 
-fn gpu_topk(ctx: &GpuContext, logits: &[f32], k: u32) -> Vec<(f32, u32)> {
+async fn gpu_topk(ctx: &GpuContext, logits: &[f32], k: u32) -> Vec<(f32, u32)> {
     let cache = PipelineCache::new();
     let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
     let op = TopK::new(ctx, &cache, &lb, logits.len() as u32, k).unwrap();
     let kernels: Vec<_> = op.stages.iter().collect();
     submit_kernels(ctx, "topk", &kernels);
     let (vb, ib) = op.result();
-    let vals = pollster::block_on(read_buffer::<f32>(ctx, vb, 0, k as usize)).unwrap();
-    let idx = pollster::block_on(read_buffer::<u32>(ctx, ib, 0, k as usize)).unwrap();
+    let vals = read_buffer::<f32>(ctx, vb, 0, k as usize).await.unwrap();
+    let idx = read_buffer::<u32>(ctx, ib, 0, k as usize).await.unwrap();
     vals.into_iter().zip(idx).collect()
 }
 
-#[test]
-fn topk_vocab_sized_with_ties_and_padding() {
-    let ctx = ctx();
+#[gpu_test]
+async fn topk_vocab_sized_with_ties_and_padding() {
+    let ctx = ctx().await;
     let mut rng = StdRng::seed_from_u64(24);
     let n = 151_669;
     // Coarse values make many ties, across and within workgroups.
@@ -509,25 +545,25 @@ fn topk_vocab_sized_with_ties_and_padding() {
     logits[77] = 1e30;
     logits[78] = -1e30;
     for k in [64u32, 40, 1] {
-        let t = std::time::Instant::now();
-        let got = gpu_topk(&ctx, &logits, k);
-        eprintln!("topk {k} over {n}: {:?}", t.elapsed());
+        let t = now_ms();
+        let got = gpu_topk(&ctx, &logits, k).await;
+        note!("topk {k} over {n}: {:.1} ms", now_ms() - t);
         assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
     }
     // Fewer candidates than k: padded.
     let small = [0.5f32, -3.0, 2.0, 0.5];
-    let got = gpu_topk(&ctx, &small, 6);
+    let got = gpu_topk(&ctx, &small, 6).await;
     assert_eq!(got, topk::run_cpu(&small, 6));
     assert_eq!(got[..4], [(2.0, 2), (0.5, 0), (0.5, 3), (-3.0, 1)]);
     assert_eq!(got[4..], [(-f32::MAX, u32::MAX); 2]);
 }
 
 /// Timestamp queries around passes give positive, plausible durations.
-#[test]
-fn pass_timer_times_matvec_passes() {
-    let ctx = ctx();
+#[gpu_test]
+async fn pass_timer_times_matvec_passes() {
+    let ctx = ctx().await;
     let Some(mut timer) = bonsai_wgpu::gpu::timer::PassTimer::new(&ctx, 4) else {
-        eprintln!("skip: {} has no timestamp queries", ctx.info.name);
+        note!("skip: {} has no timestamp queries", ctx.info.name);
         return;
     };
     let cache = PipelineCache::new();
@@ -546,11 +582,11 @@ fn pass_timer_times_matvec_passes() {
         op.encode(&mut pass);
     }
     timer.resolve(&mut encoder);
-    let t = std::time::Instant::now();
+    let t = now_ms();
     ctx.queue.submit([encoder.finish()]);
-    let times = pollster::block_on(timer.read(&ctx)).unwrap();
-    let wall_ms = t.elapsed().as_secs_f64() * 1e3;
-    eprintln!("pass times {times:?}, wall {wall_ms:.3} ms");
+    let times = timer.read(&ctx).await.unwrap();
+    let wall_ms = now_ms() - t;
+    note!("pass times {times:?}, wall {wall_ms:.3} ms");
     assert_eq!(times.len(), 2);
     for (label, ms) in &times {
         assert!(
@@ -562,9 +598,9 @@ fn pass_timer_times_matvec_passes() {
 
 /// Ops built for a maximum batch, encoded for a shorter one: the first rows are computed, the
 /// rest untouched (no new bind groups per batch size).
-#[test]
-fn batched_ops_encode_shorter_batches() {
-    let ctx = ctx();
+#[gpu_test]
+async fn batched_ops_encode_shorter_batches() {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(50);
     let (n, max_rows, rows) = (256usize, 8usize, 3usize);
@@ -604,7 +640,7 @@ fn batched_ops_encode_shorter_batches() {
     let split = n * rows;
     let mut want = vec![0.0; split];
     rmsnorm::run_cpu(&x[..split], &w, 1e-6, &mut want);
-    let got = read_f32(&ctx, &yb, n * max_rows);
+    let got = read_f32(&ctx, &yb, n * max_rows).await;
     assert_close("rmsnorm first rows", &got[..split], &want, RMSNORM_TOL);
     assert!(
         got[split..].iter().all(|v| *v == SENTINEL),
@@ -613,17 +649,17 @@ fn batched_ops_encode_shorter_batches() {
 
     let mut want = x[..split].to_vec();
     silu_mul::run_cpu(&mut want, &up[..split]);
-    let got = read_f32(&ctx, &hb, n * max_rows);
+    let got = read_f32(&ctx, &hb, n * max_rows).await;
     assert_close("silu_mul first rows", &got[..split], &want, SILU_TOL);
     assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
 
     let mut want = x[..split].to_vec();
     add::run_cpu(&mut want, &up[..split]);
-    let got = read_f32(&ctx, &acc, n * max_rows);
+    let got = read_f32(&ctx, &acc, n * max_rows).await;
     assert_close("add first rows", &got[..split], &want, ADD_TOL);
     assert_eq!(got[split..], x[split..], "add wrote past row {rows}");
 
-    let got = read_f32(&ctx, &eb, k * max_rows);
+    let got = read_f32(&ctx, &eb, k * max_rows).await;
     for (t, &tok) in tokens.iter().enumerate().take(rows) {
         let mut want = vec![0.0; k];
         embed_q1_0::run_cpu(&table_bytes, k, tok as usize, &mut want);

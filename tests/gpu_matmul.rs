@@ -1,5 +1,8 @@
 //! Batched Q1_0 matmul (prefill) against a CPU reference built from independently dequantized
-//! GGUF Q1_0 blocks, on random weights and activations.
+//! GGUF Q1_0 blocks, on random weights and activations. Runs natively and in the browser.
+
+#[macro_use]
+mod common;
 
 use bonsai_wgpu::gpu::op::{
     PipelineCache, StepParams, read_buffer, storage_buffer_init, submit_kernels,
@@ -8,8 +11,12 @@ use bonsai_wgpu::gpu::op::{
 use bonsai_wgpu::gpu::ops::matmul_q1_0;
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use common::gpu_test;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// Both sides sum K <= 1024 products of +-d and x in f32/f64, in different orders; the rounding
 /// difference stays far below 1e-4 of max(1, |want|) (observed: < 1e-6).
@@ -39,14 +46,16 @@ fn dequantize(bytes: &[u8]) -> Vec<f32> {
     out
 }
 
-fn ctx() -> GpuContext {
-    pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("a wgpu adapter")
+async fn ctx() -> GpuContext {
+    GpuContext::new(&GpuOptions::default())
+        .await
+        .expect("a wgpu adapter")
 }
 
 /// `y (+)= x W^T` for `n_tokens` tokens, W `[k, n]` uploaded with at most `max_binding` bytes
 /// per part (forcing several parts when small).
-fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_binding: u64) {
-    let ctx = ctx();
+async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_binding: u64) {
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((k * 31 + n * 7 + n_tokens) as u64);
     let bytes = random_q1_0(&mut rng, k, n);
@@ -89,8 +98,9 @@ fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_bindi
     .expect("kernels");
     let kernels: Vec<_> = mm.kernels.iter().collect();
     submit_kernels(&ctx, "matmul", &kernels);
-    let got: Vec<f32> =
-        pollster::block_on(read_buffer(&ctx, &y_buf, 0, max_tokens * n)).expect("read");
+    let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, max_tokens * n)
+        .await
+        .expect("read");
     let want = matmul_q1_0::run_cpu(&dequantize(&bytes), k, &x, accumulate.then_some(&y0[..]));
     let what = format!(
         "matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
@@ -108,35 +118,31 @@ fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_bindi
         &y_pad[n_tokens * n..],
         "{what}: wrote past n_tokens"
     );
-    eprintln!("{what}: max rel err {worst:.2e}");
+    note!("{what}: max rel err {worst:.2e}");
     ctx.take_error().expect("no wgpu error");
 }
 
-#[test]
-fn matmul_q1_0_matches_cpu() {
-    check_matmul(256, 200, 1, false, u64::MAX);
-    check_matmul(256, 200, 7, true, u64::MAX);
-    check_matmul(512, 130, 33, false, u64::MAX);
-    check_matmul(1024, 96, 16, true, u64::MAX);
+#[gpu_test]
+async fn matmul_q1_0_matches_cpu() {
+    check_matmul(256, 200, 1, false, u64::MAX).await;
+    check_matmul(256, 200, 7, true, u64::MAX).await;
+    check_matmul(512, 130, 33, false, u64::MAX).await;
+    check_matmul(1024, 96, 16, true, u64::MAX).await;
 }
 
-#[test]
-fn matmul_q1_0_split_parts_matches_cpu() {
+#[gpu_test]
+async fn matmul_q1_0_split_parts_matches_cpu() {
     // 384 / 8 = 48 sign bytes per row: a 40-row limit gives 4 parts of 40, 40, 40, 30 rows.
-    check_matmul(384, 150, 9, true, 40 * 48);
-    check_matmul(384, 150, 20, false, 40 * 48);
+    check_matmul(384, 150, 9, true, 40 * 48).await;
+    check_matmul(384, 150, 20, false, 40 * 48).await;
 }
 
 /// Real Q1_0 tensors of the tiny fixture (q, k, v, o, gate, up, down of one layer), checked row
 /// by row against quant.rs's dot product, with a fused residual for the two that add into x.
-#[test]
-fn matmul_q1_0_fixture_weights_match_quant_dot() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/tiny-bonsai-dev.gguf"
-    );
-    let gguf = bonsai_wgpu::gguf::Gguf::open(path).expect("fixture model");
-    let ctx = ctx();
+#[gpu_test]
+async fn matmul_q1_0_fixture_weights_match_quant_dot() {
+    let gguf = common::tiny_model();
+    let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(7);
     let n_tokens = 9;
@@ -179,8 +185,9 @@ fn matmul_q1_0_fixture_weights_match_quant_dot() {
         };
         let mm = matmul_q1_0::build(&ctx, &cache, n_tokens, accumulate, &b).expect("kernels");
         submit_kernels(&ctx, name, &mm.kernels.iter().collect::<Vec<_>>());
-        let got: Vec<f32> =
-            pollster::block_on(read_buffer(&ctx, &y_buf, 0, n_tokens * n)).expect("read");
+        let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, n_tokens * n)
+            .await
+            .expect("read");
         let row_bytes = k / 128 * 18;
         for t in 0..n_tokens {
             for r in 0..n {

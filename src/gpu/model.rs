@@ -58,6 +58,9 @@ pub struct GpuModel {
 impl GpuModel {
     /// Checks the file against the Qwen3 layout and uploads every weight. Weight memory on the
     /// GPU equals the Q1_0 bytes in the file (plus f32 norms).
+    // On wasm32 wgpu's handles are neither Send nor Sync (one JavaScript thread); the Arc only
+    // shares ownership between sessions there.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn load(ctx: Arc<GpuContext>, gguf: &Gguf) -> Result<Arc<GpuModel>> {
         let config = Qwen3Config::from_gguf(gguf)?;
         config.validate_tensors(gguf)?;

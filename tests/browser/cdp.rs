@@ -14,25 +14,18 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 /// Flags that make headless Chromium expose WebGPU on SwiftShader (Vulkan on the CPU) and keep
-/// it from phoning home.
-pub const CHROMIUM_FLAGS: &[&str] = &[
-    "--headless=new",
-    "--enable-unsafe-webgpu",
-    "--enable-features=Vulkan",
-    "--use-vulkan=swiftshader",
-    "--use-webgpu-adapter=swiftshader",
-    "--no-sandbox",
-    "--disable-gpu-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--mute-audio",
-    "--window-size=1200,900",
-];
+/// it from phoning home. One list for both browser tests: the wasm-bindgen-test runner reads the
+/// same file as its WebDriver capabilities.
+pub fn chromium_flags() -> Vec<String> {
+    let caps: Value = serde_json::from_str(include_str!("webdriver.json")).expect("webdriver.json");
+    let args = caps["goog:chromeOptions"]["args"].as_array().expect("args");
+    let mut flags: Vec<String> = args
+        .iter()
+        .map(|a| a.as_str().expect("string flag").to_string())
+        .collect();
+    flags.push("--window-size=1200,900".into());
+    flags
+}
 
 pub struct Browser {
     child: Child,
@@ -94,7 +87,7 @@ impl Browser {
         let child_out = dup_high(&out_write)?;
         let (child_in_fd, child_out_fd) = (child_in.as_raw_fd(), child_out.as_raw_fd());
         let mut cmd = Command::new(exe);
-        cmd.args(CHROMIUM_FLAGS)
+        cmd.args(chromium_flags())
             .arg(format!("--user-data-dir={}", profile.0.display()))
             .arg("--remote-debugging-pipe")
             .arg("about:blank")

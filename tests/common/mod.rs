@@ -63,3 +63,59 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn argmax(x: &[f32]) -> u32 {
     bonsai_wgpu::engine::argmax(x)
 }
+
+/// The attribute of GPU tests. They are async so that one body runs in two places: natively
+/// `#[pollster::test]` blocks on it; on wasm32 `#[wasm_bindgen_test]` lets the browser's event
+/// loop drive it (WebGPU read-backs complete only there). Browser command: README, "Tests".
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(unused_imports)]
+pub use pollster::test as gpu_test;
+#[cfg(target_arch = "wasm32")]
+#[allow(unused_imports)]
+pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
+
+/// A line of test output: stderr natively, the browser console (shown by wasm-bindgen-test on
+/// failure) on wasm32.
+#[allow(unused_macros)]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!($($arg)*);
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_test::console_log!($($arg)*);
+    }};
+}
+
+/// The tiny-bonsai-dev fixture: memory-mapped natively; compiled into the test module on wasm32,
+/// where a browser test has no file system.
+pub fn tiny_model() -> bonsai_wgpu::gguf::Gguf {
+    #[cfg(not(target_arch = "wasm32"))]
+    let gguf = bonsai_wgpu::gguf::Gguf::open(fixture("tiny-bonsai-dev.gguf"));
+    #[cfg(target_arch = "wasm32")]
+    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/tiny-bonsai-dev.gguf"
+        ))
+        .to_vec(),
+    );
+    gguf.expect("tiny-bonsai-dev fixture")
+}
+
+/// Wall-clock milliseconds since some fixed point (`std::time::Instant` panics on wasm32).
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+}
