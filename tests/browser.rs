@@ -36,6 +36,9 @@ const FIXTURE_MODEL: &str = concat!(
     "/../shared/fixtures/tiny-bonsai-dev.gguf"
 );
 const PROMPT: &str = "Hello! Who are you?";
+/// What the page's model field starts with (the chat example's default download, too).
+const DEFAULT_MODEL_URL: &str =
+    "https://huggingface.co/prism-ml/Bonsai-1.7B-gguf/resolve/main/Bonsai-1.7B-Q1_0.gguf";
 /// Greedy tokens generated in the page and natively.
 const N_TOKENS: usize = 16;
 /// KV cache of both sessions.
@@ -388,6 +391,15 @@ fn chat_page_in_headless_chromium() -> Result<()> {
     let url = server.url(&format!("/index.html?model=/models/{model_name}"));
     let session = browser.open(&url)?;
     wait_for(&mut browser, &session, "loaded", LOADED_JS)?;
+    // Without ?model= the URL field offers Bonsai-1.7B on Hugging Face.
+    let default_url = browser.eval(
+        &session,
+        "document.getElementById('model-url').defaultValue",
+    )?;
+    ensure!(
+        default_url.as_str() == Some(DEFAULT_MODEL_URL),
+        "default model URL: {default_url}"
+    );
     browser.eval(&session, SEND_JS)?;
     wait_for(&mut browser, &session, "the reply", REPLIED_JS)?;
     let reply = browser.eval(&session, REPLY_JS)?;
