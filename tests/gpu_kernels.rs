@@ -6,12 +6,12 @@ mod common;
 
 use bonsai_wgpu::gpu::op::storage_buffer;
 use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
-use bonsai_wgpu::gpu::ops::add::{self, Add};
+use bonsai_wgpu::gpu::ops::add;
 use bonsai_wgpu::gpu::ops::argmax::{self, Argmax};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
 use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
-use bonsai_wgpu::gpu::ops::silu_mul::{self, SiluMul};
+use bonsai_wgpu::gpu::ops::silu_mul;
 use bonsai_wgpu::gpu::ops::topk::{self, TopK};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
@@ -378,12 +378,12 @@ async fn silu_mul_and_add_elementwise() {
     let up = random_f32(&mut rng, n);
     let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
-    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
+    let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
     let x0 = random_f32(&mut rng, n);
     let xb2v = random_f32(&mut rng, n);
     let x = storage_buffer_init(&ctx, "x", &x0).unwrap();
     let xb2 = storage_buffer_init(&ctx, "xb2", &xb2v).unwrap();
-    let add_op = Add::new(&ctx, &cache, &x, &xb2, n as u32).unwrap();
+    let add_op = add::build(&ctx, &cache, &x, &xb2, n as u32).unwrap();
     submit_kernels(&ctx, "elementwise", &[&silu.kernel, &add_op.kernel]);
     let mut want = gate.clone();
     silu_mul::run_cpu(&mut want, &up);
@@ -615,8 +615,8 @@ async fn batched_ops_encode_shorter_batches() {
     let acc = storage_buffer_init(&ctx, "acc", &x).unwrap();
     let (n32, max32) = (n as u32, max_rows as u32);
     let norm = Rmsnorm::new(&ctx, &cache, &wb, Some(&xb), &yb, n32, max32, 1e-6).unwrap();
-    let silu = SiluMul::new(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
-    let add_op = Add::new(&ctx, &cache, &acc, &hb2, n32 * max32).unwrap();
+    let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
+    let add_op = add::build(&ctx, &cache, &acc, &hb2, n32 * max32).unwrap();
 
     let mut bytes_rng = StdRng::seed_from_u64(51);
     let (k, vocab) = (128, 40);

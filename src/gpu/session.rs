@@ -12,11 +12,12 @@ use crate::gpu::model::GpuModel;
 use crate::gpu::op::{Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::ops::argmax::Argmax;
 use crate::gpu::ops::attention_decode::DecodeScratch;
+use crate::gpu::ops::elementwise::Elementwise;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
 use crate::gpu::ops::matmul_q1_0::{self, MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
 use crate::gpu::ops::rmsnorm::Rmsnorm;
-use crate::gpu::ops::silu_mul::SiluMul;
+use crate::gpu::ops::silu_mul;
 use crate::gpu::ops::topk::{MAX_K, TopK};
 
 mod profile;
@@ -78,7 +79,7 @@ struct Layer {
     attn_norm: Rmsnorm,
     attention: LayerAttention,
     ffn_norm: Rmsnorm,
-    silu_mul: SiluMul,
+    silu_mul: Elementwise,
     decode: Projections<MatvecQ1_0>,
     prefill: Projections<MatmulQ1_0>,
 }
@@ -200,7 +201,7 @@ impl Session {
                     batch,
                     eps,
                 )?,
-                silu_mul: SiluMul::new(ctx, cache, &a.hb, &a.hb2, n_ff * batch)?,
+                silu_mul: silu_mul::build(ctx, cache, &a.hb, &a.hb2, n_ff * batch)?,
                 decode: Projections {
                     wq: mv(&w.wq, &a.xb, &a.q, set)?,
                     wk: mv(&w.wk, &a.xb, &a.k, set)?,
