@@ -117,7 +117,7 @@ async fn webgpu_context() -> Result<(Arc<GpuContext>, LostFlag)> {
     let flag = lost.clone();
     ctx.device.set_device_lost_callback(move |reason, message| {
         if let Ok(mut slot) = flag.lock() {
-            *slot = Some(format!("GPU device lost ({reason:?}): {message}"));
+            *slot = Some(format!("device lost ({reason:?}): {message}"));
         }
     });
     Ok((Arc::new(ctx), lost))
@@ -347,9 +347,12 @@ impl Model {
 }
 
 impl Model {
+    /// The model's WebGPU device, created on first use and again after a loss (driver reset,
+    /// `Chat.releaseGpu()`): chats on the lost device fail, new ones get the new device.
     async fn gpu(&mut self) -> Result<(Arc<GpuContext>, LostFlag)> {
-        if let Some(gpu) = &self.gpu {
-            check_lost(&gpu.1)?;
+        if let Some(gpu) = &self.gpu
+            && check_lost(&gpu.1).is_ok()
+        {
             return Ok(gpu.clone());
         }
         let gpu = webgpu_context().await?;
@@ -561,6 +564,15 @@ impl Chat {
     pub fn reset(&mut self) {
         self.conversation.clear();
         self.session.reset();
+    }
+
+    /// Frees the GPU memory (weights, KV cache) now by destroying the WebGPU device, instead of
+    /// whenever the garbage collector gets to it. The device is the model's, shared by every chat
+    /// the model created: those chats then fail with a "GPU: device lost" error, and the model's
+    /// next `createChat` opens a new device. Call `free()` on the chat afterwards.
+    #[wasm_bindgen(js_name = releaseGpu)]
+    pub fn release_gpu(&mut self) {
+        self.session.model().ctx.device.destroy();
     }
 
     /// Tokens in the KV cache.

@@ -236,3 +236,40 @@ async fn streamed_load_chat_stop_and_reset() {
     chat.reset();
     assert_eq!(chat.n_past(), 0);
 }
+
+/// A device lost under a chat (here destroyed on purpose by `releaseGpu`, as a driver reset would)
+/// fails the chat's next `send` with a clear error ("GPU: device lost (Destroyed): …"); the model
+/// then opens a new device.
+#[wasm_bindgen_test]
+async fn a_lost_device_is_a_clear_error_and_the_model_recovers() {
+    let mut model = load_fixture();
+    let mut chat = model
+        .create_chat(64)
+        .await
+        .map_err(message)
+        .expect("createChat");
+    let ignore = on_piece(Rc::new(RefCell::new(Vec::new())), true);
+    let opts = || json(r#"{"temperature": 0, "maxTokens": 2}"#);
+    let cb = || ignore.as_ref().unchecked_ref::<Function>().clone();
+    chat.release_gpu();
+    let err = chat
+        .send("Hi".into(), opts(), cb())
+        .await
+        .err()
+        .map(message);
+    let err = err.expect("send on a destroyed device must fail");
+    wasm_bindgen_test::console_log!("send after releaseGpu: {err}");
+    assert!(err.starts_with("GPU: device lost (Destroyed)"), "{err}");
+
+    let mut fresh = model
+        .create_chat(64)
+        .await
+        .map_err(message)
+        .expect("createChat again");
+    let out = fresh
+        .send("Hi".into(), opts(), cb())
+        .await
+        .map_err(message)
+        .expect("send");
+    assert_eq!(get(&out, "nGen").as_f64(), Some(2.0));
+}

@@ -214,6 +214,8 @@ async function load(source) {
   try {
     await probeGpu();
     if (state.chat) {
+      // The old model's weights leave GPU memory now, not at the next garbage collection.
+      state.chat.releaseGpu();
       state.chat.free();
       state.chat = null;
     }
