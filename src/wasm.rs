@@ -14,7 +14,8 @@
 //! - `model.createChat(nCtx)`: uploads the weights to the GPU and returns a `Chat` (a GPU session
 //!   with its KV cache plus the conversation): `chat.send(text, options, onPiece)` streams the
 //!   reply (`onPiece(text, "thinking" | "answer")`, return `false` to stop), with sampling
-//!   options, thinking switch, system prompt and timings,
+//!   options, thinking switch, system prompt and timings; `chat.releaseGpu()` frees the GPU
+//!   memory at once,
 //! - `model.checkGpu(tensor)`: runs the library's Q1_0 matvec kernel on one of the model's weights
 //!   on the WebGPU device and compares it with the CPU reference (a self-test of the browser GPU).
 //!
