@@ -413,8 +413,30 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         reply["stats"].as_str().is_some_and(|t| t.contains("tok/s")),
         "no tokens/s readout: {reply}"
     );
+
+    // Loading a model again in the same page: the old chat's GPU device is released first
+    // (chat.releaseGpu()), the new model gets a new one and answers.
+    browser.eval(&session, RELOAD_JS)?;
+    wait_for(&mut browser, &session, "the model loaded again", LOADED_JS)?;
+    browser.eval(&session, SEND_JS)?;
+    wait_for(
+        &mut browser,
+        &session,
+        "the reply after reloading",
+        REPLIED_JS,
+    )?;
+    let reply = browser.eval(&session, REPLY_JS)?;
+    eprintln!("[browser] reply after reloading: {reply}");
+    ensure!(
+        reply["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "no reply text after reloading: {reply}"
+    );
     Ok(())
 }
+
+/// Presses *Load URL* again (same model URL); clears the status so LOADED_JS waits for the new load.
+const RELOAD_JS: &str = "(() => { document.getElementById('status').textContent = ''; \
+    document.getElementById('load-url').click(); return true; })()";
 
 /// The page finished loading the model (`true`), or shows an error (its text). `null` while the
 /// document is still being replaced after a navigation (its elements do not exist yet).
