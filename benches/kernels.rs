@@ -68,10 +68,7 @@ fn kernels(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(format!("matmul_q1_0 x{BATCH} tokens on {adapter}"));
     group.sample_size(10);
-    let step = StepParams {
-        n_tokens: BATCH,
-        ..StepParams::default()
-    };
+    let step = StepParams::new(0, BATCH as usize);
     let step = uniform_buffer_init(&ctx, "step", &step);
     for &(name, k, n) in SHAPES {
         let w = weight(&ctx, k, n);

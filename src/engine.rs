@@ -2,7 +2,7 @@
 //!
 //! Implemented by the CPU reference ([`crate::cpu::CpuSession`]) and the GPU session.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A model with its KV cache. Positions are implicit: each fed token goes at `n_past()`.
 #[allow(async_fn_in_trait)]
@@ -27,6 +27,17 @@ pub trait Engine {
     fn reset(&mut self) {
         let _ = self.truncate(0);
     }
+}
+
+/// The check every [`Engine::truncate`] starts with: a cache holding `cached` tokens can be cut
+/// back to `n_past <= cached`, never extended.
+pub fn check_truncate(n_past: usize, cached: usize) -> Result<()> {
+    if n_past > cached {
+        return Err(Error::InvalidArgument(format!(
+            "cannot truncate to {n_past}: only {cached} tokens are cached"
+        )));
+    }
+    Ok(())
 }
 
 /// The `k` largest entries of `logits` as (id, logit), largest first, lowest id first on ties.

@@ -104,12 +104,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             ctx.queue.write_buffer(&q, 0, bytemuck::cast_slice(&qs));
             ctx.queue.write_buffer(&k, 0, bytemuck::cast_slice(&ks));
             ctx.queue.write_buffer(&v, 0, bytemuck::cast_slice(&vs));
-            let params = StepParams {
-                n_tokens: n as u32,
-                pos: pos as u32,
-                n_kv: (pos + n) as u32,
-                _pad: 0,
-            };
+            let params = StepParams::new(pos, n);
             ctx.queue
                 .write_buffer(&step, 0, bytemuck::bytes_of(&params));
             let mut encoder = ctx.device.create_command_encoder(&Default::default());

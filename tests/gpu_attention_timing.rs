@@ -31,12 +31,7 @@ fn time(
     n_tokens: usize,
     kernels: &[&Kernel],
 ) -> f64 {
-    let p = StepParams {
-        n_tokens: n_tokens as u32,
-        pos: pos as u32,
-        n_kv: (pos + n_tokens) as u32,
-        _pad: 0,
-    };
+    let p = StepParams::new(pos, n_tokens);
     ctx.queue.write_buffer(step, 0, bytemuck::bytes_of(&p));
     submit_kernels(ctx, "warm-up", kernels);
     ctx.device

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::cpu::math::{rmsnorm, rmsnorm_heads, silu, softmax};
 use crate::cpu::model::CpuModel;
 use crate::cpu::rope::rope_neox;
-use crate::engine::{Engine, argmax, top_k_of};
+use crate::engine::{Engine, argmax, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 
 /// Activations of the forward pass, llama2.c names.
@@ -233,12 +233,7 @@ impl Engine for CpuSession {
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {
-        if n_past > self.n_past {
-            return Err(Error::InvalidArgument(format!(
-                "cannot truncate to {n_past}: only {} tokens are cached",
-                self.n_past
-            )));
-        }
+        check_truncate(n_past, self.n_past)?;
         if n_past < self.n_past {
             // x and logits belong to a dropped position: only a new feed makes them valid again
             self.logits_valid = false;

@@ -112,6 +112,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Layer `i`'s keys and values; an error when the cache has fewer layers.
+    pub fn layer(&self, i: usize) -> Result<&LayerKv> {
+        self.layers
+            .get(i)
+            .ok_or_else(|| Error::InvalidArgument(format!("KV cache has no layer {i}")))
+    }
+
     /// Allocates the cache for `n_ctx` positions of the model described by `cfg`.
     pub fn new(ctx: &GpuContext, cfg: &Qwen3Config, n_ctx: usize) -> Result<KvCache> {
         Self::with_dims(

@@ -366,6 +366,18 @@ pub struct StepParams {
     pub _pad: u32,
 }
 
+impl StepParams {
+    /// A step of `n_tokens` tokens starting at position `pos` (`n_kv` follows from both).
+    pub fn new(pos: usize, n_tokens: usize) -> StepParams {
+        StepParams {
+            n_tokens: n_tokens as u32,
+            pos: pos as u32,
+            n_kv: (pos + n_tokens) as u32,
+            _pad: 0,
+        }
+    }
+}
+
 fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
     let allowed = ctx.max_binding_bytes();
     if bytes > allowed {

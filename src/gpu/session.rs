@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, top_k_of};
+use crate::engine::{Engine, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 use crate::gpu::attention::{AttentionBuffers, LayerAttention};
 use crate::gpu::kv_cache::KvCache;
@@ -345,12 +345,7 @@ impl Session {
     fn write_step(&self, tokens: &[u32]) {
         let ctx = &*self.model.ctx;
         let t = tokens.len();
-        let step = StepParams {
-            n_tokens: t as u32,
-            pos: self.n_past as u32,
-            n_kv: (self.n_past + t) as u32,
-            _pad: 0,
-        };
+        let step = StepParams::new(self.n_past, t);
         ctx.queue
             .write_buffer(&self.a.step, 0, bytemuck::bytes_of(&step));
         ctx.queue
@@ -506,12 +501,7 @@ impl Engine for Session {
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {
-        if n_past > self.n_past {
-            return Err(Error::InvalidArgument(format!(
-                "cannot truncate to {n_past}: only {} tokens are cached",
-                self.n_past
-            )));
-        }
+        check_truncate(n_past, self.n_past)?;
         if n_past < self.n_past {
             self.head_valid = false;
         }

@@ -126,10 +126,7 @@ pub fn build(
 ) -> Result<AttentionDecode> {
     let dims = b.kv.dims;
     dims.check()?;
-    let layer =
-        b.kv.layers
-            .get(b.layer)
-            .ok_or_else(|| Error::InvalidArgument(format!("KV cache has no layer {}", b.layer)))?;
+    let layer = b.kv.layer(b.layer)?;
     let chunk = b.scratch.chunk;
     let n_chunks = b.kv.n_ctx.div_ceil(chunk);
     if b.scratch.max_chunks < n_chunks {

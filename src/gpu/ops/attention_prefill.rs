@@ -1,10 +1,10 @@
 //! Causal GQA attention for a batch of query tokens over the KV cache, flash-attention style
 //! (`shaders/attention_prefill.wgsl`), and the naive CPU reference shared with decode.
 
+use crate::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::{Error, Result};
 
 /// (token, head) rows per workgroup; must equal `ROWS` in the shader.
 const PREFILL_ROWS: usize = 16;
@@ -37,10 +37,7 @@ pub fn build(
 ) -> Result<Kernel> {
     let dims = b.kv.dims;
     dims.check()?;
-    let layer =
-        b.kv.layers
-            .get(b.layer)
-            .ok_or_else(|| Error::InvalidArgument(format!("KV cache has no layer {}", b.layer)))?;
+    let layer = b.kv.layer(b.layer)?;
     let rows = max_tokens.max(1) * dims.q_dim();
     check_binding(b.q, 4 * rows, "attention_prefill q")?;
     check_binding(b.out, 4 * rows, "attention_prefill out")?;

@@ -38,9 +38,7 @@ pub fn build(
 ) -> Result<Kernel> {
     let dims = b.kv.dims;
     dims.check()?;
-    let layer = b.kv.layers.get(b.layer).ok_or_else(|| {
-        crate::Error::InvalidArgument(format!("KV cache has no layer {}", b.layer))
-    })?;
+    let layer = b.kv.layer(b.layer)?;
     let t = max_tokens.max(1);
     check_binding(b.q, 4 * t * dims.q_dim(), "qk_norm_rope q")?;
     check_binding(b.k, 4 * t * dims.kv_dim(), "qk_norm_rope k")?;
