@@ -12,9 +12,9 @@ use bonsai_wgpu::gpu::op::{
 use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use bonsai_wgpu::{Error, Result};
-use common::gpu_test;
+use common::{gpu_test, random_f32};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -73,10 +73,6 @@ async fn ctx() -> GpuContext {
         .expect("a wgpu adapter")
 }
 
-fn random(rng: &mut StdRng, n: usize, amp: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-amp..amp)).collect()
-}
-
 fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
     bonsai_wgpu::gpu::op::storage_buffer_init(ctx, label, data).expect("buffer")
 }
@@ -86,12 +82,7 @@ fn step_buffer(ctx: &GpuContext) -> wgpu::Buffer {
 }
 
 fn set_step(ctx: &GpuContext, step: &wgpu::Buffer, pos: usize, n_tokens: usize) {
-    let p = StepParams {
-        n_tokens: n_tokens as u32,
-        pos: pos as u32,
-        n_kv: (pos + n_tokens) as u32,
-        _pad: 0,
-    };
+    let p = StepParams::new(pos, n_tokens);
     ctx.queue.write_buffer(step, 0, bytemuck::bytes_of(&p));
 }
 
@@ -129,7 +120,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
 
 /// Random f16-representable cache contents for `n_pos` positions.
 fn random_cache(rng: &mut StdRng, dims: AttnDims, n_pos: usize) -> Vec<f32> {
-    unpack_f16(&pack_f16(&random(rng, n_pos * dims.kv_dim(), 2.0)))
+    unpack_f16(&pack_f16(&random_f32(rng, n_pos * dims.kv_dim(), 2.0)))
 }
 
 fn write_cache(ctx: &GpuContext, buf: &wgpu::Buffer, values: &[f32]) {
@@ -147,11 +138,11 @@ async fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_token
     let mut rng = StdRng::seed_from_u64((pos * 1000 + n_tokens) as u64);
     let rp = rope(dims.head_dim);
     let kv = KvCache::with_dims(&ctx, 1, dims, &rp, n_ctx).expect("kv cache");
-    let q = random(&mut rng, n_tokens * dims.q_dim(), 3.0);
-    let k = random(&mut rng, n_tokens * dims.kv_dim(), 3.0);
-    let v = random(&mut rng, n_tokens * dims.kv_dim(), 3.0);
-    let q_norm = random(&mut rng, dims.head_dim, 2.0);
-    let k_norm = random(&mut rng, dims.head_dim, 2.0);
+    let q = random_f32(&mut rng, n_tokens * dims.q_dim(), 3.0);
+    let k = random_f32(&mut rng, n_tokens * dims.kv_dim(), 3.0);
+    let v = random_f32(&mut rng, n_tokens * dims.kv_dim(), 3.0);
+    let q_norm = random_f32(&mut rng, dims.head_dim, 2.0);
+    let k_norm = random_f32(&mut rng, dims.head_dim, 2.0);
     // Buffers sized for more tokens than the step has: the extra rows must stay untouched.
     let max_tokens = n_tokens + 2;
     let padded = |x: &[f32], row: usize| {
@@ -247,7 +238,7 @@ async fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize
     let v = random_cache(&mut rng, dims, n_ctx);
     write_cache(&ctx, &kv.layers[0].k, &k);
     write_cache(&ctx, &kv.layers[0].v, &v);
-    let q = random(&mut rng, dims.q_dim(), 1.0);
+    let q = random_f32(&mut rng, dims.q_dim(), 1.0);
     let q_buf = upload(&ctx, "q", &q);
     let out = storage_buffer(&ctx, "out", (dims.q_dim() * 4) as u64).expect("out");
     let scratch =
@@ -331,7 +322,7 @@ async fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
     let v = random_cache(&mut rng, dims, n_ctx);
     write_cache(&ctx, &kv.layers[0].k, &k);
     write_cache(&ctx, &kv.layers[0].v, &v);
-    let q = random(&mut rng, n_tokens * dims.q_dim(), 1.0);
+    let q = random_f32(&mut rng, n_tokens * dims.q_dim(), 1.0);
     let max_tokens = n_tokens + 20; // extra workgroups must exit
     let mut q_pad = q.clone();
     q_pad.resize(max_tokens * dims.q_dim(), 0.0);
@@ -422,11 +413,11 @@ async fn attention_block_prefill_then_decode() -> Result<()> {
     let rp = rope(dims.head_dim);
     let kv = KvCache::with_dims(&ctx, 1, dims, &rp, n_ctx)?;
     let n_all = n_prompt + n_decode;
-    let q = random(&mut rng, n_all * dims.q_dim(), 3.0);
-    let k = random(&mut rng, n_all * dims.kv_dim(), 3.0);
-    let v = random(&mut rng, n_all * dims.kv_dim(), 3.0);
-    let q_norm = random(&mut rng, dims.head_dim, 2.0);
-    let k_norm = random(&mut rng, dims.head_dim, 2.0);
+    let q = random_f32(&mut rng, n_all * dims.q_dim(), 3.0);
+    let k = random_f32(&mut rng, n_all * dims.kv_dim(), 3.0);
+    let v = random_f32(&mut rng, n_all * dims.kv_dim(), 3.0);
+    let q_norm = random_f32(&mut rng, dims.head_dim, 2.0);
+    let k_norm = random_f32(&mut rng, dims.head_dim, 2.0);
     let bytes = |n: usize| (n * 4) as u64;
     let q_buf = storage_buffer(&ctx, "q", bytes(n_prompt * dims.q_dim()))?;
     let k_buf = storage_buffer(&ctx, "k", bytes(n_prompt * dims.kv_dim()))?;

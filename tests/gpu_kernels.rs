@@ -15,7 +15,7 @@ use bonsai_wgpu::gpu::ops::silu_mul;
 use bonsai_wgpu::gpu::ops::topk::{self, TopK};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
-use common::{gpu_test, now_ms};
+use common::{gpu_test, now_ms, random_f32, random_q1_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -44,20 +44,8 @@ async fn ctx() -> GpuContext {
         .expect("GPU context")
 }
 
-fn random_f32(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-/// Random GGUF Q1_0 bytes for `[k, n]`: scales like real weights (0.005 .. 0.05), random signs.
-fn random_q1_0(rng: &mut StdRng, k: usize, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * k / 128 * 18);
-    for _ in 0..n * k / 128 {
-        let d = half::f16::from_f32(rng.random_range(0.005f32..0.05));
-        out.extend_from_slice(&d.to_le_bytes());
-        out.extend((0..16).map(|_| rng.random::<u8>()));
-    }
-    out
-}
+/// Block scales of the random weights: like real Bonsai weights.
+const WEIGHT_SCALES: std::ops::Range<f32> = 0.005..0.05;
 
 /// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -109,7 +97,7 @@ async fn adapter_under_test() {
 async fn repack_q1_0_matches_gguf_blocks() {
     let mut rng = StdRng::seed_from_u64(1);
     let (k, n) = (384, 5); // 3 blocks per row, 15 in all: odd count pads the last scale word
-    let bytes = random_q1_0(&mut rng, k, n);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
     let (signs, scales) = repack_q1_0(&bytes, k, n).unwrap();
     assert_eq!(signs.len(), n * k / 32);
     assert_eq!(scales.len(), (n * k / 128).div_ceil(2));
@@ -166,10 +154,10 @@ async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed
         return;
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let bytes = random_q1_0(&mut rng, k, n);
-    let x = random_f32(&mut rng, k);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
+    let x = random_f32(&mut rng, k, 1.0);
     let y0 = if accumulate {
-        random_f32(&mut rng, n)
+        random_f32(&mut rng, n, 1.0)
     } else {
         vec![0.0; n]
     };
@@ -245,8 +233,8 @@ async fn matvec_q1_0_subgroup_planned_for_any_size() {
     }
     let mut rng = StdRng::seed_from_u64(11);
     let (k, n) = (640, 1234);
-    let bytes = random_q1_0(&mut rng, k, n);
-    let x = random_f32(&mut rng, k);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
+    let x = random_f32(&mut rng, k, 1.0);
     let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
     let opts = MatvecOptions {
         reduce: Reduce::Subgroup,
@@ -271,8 +259,8 @@ async fn matvec_q1_0_split_parts_and_dispatch() {
     let ctx = ctx().await;
     let mut rng = StdRng::seed_from_u64(10);
     let (k, n) = (512, 1001);
-    let bytes = random_q1_0(&mut rng, k, n);
-    let x = random_f32(&mut rng, k);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
+    let x = random_f32(&mut rng, k, 1.0);
     // 64 bytes of signs per row: 4 KiB -> 64 rows per part, 16 parts (last one short).
     let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, 4096).unwrap();
     assert_eq!(w.parts.len(), 16);
@@ -303,7 +291,7 @@ async fn embed_q1_0_gathers_rows_across_parts() {
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(20);
     let (k, n_vocab) = (256, 300);
-    let bytes = random_q1_0(&mut rng, k, n_vocab);
+    let bytes = random_q1_0(&mut rng, k, n_vocab, WEIGHT_SCALES);
     // 32 bytes of signs per row, 1 KiB parts: 32 rows each, 10 parts.
     let table =
         Q1_0Weight::upload_with_limit(&ctx, "token_embd", &bytes, k, n_vocab, 1024).unwrap();
@@ -329,11 +317,11 @@ async fn rmsnorm_vector_batch_and_inplace() {
     let mut rng = StdRng::seed_from_u64(21);
     let eps = 1e-6;
     for (n, rows) in [(2048usize, 1usize), (256, 7), (128, 16)] {
-        let x: Vec<f32> = random_f32(&mut rng, n * rows)
+        let x: Vec<f32> = random_f32(&mut rng, n * rows, 1.0)
             .iter()
             .map(|v| v * 3.0)
             .collect();
-        let w = random_f32(&mut rng, n);
+        let w = random_f32(&mut rng, n, 1.0);
         let mut want = vec![0.0; n * rows];
         rmsnorm::run_cpu(&x, &w, eps, &mut want);
         let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
@@ -374,13 +362,16 @@ async fn silu_mul_and_add_elementwise() {
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(22);
     let n = 6144 * 3 + 5; // a batch of 3 rows of n_ff plus a ragged tail
-    let gate: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 12.0).collect();
-    let up = random_f32(&mut rng, n);
+    let gate: Vec<f32> = random_f32(&mut rng, n, 1.0)
+        .iter()
+        .map(|v| v * 12.0)
+        .collect();
+    let up = random_f32(&mut rng, n, 1.0);
     let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
     let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
-    let x0 = random_f32(&mut rng, n);
-    let xb2v = random_f32(&mut rng, n);
+    let x0 = random_f32(&mut rng, n, 1.0);
+    let xb2v = random_f32(&mut rng, n, 1.0);
     let x = storage_buffer_init(&ctx, "x", &x0).unwrap();
     let xb2 = storage_buffer_init(&ctx, "xb2", &xb2v).unwrap();
     let add_op = add::build(&ctx, &cache, &x, &xb2, n as u32).unwrap();
@@ -406,7 +397,10 @@ async fn argmax_vocab_sized_with_ties() {
     let ctx = ctx().await;
     let mut rng = StdRng::seed_from_u64(23);
     let n = 151_669;
-    let mut logits: Vec<f32> = random_f32(&mut rng, n).iter().map(|v| v * 20.0).collect();
+    let mut logits: Vec<f32> = random_f32(&mut rng, n, 1.0)
+        .iter()
+        .map(|v| v * 20.0)
+        .collect();
     let t = now_ms();
     assert_eq!(gpu_argmax(&ctx, &logits).await, argmax::run_cpu(&logits));
     note!("argmax over {n}: {:.1} ms", now_ms() - t);
@@ -475,7 +469,7 @@ async fn fixture_head_matvec_argmax_and_embedding() {
     assert_eq!(table.gpu_bytes(), bytes.len() as u64);
 
     let mut rng = StdRng::seed_from_u64(30);
-    let x = random_f32(&mut rng, k);
+    let x = random_f32(&mut rng, k, 1.0);
     let row_bytes = k / 128 * 18;
     let want: Vec<f32> = (0..n)
         .map(|r| bonsai_wgpu::quant::dot_q1_0_f32(&bytes[r * row_bytes..(r + 1) * row_bytes], &x))
@@ -569,8 +563,9 @@ async fn pass_timer_times_matvec_passes() {
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(40);
     let (k, n) = (2048, 2048);
-    let w = Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n), k, n).unwrap();
-    let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k)).unwrap();
+    let w =
+        Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n, WEIGHT_SCALES), k, n).unwrap();
+    let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k, 1.0)).unwrap();
     let yb = storage_buffer(&ctx, "y", 4 * n as u64).unwrap();
     let op = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &yb, MatvecOptions::default()).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -604,9 +599,9 @@ async fn batched_ops_encode_shorter_batches() {
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(50);
     let (n, max_rows, rows) = (256usize, 8usize, 3usize);
-    let x = random_f32(&mut rng, n * max_rows);
-    let w = random_f32(&mut rng, n);
-    let up = random_f32(&mut rng, n * max_rows);
+    let x = random_f32(&mut rng, n * max_rows, 1.0);
+    let w = random_f32(&mut rng, n, 1.0);
+    let up = random_f32(&mut rng, n * max_rows, 1.0);
     let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
     let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
     let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n * max_rows]).unwrap();
@@ -620,7 +615,7 @@ async fn batched_ops_encode_shorter_batches() {
 
     let mut bytes_rng = StdRng::seed_from_u64(51);
     let (k, vocab) = (128, 40);
-    let table_bytes = random_q1_0(&mut bytes_rng, k, vocab);
+    let table_bytes = random_q1_0(&mut bytes_rng, k, vocab, WEIGHT_SCALES);
     let table = Q1_0Weight::upload(&ctx, "embd", &table_bytes, k, vocab).unwrap();
     let tokens: Vec<u32> = (0..max_rows as u32).map(|t| 3 * t + 1).collect();
     let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();

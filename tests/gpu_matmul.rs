@@ -11,9 +11,9 @@ use bonsai_wgpu::gpu::op::{
 use bonsai_wgpu::gpu::ops::matmul_q1_0;
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
-use common::gpu_test;
+use common::{gpu_test, random_f32, random_q1_0};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -22,16 +22,8 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 /// difference stays far below 1e-4 of max(1, |want|) (observed: < 1e-6).
 const TOL_MATMUL: f32 = 1e-4;
 
-/// Random GGUF Q1_0 bytes for an `[k, n]` weight: f16 scale in (0.01, 0.1), random signs.
-fn random_q1_0(rng: &mut StdRng, k: usize, n: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(n * k / 128 * 18);
-    for _ in 0..n * k / 128 {
-        let d = half::f16::from_f32(rng.random_range(0.01..0.1));
-        bytes.extend_from_slice(&d.to_le_bytes());
-        bytes.extend((0..16).map(|_| rng.random::<u8>()));
-    }
-    bytes
-}
+/// Block scales of the random weights.
+const WEIGHT_SCALES: std::ops::Range<f32> = 0.01..0.1;
 
 /// Dequantizes GGUF Q1_0 bytes: weight j of a block is bit j % 8 of qs[j / 8]; 1 = +d, 0 = -d.
 fn dequantize(bytes: &[u8]) -> Vec<f32> {
@@ -58,14 +50,10 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((k * 31 + n * 7 + n_tokens) as u64);
-    let bytes = random_q1_0(&mut rng, k, n);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
     let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, max_binding).expect("upload");
-    let x: Vec<f32> = (0..n_tokens * k)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let y0: Vec<f32> = (0..n_tokens * n)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let x = random_f32(&mut rng, n_tokens * k, 1.0);
+    let y0 = random_f32(&mut rng, n_tokens * n, 1.0);
     let max_tokens = n_tokens + 17; // extra token groups must exit
     let mut x_pad = x.clone();
     x_pad.resize(max_tokens * k, 0.0);
@@ -73,16 +61,7 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     y_pad.resize(max_tokens * n, 0.0);
     let x_buf = storage_buffer_init(&ctx, "x", &x_pad).expect("x");
     let y_buf = storage_buffer_init(&ctx, "y", &y_pad).expect("y");
-    let step = uniform_buffer_init(
-        &ctx,
-        "step",
-        &StepParams {
-            n_tokens: n_tokens as u32,
-            pos: 0,
-            n_kv: n_tokens as u32,
-            _pad: 0,
-        },
-    );
+    let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
     let mm = matmul_q1_0::build(
         &ctx,
         &cache,
@@ -159,24 +138,11 @@ async fn matmul_q1_0_fixture_weights_match_quant_dot() {
         let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
         let bytes = gguf.tensor_data(name).expect("tensor data");
         let w = Q1_0Weight::upload(&ctx, name, bytes, k, n).expect("upload");
-        let x: Vec<f32> = (0..n_tokens * k)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let y0: Vec<f32> = (0..n_tokens * n)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
+        let x = random_f32(&mut rng, n_tokens * k, 1.0);
+        let y0 = random_f32(&mut rng, n_tokens * n, 1.0);
         let x_buf = storage_buffer_init(&ctx, "x", &x).expect("x");
         let y_buf = storage_buffer_init(&ctx, "y", &y0).expect("y");
-        let step = uniform_buffer_init(
-            &ctx,
-            "step",
-            &StepParams {
-                n_tokens: n_tokens as u32,
-                pos: 0,
-                n_kv: n_tokens as u32,
-                _pad: 0,
-            },
-        );
+        let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
         let b = matmul_q1_0::MatmulQ1_0Bindings {
             step: &step,
             x: &x_buf,

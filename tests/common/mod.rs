@@ -64,6 +64,30 @@ pub fn argmax(x: &[f32]) -> u32 {
     bonsai_wgpu::engine::argmax(x)
 }
 
+/// `n` values drawn uniformly from `(-amp, amp)`.
+pub fn random_f32(rng: &mut rand::rngs::StdRng, n: usize, amp: f32) -> Vec<f32> {
+    use rand::Rng;
+    (0..n).map(|_| rng.random_range(-amp..amp)).collect()
+}
+
+/// Random GGUF Q1_0 bytes for a `[k, n]` weight: f16 block scales drawn from `scales`, random
+/// sign bits.
+pub fn random_q1_0(
+    rng: &mut rand::rngs::StdRng,
+    k: usize,
+    n: usize,
+    scales: std::ops::Range<f32>,
+) -> Vec<u8> {
+    use rand::Rng;
+    let mut out = Vec::with_capacity(n * k / 128 * 18);
+    for _ in 0..n * k / 128 {
+        let d = half::f16::from_f32(rng.random_range(scales.clone()));
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
 /// The attribute of GPU tests. They are async so that one body runs in two places: natively
 /// `#[pollster::test]` blocks on it; on wasm32 `#[wasm_bindgen_test]` lets the browser's event
 /// loop drive it (WebGPU read-backs complete only there). Browser command: README, "Tests".
