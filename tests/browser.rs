@@ -553,7 +553,7 @@ fn kernel_tests_in_headless_chromium() -> Result<()> {
         "the kernel tests did not report a WebGPU adapter"
     );
     eprintln!(
-        "[browser] {} kernel tests passed in headless Chromium in {:.1?}",
+        "[browser] {} wasm-bindgen tests (kernels, JavaScript API) passed in headless Chromium in {:.1?}",
         passed.iter().sum::<usize>(),
         t.elapsed()
     );

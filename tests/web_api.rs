@@ -12,16 +12,13 @@ use std::rc::Rc;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::wasm::{Model, ModelLoader, gpu_info};
+use common::TINY_MODEL_BYTES as FIXTURE;
 use js_sys::{Function, JSON, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-const FIXTURE: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/tiny-bonsai-dev.gguf"
-));
 /// Chunk size of the streamed load (a fetch() stream delivers chunks of this order).
 const CHUNK: usize = 1 << 20;
 /// Greedy tokens compared with the CPU reference.

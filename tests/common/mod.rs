@@ -116,15 +116,16 @@ pub fn tiny_model() -> bonsai_wgpu::gguf::Gguf {
     #[cfg(not(target_arch = "wasm32"))]
     let gguf = bonsai_wgpu::gguf::Gguf::open(fixture("tiny-bonsai-dev.gguf"));
     #[cfg(target_arch = "wasm32")]
-    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/tiny-bonsai-dev.gguf"
-        ))
-        .to_vec(),
-    );
+    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(TINY_MODEL_BYTES.to_vec());
     gguf.expect("tiny-bonsai-dev fixture")
 }
+
+/// The tiny-bonsai-dev file itself, compiled in: a browser test has no file system.
+#[cfg(target_arch = "wasm32")]
+pub const TINY_MODEL_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/tiny-bonsai-dev.gguf"
+));
 
 /// Wall-clock milliseconds since some fixed point (`std::time::Instant` panics on wasm32).
 pub fn now_ms() -> f64 {
