@@ -153,6 +153,7 @@ pub fn export_checkpoint(
         &planned,
         out,
         options.max_shard_bytes,
+        "config.json",
         progress,
     )?);
     Ok(ExportReport {

@@ -109,13 +109,14 @@ impl ShardWriter<'_> {
     }
 }
 
-/// Writes `tensors` into `dir` as one `model.safetensors` or several shards plus the index.
-/// Returns the files written.
+/// Writes `tensors` into `dir` as one `model.safetensors` or several shards plus the index,
+/// each with the permissions of the file `like` in `dir`. Returns the files written.
 pub fn write_shards(
     gguf: &Gguf,
     tensors: &[PlannedTensor],
     dir: &Path,
     max_shard_bytes: u64,
+    like: &str,
     progress: &dyn Fn(&ExportProgress),
 ) -> Result<Vec<PathBuf>> {
     let total: u64 = tensors.iter().map(|t| t.n_bytes() as u64).sum();
@@ -152,6 +153,17 @@ pub fn write_shards(
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
+        // The crate writes through a private (0600) temporary file: give the shard the
+        // permissions the JSON files got from the umask, so servers running as another user
+        // can read it.
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let permissions = std::fs::metadata(dir.join(like))
+            .map_err(io)?
+            .permissions();
+        std::fs::set_permissions(&path, permissions).map_err(io)?;
         for t in &tensors[range.clone()] {
             weight_map.insert(t.name.clone(), json!(name));
         }
