@@ -33,11 +33,9 @@ fn main() -> anyhow::Result<()> {
         max_shard_bytes: args.max_shard_mb.saturating_mul(1_000_000),
     };
     let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )?,
-    );
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )?);
     let report = export_checkpoint(&gguf, &args.out, &options, &|p| {
         bar.set_length(p.total_bytes);
         bar.set_position(p.done_bytes);

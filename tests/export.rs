@@ -43,7 +43,9 @@ fn gguf() -> &'static Gguf {
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export").join(name)
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("export")
+        .join(name)
 }
 
 /// Both exports, made once per test binary.
@@ -104,7 +106,10 @@ impl Checkpoint {
             let bytes = std::fs::read(dir.join(name)).expect("read shard");
             let st = SafeTensors::deserialize(&bytes).expect("parse safetensors");
             let (_, meta) = SafeTensors::read_metadata(&bytes).expect("metadata");
-            let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
+            let format = meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("format").cloned());
             assert_eq!(format.as_deref(), Some("pt"), "{name}: metadata format");
             for (t, view) in st.tensors() {
                 total += view.data().len();
@@ -118,7 +123,10 @@ impl Checkpoint {
             let map = index["weight_map"].as_object().expect("weight_map");
             assert_eq!(map.len(), ckpt.file_of.len(), "index lists every tensor");
             for (t, file) in map {
-                assert_eq!(Some(&names[ckpt.file_of[t]]), file.as_str().map(String::from).as_ref());
+                assert_eq!(
+                    Some(&names[ckpt.file_of[t]]),
+                    file.as_str().map(String::from).as_ref()
+                );
             }
         }
         ckpt
@@ -132,7 +140,10 @@ impl Checkpoint {
 
     /// dtype, shape and bytes of a tensor.
     fn get(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
-        let i = *self.file_of.get(name).unwrap_or_else(|| panic!("no tensor {name}"));
+        let i = *self
+            .file_of
+            .get(name)
+            .unwrap_or_else(|| panic!("no tensor {name}"));
         let st = SafeTensors::deserialize(&self.files[i]).expect("parse");
         let v = st.tensor(name).expect("tensor");
         (v.dtype(), v.shape().to_vec(), v.data().to_vec())
@@ -141,7 +152,10 @@ impl Checkpoint {
     fn f16s(&self, name: &str) -> (Vec<usize>, Vec<f16>) {
         let (dtype, shape, bytes) = self.get(name);
         assert_eq!(dtype, Dtype::F16, "{name}");
-        let v = bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
+        let v = bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]))
+            .collect();
         (shape, v)
     }
 
@@ -163,7 +177,11 @@ fn read_json(path: &Path) -> Value {
 /// HF module name of each GGUF tensor, from the list of Qwen3 names (written here, not
 /// taken from the library): `(gguf, hf module, is a projection inside a block)`.
 fn hf_names(n_layer: usize) -> Vec<(String, String, bool)> {
-    let mut v = vec![("token_embd.weight".into(), "model.embed_tokens".into(), false)];
+    let mut v = vec![(
+        "token_embd.weight".into(),
+        "model.embed_tokens".into(),
+        false,
+    )];
     for l in 0..n_layer {
         let per_layer = [
             ("attn_norm", "input_layernorm", false),
@@ -179,7 +197,11 @@ fn hf_names(n_layer: usize) -> Vec<(String, String, bool)> {
             ("ffn_down", "mlp.down_proj", true),
         ];
         for (g, h, linear) in per_layer {
-            v.push((format!("blk.{l}.{g}.weight"), format!("model.layers.{l}.{h}"), linear));
+            v.push((
+                format!("blk.{l}.{g}.weight"),
+                format!("model.layers.{l}.{h}"),
+                linear,
+            ));
         }
     }
     v.push(("output_norm.weight".into(), "model.norm".into(), false));
@@ -193,9 +215,15 @@ fn n_layer() -> usize {
 #[test]
 fn fp16_weights_equal_cpu_dequantization() {
     let ckpt = Checkpoint::open(&exported().fp16);
-    assert!(exported().fp16.join(INDEX_FILE).exists(), "the small shard limit shards");
+    assert!(
+        exported().fp16.join(INDEX_FILE).exists(),
+        "the small shard limit shards"
+    );
     let names = hf_names(n_layer());
-    let mut want: Vec<String> = names.iter().map(|(_, h, _)| format!("{h}.weight")).collect();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|(_, h, _)| format!("{h}.weight"))
+        .collect();
     want.sort();
     assert_eq!(ckpt.names(), want, "tied head: no lm_head.weight");
     let mut worst_norm = 0.0f32;
@@ -209,7 +237,11 @@ fn fp16_weights_equal_cpu_dequantization() {
             let mut want = vec![0.0f32; k * n];
             dequantize_row_q1_0(data, &mut want);
             for (i, (g16, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(g16.to_f32().to_bits(), w.to_bits(), "{h}[{i}]: got {g16}, want {w}");
+                assert_eq!(
+                    g16.to_f32().to_bits(),
+                    w.to_bits(),
+                    "{h}[{i}]: got {g16}, want {w}"
+                );
             }
         } else {
             assert_eq!(info.ggml_type, GgmlType::F32, "{g}");
@@ -227,7 +259,10 @@ fn fp16_weights_equal_cpu_dequantization() {
     let report = &exported().fp16_report;
     assert_eq!(report.max_norm_change, worst_norm);
     // Round to nearest f16 changes a normal value by at most 2^-11 of itself.
-    assert!(worst_norm > 0.0 && worst_norm <= 2f32.powi(-11), "{worst_norm}");
+    assert!(
+        worst_norm > 0.0 && worst_norm <= 2f32.powi(-11),
+        "{worst_norm}"
+    );
     eprintln!(
         "largest norm change {worst_norm:.3e} in {}",
         report.max_norm_change_tensor
@@ -267,7 +302,10 @@ fn awq_unpack(ckpt: &Checkpoint, module: &str) -> (Vec<usize>, Vec<f32>) {
 fn awq_unpacks_to_the_fp16_weights() {
     let fp16 = Checkpoint::open(&exported().fp16);
     let awq = Checkpoint::open(&exported().awq);
-    assert!(!exported().awq.join(INDEX_FILE).exists(), "one file under 5 GB");
+    assert!(
+        !exported().awq.join(INDEX_FILE).exists(),
+        "one file under 5 GB"
+    );
     let config = read_json(&exported().awq.join("config.json"));
     let q = &config["quantization_config"];
     assert_eq!(q["quant_method"], "awq");
@@ -284,11 +322,18 @@ fn awq_unpacks_to_the_fp16_weights() {
             assert_eq!(awq.f16s(&format!("{h}.weight")), (want_shape, want), "{h}");
             continue;
         }
-        assert!(!awq.file_of.contains_key(&format!("{h}.weight")), "{h} is packed");
+        assert!(
+            !awq.file_of.contains_key(&format!("{h}.weight")),
+            "{h} is packed"
+        );
         let (shape, got) = awq_unpack(&awq, &h);
         assert_eq!(shape, want_shape, "{h}");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_f32().to_bits(), "{h}[{i}]: got {g}, want {w}");
+            assert_eq!(
+                g.to_bits(),
+                w.to_f32().to_bits(),
+                "{h}[{i}]: got {g}, want {w}"
+            );
         }
         n_linear += 1;
     }
@@ -313,15 +358,26 @@ fn gguf_from_export(dir: &Path) -> Gguf {
     w.set("qwen3.attention.head_count_kv", u("num_key_value_heads"));
     w.set("qwen3.attention.key_length", u("head_dim"));
     w.set("qwen3.context_length", u("max_position_embeddings"));
-    w.set("qwen3.attention.layer_norm_rms_epsilon", f(&config["rms_norm_eps"]));
+    w.set(
+        "qwen3.attention.layer_norm_rms_epsilon",
+        f(&config["rms_norm_eps"]),
+    );
     w.set("qwen3.rope.freq_base", f(&config["rope_theta"]));
     let scaling = &config["rope_scaling"];
     assert_eq!(scaling["rope_type"], "yarn");
     w.set("qwen3.rope.scaling.type", GgufValue::String("yarn".into()));
     w.set("qwen3.rope.scaling.factor", f(&scaling["factor"]));
-    let orig = scaling["original_max_position_embeddings"].as_u64().expect("orig") as u32;
-    w.set("qwen3.rope.scaling.original_context_length", GgufValue::U32(orig));
-    assert_eq!(config["tie_word_embeddings"], true, "the fixture ties its head");
+    let orig = scaling["original_max_position_embeddings"]
+        .as_u64()
+        .expect("orig") as u32;
+    w.set(
+        "qwen3.rope.scaling.original_context_length",
+        GgufValue::U32(orig),
+    );
+    assert_eq!(
+        config["tie_word_embeddings"], true,
+        "the fixture ties its head"
+    );
     for (g, h, _) in hf_names(config["num_hidden_layers"].as_u64().expect("n") as usize) {
         let (shape, v) = ckpt.f16s(&format!("{h}.weight"));
         let mut dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
@@ -357,13 +413,20 @@ fn last_logits(model: &Arc<CpuModel>, tokens: &[u32]) -> Vec<f32> {
 fn cpu_reference_on_exported_fp16_gives_the_gguf_logits() {
     let from_gguf = CpuModel::from_gguf(gguf()).expect("model from gguf");
     let from_export = CpuModel::from_gguf(&gguf_from_export(&exported().fp16)).expect("model");
-    assert_eq!(from_export.config, from_gguf.config, "config.json round trip");
+    assert_eq!(
+        from_export.config, from_gguf.config,
+        "config.json round trip"
+    );
     for p in &llama_fixture().prompts {
         let want = last_logits(&from_gguf, &p.tokens);
         let got = last_logits(&from_export, &p.tokens);
         let cos = cosine(&got, &want);
         eprintln!("{} tokens: cosine {cos:.8}", p.tokens.len());
-        assert!(cos >= EXPORT_COSINE_MIN, "{} tokens: cosine {cos}", p.tokens.len());
+        assert!(
+            cos >= EXPORT_COSINE_MIN,
+            "{} tokens: cosine {cos}",
+            p.tokens.len()
+        );
     }
 }
 
@@ -375,7 +438,11 @@ fn tokenizer_json_reproduces_llama_cpp_vectors() {
     let cases = vocab_cases();
     assert_eq!(cases.len(), 46);
     for (text, want) in &cases {
-        let ids = tok.encode(text.as_str(), false).expect("encode").get_ids().to_vec();
+        let ids = tok
+            .encode(text.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
         if &ids != want {
             failures.push(format!("{text:?}: got {ids:?}, want {want:?}"));
         }
@@ -383,15 +450,25 @@ fn tokenizer_json_reproduces_llama_cpp_vectors() {
     }
     // llama.cpp's tokens of the fixture prompts (special tokens parsed, as HF always does).
     for p in &llama_fixture().prompts {
-        let ids = tok.encode(p.text.as_str(), false).expect("encode").get_ids().to_vec();
+        let ids = tok
+            .encode(p.text.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
         if ids != p.tokens {
-            failures.push(format!("prompt {:?}: got {ids:?}, want {:?}", p.text, p.tokens));
+            failures.push(format!(
+                "prompt {:?}: got {ids:?}, want {:?}",
+                p.text, p.tokens
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(tok.get_vocab_size(true), 151_669);
     let json = read_json(&path);
-    assert_eq!(json["normalizer"]["type"], "NFC", "Qwen's pipeline normalizes to NFC");
+    assert_eq!(
+        json["normalizer"]["type"], "NFC",
+        "Qwen's pipeline normalizes to NFC"
+    );
     assert_eq!(tok.token_to_id("<|im_end|>"), Some(151_645));
 }
 
@@ -432,14 +509,22 @@ fn config_files_carry_the_model() {
     assert_eq!(t["chat_template"].as_str(), Some(template));
     assert_eq!(t["eos_token"], "<|im_end|>");
     assert_eq!(t["pad_token"], "<|endoftext|>");
-    assert_eq!(t["added_tokens_decoder"]["151644"]["content"], "<|im_start|>");
+    assert_eq!(
+        t["added_tokens_decoder"]["151644"]["content"],
+        "<|im_start|>"
+    );
     assert_eq!(t["added_tokens_decoder"]["151644"]["special"], true);
     let think = gguf_token_id("<think>");
-    assert_eq!(t["added_tokens_decoder"][think.to_string()]["special"], false);
+    assert_eq!(
+        t["added_tokens_decoder"][think.to_string()]["special"],
+        false
+    );
 }
 
 fn gguf_token_id(text: &str) -> usize {
-    let tokens = gguf().get_str_array("tokenizer.ggml.tokens").expect("tokens");
+    let tokens = gguf()
+        .get_str_array("tokenizer.ggml.tokens")
+        .expect("tokens");
     tokens.iter().position(|t| *t == text).expect("token")
 }
 
@@ -460,8 +545,8 @@ fn fixture_with(name: &str, dims: Vec<u64>, ty: GgmlType, data: Vec<u8>) -> Gguf
 fn refusal(g: &Gguf, format: ExportFormat) -> String {
     let dir = out_dir("refused");
     let _ = std::fs::remove_dir_all(&dir);
-    let err = export_checkpoint(g, &dir, &ExportOptions::new(format), &|_| {})
-        .expect_err("must refuse");
+    let err =
+        export_checkpoint(g, &dir, &ExportOptions::new(format), &|_| {}).expect_err("must refuse");
     assert!(!dir.exists(), "nothing written before refusing");
     err.to_string()
 }
@@ -470,7 +555,12 @@ fn refusal(g: &Gguf, format: ExportFormat) -> String {
 fn refuses_what_cannot_be_exported_exactly() {
     let q = "blk.0.attn_q.weight";
     let info = gguf().tensor_info(q).expect("attn_q").clone();
-    let f16_q = fixture_with(q, info.dims.clone(), GgmlType::F16, vec![0; 2 * info.n_elements() as usize]);
+    let f16_q = fixture_with(
+        q,
+        info.dims.clone(),
+        GgmlType::F16,
+        vec![0; 2 * info.n_elements() as usize],
+    );
     let msg = refusal(&f16_q, ExportFormat::HfFp16);
     assert!(msg.contains(q) && msg.contains("F16"), "{msg}");
 
@@ -481,5 +571,8 @@ fn refuses_what_cannot_be_exported_exactly() {
     let msg = bonsai_wgpu::export::awq::check_awq_shape("blk.3.attn_k.weight", 256, 4)
         .expect_err("4 outputs do not fill an int32")
         .to_string();
-    assert!(msg.contains("blk.3.attn_k.weight") && msg.contains("multiple of 8"), "{msg}");
+    assert!(
+        msg.contains("blk.3.attn_k.weight") && msg.contains("multiple of 8"),
+        "{msg}"
+    );
 }

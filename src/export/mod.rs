@@ -133,7 +133,8 @@ pub fn export_checkpoint(
     let (max_norm_change, max_norm_change_tensor) = tensors::max_norm_rounding(gguf, &planned)?;
     let config = hf_config::config_json(gguf, &cfg, &tokenizer, options.format)?;
     let generation = hf_config::generation_config_json(&tokenizer);
-    let tokenizer_config = tokenizer_json::tokenizer_config_json(gguf, &tokenizer, cfg.n_ctx_train)?;
+    let tokenizer_config =
+        tokenizer_json::tokenizer_config_json(gguf, &tokenizer, cfg.n_ctx_train)?;
     let tokenizer_json = tokenizer_json::tokenizer_json(&tokenizer)?;
 
     std::fs::create_dir_all(out).map_err(|source| Error::Io {

@@ -85,7 +85,12 @@ impl ShardWriter<'_> {
             Ok(b) => {
                 self.fail(Error::BadTensor {
                     name: t.gguf.clone(),
-                    reason: format!("made {} bytes for `{}`, {} planned", b.len(), t.name, t.n_bytes()),
+                    reason: format!(
+                        "made {} bytes for `{}`, {} planned",
+                        b.len(),
+                        t.name,
+                        t.n_bytes()
+                    ),
                 });
                 vec![0; t.n_bytes()]
             }
@@ -160,9 +165,7 @@ pub fn write_shards(
             path: path.display().to_string(),
             source,
         };
-        let permissions = std::fs::metadata(dir.join(like))
-            .map_err(io)?
-            .permissions();
+        let permissions = std::fs::metadata(dir.join(like)).map_err(io)?.permissions();
         std::fs::set_permissions(&path, permissions).map_err(io)?;
         for t in &tensors[range.clone()] {
             weight_map.insert(t.name.clone(), json!(name));

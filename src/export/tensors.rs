@@ -5,7 +5,7 @@ use half::f16;
 use safetensors::Dtype;
 
 use super::ExportFormat;
-use super::awq::{awq_qweight, awq_shapes, awq_qzeros, awq_scales, check_awq_shape};
+use super::awq::{awq_qweight, awq_qzeros, awq_scales, awq_shapes, check_awq_shape};
 use super::names::{WeightKind, qwen3_tensors};
 use crate::config::Qwen3Config;
 use crate::error::{Error, Result};

@@ -48,9 +48,9 @@ pub fn hf_tokenizer(tokenizer: &Tokenizer) -> Result<tokenizers::Tokenizer> {
     hf.with_normalizer(Some(NFC));
     hf.with_pre_tokenizer(Some(Sequence::new(vec![
         PreTokenizerWrapper::Split(split),
-        PreTokenizerWrapper::ByteLevel(byte_level.clone()),
+        PreTokenizerWrapper::ByteLevel(byte_level),
     ])));
-    hf.with_post_processor(Some(byte_level.clone()));
+    hf.with_post_processor(Some(byte_level));
     hf.with_decoder(Some(byte_level));
     Ok(hf)
 }
