@@ -469,6 +469,13 @@ fn tokenizer_json_reproduces_llama_cpp_vectors() {
         json["normalizer"]["type"], "NFC",
         "Qwen's pipeline normalizes to NFC"
     );
+    // Qwen2/Qwen3's tokenizer.json regex, as Qwen ships it.
+    let qwen_regex = concat!(
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}",
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    );
+    let split = &json["pre_tokenizer"]["pretokenizers"][0];
+    assert_eq!(split["pattern"]["Regex"].as_str(), Some(qwen_regex));
     assert_eq!(tok.token_to_id("<|im_end|>"), Some(151_645));
 }
 

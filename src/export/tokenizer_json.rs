@@ -17,18 +17,23 @@ use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 use crate::chat_template::CHAT_TEMPLATE_KEY;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{QWEN2_PRE_REGEX, Tokenizer};
 
-/// The pre-tokenizer regex of Qwen2/Qwen3's `tokenizer.json`.
-pub const QWEN2_HF_REGEX: &str = concat!(
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
-    r"|[^\r\n\p{L}\p{N}]?\p{L}+",
-    r"|\p{N}",
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*",
-    r"|\s*[\r\n]+",
-    r"|\s+(?!\S)",
-    r"|\s+",
-);
+/// llama.cpp spells Qwen2's case-insensitive contractions out by hand ...
+const LLAMA_CPP_CONTRACTIONS: &str = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
+/// ... where Qwen's `tokenizer.json` writes them with a flag (which also folds e.g. `'ſ`).
+const HF_CONTRACTIONS: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
+
+/// The pre-tokenizer regex of Qwen2/Qwen3's `tokenizer.json`: [`QWEN2_PRE_REGEX`] with the
+/// contractions as Qwen writes them.
+pub fn qwen2_hf_regex() -> Result<String> {
+    if !QWEN2_PRE_REGEX.starts_with(LLAMA_CPP_CONTRACTIONS) {
+        return Err(Error::Tokenizer(
+            "the qwen2 regex no longer starts with the contractions group".into(),
+        ));
+    }
+    Ok(QWEN2_PRE_REGEX.replacen(LLAMA_CPP_CONTRACTIONS, HF_CONTRACTIONS, 1))
+}
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
@@ -38,7 +43,7 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 pub fn hf_tokenizer(tokenizer: &Tokenizer) -> Result<tokenizers::Tokenizer> {
     let mut hf = tokenizer.inner().clone();
     let split = Split::new(
-        SplitPattern::Regex(QWEN2_HF_REGEX.to_string()),
+        SplitPattern::Regex(qwen2_hf_regex()?),
         SplitDelimiterBehavior::Isolated,
         false,
     )
