@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bonsai_wgpu::Error;
-use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufWriter};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::Tokenizer;
+use bonsai_wgpu::text::{ChatMessage, ChatTemplate, TemplateOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
@@ -45,8 +45,14 @@ fn encode_timed(name: &str, text: &str, parse_special: bool) -> Duration {
         text.len(),
         ids.len()
     );
-    let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id).unwrap()).collect();
-    assert!(bytes == text.as_bytes(), "{name}: tokens do not spell the text");
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| tok.token_bytes(id).unwrap())
+        .collect();
+    assert!(
+        bytes == text.as_bytes(),
+        "{name}: tokens do not spell the text"
+    );
     dt
 }
 
@@ -69,7 +75,10 @@ fn tokenizing_1mb_of_hostile_text_is_bounded() {
     ];
     for (name, text, parse_special) in &cases {
         let dt = encode_timed(name, text, *parse_special);
-        assert!(dt < ENCODE_1MB_LIMIT, "{name}: {dt:?} > {ENCODE_1MB_LIMIT:?}");
+        assert!(
+            dt < ENCODE_1MB_LIMIT,
+            "{name}: {dt:?} > {ENCODE_1MB_LIMIT:?}"
+        );
     }
 }
 

@@ -10,7 +10,9 @@
 mod common;
 
 use bonsai_wgpu::Error;
-use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, MAX_RENDERED_BYTES, TemplateOptions};
+use bonsai_wgpu::text::chat_template::{
+    ChatMessage, ChatTemplate, MAX_RENDERED_BYTES, TemplateOptions,
+};
 use libfuzzer_sys::fuzz_target;
 
 // Load the fixture before fuzzing starts, outside the per-input timeout.

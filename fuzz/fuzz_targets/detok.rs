@@ -7,8 +7,8 @@
 mod common;
 
 use bonsai_wgpu::chat::ThinkSplitter;
-use bonsai_wgpu::detok::{Detokenizer, Vocab};
 use bonsai_wgpu::generate::StopMatcher;
+use bonsai_wgpu::text::{Detokenizer, Utf8Stream, Vocab};
 use libfuzzer_sys::fuzz_target;
 
 // Load the fixture before fuzzing starts, outside the per-input timeout.
@@ -62,17 +62,13 @@ fn utf8_chunks(data: &[u8]) {
     let pieces = chunks(data);
     let all: Vec<u8> = pieces.concat();
     let want = String::from_utf8_lossy(&all);
-    let mut a = bonsai_wgpu::detok::Utf8Stream::new();
-    let mut b = bonsai_wgpu::tokenizer::Utf8Stream::new();
-    let (mut got_a, mut got_b) = (String::new(), String::new());
+    let mut stream = Utf8Stream::new();
+    let mut got = String::new();
     for p in &pieces {
-        got_a.push_str(&a.push(p));
-        got_b.push_str(&b.push(p));
+        got.push_str(&stream.push(p));
     }
-    got_a.push_str(&a.finish());
-    got_b.push_str(&b.finish());
-    assert_eq!(got_a, want);
-    assert_eq!(got_b, want);
+    got.push_str(&stream.finish());
+    assert_eq!(got, want);
 }
 
 /// Pieces of text; the first piece is the stop string.

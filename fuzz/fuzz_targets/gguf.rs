@@ -3,8 +3,8 @@
 //! allocate more than a small multiple of the input.
 #![no_main]
 
-use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::model::Qwen3Config;
 use bonsai_wgpu::quant::dequantize_row;
 use libfuzzer_sys::fuzz_target;
 

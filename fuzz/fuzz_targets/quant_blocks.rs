@@ -6,8 +6,9 @@
 #![no_main]
 
 use bonsai_wgpu::gguf::GgmlType;
-use bonsai_wgpu::quant::{
-    Q1_0_BLOCK_BYTES, QK1_0, dequantize_row, dequantize_row_q1_0, dot_q1_0_f32, quantize_row_q1_0,
+use bonsai_wgpu::quant::dequantize_row;
+use bonsai_wgpu::quant::q1_0::{
+    self, Q1_0_BLOCK_BYTES, QK1_0, dequantize_row_q1_0, dot_q1_0_f32, quantize_row_q1_0,
 };
 use half::f16;
 use libfuzzer_sys::fuzz_target;
@@ -43,6 +44,20 @@ fn check_q1_0(bytes: &[u8]) {
             let want = if bit == 1 { d } else { -d };
             let got = row[b * QK1_0 + j];
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+        }
+        // The block view decodes the same weights.
+        let view = &q1_0::blocks(block)[0];
+        let mut from_view = [0f32; QK1_0];
+        view.dequantize(&mut from_view);
+        for (j, (&a, &w)) in from_view.iter().zip(&row[b * QK1_0..]).enumerate() {
+            assert!(
+                a.to_bits() == w.to_bits(),
+                "block view weight {j}: {a} != {w}"
+            );
+            assert_eq!(
+                view.is_positive(j),
+                w.is_sign_positive() == d.is_sign_positive()
+            );
         }
         // One-hot x picks out a single weight: the dot product is that weight.
         let j = usize::from(block[2]) % QK1_0;

@@ -8,7 +8,7 @@
 #![no_main]
 
 use bonsai_wgpu::gguf::{Gguf, GgufValue, GgufWriter};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::Tokenizer;
 use libfuzzer_sys::fuzz_target;
 
 /// GPT-2's bytes_to_unicode, the characters byte-level tokens are written in.

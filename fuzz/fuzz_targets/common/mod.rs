@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::ChatTemplate;
+use bonsai_wgpu::text::Tokenizer;
 
 fn fixture(name: &str) -> PathBuf {
     let dir = std::env::var_os("BONSAI_FIXTURES").map_or_else(
