@@ -507,11 +507,19 @@ fn read_tensor_info(cur: &mut Cursor<'_>, i: u64, alignment: u64) -> Result<Tens
     let ty = cur.u32().map_err(short)?;
     let offset = cur.u64().map_err(short)?;
 
-    let n_elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow the element count")))?;
+    // The row count too: with a zero ne0 the element count is 0 whatever the other dims are,
+    // and `TensorInfo::n_rows` must not overflow either.
+    let product = |d: &[u64]| {
+        d.iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
+    };
+    let (Some(n_elements), Some(_)) = (product(&dims), product(dims.get(1..).unwrap_or(&[])))
+    else {
+        return Err(bad(format!(
+            "dimensions {dims:?} overflow the element count"
+        )));
+    };
     let ggml_type = GgmlType::from_u32(ty).ok_or_else(|| Error::UnsupportedType {
         name: name.clone(),
         ggml_type: ty,
