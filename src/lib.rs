@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod chat;
 pub mod chat_template;
 pub mod config;
@@ -43,8 +44,11 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;
+pub mod prompt;
 pub mod quant;
 pub mod sampler;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod scheduler;
 pub mod synth;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
