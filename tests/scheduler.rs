@@ -116,8 +116,10 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
     let (mut alone, tok, _) = setup(1);
     let step = Arc::new(Mutex::new(0));
     let prompts = prompts(&tok, N);
+    // Alone: a sample of the 16 (the CPU reference is slow); together: all 16 at once.
+    const ALONE: [usize; 4] = [0, 5, 10, N - 1];
     let mut alone_text = Vec::new();
-    for p in &prompts {
+    for p in ALONE.iter().map(|&i| &prompts[i]) {
         let (log, _) = push(&mut alone, p.clone(), SamplerConfig::greedy(), MAX_TOKENS, &step);
         run(&mut alone, &step);
         let log = log.lock().unwrap();
@@ -131,10 +133,12 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
         .map(|p| push(&mut together, p.clone(), SamplerConfig::greedy(), MAX_TOKENS, &step).0)
         .collect();
     run(&mut together, &step);
-    for (i, log) in logs.iter().enumerate() {
-        let log = log.lock().unwrap();
-        assert_eq!(log.text, alone_text[i], "request {i}: alone vs among {N}");
-        assert_eq!(log.finish.as_ref().unwrap().n_gen, MAX_TOKENS);
+    for log in &logs {
+        assert_eq!(log.lock().unwrap().finish.as_ref().unwrap().n_gen, MAX_TOKENS);
+    }
+    for (j, &i) in ALONE.iter().enumerate() {
+        let text = &logs[i].lock().unwrap().text;
+        assert_eq!(*text, alone_text[j], "request {i}: alone vs among {N}");
     }
     assert_eq!(stats.active.load(Ordering::SeqCst), 0);
     assert_eq!(stats.queued.load(Ordering::SeqCst), 0);
@@ -148,13 +152,13 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
         max_tokens: MAX_TOKENS,
         ..GenerateOptions::default()
     };
-    for i in [0, N - 1] {
+    for (j, &i) in ALONE.iter().enumerate().take(2) {
         let mut engine = CpuSession::new(model.clone(), N_CTX).unwrap();
         let out = pollster::block_on(generate(&mut engine, &*tok, &prompts[i], &options, |_| {
             ControlFlow::Continue(())
         }))
         .unwrap();
-        assert_eq!(out.text, alone_text[i], "request {i}: scheduler vs generate");
+        assert_eq!(out.text, alone_text[j], "request {i}: scheduler vs generate");
     }
 }
 

@@ -157,7 +157,9 @@ def check_stop_strings():
 
 
 def check_same_seed_same_text():
-    kw = dict(temperature=1.0, top_p=1.0, max_tokens=12, seed=1234, extra_body=NO_THINK)
+    # top_k 0: the full-logits path (the GPU top-k read-back is slow on lavapipe).
+    kw = dict(temperature=1.0, top_p=1.0, max_tokens=8, seed=1234,
+              extra_body={**NO_THINK, "top_k": 0})
     a = reply_text(chat("Tell me a story.", **kw))
     b = reply_text(chat("Tell me a story.", **kw))
     c = reply_text(chat("Tell me a story.", **{**kw, "seed": 4321}))
@@ -206,7 +208,7 @@ def check_queue_full_is_503():
                                  {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
                                  key=None)
     assert status == 503, (status, body)
-    assert headers.get("Retry-After") == "1", headers
+    assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1", headers
     assert body["error"]["code"] == "queue_full", body
     try:
         small.chat.completions.create(**{**kw, "stream": False, "max_tokens": 2})
@@ -286,9 +288,10 @@ def check_completions_and_tokenize_roundtrip():
 
 
 def check_bounded_load():
+    """Two rounds of n/2 requests from n_clients threads, time-boxed. Every request must be
+    answered and every slot free after each round; resident memory after the second round must
+    be within 32 MiB of the first (the first round touches each slot's buffers once)."""
     n_requests, n_clients, max_tokens, seconds = int(LOAD[0]), int(LOAD[1]), int(LOAD[2]), LOAD[3]
-    wait_idle()
-    rss_before = metrics()["bonsai_process_resident_bytes"]
     deadline = time.time() + seconds
 
     def one(i):
@@ -296,24 +299,27 @@ def check_bounded_load():
             return None
         t0 = time.time()
         r = chat(f"Load request {i}: say something.", max_tokens=max_tokens,
-                 temperature=0.7, seed=i)
+                 timeout=max(1.0, deadline - time.time()))
         return time.time() - t0, r.usage.completion_tokens
 
+    wait_idle()
+    rss, results = [], []
     t0 = time.time()
-    with futures.ThreadPoolExecutor(n_clients) as pool:
-        results = list(pool.map(one, range(n_requests)))
+    for half in range(2):
+        ids = range(half * n_requests // 2, (half + 1) * n_requests // 2)
+        with futures.ThreadPoolExecutor(n_clients) as pool:
+            results += list(pool.map(one, ids))
+        rss.append(wait_idle()["bonsai_process_resident_bytes"])
     wall = time.time() - t0
     done = [r for r in results if r is not None]
     assert len(done) == n_requests, f"only {len(done)} of {n_requests} answered in {seconds}s"
     lat = sorted(r[0] for r in done)
     tokens = sum(r[1] for r in done)
     p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.95))]
-    after = wait_idle()
-    rss_after = after["bonsai_process_resident_bytes"]
     print(f"  load: {n_requests} requests x {max_tokens} max_tokens from {n_clients} clients in "
           f"{wall:.1f}s: p50 {p50:.2f}s p95 {p95:.2f}s, {tokens / wall:.1f} generated tok/s, "
-          f"rss {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
-    assert rss_after - rss_before < 64 * 2**20, "resident memory grew by more than 64 MiB"
+          f"rss after each half {rss[0] / 2**20:.0f} / {rss[1] / 2**20:.0f} MiB")
+    assert rss[1] - rss[0] < 32 * 2**20, "resident memory grew by more than 32 MiB"
 
 
 def main():
