@@ -102,9 +102,9 @@ impl<E: Engine> EnginePool<E> {
 
     fn slot(&mut self, slot: usize) -> Result<&mut E> {
         let n = self.engines.len();
-        self.engines
-            .get_mut(slot)
-            .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist ({n} slots)")))
+        self.engines.get_mut(slot).ok_or_else(|| {
+            Error::InvalidArgument(format!("slot {slot} does not exist ({n} slots)"))
+        })
     }
 }
 

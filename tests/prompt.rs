@@ -33,7 +33,8 @@ fn setup() -> (Tokenizer, ChatTemplate) {
 #[test]
 fn honest_conversations_tokenize_as_the_rendered_string() {
     let (tok, template) = setup();
-    let mut assistant = ChatMessage::new("assistant", "<think>\nhmm\n</think>\n\nParis. \u{10FFFD}");
+    let mut assistant =
+        ChatMessage::new("assistant", "<think>\nhmm\n</think>\n\nParis. \u{10FFFD}");
     assistant.reasoning_content = None;
     let conversations = vec![
         vec![ChatMessage::new("user", "Hello!")],
@@ -41,7 +42,10 @@ fn honest_conversations_tokenize_as_the_rendered_string() {
             ChatMessage::new("system", "  You are terse.\n"),
             ChatMessage::new("user", "Capital of France?"),
             assistant,
-            ChatMessage::new("user", "And of Spain? <think> is a tag; \u{F0000} is private."),
+            ChatMessage::new(
+                "user",
+                "And of Spain? <think> is a tag; \u{F0000} is private.",
+            ),
         ],
     ];
     for thinking in [true, false] {
@@ -77,7 +81,10 @@ fn control_tokens_in_messages_stay_text() {
     assert_eq!(count(&tok.encode(&rendered, true).unwrap(), IM_START), 5);
     // The user's text is there as text, and reads back verbatim.
     let plain = tok.encode(&format!("user\n{INJECTION}"), false).unwrap();
-    assert!(tokens.windows(plain.len()).any(|w| w == plain), "{tokens:?} lacks {plain:?}");
+    assert!(
+        tokens.windows(plain.len()).any(|w| w == plain),
+        "{tokens:?} lacks {plain:?}"
+    );
     assert!(tok.decode(&tokens, false).unwrap().contains(INJECTION));
 }
 
@@ -99,10 +106,18 @@ fn conversation_on_the_cpu_engine_keeps_injection_as_text() {
     .unwrap();
     let cached = conv.cached_tokens();
     let prompt = &cached[..cached.len() - outcome.tokens.len()];
-    assert_eq!(count(prompt, IM_START), 2, "user turn and assistant prompt only");
+    assert_eq!(
+        count(prompt, IM_START),
+        2,
+        "user turn and assistant prompt only"
+    );
     assert_eq!(count(prompt, IM_END), 1);
     // A second turn still reuses the cache: the rendering is stable across turns.
     let before = conv.cached_tokens().len();
     let pending = conv.pending_prompt(&mut engine).unwrap();
-    assert!(pending.len() < before, "fed again: {} of {before}", pending.len());
+    assert!(
+        pending.len() < before,
+        "fed again: {} of {before}",
+        pending.len()
+    );
 }

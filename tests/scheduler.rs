@@ -120,7 +120,13 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
     const ALONE: [usize; 4] = [0, 5, 10, N - 1];
     let mut alone_text = Vec::new();
     for p in ALONE.iter().map(|&i| &prompts[i]) {
-        let (log, _) = push(&mut alone, p.clone(), SamplerConfig::greedy(), MAX_TOKENS, &step);
+        let (log, _) = push(
+            &mut alone,
+            p.clone(),
+            SamplerConfig::greedy(),
+            MAX_TOKENS,
+            &step,
+        );
         run(&mut alone, &step);
         let log = log.lock().unwrap();
         assert_eq!(log.finish.as_ref().unwrap().reason, StopReason::MaxTokens);
@@ -130,11 +136,23 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
     let (mut together, _, stats) = setup(N);
     let logs: Vec<_> = prompts
         .iter()
-        .map(|p| push(&mut together, p.clone(), SamplerConfig::greedy(), MAX_TOKENS, &step).0)
+        .map(|p| {
+            push(
+                &mut together,
+                p.clone(),
+                SamplerConfig::greedy(),
+                MAX_TOKENS,
+                &step,
+            )
+            .0
+        })
         .collect();
     run(&mut together, &step);
     for log in &logs {
-        assert_eq!(log.lock().unwrap().finish.as_ref().unwrap().n_gen, MAX_TOKENS);
+        assert_eq!(
+            log.lock().unwrap().finish.as_ref().unwrap().n_gen,
+            MAX_TOKENS
+        );
     }
     for (j, &i) in ALONE.iter().enumerate() {
         let text = &logs[i].lock().unwrap().text;
@@ -142,7 +160,10 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
     }
     assert_eq!(stats.active.load(Ordering::SeqCst), 0);
     assert_eq!(stats.queued.load(Ordering::SeqCst), 0);
-    assert_eq!(stats.generated_tokens.load(Ordering::SeqCst), (N * MAX_TOKENS) as u64);
+    assert_eq!(
+        stats.generated_tokens.load(Ordering::SeqCst),
+        (N * MAX_TOKENS) as u64
+    );
 
     // And both equal plain generate() on one engine.
     let gguf = common::tiny_model();
@@ -158,7 +179,10 @@ fn greedy_alone_equals_among_fifteen_others_and_generate() {
             ControlFlow::Continue(())
         }))
         .unwrap();
-        assert_eq!(out.text, alone_text[j], "request {i}: scheduler vs generate");
+        assert_eq!(
+            out.text, alone_text[j],
+            "request {i}: scheduler vs generate"
+        );
     }
 }
 
@@ -191,7 +215,10 @@ fn cancel_while_queued_during_prefill_and_mid_stream_frees_the_slot() {
     let (mut s, tok, stats) = setup(1);
     let step = Arc::new(Mutex::new(0));
     let long: Vec<u32> = tok
-        .encode(&"The quick brown fox jumps over the lazy dog. ".repeat(20), false)
+        .encode(
+            &"The quick brown fox jumps over the lazy dog. ".repeat(20),
+            false,
+        )
         .unwrap();
     assert!(long.len() > 4 * CHUNK);
     // Running request (prefilling), and one queued behind it.
@@ -201,13 +228,20 @@ fn cancel_while_queued_during_prefill_and_mid_stream_frees_the_slot() {
     assert_eq!(stats.active.load(Ordering::SeqCst), 1);
     cancel_queued.store(true, Ordering::SeqCst);
     pollster::block_on(s.step());
-    assert_eq!(stats.queued.load(Ordering::SeqCst), 0, "the queued request left the queue");
+    assert_eq!(
+        stats.queued.load(Ordering::SeqCst),
+        0,
+        "the queued request left the queue"
+    );
     let reason = queued.lock().unwrap().finish.clone().unwrap().reason;
     assert_eq!(reason, StopReason::Cancelled);
     // Cancel during prefill: freed at the next step, long before the prompt is in.
     cancel_running.store(true, Ordering::SeqCst);
     pollster::block_on(s.step());
-    assert!(s.is_idle(), "cancelled during prefill frees the slot at the next step");
+    assert!(
+        s.is_idle(),
+        "cancelled during prefill frees the slot at the next step"
+    );
     assert_eq!(stats.active.load(Ordering::SeqCst), 0);
     let log = running.lock().unwrap();
     assert_eq!(log.finish.as_ref().unwrap().reason, StopReason::Cancelled);
@@ -246,7 +280,13 @@ fn cancel_while_queued_during_prefill_and_mid_stream_frees_the_slot() {
 fn long_prompt_is_prefilled_in_chunks_while_a_stream_decodes() {
     let (mut s, tok, _) = setup(2);
     let step = Arc::new(Mutex::new(0));
-    let (a, _) = push(&mut s, prompts(&tok, 1).remove(0), SamplerConfig::greedy(), 200, &step);
+    let (a, _) = push(
+        &mut s,
+        prompts(&tok, 1).remove(0),
+        SamplerConfig::greedy(),
+        200,
+        &step,
+    );
     // Let A start streaming.
     while a.lock().unwrap().text_steps.is_empty() {
         pollster::block_on(s.step());
@@ -265,7 +305,11 @@ fn long_prompt_is_prefilled_in_chunks_while_a_stream_decodes() {
     let to = *step.lock().unwrap();
     // B took at least one step per chunk, and A kept streaming meanwhile (a token per step; a
     // few tokens of the random model decode to no text).
-    assert!(to - from >= chunks, "{} steps for {chunks} chunks", to - from);
+    assert!(
+        to - from >= chunks,
+        "{} steps for {chunks} chunks",
+        to - from
+    );
     let a_tokens = a
         .lock()
         .unwrap()
@@ -290,13 +334,19 @@ fn continued_conversation_reuses_the_slot_cache() {
     assert_eq!(log.lock().unwrap().started, Some(0));
     // The next turn: the first prompt, the reply, then a new user turn.
     let reply = log.lock().unwrap().text.clone();
-    let next_text = format!("{reply}<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n");
+    let next_text = format!(
+        "{reply}<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n"
+    );
     let mut next = first.clone();
     next.extend(tok.encode(&next_text, true).unwrap());
     let (log2, _) = push(&mut s, next.clone(), SamplerConfig::greedy(), 6, &step);
     run(&mut s, &step);
     let n_cached = log2.lock().unwrap().started.unwrap();
-    assert!(n_cached >= first.len(), "reused {n_cached} of {} tokens", first.len());
+    assert!(
+        n_cached >= first.len(),
+        "reused {n_cached} of {} tokens",
+        first.len()
+    );
     assert_eq!(stats.cached_tokens.load(Ordering::SeqCst), n_cached as u64);
 
     // Same reply as a fresh scheduler computing the whole prompt.
@@ -311,9 +361,18 @@ fn continued_conversation_reuses_the_slot_cache() {
 fn prompt_longer_than_the_context_fails_with_both_numbers() {
     let (mut s, _, stats) = setup(1);
     let step = Arc::new(Mutex::new(0));
-    let (log, _) = push(&mut s, vec![1; N_CTX + 1], SamplerConfig::greedy(), 4, &step);
+    let (log, _) = push(
+        &mut s,
+        vec![1; N_CTX + 1],
+        SamplerConfig::greedy(),
+        4,
+        &step,
+    );
     run(&mut s, &step);
     let failed = log.lock().unwrap().failed.clone().unwrap();
-    assert!(failed.contains(&(N_CTX + 1).to_string()) && failed.contains(&N_CTX.to_string()), "{failed}");
+    assert!(
+        failed.contains(&(N_CTX + 1).to_string()) && failed.contains(&N_CTX.to_string()),
+        "{failed}"
+    );
     assert_eq!(stats.queued.load(Ordering::SeqCst), 0);
 }

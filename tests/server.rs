@@ -61,6 +61,7 @@ fn start(args: &[&str]) -> Server {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("bonsai-server {args:?} did not start listening within {START_TIMEOUT:?}");
             }
         };
@@ -89,7 +90,10 @@ fn openai_python_client_against_the_server() {
             "{} is missing: run tests/server/setup_venv.sh first",
             python.display()
         );
-        eprintln!("skipped: no {} (run tests/server/setup_venv.sh)", python.display());
+        eprintln!(
+            "skipped: no {} (run tests/server/setup_venv.sh)",
+            python.display()
+        );
         return;
     }
     let main = start(&["--parallel", "16", "--ctx", "8192", "--api-key", KEY]);

@@ -33,7 +33,6 @@ use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::tokenizer::Tokenizer;
 use clap::Parser;
 
-
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 

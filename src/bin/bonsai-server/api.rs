@@ -114,10 +114,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_S),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
         response
     }
@@ -129,9 +128,10 @@ impl From<bonsai_wgpu::Error> for ApiError {
             bonsai_wgpu::Error::ContextOverflow { needed, capacity } => {
                 prompt_too_long(needed, capacity)
             }
-            bonsai_wgpu::Error::ChatTemplate(m) => {
-                ApiError::bad(Some("messages"), format!("the chat template rejected the messages: {m}"))
-            }
+            bonsai_wgpu::Error::ChatTemplate(m) => ApiError::bad(
+                Some("messages"),
+                format!("the chat template rejected the messages: {m}"),
+            ),
             bonsai_wgpu::Error::BadToken { id, n_vocab } => ApiError::bad(
                 Some("prompt"),
                 format!("token {id} is outside the vocabulary of {n_vocab}"),
@@ -145,9 +145,7 @@ impl From<bonsai_wgpu::Error> for ApiError {
 pub fn prompt_too_long(n: usize, n_ctx: usize) -> ApiError {
     ApiError::bad(
         Some("messages"),
-        format!(
-            "The prompt is {n} tokens long, more than the context of {n_ctx} tokens per slot."
-        ),
+        format!("The prompt is {n} tokens long, more than the context of {n_ctx} tokens per slot."),
     )
 }
 
@@ -160,7 +158,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             ApiError::bad(None, format!("Malformed JSON in the request body: {inner}"))
         } else if path == "." {
-            ApiError::bad(None, format!("The request body must be a JSON object: {inner}"))
+            ApiError::bad(
+                None,
+                format!("The request body must be a JSON object: {inner}"),
+            )
         } else {
             ApiError::bad(Some(&path), format!("{path}: {inner}"))
         }
@@ -317,10 +318,21 @@ impl GenerationRequest {
         if self.echo == Some(true) {
             return Err(ApiError::bad(Some("echo"), "echo is not supported"));
         }
-        if self.logprobs.as_ref().is_some_and(|v| !v.is_null() && *v != json!(false)) {
-            return Err(ApiError::bad(Some("logprobs"), "logprobs are not supported"));
+        if self
+            .logprobs
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && *v != json!(false))
+        {
+            return Err(ApiError::bad(
+                Some("logprobs"),
+                "logprobs are not supported",
+            ));
         }
-        if self.tools.as_ref().is_some_and(|v| !v.is_null() && *v != json!([])) {
+        if self
+            .tools
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && *v != json!([]))
+        {
             return Err(ApiError::bad(Some("tools"), "tools are not supported"));
         }
         check_range("temperature", self.temperature, 0.0, 100.0)?;
@@ -335,7 +347,10 @@ impl GenerationRequest {
             (None, None) => None,
         };
         if let Some((name, 0)) = max_tokens {
-            return Err(ApiError::bad(Some(name), format!("{name} must be at least 1")));
+            return Err(ApiError::bad(
+                Some(name),
+                format!("{name} must be at least 1"),
+            ));
         }
         let stop = match &self.stop {
             None => Vec::new(),
@@ -345,7 +360,10 @@ impl GenerationRequest {
         if stop.len() > MAX_STOP_STRINGS {
             return Err(ApiError::bad(
                 Some("stop"),
-                format!("at most {MAX_STOP_STRINGS} stop strings, got {}", stop.len()),
+                format!(
+                    "at most {MAX_STOP_STRINGS} stop strings, got {}",
+                    stop.len()
+                ),
             ));
         }
         let d = SamplerConfig::default();
@@ -402,7 +420,10 @@ pub fn chat_messages(messages: Option<&[Message]>) -> Result<Vec<ChatMessage>, A
             return Err(ApiError::bad(Some("messages"), "messages is required"));
         };
         if messages.is_empty() {
-            return Err(ApiError::bad(Some("messages"), "messages must not be empty"));
+            return Err(ApiError::bad(
+                Some("messages"),
+                "messages must not be empty",
+            ));
         }
         let mut out = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {

@@ -37,7 +37,9 @@ mod routes;
 mod stream;
 
 #[derive(Parser, Debug)]
-#[command(about = "OpenAI-compatible HTTP server for Bonsai 1-bit models, with continuous batching")]
+#[command(
+    about = "OpenAI-compatible HTTP server for Bonsai 1-bit models, with continuous batching"
+)]
 struct Args {
     /// A local GGUF model file.
     #[arg(long, conflicts_with = "hf")]
@@ -133,7 +135,11 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
     let mut last = 0;
     hub::resolve(args.hf.as_deref(), &mut |file, done, total| {
         if last == 0 {
-            eprintln!("downloading {} into {}", file.url(), hub::cache_dir().display());
+            eprintln!(
+                "downloading {} into {}",
+                file.url(),
+                hub::cache_dir().display()
+            );
         }
         if done >= last + (64 << 20) || Some(done) == total {
             last = done.max(1);
@@ -144,7 +150,10 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
 
 fn run(args: Args) -> Result<()> {
     if args.parallel == 0 || args.ctx < args.parallel {
-        bail!("--parallel must be at least 1 and at most --ctx ({})", args.ctx);
+        bail!(
+            "--parallel must be at least 1 and at most --ctx ({})",
+            args.ctx
+        );
     }
     let path = resolve_model(&args)?;
     let gguf = Gguf::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -229,7 +238,15 @@ fn start_scheduler(
                     EnginePool::new(sessions)
                 });
                 drop(gguf);
-                serve_engine(engine, "the CPU reference engine".into(), rx, ready_tx, tokenizer, chunk, stats)
+                serve_engine(
+                    engine,
+                    "the CPU reference engine".into(),
+                    rx,
+                    ready_tx,
+                    tokenizer,
+                    chunk,
+                    stats,
+                )
             } else {
                 let loaded = pollster::block_on(GpuContext::new(&gpu)).and_then(|ctx| {
                     let name = format!("{} ({:?})", ctx.info.name, ctx.info.backend);
@@ -245,7 +262,9 @@ fn start_scheduler(
                 });
                 drop(gguf);
                 match loaded {
-                    Ok((name, engine)) => serve_engine(Ok(engine), name, rx, ready_tx, tokenizer, chunk, stats),
+                    Ok((name, engine)) => {
+                        serve_engine(Ok(engine), name, rx, ready_tx, tokenizer, chunk, stats)
+                    }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.into()));
                     }

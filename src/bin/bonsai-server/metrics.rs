@@ -60,32 +60,95 @@ pub fn render(state: &AppState) -> String {
     let h = &state.http;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP bonsai_requests_total HTTP requests received, by endpoint.");
+    let _ = writeln!(
+        out,
+        "# HELP bonsai_requests_total HTTP requests received, by endpoint."
+    );
     let _ = writeln!(out, "# TYPE bonsai_requests_total counter");
     for (name, count) in ENDPOINTS.iter().zip(&h.requests) {
-        let _ = writeln!(out, "bonsai_requests_total{{endpoint=\"{name}\"}} {}", load(count));
+        let _ = writeln!(
+            out,
+            "bonsai_requests_total{{endpoint=\"{name}\"}} {}",
+            load(count)
+        );
     }
     let counters = [
-        ("bonsai_requests_rejected_total", "Requests answered 503: queue full.", load(&h.rejected)),
-        ("bonsai_requests_unauthorized_total", "Requests answered 401.", load(&h.unauthorized)),
-        ("bonsai_sequences_started_total", "Generation requests that got a slot.", load(&s.started)),
-        ("bonsai_sequences_finished_total", "Generation requests that ended.", load(&s.finished)),
-        ("bonsai_sequences_cancelled_total", "Generation requests cancelled (client gone).", load(&s.cancelled)),
-        ("bonsai_prompt_tokens_total", "Prompt tokens computed (prefill).", load(&s.prompt_tokens)),
-        ("bonsai_prompt_tokens_cached_total", "Prompt tokens reused from slot caches.", load(&s.cached_tokens)),
-        ("bonsai_generated_tokens_total", "Tokens generated.", load(&s.generated_tokens)),
-        ("bonsai_decode_steps_total", "Decode steps (one token for every active sequence).", load(&s.decode_steps)),
+        (
+            "bonsai_requests_rejected_total",
+            "Requests answered 503: queue full.",
+            load(&h.rejected),
+        ),
+        (
+            "bonsai_requests_unauthorized_total",
+            "Requests answered 401.",
+            load(&h.unauthorized),
+        ),
+        (
+            "bonsai_sequences_started_total",
+            "Generation requests that got a slot.",
+            load(&s.started),
+        ),
+        (
+            "bonsai_sequences_finished_total",
+            "Generation requests that ended.",
+            load(&s.finished),
+        ),
+        (
+            "bonsai_sequences_cancelled_total",
+            "Generation requests cancelled (client gone).",
+            load(&s.cancelled),
+        ),
+        (
+            "bonsai_prompt_tokens_total",
+            "Prompt tokens computed (prefill).",
+            load(&s.prompt_tokens),
+        ),
+        (
+            "bonsai_prompt_tokens_cached_total",
+            "Prompt tokens reused from slot caches.",
+            load(&s.cached_tokens),
+        ),
+        (
+            "bonsai_generated_tokens_total",
+            "Tokens generated.",
+            load(&s.generated_tokens),
+        ),
+        (
+            "bonsai_decode_steps_total",
+            "Decode steps (one token for every active sequence).",
+            load(&s.decode_steps),
+        ),
     ];
     for (name, help, value) in counters {
         metric(&mut out, name, "counter", help, value);
     }
     let gauges = [
-        ("bonsai_sequences_active", "Requests holding a slot.", s.active.load(Ordering::SeqCst) as f64),
-        ("bonsai_sequences_queued", "Requests waiting for a slot.", s.queued.load(Ordering::SeqCst) as f64),
+        (
+            "bonsai_sequences_active",
+            "Requests holding a slot.",
+            s.active.load(Ordering::SeqCst) as f64,
+        ),
+        (
+            "bonsai_sequences_queued",
+            "Requests waiting for a slot.",
+            s.queued.load(Ordering::SeqCst) as f64,
+        ),
         ("bonsai_slots", "Sequence slots.", state.n_slots as f64),
-        ("bonsai_slot_context_tokens", "Context of one slot in tokens.", state.n_ctx as f64),
-        ("bonsai_decode_tokens_per_second", "Aggregate decode rate over the last 10 s.", s.decode_tps()),
-        ("bonsai_process_resident_bytes", "Resident memory of the server process.", resident_bytes() as f64),
+        (
+            "bonsai_slot_context_tokens",
+            "Context of one slot in tokens.",
+            state.n_ctx as f64,
+        ),
+        (
+            "bonsai_decode_tokens_per_second",
+            "Aggregate decode rate over the last 10 s.",
+            s.decode_tps(),
+        ),
+        (
+            "bonsai_process_resident_bytes",
+            "Resident memory of the server process.",
+            resident_bytes() as f64,
+        ),
     ];
     for (name, help, value) in gauges {
         metric(&mut out, name, "gauge", help, value);

@@ -69,12 +69,18 @@ fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, 
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(state.max_body)
         } else {
-            ApiError::bad(None, format!("Could not read the request body: {}", e.body_text()))
+            ApiError::bad(
+                None,
+                format!("Could not read the request body: {}", e.body_text()),
+            )
         }
     })
 }
 
-async fn chat(State(state): Shared, raw: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat(
+    State(state): Shared,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: GenerationRequest = parse(&body(&state, raw)?)?;
     let params = request.params()?;
     let messages = request.chat_messages()?;
@@ -104,7 +110,9 @@ async fn completions(
     let prompt = match &request.prompt {
         None => return Err(ApiError::bad(Some("prompt"), "prompt is required")),
         Some(Prompt::Text(text)) => state.tokenizer.encode(text, true)?,
-        Some(Prompt::Texts(texts)) if texts.len() == 1 => state.tokenizer.encode(&texts[0], true)?,
+        Some(Prompt::Texts(texts)) if texts.len() == 1 => {
+            state.tokenizer.encode(&texts[0], true)?
+        }
         Some(Prompt::Texts(texts)) => {
             return Err(ApiError::bad(
                 Some("prompt"),
@@ -181,7 +189,10 @@ struct TokenizeRequest {
     chat_template_kwargs: Option<TemplateKwargs>,
 }
 
-async fn tokenize(State(state): Shared, raw: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn tokenize(
+    State(state): Shared,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let request: TokenizeRequest = parse(&body(&state, raw)?)?;
     let tokens = match (&request.content, &request.messages) {
         (Some(content), None) => state
@@ -207,7 +218,10 @@ async fn tokenize(State(state): Shared, raw: Result<Bytes, BytesRejection>) -> R
             ));
         }
     };
-    Ok(Json(json!({"tokens": tokens, "count": tokens.len(), "max_model_len": state.n_ctx})).into_response())
+    Ok(
+        Json(json!({"tokens": tokens, "count": tokens.len(), "max_model_len": state.n_ctx}))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]

@@ -253,10 +253,7 @@ impl Job {
             }
             Some(Event::Failed(e)) => {
                 let error = ApiError::from(e);
-                Some(vec![
-                    data(error.body()),
-                    SseEvent::default().data("[DONE]"),
-                ])
+                Some(vec![data(error.body()), SseEvent::default().data("[DONE]")])
             }
             None => None,
         }
@@ -268,7 +265,9 @@ impl Job {
         include_usage: bool,
     ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
         let first = match self.mode {
-            Mode::Chat => vec![SseEvent::default().data(self.chunk(&Delta::default(), None, true).to_string())],
+            Mode::Chat => vec![
+                SseEvent::default().data(self.chunk(&Delta::default(), None, true).to_string()),
+            ],
             Mode::Completion => Vec::new(),
         };
         let rest = stream::unfold((self, false), move |(mut job, done)| async move {
