@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::batch::BatchEngine;
-use crate::detok::{Utf8Stream, Vocab};
 use crate::error::Error;
 use crate::generate::{StopMatcher, StopReason};
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::text::detok::{Utf8Stream, Vocab};
 
 /// Prompt tokens per prefill chunk when the caller does not choose.
 pub const DEFAULT_PREFILL_CHUNK: usize = 128;

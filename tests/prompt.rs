@@ -5,14 +5,15 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use bonsai_wgpu::chat::Conversation;
-use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::generate::GenerateOptions;
-use bonsai_wgpu::prompt::chat_prompt_tokens;
 use bonsai_wgpu::sampler::SamplerConfig;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use bonsai_wgpu::text::prompt::chat_prompt_tokens;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 
 const IM_START: u32 = 151644;
 const IM_END: u32 = 151645;
@@ -94,7 +95,7 @@ fn conversation_on_the_cpu_engine_keeps_injection_as_text() {
     let gguf = common::tiny_model();
     let model = CpuModel::from_gguf(&gguf).unwrap();
     let mut engine = CpuSession::new(model, 1024).unwrap();
-    let mut conv = Conversation::new(&tok, &template);
+    let mut conv = Conversation::new(Arc::new(tok), Arc::new(template));
     let options = GenerateOptions {
         sampler: SamplerConfig::greedy(),
         max_tokens: 4,

@@ -14,7 +14,7 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::generate::{GenerateOptions, StopReason, generate};
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::scheduler::{Event, Finish, Request, Scheduler, Stats};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 
 const N_CTX: usize = 512;
 const CHUNK: usize = 16;

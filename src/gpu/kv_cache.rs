@@ -12,15 +12,15 @@
 //! - Entries at positions `>= n_past` are garbage and never read (attention reads `0..n_kv`), so
 //!   truncating the cache is free.
 //! - The RoPE table holds `(cos, sin)` for every position and rotated pair:
-//!   `(n_ctx, n_rot / 2)` `vec2<f32>`, computed on the CPU once with the CPU reference's own
-//!   [`RopeParams::cos_sin`] (YaRN ramp and mscale included). The shader then rotates with exactly
-//!   the reference's angles; WGSL only bounds `sin`/`cos` error inside `[-pi, pi]`, and positions
+//!   `(n_ctx, n_rot / 2)` `vec2<f32>`, computed on the CPU once with the model's
+//!   [`RopeParams::cos_sin`] (YaRN ramp and mscale included), the angles the CPU reference
+//!   rotates with. The shader then rotates with exactly the reference's angles; WGSL only bounds `sin`/`cos` error inside `[-pi, pi]`, and positions
 //!   up to 32k give angles up to 32k radians. Cost: `n_ctx * n_rot * 4` bytes (16 MiB at 32k).
 
+use super::buffers::{storage_buffer, storage_buffer_init};
 use super::context::GpuContext;
-use super::op::{storage_buffer, storage_buffer_init};
-use crate::config::Qwen3Config;
-use crate::cpu::rope::RopeParams;
+use crate::model::config::Qwen3Config;
+use crate::model::rope::RopeParams;
 use crate::{Error, Result};
 
 /// Attention shape shared by the attention ops.
@@ -187,7 +187,7 @@ impl KvCache {
 }
 
 /// `(cos, sin)` for every position `0..n_ctx` and pair `i0 / 2` (`i0` even, `< n_rot`), as the
-/// CPU reference computes them: `(n_ctx, n_rot / 2)`.
+/// CPU reference rotates with them: `(n_ctx, n_rot / 2)`.
 pub fn rope_table(p: &RopeParams, n_ctx: usize) -> Vec<[f32; 2]> {
     let half = p.n_rot / 2;
     let mut table = Vec::with_capacity(n_ctx * half);
@@ -223,16 +223,4 @@ pub fn unpack_f16(words: &[u32]) -> Vec<f32> {
             ]
         })
         .collect()
-}
-
-/// Fails unless `buf` holds at least `bytes`: shaders clamp out-of-bounds accesses silently, so
-/// a too-small buffer must be caught when the kernel is built.
-pub(crate) fn check_binding(buf: &wgpu::Buffer, bytes: usize, what: &str) -> Result<()> {
-    if buf.size() < bytes as u64 {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: buffer of {} bytes, the kernel needs {bytes}",
-            buf.size()
-        )));
-    }
-    Ok(())
 }

@@ -2,10 +2,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bonsai_wgpu::chat_template::ChatMessage;
 use bonsai_wgpu::generate::StopReason;
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::scheduler::Finish;
+use bonsai_wgpu::text::chat_template::ChatMessage;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

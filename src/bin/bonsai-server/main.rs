@@ -19,17 +19,17 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::batch::{BatchEngine, EnginePool};
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::scheduler::{DEFAULT_PREFILL_CHUNK, Request, Scheduler, Stats};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::ChatTemplate;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 
 mod api;
-#[path = "../../../examples/chat/hub.rs"]
+#[path = "../bonsai-chat/hub.rs"]
 #[allow(dead_code)]
 mod hub;
 mod metrics;

@@ -11,8 +11,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bonsai_wgpu::chat_template::TemplateOptions;
-use bonsai_wgpu::prompt::chat_prompt_tokens;
+use bonsai_wgpu::text::chat_template::TemplateOptions;
+use bonsai_wgpu::text::prompt::chat_prompt_tokens;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -1,11 +1,11 @@
 //! Chat with a Bonsai model in the terminal.
 //!
 //! ```text
-//! cargo run --release --example chat                      # Bonsai-1.7B, downloaded once into the HF cache
-//! cargo run --release --example chat -- --model M.gguf    # a local file
-//! cargo run --release --example chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
-//! cargo run --release --example chat -- --prompt "Why is the sky blue?" --no-think
-//! echo "Hello" | cargo run --release --example chat
+//! cargo run --release --bin bonsai-chat                      # Bonsai-1.7B, downloaded once into the HF cache
+//! cargo run --release --bin bonsai-chat -- --model M.gguf    # a local file
+//! cargo run --release --bin bonsai-chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
+//! cargo run --release --bin bonsai-chat -- --prompt "Why is the sky blue?" --no-think
+//! echo "Hello" | cargo run --release --bin bonsai-chat
 //! ```
 //!
 //! Interactive commands: `/reset`, `/system TEXT`, `/think on|off`, `/exit`. Ctrl-C stops the
@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::Error;
 use bonsai_wgpu::chat::{Conversation, PieceKind};
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason};
@@ -30,7 +29,8 @@ use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::ChatTemplate;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 
 const DIM: &str = "\x1b[2m";
@@ -165,7 +165,7 @@ fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
     Ok(AnyEngine::Gpu(Box::new(session)))
 }
 
-/// Every engine this example can drive, behind one type (the trait's async methods are not
+/// Every engine this tool can drive, behind one type (the trait's async methods are not
 /// object safe).
 enum AnyEngine {
     Cpu(Box<CpuSession>),
@@ -230,10 +230,10 @@ fn sampler_config(args: &Args) -> SamplerConfig {
 fn run(args: Args) -> Result<()> {
     let path = resolve_model(&args)?;
     let gguf = Gguf::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&gguf).context("loading the tokenizer")?;
-    let template = ChatTemplate::from_gguf(&gguf).context("loading the chat template")?;
+    let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).context("loading the tokenizer")?);
+    let template = Arc::new(ChatTemplate::from_gguf(&gguf).context("loading the chat template")?);
     let mut engine = open_engine(&args, &gguf)?;
-    let mut conv = Conversation::new(&tokenizer, &template);
+    let mut conv = Conversation::new(tokenizer.clone(), template.clone());
     conv.set_system(args.system.clone());
     conv.set_thinking(!args.no_think);
     let cancel = Arc::new(AtomicBool::new(false));
@@ -275,7 +275,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn interactive(
-    conv: &mut Conversation<'_>,
+    conv: &mut Conversation,
     engine: &mut AnyEngine,
     options: &mut GenerateOptions,
     cancel: &AtomicBool,
@@ -374,7 +374,7 @@ fn is_overflow(e: &anyhow::Error) -> bool {
 
 /// One user message in, the streamed reply out.
 fn turn(
-    conv: &mut Conversation<'_>,
+    conv: &mut Conversation,
     engine: &mut AnyEngine,
     text: &str,
     options: &GenerateOptions,

@@ -17,9 +17,9 @@
 //! special tokens parsed (the tokenizer splits at control tokens first, then encodes each piece
 //! on its own), so prompts of honest conversations are unchanged.
 
-use crate::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use crate::text::tokenizer::Tokenizer;
 
 /// Placeholder characters: Supplementary Private Use Areas A and B (planes 15 and 16).
 const PLACEHOLDER_FIRST: u32 = 0xF0000;

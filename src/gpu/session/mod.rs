@@ -1,0 +1,282 @@
+//! One conversation on the GPU: activations, KV cache, and every kernel of the forward pass
+//! ([`forward`]), built once at session creation. A decode step is one encoder, one compute pass
+//! for the layers and one for the head, one submit, and a 4-byte read-back of the chosen token.
+
+use std::sync::Arc;
+
+use crate::cpu::ops::top_k;
+use crate::engine::{Engine, candidates, check_argmax, check_truncate};
+use crate::error::{Error, Result};
+use crate::gpu::buffers::{Readback, StepParams};
+use crate::gpu::kernel::Op;
+use crate::gpu::kv_cache::KvCache;
+use crate::gpu::model::GpuModel;
+use crate::gpu::ops::attention_decode::DecodeScratch;
+use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
+
+mod forward;
+mod profile;
+
+use forward::{Activations, Forward};
+
+pub use profile::PROFILE_CATEGORIES;
+
+/// KV cache length when the caller does not choose one (capped by the model's context).
+pub const DEFAULT_N_CTX: usize = 4096;
+/// Tokens processed per prefill submit when the caller does not choose.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// Sizes of a session.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// KV cache capacity in tokens (at most the model's training context).
+    pub n_ctx: usize,
+    /// Most tokens one prefill submit processes; longer inputs are split.
+    pub max_batch: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            n_ctx: DEFAULT_N_CTX,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`Engine`].
+pub struct Session {
+    model: Arc<GpuModel>,
+    kv: KvCache,
+    a: Activations,
+    _scratch: DecodeScratch,
+    forward: Forward,
+    topk: TopK, // logits -> the MAX_K largest (value, id), on demand
+    token_readback: Readback,
+    logits_readback: Readback,
+    topk_readback: Readback, // (MAX_K) f32 values, then (MAX_K) u32 ids
+    max_batch: usize,
+    n_past: usize,
+    /// Whether the head ran for position n_past - 1 (false after truncate or before any feed).
+    head_valid: bool,
+}
+
+impl Session {
+    /// Allocates the cache and activations and builds every kernel of the forward pass.
+    pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
+        let c = &model.config;
+        if opts.n_ctx == 0 || opts.n_ctx > c.n_ctx_train {
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {} must be in 1..={} (the model's context length)",
+                opts.n_ctx, c.n_ctx_train
+            )));
+        }
+        let max_batch = opts.max_batch.clamp(1, opts.n_ctx);
+        let ctx = &*model.ctx;
+        let a = Activations::new(ctx, &model, max_batch)?;
+        let kv = KvCache::new(ctx, c, opts.n_ctx)?;
+        let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
+        let forward = Forward::new(&model, &a, &kv, &scratch, max_batch)?;
+        let topk = TopK::new(
+            ctx,
+            &model.pipelines,
+            &TopKBindings {
+                logits: &a.logits,
+                n: c.n_vocab as u32,
+                k: MAX_K.min(c.n_vocab as u32),
+            },
+        )?;
+        let session = Session {
+            token_readback: Readback::new(ctx, "token readback", 4),
+            logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
+            topk_readback: Readback::new(ctx, "top-k readback", MAX_K as u64 * 8),
+            forward,
+            topk,
+            kv,
+            a,
+            _scratch: scratch,
+            max_batch,
+            n_past: 0,
+            head_valid: false,
+            model,
+        };
+        session.model.ctx.take_error()?;
+        Ok(session)
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<GpuModel> {
+        &self.model
+    }
+
+    /// Bytes of the KV cache on the GPU.
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv.total_bytes()
+    }
+
+    /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
+    /// ending with the LM head and argmax of the last token.
+    fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
+        let ctx = &*self.model.ctx;
+        let t = tokens.len();
+        let step = self.write_step(tokens);
+
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("layers"),
+                timestamp_writes: None,
+            });
+            forward::encode(&self.forward.layers, &mut pass, &step);
+        }
+        if t > 1 {
+            // the head only needs the last token's residual row
+            let row = self.model.config.n_embd as u64 * 4;
+            encoder.copy_buffer_to_buffer(&self.a.x, (t as u64 - 1) * row, &self.a.x_last, 0, row);
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("head"),
+                timestamp_writes: None,
+            });
+            forward::encode(&self.forward.head, &mut pass, &step);
+        }
+        self.token_readback
+            .encode_copy(&mut encoder, &self.forward.token, 0, 4);
+        ctx.queue.submit([encoder.finish()]);
+        self.n_past += t;
+        self.head_valid = true;
+        Ok(())
+    }
+
+    /// Writes the step uniform and token ids for `tokens` (1..=max_batch) at position n_past;
+    /// returns the step the ops are encoded for.
+    fn write_step(&self, tokens: &[u32]) -> StepParams {
+        let ctx = &*self.model.ctx;
+        let step = StepParams::new(self.n_past, tokens.len());
+        ctx.queue
+            .write_buffer(&self.a.step, 0, bytemuck::bytes_of(&step));
+        ctx.queue
+            .write_buffer(&self.a.tokens, 0, bytemuck::cast_slice(tokens));
+        step
+    }
+
+    /// Token ids in the vocabulary and room for them in the KV cache.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let n_vocab = self.model.config.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::BadToken { id, n_vocab });
+        }
+        if self.n_past + tokens.len() > self.kv.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed: self.n_past + tokens.len(),
+                capacity: self.kv.n_ctx,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_head(&self) -> Result<()> {
+        if !self.head_valid {
+            return Err(Error::InvalidArgument(
+                "no logits: feed a token first (after a reset or truncate)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Engine for Session {
+    fn n_vocab(&self) -> usize {
+        self.model.config.n_vocab
+    }
+
+    fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+
+    fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    async fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.max_batch) {
+            self.submit_batch(chunk)?;
+        }
+        self.model.ctx.take_error()
+    }
+
+    async fn logits(&mut self) -> Result<Vec<f32>> {
+        self.check_head()?;
+        let ctx = &*self.model.ctx;
+        let n = self.model.config.n_vocab;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("logits readback"),
+            });
+        self.logits_readback
+            .encode_copy(&mut encoder, &self.a.logits, 0, n as u64 * 4);
+        ctx.queue.submit([encoder.finish()]);
+        self.logits_readback.read(ctx, n).await
+    }
+
+    async fn greedy(&mut self) -> Result<u32> {
+        self.check_head()?;
+        let id = self.token_readback.read::<u32>(&self.model.ctx, 1).await?[0];
+        check_argmax(id, self.model.config.n_vocab)
+    }
+
+    /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
+    /// reads back all logits.
+    async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
+        self.check_head()?;
+        let n_vocab = self.model.config.n_vocab;
+        if k > self.topk.k as usize {
+            let logits = self.logits().await?;
+            return Ok(candidates(&top_k(&logits, k), n_vocab));
+        }
+        let ctx = &*self.model.ctx;
+        let kk = self.topk.k as u64;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("top-k"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("top-k"),
+                timestamp_writes: None,
+            });
+            self.topk.encode(&mut pass, &StepParams::default());
+        }
+        let (values, ids) = self.topk.result();
+        let staging = &self.topk_readback.staging;
+        encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
+        encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
+        ctx.queue.submit([encoder.finish()]);
+        let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
+        let (values, ids) = words.split_at(kk as usize);
+        let pairs: Vec<(f32, u32)> = values
+            .iter()
+            .zip(ids)
+            .map(|(&v, &id)| (f32::from_bits(v), id))
+            .take(k)
+            .collect();
+        Ok(candidates(&pairs, n_vocab))
+    }
+
+    fn truncate(&mut self, n_past: usize) -> Result<()> {
+        check_truncate(n_past, self.n_past)?;
+        if n_past < self.n_past {
+            self.head_valid = false;
+        }
+        self.n_past = n_past;
+        Ok(())
+    }
+}
