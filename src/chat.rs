@@ -17,6 +17,7 @@ use crate::Result;
 use crate::engine::Engine;
 use crate::generate::{GenerateOptions, GenerateOutcome, StopReason, generate};
 use crate::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use crate::text::prompt::chat_prompt_tokens;
 use crate::text::tokenizer::Tokenizer;
 
 const THINK_OPEN: &str = "<think>";
@@ -207,7 +208,9 @@ impl Conversation {
         self.messages.push(ChatMessage::new("user", text));
     }
 
-    /// The whole conversation rendered by the template with the assistant prompt, tokenized.
+    /// The whole conversation rendered by the template with the assistant prompt, tokenized
+    /// with control tokens from the template only ([`chat_prompt_tokens`]): a message that
+    /// contains `<|im_end|>` stays text.
     pub fn prompt_tokens(&self) -> Result<Vec<u32>> {
         let mut all = Vec::with_capacity(self.messages.len() + 1);
         if let Some(system) = &self.system {
@@ -219,8 +222,7 @@ impl Conversation {
             enable_thinking: self.enable_thinking,
             ..TemplateOptions::default()
         };
-        let text = self.template.render(&all, &options)?;
-        self.tokenizer.encode(&text, true)
+        chat_prompt_tokens(&self.template, &self.tokenizer, &all, &options)
     }
 
     /// Truncates `engine` to the longest common prefix of its cache and the new rendering and

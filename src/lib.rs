@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod chat;
 pub mod cpu;
 pub mod engine;
@@ -47,6 +48,8 @@ pub mod gpu;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod scheduler;
 pub mod synth;
 pub mod text;
 #[cfg(target_arch = "wasm32")]

@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::batch::Candidates;
 use crate::engine::Engine;
 use crate::{Error, Result};
 
@@ -315,17 +316,8 @@ impl Sampler {
     /// Draws the next token from `engine`'s last position, reading back only what
     /// [`request`](Self::request) says is needed. Does not accept the token.
     pub async fn sample_engine<E: Engine>(&mut self, engine: &mut E) -> Result<u32> {
-        match self.request(engine.n_vocab()) {
-            CandidateRequest::Greedy => engine.greedy().await,
-            CandidateRequest::TopK(k) => {
-                let candidates = engine.top_k(k).await?;
-                self.sample(candidates)
-            }
-            CandidateRequest::Full => {
-                let logits = engine.logits().await?;
-                self.sample_logits(&logits)
-            }
-        }
+        let request = self.request(engine.n_vocab());
+        Candidates::read(engine, request).await?.sample(self)
     }
 }
 

@@ -65,6 +65,18 @@ impl Utf8Stream {
         out
     }
 
+    /// Appends token `id` of `vocab`: the text it completes. Unknown ids and control tokens
+    /// contribute nothing.
+    pub fn push_token<V: Vocab + ?Sized>(&mut self, vocab: &V, id: u32) -> String {
+        if vocab.is_control(id) {
+            return String::new();
+        }
+        match vocab.token_bytes(id) {
+            Some(bytes) => self.push(&bytes),
+            None => String::new(),
+        }
+    }
+
     /// Whether bytes of an unfinished character are waiting.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -97,13 +109,7 @@ impl<'v, V: Vocab + ?Sized> Detokenizer<'v, V> {
     /// The text that token `id` completes (may be empty while a character is unfinished).
     /// Unknown ids and control tokens contribute nothing.
     pub fn push(&mut self, id: u32) -> String {
-        if self.vocab.is_control(id) {
-            return String::new();
-        }
-        match self.vocab.token_bytes(id) {
-            Some(bytes) => self.utf8.push(&bytes),
-            None => String::new(),
-        }
+        self.utf8.push_token(self.vocab, id)
     }
 
     /// Flushes what is left at the end of the stream (invalid leftovers become U+FFFD).

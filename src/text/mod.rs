@@ -1,9 +1,11 @@
 //! Text in and out: the tokenizer built from GGUF metadata ([`tokenizer`]), streaming
 //! detokenization with one UTF-8 stream ([`detok`]), and the model's chat template
-//! ([`chat_template`]).
+//! ([`chat_template`]), and chat prompts as tokens with control tokens from the template only
+//! ([`prompt`]).
 
 pub mod chat_template;
 pub mod detok;
+pub mod prompt;
 pub mod tokenizer;
 
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateOptions};

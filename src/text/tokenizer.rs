@@ -429,6 +429,20 @@ impl Tokenizer {
         self.kinds.get(id as usize) == Some(&Kind::Control)
     }
 
+    /// Every control token (`<|im_start|>`, ...) as (text, id), longest text first: the
+    /// strings [`Tokenizer::encode`] turns into ids when `parse_special` is set.
+    pub fn control_tokens(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(id, _)| self.is_control(**id))
+            .map(|(id, t)| (t.content.clone(), *id))
+            .collect();
+        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        out
+    }
+
     /// The id of the token whose vocabulary text is `token` (byte-level form for ordinary
     /// tokens: `"Ġthe"`; verbatim for added tokens: `"<|im_start|>"`).
     pub fn token_id(&self, token: &str) -> Option<u32> {

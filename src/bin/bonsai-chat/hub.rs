@@ -346,3 +346,50 @@ pub fn fetch(f: &HubFile, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<
     }
     Ok(snap)
 }
+
+/// The Hub repository used when none is named.
+pub const DEFAULT_REPO: &str = "prism-ml/Bonsai-1.7B-gguf";
+/// The file used when none is named.
+pub const DEFAULT_FILE: &str = "Bonsai-1.7B-Q1_0.gguf";
+
+impl HubFile {
+    /// The file a `--hf ORG/NAME[:FILE]` flag names (`None`: Bonsai-1.7B). Without `:FILE`,
+    /// `ORG/NAME-gguf` means `NAME-Q1_0.gguf`.
+    pub fn from_spec(spec: Option<&str>) -> Self {
+        match spec {
+            None => HubFile::new(DEFAULT_REPO, DEFAULT_FILE),
+            Some(spec) => match spec.split_once(':') {
+                Some((repo, file)) => HubFile::new(repo, file),
+                None => {
+                    let name = spec
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(spec)
+                        .trim_end_matches("-gguf");
+                    HubFile::new(spec, &format!("{name}-Q1_0.gguf"))
+                }
+            },
+        }
+    }
+}
+
+/// The local path of the file `spec` names ([`HubFile::from_spec`]): from the cache, or
+/// downloaded into it, reporting `(file, bytes done, total)` to `progress`. The error says how
+/// to get the file when the network cannot.
+pub fn resolve(
+    spec: Option<&str>,
+    progress: &mut dyn FnMut(&HubFile, u64, Option<u64>),
+) -> Result<PathBuf> {
+    let file = HubFile::from_spec(spec);
+    fetch(&file, &mut |done, total| progress(&file, done, total)).with_context(|| {
+        format!(
+            "the model {} (file {}) is not in the Hugging Face cache {} and could not be \
+             downloaded from {}.\nDownload it on a machine with network access (it is cached \
+             there afterwards), or pass a local file with --model PATH",
+            file.repo,
+            file.file,
+            cache_dir().display(),
+            file.url()
+        )
+    })
+}

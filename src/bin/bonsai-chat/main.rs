@@ -33,9 +33,6 @@ use bonsai_wgpu::text::chat_template::ChatTemplate;
 use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 
-const DEFAULT_REPO: &str = "prism-ml/Bonsai-1.7B-gguf";
-const DEFAULT_FILE: &str = "Bonsai-1.7B-Q1_0.gguf";
-
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
@@ -113,22 +110,8 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
         }
         return Ok(path.clone());
     }
-    let file = match args.hf.as_deref() {
-        None => hub::HubFile::new(DEFAULT_REPO, DEFAULT_FILE),
-        Some(spec) => match spec.split_once(':') {
-            Some((repo, file)) => hub::HubFile::new(repo, file),
-            None => {
-                let name = spec
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(spec)
-                    .trim_end_matches("-gguf");
-                hub::HubFile::new(spec, &format!("{name}-Q1_0.gguf"))
-            }
-        },
-    };
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let fetched = hub::fetch(&file, &mut |done, total| {
+    let fetched = hub::resolve(args.hf.as_deref(), &mut |file, done, total| {
         let bar = bar.get_or_insert_with(|| {
             eprintln!(
                 "downloading {} into {}",
@@ -148,17 +131,7 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    fetched.with_context(|| {
-        format!(
-            "the model {} (file {}) is not in the Hugging Face cache {} and could not be \
-             downloaded from {}.\nDownload it on a machine with network access (it is cached \
-             there afterwards), or pass a local file with --model PATH",
-            file.repo,
-            file.file,
-            hub::cache_dir().display(),
-            file.url()
-        )
-    })
+    fetched
 }
 
 /// The engine the flags ask for: the GPU (wgpu) unless `--cpu`.
