@@ -161,7 +161,13 @@ impl Qwen3Config {
             self.head_dim,
             self.n_vocab,
         );
-        let weight = [GgmlType::Q1_0];
+        let weight = [
+            GgmlType::Q1_0,
+            GgmlType::Q2_0,
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ];
         let norm = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
         check_tensor(g, "token_embd.weight", &[d, nv], &weight)?;
         check_tensor(g, "output_norm.weight", &[d], &norm)?;

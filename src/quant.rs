@@ -1,10 +1,16 @@
 //! CPU (de)quantization of the GGML types the engine reads: the 1-bit Q1_0 of Bonsai weights,
-//! and F32 / F16 / BF16 / Q8_0 rows. These are the references the GPU kernels are tested against.
+//! the 2-bit Q2_0 of Ternary-Bonsai ([`q2_0`]), and F32 / F16 / BF16 / Q8_0 rows. These are the
+//! references the GPU kernels are tested against.
 
 use half::f16;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+
+pub mod q2_0;
+pub use q2_0::{
+    BlockQ2_0, Q2_0_BLOCK_BYTES, QK2_0, dequantize_row_q2_0, dot_q2_0_f32, quantize_row_q2_0,
+};
 
 /// Weights per Q1_0 block.
 pub const QK1_0: usize = 128;
@@ -130,8 +136,41 @@ pub fn quantize_row_q1_0(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Whether a linear weight (matrix) may be stored as `ty`: the types [`dot_row`] computes with.
+pub fn is_matrix_type(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q1_0 | GgmlType::Q2_0 | GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+    )
+}
+
+/// Dot product of one weight row of type `ty` with `x`, in f32: the CPU reference's matvec
+/// kernel for every matrix type ([`is_matrix_type`]). `row` holds `ty.row_bytes(x.len())`
+/// bytes.
+///
+/// # Panics
+/// When `ty` is not a matrix type or `row` is too short for `x`.
+pub fn dot_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    match ty {
+        GgmlType::Q1_0 => dot_q1_0_f32(row, x),
+        GgmlType::Q2_0 => dot_q2_0_f32(row, x),
+        GgmlType::F32 => row
+            .chunks_exact(4)
+            .zip(x)
+            .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
+            .sum(),
+        GgmlType::F16 => row.chunks_exact(2).zip(x).map(|(b, v)| half_at(b) * v).sum(),
+        GgmlType::BF16 => row
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, v)| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16) * v)
+            .sum(),
+        other => panic!("dot_row: {other} is not a matrix type"),
+    }
+}
+
 /// Dequantizes `dst.len()` elements of type `ty` from `src`, which must hold exactly
-/// `ty.row_bytes(dst.len())` bytes. Supports F32, F16, BF16, Q8_0 and Q1_0.
+/// `ty.row_bytes(dst.len())` bytes. Supports F32, F16, BF16, Q8_0, Q1_0 and Q2_0.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     let need = ty.row_bytes(dst.len() as u64).ok_or_else(|| {
         Error::InvalidArgument(format!(
@@ -175,9 +214,10 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
             }
         }
         GgmlType::Q1_0 => dequantize_row_q1_0(src, dst),
+        GgmlType::Q2_0 => dequantize_row_q2_0(src, dst),
         other => {
             return Err(Error::InvalidArgument(format!(
-                "dequantizing {other} is not supported (F32, F16, BF16, Q8_0, Q1_0 are)"
+                "dequantizing {other} is not supported (F32, F16, BF16, Q8_0, Q1_0, Q2_0 are)"
             )));
         }
     }

@@ -33,13 +33,13 @@ use crate::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use crate::config::Qwen3Config;
 use crate::engine::Engine;
 use crate::generate::{GenerateOptions, StopReason};
-use crate::gguf::{GgmlType, Gguf};
+use crate::gguf::Gguf;
 use crate::gpu::context::{GpuContext, GpuOptions};
 use crate::gpu::op::{
     PipelineCache, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
 };
 use crate::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0};
-use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::q1_0::{WeightFormat, Q1_0Weight};
 use crate::gpu::{GpuModel, Session, SessionOptions};
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;
@@ -336,7 +336,7 @@ impl Model {
         })
     }
 
-    /// Runs the library's Q1_0 matvec kernel for weight `tensor` on the WebGPU device with a
+    /// Runs the library's Q1_0 / Q2_0 matvec kernel for weight `tensor` on the WebGPU device with a
     /// deterministic input and compares it with the CPU reference. Returns
     /// `{ rows, cols, maxRelErr, ok, argmax, cpuArgmax }`.
     #[wasm_bindgen(js_name = checkGpu)]
@@ -366,10 +366,11 @@ impl Model {
             .gguf
             .tensor_info(tensor)
             .ok_or_else(|| Error::MissingTensor(tensor.to_string()))?;
-        if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
+        let ty = info.ggml_type;
+        if WeightFormat::of(ty).is_none() || info.dims.len() != 2 {
             return Err(Error::InvalidArgument(format!(
-                "checkGpu: `{tensor}` is {:?} {:?}, expected a 2-D Q1_0 weight",
-                info.ggml_type, info.dims
+                "checkGpu: `{tensor}` is {ty} {:?}, expected a 2-D linear weight",
+                info.dims
             )));
         }
         let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
@@ -378,7 +379,7 @@ impl Model {
         let x: Vec<f32> = (0..k)
             .map(|i| ((i * 7919 + 13) % 2000) as f32 / 1000.0 - 1.0)
             .collect();
-        let w = Q1_0Weight::upload(ctx, tensor, bytes, k, n)?;
+        let w = Q1_0Weight::upload_as(ctx, ty, tensor, bytes, k, n, ctx.max_binding_bytes())?;
         let xb = storage_buffer_init(ctx, "check x", &x)?;
         let yb = storage_buffer(ctx, "check y", (n * 4) as u64)?;
         let cache = PipelineCache::new();
@@ -388,7 +389,7 @@ impl Model {
         let got = read_buffer::<f32>(ctx, &yb, 0, n).await?;
         ctx.take_error()?;
         let mut want = vec![0.0f32; n];
-        matvec_q1_0::run_cpu(bytes, k, n, &x, &mut want, false);
+        matvec_q1_0::run_cpu(ty, bytes, k, n, &x, &mut want, false);
         let max_rel = got
             .iter()
             .zip(&want)

@@ -13,6 +13,7 @@ use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce
 use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
 use bonsai_wgpu::gpu::ops::silu_mul;
 use bonsai_wgpu::gpu::ops::topk::{self, TopK};
+use bonsai_wgpu::gguf::GgmlType;
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use common::{gpu_test, now_ms, random_f32, random_q1_0};
@@ -169,7 +170,7 @@ async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
     let mut want = y0.clone();
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, accumulate);
+    matvec_q1_0::run_cpu(GgmlType::Q1_0, &bytes, k, n, &x, &mut want, accumulate);
     assert_close(
         &format!("matvec {k}x{n} {reduce:?} acc={accumulate}"),
         &got,
@@ -243,7 +244,7 @@ async fn matvec_q1_0_subgroup_planned_for_any_size() {
     };
     let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
     let mut want = vec![0.0; n];
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    matvec_q1_0::run_cpu(GgmlType::Q1_0, &bytes, k, n, &x, &mut want, false);
     assert_close(
         "matvec planned for subgroups 4..128",
         &got,
@@ -266,7 +267,7 @@ async fn matvec_q1_0_split_parts_and_dispatch() {
     assert_eq!(w.parts.len(), 16);
     assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<usize>(), n);
     let mut want = vec![0.0; n];
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    matvec_q1_0::run_cpu(GgmlType::Q1_0, &bytes, k, n, &x, &mut want, false);
     for reduce in [Reduce::Shared, Reduce::Subgroup] {
         if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
             continue;
@@ -305,7 +306,7 @@ async fn embed_q1_0_gathers_rows_across_parts() {
     let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
-        embed_q1_0::run_cpu(&bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+        embed_q1_0::run_cpu(GgmlType::Q1_0, &bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
     }
     assert_close("embed", &got, &want, EMBED_TOL);
 }
@@ -657,7 +658,7 @@ async fn batched_ops_encode_shorter_batches() {
     let got = read_f32(&ctx, &eb, k * max_rows).await;
     for (t, &tok) in tokens.iter().enumerate().take(rows) {
         let mut want = vec![0.0; k];
-        embed_q1_0::run_cpu(&table_bytes, k, tok as usize, &mut want);
+        embed_q1_0::run_cpu(GgmlType::Q1_0, &table_bytes, k, tok as usize, &mut want);
         assert_close(
             "embed first tokens",
             &got[t * k..(t + 1) * k],

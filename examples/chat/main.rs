@@ -4,6 +4,7 @@
 //! cargo run --release --example chat                      # Bonsai-1.7B, downloaded once into the HF cache
 //! cargo run --release --example chat -- --model M.gguf    # a local file
 //! cargo run --release --example chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
+//! cargo run --release --example chat -- --hf prism-ml/Ternary-Bonsai-1.7B-gguf  # Q2_0 (ternary)
 //! cargo run --release --example chat -- --prompt "Why is the sky blue?" --no-think
 //! echo "Hello" | cargo run --release --example chat
 //! ```
@@ -41,13 +42,14 @@ const RESET: &str = "\x1b[0m";
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Chat with a Bonsai 1-bit model (default: Bonsai-1.7B from the Hugging Face Hub)"
+    about = "Chat with a Bonsai (1-bit) or Ternary-Bonsai model (default: Bonsai-1.7B from the Hugging Face Hub)"
 )]
 struct Args {
     /// A local GGUF model file.
     #[arg(long, conflicts_with = "hf")]
     model: Option<PathBuf>,
-    /// A Hub repository, optionally with the file: ORG/NAME[:FILE].
+    /// A Hub repository, optionally with the file: ORG/NAME[:FILE] (default file NAME-Q1_0.gguf,
+    /// NAME-Q2_0.gguf for Ternary-Bonsai repositories).
     #[arg(long)]
     hf: Option<String>,
     /// Ask this, print the reply and exit (without it, stdin is read when it is not a terminal).
@@ -123,7 +125,12 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
                     .next()
                     .unwrap_or(spec)
                     .trim_end_matches("-gguf");
-                hub::HubFile::new(spec, &format!("{name}-Q1_0.gguf"))
+                // Bonsai files are Q1_0, Ternary-Bonsai files Q2_0.
+                let quant = match name.starts_with("Ternary-") {
+                    true => "Q2_0",
+                    false => "Q1_0",
+                };
+                hub::HubFile::new(spec, &format!("{name}-{quant}.gguf"))
             }
         },
     };

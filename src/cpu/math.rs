@@ -1,14 +1,15 @@
 //! Small f32 kernels of the reference forward pass.
 
-use crate::quant::{QK1_0, dot_q1_0_f32};
+use crate::gguf::GgmlType;
+use crate::quant::{dequantize_row, dot_row};
 
-/// Bytes of one Q1_0 block (f16 scale + 16 bytes of sign bits).
-const Q1_0_BLOCK_BYTES: usize = 18;
-
-/// A Q1_0 weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]).
+/// A weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]): Q1_0, Q2_0
+/// (kept quantized), or F32 / F16 / BF16.
 #[derive(Clone)]
 pub struct Q1Matrix {
-    /// (n, k / 128) blocks of 18 bytes
+    /// The element type of `data` (its own tensor's type, never the file's).
+    pub ty: GgmlType,
+    /// (n, k) weights in `ty`'s blocks: Q1_0 (n, k / 128) blocks of 18 bytes, Q2_0 (n, k / 64).
     pub data: Vec<u8>,
     /// Input width (GGUF ne0).
     pub k: usize,
@@ -19,10 +20,16 @@ pub struct Q1Matrix {
 impl Q1Matrix {
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.k / QK1_0 * Q1_0_BLOCK_BYTES
+        self.data.len() / self.n.max(1)
     }
 
-    /// The Q1_0 bytes of row `i`.
+    /// Row `i` dequantized into `out` (k values): the embedding lookup.
+    pub fn row_f32(&self, i: usize, out: &mut [f32]) {
+        dequantize_row(self.ty, self.row(i), &mut out[..self.k])
+            .expect("matrix rows are whole blocks (checked at load)");
+    }
+
+    /// The stored bytes of row `i`.
     pub fn row(&self, i: usize) -> &[u8] {
         let rb = self.row_bytes();
         &self.data[i * rb..(i + 1) * rb]
@@ -34,7 +41,7 @@ impl Q1Matrix {
         debug_assert_eq!(out.len(), self.n);
         let rows = |first: usize, out: &mut [f32]| {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = dot_q1_0_f32(self.row(first + i), x);
+                *o = dot_row(self.ty, self.row(first + i), x);
             }
         };
         let threads = worker_threads();

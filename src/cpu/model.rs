@@ -1,12 +1,13 @@
-//! Weights of the CPU reference, read from GGUF: Q1_0 matrices kept quantized, norms in f32.
+//! Weights of the CPU reference, read from GGUF: Q1_0 / Q2_0 matrices kept quantized (F32 /
+//! F16 / BF16 ones as stored), norms in f32.
 
 use std::sync::Arc;
 
 use crate::config::Qwen3Config;
 use crate::cpu::math::Q1Matrix;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, Gguf};
-use crate::quant::dequantize_row;
+use crate::gguf::Gguf;
+use crate::quant::{dequantize_row, is_matrix_type};
 
 /// Weights of one transformer block.
 #[derive(Clone)]
@@ -96,13 +97,14 @@ fn q1_matrix(gguf: &Gguf, name: &str) -> Result<Q1Matrix> {
     let info = gguf
         .tensor_info(name)
         .ok_or_else(|| Error::MissingTensor(name.into()))?;
-    if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
+    if !is_matrix_type(info.ggml_type) || info.dims.len() != 2 {
         return Err(Error::BadTensor {
             name: name.into(),
-            reason: "expected a 2-D Q1_0 matrix".into(),
+            reason: format!("expected a 2-D matrix, got {} {:?}", info.ggml_type, info.dims),
         });
     }
     Ok(Q1Matrix {
+        ty: info.ggml_type,
         data: gguf.tensor_data(name)?.to_vec(),
         k: info.dims[0] as usize,
         n: info.dims[1] as usize,

@@ -102,8 +102,8 @@ impl CpuSession {
         let (head_dim, kv_dim, group) = (c.head_dim, c.kv_dim(), c.gqa_group());
         let s = &mut self.s;
 
-        // token embedding: one Q1_0 row of token_embd
-        crate::quant::dequantize_row_q1_0(model.token_embd.row(token as usize), &mut s.x);
+        // token embedding: one row of token_embd
+        model.token_embd.row_f32(token as usize, &mut s.x);
 
         for (l, w) in model.layers.iter().enumerate() {
             // attention: rmsnorm, q/k/v projections, per-head q/k norm, RoPE

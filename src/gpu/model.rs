@@ -1,5 +1,6 @@
-//! Model weights on the GPU: Q1_0 matrices repacked into sign words + f16 scales (never
-//! expanded), norms in f32. Shared by every [`crate::gpu::Session`] of the model.
+//! Model weights on the GPU: Q1_0 / Q2_0 matrices repacked into code words + f16 scales (never
+//! expanded), F32 / F16 / BF16 matrices (mixed-type files) as f32 rows, norms in f32. Each
+//! tensor's own type decides. Shared by every [`crate::gpu::Session`] of the model.
 
 use std::sync::Arc;
 
@@ -132,7 +133,8 @@ fn upload_q1_0(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<Q1_0Weight> 
         .tensor_info(name)
         .ok_or_else(|| Error::MissingTensor(name.into()))?;
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
-    Q1_0Weight::upload(ctx, name, gguf.tensor_data(name)?, k, n)
+    let bytes = gguf.tensor_data(name)?;
+    Q1_0Weight::upload_as(ctx, info.ggml_type, name, bytes, k, n, ctx.max_binding_bytes())
 }
 
 fn upload_f32(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<wgpu::Buffer> {

@@ -1,8 +1,12 @@
-//! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 table (`embed_q1_0.wgsl`).
+//! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 or Q2_0 table
+//! (`embed_q1_0.wgsl` / `embed_q2_0.wgsl`, by the table's format) or dense f32 rows
+//! (`embed_f32.wgsl`).
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::q1_0::{Q1_0_BLOCK, Q1_0_BLOCK_BYTES, Q1_0Weight};
+use crate::gguf::GgmlType;
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
+use crate::quant::dequantize_row;
 use crate::{Error, Result};
 
 /// One kernel per table part; encode them all (exactly one part holds each token).
@@ -34,7 +38,12 @@ impl EmbedQ1_0 {
                 x.size()
             )));
         }
-        let words = (table.k / 32) as u32;
+        let words = table.words_per_row() as u32;
+        let (shader, per_thread) = match table.format {
+            WeightFormat::Q1_0 => (Shader::EmbedQ1_0, words),
+            WeightFormat::Q2_0 => (Shader::EmbedQ2_0, words),
+            WeightFormat::F32 => (Shader::EmbedF32, words / 4), // one vec4 per thread
+        };
         let mut kernels = Vec::with_capacity(table.parts.len());
         for part in &table.parts {
             let overrides = [
@@ -42,21 +51,18 @@ impl EmbedQ1_0 {
                 ("N", part.n_rows as f64),
                 ("ROW0", part.row0 as f64),
             ];
+            let mut bindings = part.bindings();
+            bindings.extend([tokens.as_entire_binding(), x.as_entire_binding()]);
             kernels.push(Kernel::new(
                 ctx,
                 cache,
                 KernelSpec {
                     label: format!("embed {} rows {}..", table.name, part.row0),
-                    shader: Shader::EmbedQ1_0,
+                    shader,
                     entry: "main",
                     overrides: &overrides,
-                    bindings: &[
-                        part.signs.as_entire_binding(),
-                        part.scales.as_entire_binding(),
-                        tokens.as_entire_binding(),
-                        x.as_entire_binding(),
-                    ],
-                    workgroups: [words.div_ceil(64), n_tokens.max(1), 1],
+                    bindings: &bindings,
+                    workgroups: [per_thread.div_ceil(64), n_tokens.max(1), 1],
                 },
             )?);
         }
@@ -78,15 +84,10 @@ impl EmbedQ1_0 {
     }
 }
 
-/// CPU reference from GGUF Q1_0 bytes: row `token` of a `[k, n]` table into `x` (k values).
-pub fn run_cpu(table_bytes: &[u8], k: usize, token: usize, x: &mut [f32]) {
-    let row_bytes = k / Q1_0_BLOCK * Q1_0_BLOCK_BYTES;
+/// CPU reference from GGUF bytes of type `ty`: row `token` of a `[k, n]` table into `x` (k
+/// values).
+pub fn run_cpu(ty: GgmlType, table_bytes: &[u8], k: usize, token: usize, x: &mut [f32]) {
+    let row_bytes = ty.row_bytes(k as u64).expect("whole blocks") as usize;
     let row = &table_bytes[token * row_bytes..(token + 1) * row_bytes];
-    for (b, block) in row.chunks_exact(Q1_0_BLOCK_BYTES).enumerate() {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        for j in 0..Q1_0_BLOCK {
-            let bit = (block[2 + j / 8] >> (j % 8)) & 1;
-            x[b * Q1_0_BLOCK + j] = if bit == 1 { d } else { -d };
-        }
-    }
+    dequantize_row(ty, row, &mut x[..k]).expect("run_cpu: table bytes match [k, n]");
 }

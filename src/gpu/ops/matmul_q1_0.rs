@@ -1,14 +1,17 @@
-//! Batched Q1_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
-//! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
+//! Batched Q1_0 / Q2_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
+//! (`shaders/matmul_q1_0.wgsl` / `matmul_q2_0.wgsl`, by the weight's format; `matmul_f32.wgsl`
+//! for dense rows). Each workgroup reads its weight rows once per 16 tokens.
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::kv_cache::check_binding;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::q1_0::{WeightFormat, Q1_0Weight};
 use crate::{Error, Result};
 
-/// Weight rows per workgroup; must equal `WG * RPT` in the shader.
+/// Weight rows per workgroup of the packed shaders; must equal `WG * RPT` in them.
 const ROWS_PER_WORKGROUP: usize = 128;
+/// Weight rows per workgroup of `matmul_f32.wgsl` (`WG` there).
+const DENSE_ROWS_PER_WORKGROUP: usize = 64;
 /// Tokens per workgroup; must equal `TB` in the shader.
 pub const TOKENS_PER_WORKGROUP: usize = 16;
 
@@ -58,12 +61,18 @@ pub fn build(
     b: &MatmulQ1_0Bindings<'_>,
 ) -> Result<MatmulQ1_0> {
     let w = b.w;
-    if !w.k.is_multiple_of(128) {
+    let block = w.format.block();
+    if !w.k.is_multiple_of(block) {
         return Err(Error::BadTensor {
             name: w.name.clone(),
-            reason: format!("row length {} is not a multiple of 128", w.k),
+            reason: format!("row length {} is not a multiple of {block}", w.k),
         });
     }
+    let (shader, rows_per_workgroup) = match w.format {
+        WeightFormat::Q1_0 => (Shader::MatmulQ1_0, ROWS_PER_WORKGROUP),
+        WeightFormat::Q2_0 => (Shader::MatmulQ2_0, ROWS_PER_WORKGROUP),
+        WeightFormat::F32 => (Shader::MatmulF32, DENSE_ROWS_PER_WORKGROUP),
+    };
     let t = max_tokens.max(1);
     check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
     check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
@@ -72,12 +81,15 @@ pub fn build(
         .parts
         .iter()
         .map(|part| {
+            let mut bindings = vec![b.step.as_entire_binding(), b.x.as_entire_binding()];
+            bindings.extend(part.bindings());
+            bindings.push(b.y.as_entire_binding());
             Kernel::new(
                 ctx,
                 cache,
                 KernelSpec {
-                    label: format!("matmul_q1_0 {}[{}..]", w.name, part.row0),
-                    shader: Shader::MatmulQ1_0,
+                    label: format!("{} {}[{}..]", shader.name(), w.name, part.row0),
+                    shader,
                     entry: "main",
                     overrides: &[
                         ("K", w.k as f64),
@@ -86,15 +98,9 @@ pub fn build(
                         ("N_ROWS", part.n_rows as f64),
                         ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
                     ],
-                    bindings: &[
-                        b.step.as_entire_binding(),
-                        b.x.as_entire_binding(),
-                        part.signs.as_entire_binding(),
-                        part.scales.as_entire_binding(),
-                        b.y.as_entire_binding(),
-                    ],
+                    bindings: &bindings,
                     workgroups: [
-                        part.n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                        part.n_rows.div_ceil(rows_per_workgroup) as u32,
                         token_groups,
                         1,
                     ],
