@@ -14,7 +14,7 @@ use bonsai_wgpu::gpu::op::{
 use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matmul_q1_0;
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
-use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, WeightFormat, repack};
+use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use bonsai_wgpu::quant::{QK2_0, dequantize_row_q2_0};
 use common::{gpu_test, random_f32, random_q2_0};
