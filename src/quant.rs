@@ -159,7 +159,11 @@ pub fn dot_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
             .zip(x)
             .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
             .sum(),
-        GgmlType::F16 => row.chunks_exact(2).zip(x).map(|(b, v)| half_at(b) * v).sum(),
+        GgmlType::F16 => row
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, v)| half_at(b) * v)
+            .sum(),
         GgmlType::BF16 => row
             .chunks_exact(2)
             .zip(x)

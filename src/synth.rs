@@ -1,10 +1,11 @@
 //! Synthetic Bonsai models: GGUF files with the exact tensor table and metadata of PrismML's
-//! Bonsai 1.7B / 4B / 8B (Qwen3, Q1_0 weights) filled with random weights, for benchmarks and
-//! tests where the real files cannot be downloaded.
+//! Bonsai 1.7B / 4B / 8B (Qwen3, Q1_0 weights) or Ternary-Bonsai (Q2_0 weights, [`SynthQuant`])
+//! filled with random weights, for benchmarks and tests where the real files cannot be
+//! downloaded.
 //!
-//! Weights are random sign bits with block scales around `1/sqrt(K)` (so every projection of a
-//! unit-RMS input has unit-RMS output) and norms near 1, which keeps activations finite through
-//! all layers. The tokenizer (`tokenizer.*` keys) is copied from another GGUF file. Tensor data is
+//! Weights are random sign bits (Q1_0) or uniform ternary codes (Q2_0) with block scales that
+//! make every projection of a unit-RMS input have unit-RMS output, and norms near 1, which keeps
+//! activations finite through all layers. The tokenizer (`tokenizer.*` keys) is copied from another GGUF file. Tensor data is
 //! generated while the file is written, so even the 8B file (~1.2 GB) never sits in memory.
 
 use std::io::Write;
@@ -14,15 +15,17 @@ use half::f16;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
-use crate::quant::QK1_0;
+use crate::quant::{QK1_0, QK2_0};
 
 /// Vocabulary of every Bonsai model (rows of `token_embd.weight`, entries of `tokenizer.ggml.tokens`).
 pub const BONSAI_N_VOCAB: usize = 151_669;
 /// `general.file_type` of Bonsai files (mostly Q1_0).
 pub const FILE_TYPE_Q1_0: u32 = 41;
-/// Bytes of one Q1_0 block: f16 scale + 16 bytes of sign bits.
+/// `general.file_type` of Ternary-Bonsai files: llama.cpp's `LLAMA_FTYPE_MOSTLY_Q2_0`.
+pub const FILE_TYPE_Q2_0: u32 = 41;
+/// Bytes of one Q1_0 or Q2_0 block: f16 scale + 16 bytes of sign bits / codes.
 const Q1_0_BLOCK_BYTES: usize = 18;
-/// Q1_0 blocks generated per write call (~72 KiB).
+/// Blocks generated per write call (~72 KiB).
 const BLOCKS_PER_CHUNK: usize = 4096;
 /// Block scale of linear weights in units of `1/sqrt(K)`: unit-RMS input gives unit-RMS output.
 const LINEAR_SCALE: f32 = 1.0;
@@ -33,6 +36,41 @@ const EMBED_SCALE: f32 = 2.0;
 const SCALE_SPREAD: f32 = 0.25;
 /// Norm weights are uniform in `1 ± NORM_SPREAD`.
 const NORM_SPREAD: f32 = 0.1;
+
+/// The type of the linear weights of a synthetic model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SynthQuant {
+    /// Bonsai: 1-bit Q1_0.
+    #[default]
+    Q1_0,
+    /// Ternary-Bonsai: Q2_0 with codes -d, 0, +d.
+    Q2_0,
+}
+
+impl SynthQuant {
+    /// The GGML type of the linear weights.
+    pub fn ggml_type(self) -> GgmlType {
+        match self {
+            SynthQuant::Q1_0 => GgmlType::Q1_0,
+            SynthQuant::Q2_0 => GgmlType::Q2_0,
+        }
+    }
+}
+
+impl FromStr for SynthQuant {
+    type Err = Error;
+
+    /// `q1_0` or `q2_0` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "q1_0" => Ok(SynthQuant::Q1_0),
+            "q2_0" => Ok(SynthQuant::Q2_0),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown quantization `{s}`: expected q1_0 or q2_0"
+            ))),
+        }
+    }
+}
 
 /// Which model to imitate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,12 +212,14 @@ pub struct SynthTensor {
     pub name: String,
     /// ne0 (input width) first.
     pub dims: Vec<u64>,
-    /// Element type (Q1_0 for matrices, F32 for norms).
+    /// Element type (Q1_0 or Q2_0 for matrices, F32 for norms).
     pub ggml_type: GgmlType,
 }
 
-/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai.
-pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
+/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai,
+/// linear weights in `quant`'s type.
+pub fn synthetic_tensor_table(shape: SynthShape, quant: SynthQuant) -> Vec<SynthTensor> {
+    let w = quant.ggml_type();
     let p = shape.params();
     let (d, q, kv, ff, hd, nv) = (
         p.n_embd as u64,
@@ -194,26 +234,26 @@ pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
         dims,
         ggml_type,
     };
-    let mut table = vec![t("token_embd.weight".into(), vec![d, nv], GgmlType::Q1_0)];
+    let mut table = vec![t("token_embd.weight".into(), vec![d, nv], w)];
     for l in 0..p.n_layer {
         let n = |w: &str| format!("blk.{l}.{w}.weight");
         table.extend([
             t(n("attn_norm"), vec![d], GgmlType::F32),
-            t(n("attn_q"), vec![d, q], GgmlType::Q1_0),
-            t(n("attn_k"), vec![d, kv], GgmlType::Q1_0),
-            t(n("attn_v"), vec![d, kv], GgmlType::Q1_0),
+            t(n("attn_q"), vec![d, q], w),
+            t(n("attn_k"), vec![d, kv], w),
+            t(n("attn_v"), vec![d, kv], w),
             t(n("attn_q_norm"), vec![hd], GgmlType::F32),
             t(n("attn_k_norm"), vec![hd], GgmlType::F32),
-            t(n("attn_output"), vec![q, d], GgmlType::Q1_0),
+            t(n("attn_output"), vec![q, d], w),
             t(n("ffn_norm"), vec![d], GgmlType::F32),
-            t(n("ffn_gate"), vec![d, ff], GgmlType::Q1_0),
-            t(n("ffn_up"), vec![d, ff], GgmlType::Q1_0),
-            t(n("ffn_down"), vec![ff, d], GgmlType::Q1_0),
+            t(n("ffn_gate"), vec![d, ff], w),
+            t(n("ffn_up"), vec![d, ff], w),
+            t(n("ffn_down"), vec![ff, d], w),
         ]);
     }
     table.push(t("output_norm.weight".into(), vec![d], GgmlType::F32));
     if !p.tied_head {
-        table.push(t("output.weight".into(), vec![d, nv], GgmlType::Q1_0));
+        table.push(t("output.weight".into(), vec![d, nv], w));
     }
     table
 }
@@ -223,7 +263,12 @@ pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
 ///
 /// Every `tokenizer.*` key of `tokenizer_from` is copied; its `tokenizer.ggml.tokens` must hold
 /// exactly the shape's vocabulary ([`BONSAI_N_VOCAB`]). The same `seed` gives the same bytes.
-pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> Result<GgufWriter> {
+pub fn synthetic_writer(
+    shape: SynthShape,
+    quant: SynthQuant,
+    tokenizer_from: &Gguf,
+    seed: u64,
+) -> Result<GgufWriter> {
     let p = shape.params();
     let n_tokens = tokenizer_from.get_str_array("tokenizer.ggml.tokens")?.len();
     if n_tokens != p.n_vocab {
@@ -253,16 +298,22 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
             arch("rope.scaling.original_context_length"),
             u32_of(p.n_ctx_orig),
         )
-        .set("general.file_type", GgufValue::U32(FILE_TYPE_Q1_0));
+        .set(
+            "general.file_type",
+            GgufValue::U32(match quant {
+                SynthQuant::Q1_0 => FILE_TYPE_Q1_0,
+                SynthQuant::Q2_0 => FILE_TYPE_Q2_0,
+            }),
+        );
     for (key, value) in tokenizer_from.metadata() {
         if key.starts_with("tokenizer.") {
             w.set(key.clone(), value.clone());
         }
     }
-    for (i, t) in synthetic_tensor_table(shape).into_iter().enumerate() {
+    for (i, t) in synthetic_tensor_table(shape, quant).into_iter().enumerate() {
         let tensor_seed = splitmix64(&mut seed.wrapping_add((i as u64) << 32));
         match t.ggml_type {
-            GgmlType::Q1_0 => {
+            GgmlType::Q1_0 | GgmlType::Q2_0 => {
                 let (k, rows) = (t.dims[0] as usize, t.dims[1] as usize);
                 let nominal = if t.name == "token_embd.weight" || t.name == "output.weight" {
                     EMBED_SCALE
@@ -270,8 +321,13 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
                     LINEAR_SCALE
                 };
                 let scale = nominal / (k as f32).sqrt();
-                w.add_tensor_streamed(t.name, t.dims, t.ggml_type, move |out| {
-                    write_random_q1_0(out, rows * k / QK1_0, scale, tensor_seed)
+                w.add_tensor_streamed(t.name, t.dims, t.ggml_type, move |out| match quant {
+                    SynthQuant::Q1_0 => {
+                        write_random_q1_0(out, rows * k / QK1_0, scale, tensor_seed)
+                    }
+                    SynthQuant::Q2_0 => {
+                        write_random_q2_0(out, rows * k / QK2_0, scale, tensor_seed)
+                    }
                 });
             }
             _ => {
@@ -294,11 +350,12 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
 /// [`synthetic_writer`].
 pub fn write_synthetic_model(
     shape: SynthShape,
+    quant: SynthQuant,
     tokenizer_from: &Gguf,
     seed: u64,
     out: &mut impl Write,
 ) -> Result<()> {
-    synthetic_writer(shape, tokenizer_from, seed)?.write_to(out)
+    synthetic_writer(shape, quant, tokenizer_from, seed)?.write_to(out)
 }
 
 /// Writes `n_blocks` Q1_0 blocks: random sign bits, scales `scale * (1 ± SCALE_SPREAD)`.
@@ -319,6 +376,43 @@ fn write_random_q1_0(
             block[..2].copy_from_slice(&f16::from_f32(scale * spread).to_le_bytes());
             block[2..10].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
             block[10..18].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
+        }
+        out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Writes `n_blocks` Q2_0 blocks: codes uniform over -d, 0, +d (two thirds of the weights
+/// nonzero, so `d = scale * sqrt(3/2)` keeps the output RMS of [`write_random_q1_0`]), scales
+/// `d * (1 ± SCALE_SPREAD)`.
+fn write_random_q2_0(
+    out: &mut dyn Write,
+    n_blocks: usize,
+    scale: f32,
+    seed: u64,
+) -> std::io::Result<()> {
+    let d = scale * 1.5f32.sqrt();
+    let mut rng = seed;
+    let mut chunk = vec![0u8; BLOCKS_PER_CHUNK * Q1_0_BLOCK_BYTES];
+    let mut left = n_blocks;
+    while left > 0 {
+        let n = left.min(BLOCKS_PER_CHUNK);
+        for block in chunk[..n * Q1_0_BLOCK_BYTES].chunks_exact_mut(Q1_0_BLOCK_BYTES) {
+            let r = splitmix64(&mut rng);
+            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(r) - 1.0);
+            block[..2].copy_from_slice(&f16::from_f32(d * spread).to_le_bytes());
+            // 32 base-3 digits of each of two 64-bit draws (3^32 < 2^64): 64 codes in 0..3.
+            block[2..].fill(0);
+            for half in 0..2 {
+                let mut digits = splitmix64(&mut rng);
+                for j in 0..QK2_0 / 2 {
+                    let code = (digits % 3) as u8;
+                    digits /= 3;
+                    let w = half * QK2_0 / 2 + j;
+                    block[2 + w / 4] |= code << (2 * (w % 4));
+                }
+            }
         }
         out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
         left -= n;

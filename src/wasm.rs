@@ -39,7 +39,7 @@ use crate::gpu::op::{
     PipelineCache, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
 };
 use crate::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0};
-use crate::gpu::q1_0::{WeightFormat, Q1_0Weight};
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::gpu::{GpuModel, Session, SessionOptions};
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::Tokenizer;

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::gguf::GgmlType;
 use bonsai_wgpu::gpu::op::storage_buffer;
 use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
 use bonsai_wgpu::gpu::ops::add;
@@ -13,7 +14,6 @@ use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce
 use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
 use bonsai_wgpu::gpu::ops::silu_mul;
 use bonsai_wgpu::gpu::ops::topk::{self, TopK};
-use bonsai_wgpu::gguf::GgmlType;
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use common::{gpu_test, now_ms, random_f32, random_q1_0};
@@ -306,7 +306,13 @@ async fn embed_q1_0_gathers_rows_across_parts() {
     let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
-        embed_q1_0::run_cpu(GgmlType::Q1_0, &bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+        embed_q1_0::run_cpu(
+            GgmlType::Q1_0,
+            &bytes,
+            k,
+            tok as usize,
+            &mut want[t * k..(t + 1) * k],
+        );
     }
     assert_close("embed", &got, &want, EMBED_TOL);
 }

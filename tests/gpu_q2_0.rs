@@ -61,7 +61,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
             (worst, worst_err) = (i, err);
         }
     }
-    note!("{what}: max err {worst_err:e} (rel {:e}) at {worst}", worst_err / scale);
+    note!(
+        "{what}: max err {worst_err:e} (rel {:e}) at {worst}",
+        worst_err / scale
+    );
     assert!(
         worst_err / scale <= tol,
         "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
@@ -84,9 +87,17 @@ async fn repack_q2_0_matches_gguf_blocks() {
             let block = &bytes[blk * 18..blk * 18 + 18];
             let code = (block[2 + (j % QK2_0) / 4] >> (2 * (j % 4))) & 3;
             let word = codes[r * k / 16 + j / 16];
-            assert_eq!((word >> (2 * (j % 16))) & 3, code as u32, "row {r} weight {j}");
+            assert_eq!(
+                (word >> (2 * (j % 16))) & 3,
+                code as u32,
+                "row {r} weight {j}"
+            );
             let half = (scales[blk / 2] >> (16 * (blk % 2))) as u16;
-            assert_eq!(half, u16::from_le_bytes([block[0], block[1]]), "scale {blk}");
+            assert_eq!(
+                half,
+                u16::from_le_bytes([block[0], block[1]]),
+                "scale {blk}"
+            );
         }
     }
     assert!(repack(Q2, &bytes[1..], k, n).is_err());
@@ -137,7 +148,10 @@ async fn check_matvec(k: usize, n: usize, accumulate: bool, max_binding: u64, ma
             ..Default::default()
         };
         let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
-        let what = format!("q2_0 matvec {k}x{n} {reduce:?} acc={accumulate} parts {}", w.parts.len());
+        let what = format!(
+            "q2_0 matvec {k}x{n} {reduce:?} acc={accumulate} parts {}",
+            w.parts.len()
+        );
         assert_close(&what, &got, &want, MATVEC_TOL);
     }
 }
@@ -209,7 +223,9 @@ async fn embed_q2_0_gathers_rows_across_parts() {
     let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed q2_0", &kernels);
-    let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len()).await.unwrap();
+    let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len())
+        .await
+        .unwrap();
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
         let out = &mut want[t * k..(t + 1) * k];
@@ -249,12 +265,19 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let mut dense = vec![0.0f32; n * k];
     dequantize_row_q2_0(&bytes, &mut dense);
     let want = matmul_q1_0::run_cpu(&dense, k, &x, accumulate.then_some(&y0[..]));
-    let what = format!("q2_0 matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}", w.parts.len());
+    let what = format!(
+        "q2_0 matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
+        w.parts.len()
+    );
     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
         let err = (g - e).abs() / e.abs().max(1.0);
         assert!(err <= MATMUL_TOL, "{what}: index {i}: got {g}, want {e}");
     }
-    assert_eq!(&got[n_tokens * n..], &y_pad[n_tokens * n..], "{what}: wrote past n_tokens");
+    assert_eq!(
+        &got[n_tokens * n..],
+        &y_pad[n_tokens * n..],
+        "{what}: wrote past n_tokens"
+    );
 }
 
 #[gpu_test]
@@ -288,7 +311,11 @@ async fn fixture_q2_0_tensors_match_cpu() {
     let ctx = ctx().await;
     let gguf = ternary_model();
     let mut rng = StdRng::seed_from_u64(30);
-    for name in ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"] {
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.1.ffn_down.weight",
+        "token_embd.weight",
+    ] {
         let info = gguf.tensor_info(name).expect("fixture tensor");
         assert_eq!(info.ggml_type, GgmlType::Q2_0, "{name}");
         let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
@@ -344,7 +371,9 @@ async fn dense_f32_and_f16_weights_match_cpu() {
         let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
         let op = EmbedQ1_0::new(&ctx, &cache, &w, &tb, &xb, tokens.len() as u32).unwrap();
         submit_kernels(&ctx, "embed dense", &op.kernels.iter().collect::<Vec<_>>());
-        let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len()).await.unwrap();
+        let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len())
+            .await
+            .unwrap();
         let mut want = vec![0.0; k * tokens.len()];
         for (t, &tok) in tokens.iter().enumerate() {
             embed_q1_0::run_cpu(ty, &bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);

@@ -50,7 +50,11 @@ fn q2_0_hand_built_blocks() {
     let mut qs = [0x55u8; 16]; // code 1 everywhere: zeros
     qs[0] = 0b11_10_01_00; // weights 0..3: -d, 0, +d, +2d
     qs[15] = 0b10_01_01_01; // weight 63: +d
-    let blocks = [block(0.5, qs), block(0.125, [0xAA; 16]), block(2.0, [0; 16])];
+    let blocks = [
+        block(0.5, qs),
+        block(0.125, [0xAA; 16]),
+        block(2.0, [0; 16]),
+    ];
     let bytes: &[u8] = bytemuck::cast_slice(&blocks);
     assert_eq!(bytes.len(), 3 * 18);
     let mut y = vec![0.0f32; 3 * QK2_0];
@@ -87,7 +91,11 @@ fn q2_0_dot_equals_dequant_then_dot() {
             .collect();
         let w = reference_dequant(&blocks);
         let want: f64 = w.iter().zip(&x).map(|(a, b)| f64::from(a * b)).sum();
-        let scale: f64 = w.iter().zip(&x).map(|(a, b)| f64::from((a * b).abs())).sum();
+        let scale: f64 = w
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| f64::from((a * b).abs()))
+            .sum();
         let got = dot_q2_0_f32(bytemuck::cast_slice(&blocks), &x);
         let err = (f64::from(got) - want).abs();
         assert!(
@@ -97,7 +105,10 @@ fn q2_0_dot_equals_dequant_then_dot() {
     }
     // Exact case: x = 1 and d a power of two; codes 0,1,2,3 repeating sum to (−1+0+1+2)·16.
     let blocks = [block(0.25, [0b11_10_01_00; 16])];
-    assert_eq!(dot_q2_0_f32(bytemuck::cast_slice(&blocks), &[1.0; QK2_0]), 8.0);
+    assert_eq!(
+        dot_q2_0_f32(bytemuck::cast_slice(&blocks), &[1.0; QK2_0]),
+        8.0
+    );
 }
 
 #[test]

@@ -45,8 +45,18 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             matvec(128.0, 1.0, 1.0, 256.0),
         ],
         "matvec_f32" => vec![
-            vec![("K", 2048.0), ("N", 6144.0), ("ACCUMULATE", 0.0), ("Y_OFFSET", 0.0)],
-            vec![("K", 4.0), ("N", 1.0), ("ACCUMULATE", 1.0), ("Y_OFFSET", 151668.0)],
+            vec![
+                ("K", 2048.0),
+                ("N", 6144.0),
+                ("ACCUMULATE", 0.0),
+                ("Y_OFFSET", 0.0),
+            ],
+            vec![
+                ("K", 4.0),
+                ("N", 1.0),
+                ("ACCUMULATE", 1.0),
+                ("Y_OFFSET", 151668.0),
+            ],
         ],
         "embed_q1_0" | "embed_q2_0" | "embed_f32" => vec![
             vec![("K", 2048.0), ("N", 151669.0), ("ROW0", 0.0)],

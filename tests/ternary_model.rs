@@ -73,7 +73,10 @@ fn teacher_forced<E: Engine>(engine: &mut E, p: &LlamaPrompt) -> (Vec<String>, f
 }
 
 fn assert_parity(what: &str, p: &LlamaPrompt, mismatches: &[String], cos: f64) {
-    eprintln!("{what} {} tokens: cosine vs llama.cpp {cos:.6}", p.tokens.len());
+    eprintln!(
+        "{what} {} tokens: cosine vs llama.cpp {cos:.6}",
+        p.tokens.len()
+    );
     assert!(
         mismatches.is_empty(),
         "{what} prompt {:?}: argmax mismatches: {mismatches:#?}",
@@ -124,8 +127,14 @@ fn gpu_matches_cpu_reference_and_llama_cpp_on_ternary() {
             "GPU prefill {} tokens: cosine vs CPU {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
             p.tokens.len()
         );
-        assert!(cos_cpu >= GPU_CPU_COSINE_MIN, "GPU vs CPU cosine {cos_cpu:.7}");
-        assert!(cos_llama >= LLAMA_COSINE_MIN, "GPU vs llama.cpp cosine {cos_llama:.6}");
+        assert!(
+            cos_cpu >= GPU_CPU_COSINE_MIN,
+            "GPU vs CPU cosine {cos_cpu:.7}"
+        );
+        assert!(
+            cos_llama >= LLAMA_COSINE_MIN,
+            "GPU vs llama.cpp cosine {cos_llama:.6}"
+        );
 
         if p.tokens.len() < 100 {
             let n_ctx = p.tokens.len() + p.greedy.len() + 1;
@@ -205,10 +214,14 @@ fn mixed_type_file_loads_on_cpu_and_gpu() {
         _ => Store::Keep,
     };
     let mixed = mixed_file(&g, &store);
-    let types: Vec<GgmlType> = ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.ffn_up.weight"]
-        .iter()
-        .map(|n| mixed.tensor_info(n).expect("tensor").ggml_type)
-        .collect();
+    let types: Vec<GgmlType> = [
+        "token_embd.weight",
+        "blk.0.attn_q.weight",
+        "blk.0.ffn_up.weight",
+    ]
+    .iter()
+    .map(|n| mixed.tensor_info(n).expect("tensor").ggml_type)
+    .collect();
     assert_eq!(types, [GgmlType::F16, GgmlType::F32, GgmlType::Q1_0]);
     let p = &llama_fixture_named(GOLDENS).prompts[0];
     let n_ctx = p.tokens.len() + 1;
@@ -220,7 +233,10 @@ fn mixed_type_file_loads_on_cpu_and_gpu() {
     let gpu_logits = last_logits(&mut gpu_session(&gpu, n_ctx), &p.tokens);
     let cos = cosine(&gpu_logits, &cpu_logits);
     eprintln!("mixed file: GPU vs CPU cosine {cos:.7}");
-    assert!(cos >= GPU_CPU_COSINE_MIN, "mixed file: GPU vs CPU cosine {cos:.7}");
+    assert!(
+        cos >= GPU_CPU_COSINE_MIN,
+        "mixed file: GPU vs CPU cosine {cos:.7}"
+    );
 
     // Only exact conversions: the logits of the all-Q2_0 file.
     let exact = mixed_file(&g, &|name| match store(name) {

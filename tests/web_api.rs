@@ -311,7 +311,11 @@ async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
         .map(|t| t.as_f64().expect("token id") as u32)
         .collect();
     let prompt_text = model
-        .chat_prompt(json(r#"[{"role": "user", "content": "Hello!"}]"#), true, false)
+        .chat_prompt(
+            json(r#"[{"role": "user", "content": "Hello!"}]"#),
+            true,
+            false,
+        )
         .map_err(message)
         .expect("chatPrompt");
     let prompt = model
@@ -327,5 +331,8 @@ async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
         want.push(t);
         cpu.feed(&[t]).await.unwrap();
     }
-    assert_eq!(tokens, want, "ternary greedy tokens: WebGPU vs CPU reference");
+    assert_eq!(
+        tokens, want,
+        "ternary greedy tokens: WebGPU vs CPU reference"
+    );
 }

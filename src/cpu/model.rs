@@ -100,7 +100,10 @@ fn q1_matrix(gguf: &Gguf, name: &str) -> Result<Q1Matrix> {
     if !is_matrix_type(info.ggml_type) || info.dims.len() != 2 {
         return Err(Error::BadTensor {
             name: name.into(),
-            reason: format!("expected a 2-D matrix, got {} {:?}", info.ggml_type, info.dims),
+            reason: format!(
+                "expected a 2-D matrix, got {} {:?}",
+                info.ggml_type, info.dims
+            ),
         });
     }
     Ok(Q1Matrix {

@@ -134,7 +134,15 @@ fn upload_q1_0(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<Q1_0Weight> 
         .ok_or_else(|| Error::MissingTensor(name.into()))?;
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
     let bytes = gguf.tensor_data(name)?;
-    Q1_0Weight::upload_as(ctx, info.ggml_type, name, bytes, k, n, ctx.max_binding_bytes())
+    Q1_0Weight::upload_as(
+        ctx,
+        info.ggml_type,
+        name,
+        bytes,
+        k,
+        n,
+        ctx.max_binding_bytes(),
+    )
 }
 
 fn upload_f32(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<wgpu::Buffer> {

@@ -98,9 +98,7 @@ fn check_shape(ty: GgmlType, name: &str, len: usize, k: usize, n: usize) -> Resu
             "{ty} row length {k} is not a positive multiple of {block}"
         ));
     }
-    let want = ty
-        .row_bytes(k as u64)
-        .and_then(|r| r.checked_mul(n as u64));
+    let want = ty.row_bytes(k as u64).and_then(|r| r.checked_mul(n as u64));
     if want != Some(len as u64) {
         return bad(format!("{ty} [{k}, {n}] needs {want:?} bytes, got {len}"));
     }
@@ -119,7 +117,9 @@ pub fn repack_q1_0(bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32>, Vec<u3
 pub fn repack(ty: GgmlType, bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     let format = check_shape(ty, "packed weight", bytes.len(), k, n)?;
     if !format.has_scales() {
-        return Err(Error::InvalidArgument(format!("{ty} is not a packed format")));
+        return Err(Error::InvalidArgument(format!(
+            "{ty} is not a packed format"
+        )));
     }
     let n_blocks = n * k / format.block();
     let mut codes = Vec::with_capacity(n_blocks * WORDS_PER_BLOCK);
@@ -136,12 +136,7 @@ pub fn repack(ty: GgmlType, bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32
 
 /// Rows per part so that neither the codes (or dense rows) nor the scales of a part exceed
 /// `max_binding` bytes. Even, so every part's scales start on a word boundary.
-pub fn rows_per_part(
-    format: WeightFormat,
-    k: usize,
-    n: usize,
-    max_binding: u64,
-) -> Result<usize> {
+pub fn rows_per_part(format: WeightFormat, k: usize, n: usize, max_binding: u64) -> Result<usize> {
     let row_bytes = (k / format.weights_per_word() * 4) as u64;
     let rows = (max_binding / row_bytes) as usize & !1;
     if rows == 0 {

@@ -2,9 +2,9 @@
 //! (`embed_q1_0.wgsl` / `embed_q2_0.wgsl`, by the table's format) or dense f32 rows
 //! (`embed_f32.wgsl`).
 
+use crate::gguf::GgmlType;
 use crate::gpu::context::GpuContext;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gguf::GgmlType;
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::quant::dequantize_row;
 use crate::{Error, Result};

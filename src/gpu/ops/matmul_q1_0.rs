@@ -5,7 +5,7 @@
 use crate::gpu::context::GpuContext;
 use crate::gpu::kv_cache::check_binding;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::q1_0::{WeightFormat, Q1_0Weight};
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
 /// Weight rows per workgroup of the packed shaders; must equal `WG * RPT` in them.

@@ -4,9 +4,9 @@
 //! has subgroups), picked by the weight's [`WeightFormat`]; `matvec_f32.wgsl` for the dense rows
 //! of F32 / F16 / BF16 weights.
 
+use crate::gguf::GgmlType;
 use crate::gpu::context::GpuContext;
 use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
-use crate::gguf::GgmlType;
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::quant::dequantize_row;
 use crate::{Error, Result};
@@ -169,7 +169,7 @@ pub fn run_cpu(
     let mut row = vec![0.0f32; k];
     for (r, out) in y.iter_mut().enumerate().take(n) {
         dequantize_row(ty, &w_bytes[r * row_bytes..(r + 1) * row_bytes], &mut row)
-        .expect("run_cpu: weight bytes match [k, n]");
+            .expect("run_cpu: weight bytes match [k, n]");
         let sum: f64 = row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
         *out = if accumulate {
             *out + sum as f32
