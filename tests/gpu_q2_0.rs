@@ -17,7 +17,7 @@ use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use bonsai_wgpu::quant::{QK2_0, dequantize_row_q2_0};
-use common::{gpu_test, random_f32, random_q2_0};
+use common::{assert_close, gpu_test, random_f32, random_q2_0};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -47,30 +47,6 @@ async fn ctx() -> GpuContext {
 
 fn upload(ctx: &GpuContext, bytes: &[u8], k: usize, n: usize, max_binding: u64) -> Q1_0Weight {
     Q1_0Weight::upload_as(ctx, Q2, "w", bytes, k, n, max_binding).expect("upload Q2_0")
-}
-
-/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
-    let scale = (rms as f32).max(1e-30);
-    let (mut worst, mut worst_err) = (0, 0.0f32);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        if err > worst_err || err.is_nan() {
-            (worst, worst_err) = (i, err);
-        }
-    }
-    note!(
-        "{what}: max err {worst_err:e} (rel {:e}) at {worst}",
-        worst_err / scale
-    );
-    assert!(
-        worst_err / scale <= tol,
-        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
-        got[worst],
-        want[worst]
-    );
 }
 
 #[gpu_test]

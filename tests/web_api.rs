@@ -52,6 +52,21 @@ fn load_streamed(file: &[u8]) -> Model {
     loader.finish().expect("the fixture loads")
 }
 
+/// `N_GREEDY` greedy tokens after `prompt` from the CPU reference (in this wasm module) on `file`.
+async fn cpu_greedy(file: &[u8], prompt: &[u32]) -> Vec<u32> {
+    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(file.to_vec()).expect("fixture");
+    let model = CpuModel::from_gguf(&gguf).expect("cpu model");
+    let mut cpu = CpuSession::new(model, prompt.len() + N_GREEDY).unwrap();
+    cpu.feed(prompt).await.unwrap();
+    let mut want = Vec::new();
+    for _ in 0..N_GREEDY {
+        let t = cpu.greedy().await.unwrap();
+        want.push(t);
+        cpu.feed(&[t]).await.unwrap();
+    }
+    want
+}
+
 /// A JavaScript `onPiece(text, kind)` that records pieces and returns `keep_going`.
 fn on_piece(
     pieces: Rc<RefCell<Vec<(String, String)>>>,
@@ -205,15 +220,7 @@ async fn streamed_load_chat_stop_and_reset() {
         .map_err(message)
         .expect("tokenize");
     assert_eq!(prompt.len(), n_prompt);
-    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(FIXTURE.to_vec()).expect("fixture");
-    let mut cpu = CpuSession::new(CpuModel::from_gguf(&gguf).expect("cpu model"), 256).unwrap();
-    cpu.feed(&prompt).await.unwrap();
-    let mut want = Vec::new();
-    for _ in 0..N_GREEDY {
-        let t = cpu.greedy().await.unwrap();
-        want.push(t);
-        cpu.feed(&[t]).await.unwrap();
-    }
+    let want = cpu_greedy(FIXTURE, &prompt).await;
     assert_eq!(tokens, want, "greedy tokens: WebGPU vs CPU reference");
 
     // onPiece returning false stops the reply at once.
@@ -322,15 +329,7 @@ async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
         .tokenize(&prompt_text, true)
         .map_err(message)
         .expect("tokenize");
-    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(TERNARY.to_vec()).expect("fixture");
-    let mut cpu = CpuSession::new(CpuModel::from_gguf(&gguf).expect("cpu model"), 128).unwrap();
-    cpu.feed(&prompt).await.unwrap();
-    let mut want = Vec::new();
-    for _ in 0..N_GREEDY {
-        let t = cpu.greedy().await.unwrap();
-        want.push(t);
-        cpu.feed(&[t]).await.unwrap();
-    }
+    let want = cpu_greedy(TERNARY, &prompt).await;
     assert_eq!(
         tokens, want,
         "ternary greedy tokens: WebGPU vs CPU reference"

@@ -133,6 +133,34 @@ macro_rules! note {
     }};
 }
 
+/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`; notes
+/// the worst error and the NMSE (llama.cpp's test-backend-ops metric).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+    let scale = (rms as f32).max(1e-30);
+    let (mut worst, mut worst_err) = (0, 0.0f32);
+    let mut sq_err = 0.0f64;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        sq_err += (err as f64).powi(2);
+        if err > worst_err || err.is_nan() {
+            (worst, worst_err) = (i, err);
+        }
+    }
+    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
+    note!(
+        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
+        worst_err / scale
+    );
+    assert!(
+        worst_err / scale <= tol,
+        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
+        got[worst],
+        want[worst]
+    );
+}
+
 /// The tiny-bonsai-dev fixture: memory-mapped natively; compiled into the test module on wasm32,
 /// where a browser test has no file system.
 pub fn tiny_model() -> bonsai_wgpu::gguf::Gguf {
