@@ -15,7 +15,7 @@ use half::f16;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
-use crate::quant::{QK1_0, QK2_0};
+use crate::quant::QK2_0;
 
 /// Vocabulary of every Bonsai model (rows of `token_embd.weight`, entries of `tokenizer.ggml.tokens`).
 pub const BONSAI_N_VOCAB: usize = 151_669;
@@ -321,13 +321,9 @@ pub fn synthetic_writer(
                     LINEAR_SCALE
                 };
                 let scale = nominal / (k as f32).sqrt();
-                w.add_tensor_streamed(t.name, t.dims, t.ggml_type, move |out| match quant {
-                    SynthQuant::Q1_0 => {
-                        write_random_q1_0(out, rows * k / QK1_0, scale, tensor_seed)
-                    }
-                    SynthQuant::Q2_0 => {
-                        write_random_q2_0(out, rows * k / QK2_0, scale, tensor_seed)
-                    }
+                let n_blocks = rows * k / t.ggml_type.block_size();
+                w.add_tensor_streamed(t.name, t.dims, t.ggml_type, move |out| {
+                    write_random_blocks(out, quant, n_blocks, scale, tensor_seed)
                 });
             }
             _ => {
@@ -358,41 +354,20 @@ pub fn write_synthetic_model(
     synthetic_writer(shape, quant, tokenizer_from, seed)?.write_to(out)
 }
 
-/// Writes `n_blocks` Q1_0 blocks: random sign bits, scales `scale * (1 ± SCALE_SPREAD)`.
-fn write_random_q1_0(
+/// Writes `n_blocks` random blocks of `quant`, scales `d * (1 ± SCALE_SPREAD)`. Q1_0: random
+/// sign bits, `d = scale`. Q2_0: codes uniform over -d, 0, +d; two thirds of the weights are
+/// nonzero, so `d = scale * sqrt(3/2)` gives the same output RMS.
+fn write_random_blocks(
     out: &mut dyn Write,
+    quant: SynthQuant,
     n_blocks: usize,
     scale: f32,
     seed: u64,
 ) -> std::io::Result<()> {
-    let mut rng = seed;
-    let mut chunk = vec![0u8; BLOCKS_PER_CHUNK * Q1_0_BLOCK_BYTES];
-    let mut left = n_blocks;
-    while left > 0 {
-        let n = left.min(BLOCKS_PER_CHUNK);
-        for block in chunk[..n * Q1_0_BLOCK_BYTES].chunks_exact_mut(Q1_0_BLOCK_BYTES) {
-            let r = splitmix64(&mut rng);
-            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(r) - 1.0);
-            block[..2].copy_from_slice(&f16::from_f32(scale * spread).to_le_bytes());
-            block[2..10].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-            block[10..18].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-        }
-        out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
-        left -= n;
-    }
-    Ok(())
-}
-
-/// Writes `n_blocks` Q2_0 blocks: codes uniform over -d, 0, +d (two thirds of the weights
-/// nonzero, so `d = scale * sqrt(3/2)` keeps the output RMS of [`write_random_q1_0`]), scales
-/// `d * (1 ± SCALE_SPREAD)`.
-fn write_random_q2_0(
-    out: &mut dyn Write,
-    n_blocks: usize,
-    scale: f32,
-    seed: u64,
-) -> std::io::Result<()> {
-    let d = scale * 1.5f32.sqrt();
+    let d = match quant {
+        SynthQuant::Q1_0 => scale,
+        SynthQuant::Q2_0 => scale * 1.5f32.sqrt(),
+    };
     let mut rng = seed;
     let mut chunk = vec![0u8; BLOCKS_PER_CHUNK * Q1_0_BLOCK_BYTES];
     let mut left = n_blocks;
@@ -402,22 +377,33 @@ fn write_random_q2_0(
             let r = splitmix64(&mut rng);
             let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(r) - 1.0);
             block[..2].copy_from_slice(&f16::from_f32(d * spread).to_le_bytes());
-            // 32 base-3 digits of each of two 64-bit draws (3^32 < 2^64): 64 codes in 0..3.
-            block[2..].fill(0);
-            for half in 0..2 {
-                let mut digits = splitmix64(&mut rng);
-                for j in 0..QK2_0 / 2 {
-                    let code = (digits % 3) as u8;
-                    digits /= 3;
-                    let w = half * QK2_0 / 2 + j;
-                    block[2 + w / 4] |= code << (2 * (w % 4));
+            let draws = [splitmix64(&mut rng), splitmix64(&mut rng)];
+            match quant {
+                SynthQuant::Q1_0 => {
+                    block[2..10].copy_from_slice(&draws[0].to_le_bytes());
+                    block[10..18].copy_from_slice(&draws[1].to_le_bytes());
                 }
+                SynthQuant::Q2_0 => ternary_codes(draws, &mut block[2..]),
             }
         }
         out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
         left -= n;
     }
     Ok(())
+}
+
+/// The 64 Q2_0 codes of a block (in 0..3: -d, 0, +d) from the 32 base-3 digits of each of two
+/// 64-bit draws (3^32 < 2^64).
+fn ternary_codes(draws: [u64; 2], qs: &mut [u8]) {
+    qs.fill(0);
+    for (half, mut digits) in draws.into_iter().enumerate() {
+        for j in 0..QK2_0 / 2 {
+            let code = (digits % 3) as u8;
+            digits /= 3;
+            let w = half * QK2_0 / 2 + j;
+            qs[w / 4] |= code << (2 * (w % 4));
+        }
+    }
 }
 
 /// SplitMix64: advances `state` and returns the next well-mixed 64-bit value.

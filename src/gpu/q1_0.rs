@@ -228,25 +228,24 @@ impl Q1_0Weight {
             let n_rows = rows.min(n - row0);
             let src = &bytes[row0 * row_bytes..(row0 + n_rows) * row_bytes];
             let label = |what: &str| format!("{name}.{what}[{row0}..]");
-            let part = if format.has_scales() {
+            let (signs, scales) = if format.has_scales() {
                 let (codes, scales) = repack(ty, src, k, n_rows)?;
-                Q1_0Part {
-                    row0,
-                    n_rows,
-                    signs: storage_buffer_init(ctx, &label("codes"), &codes)?,
-                    scales: Some(storage_buffer_init(ctx, &label("scales"), &scales)?),
-                }
+                let scales = storage_buffer_init(ctx, &label("scales"), &scales)?;
+                (
+                    storage_buffer_init(ctx, &label("codes"), &codes)?,
+                    Some(scales),
+                )
             } else {
                 let mut rows_f32 = vec![0.0f32; n_rows * k];
                 dequantize_row(ty, src, &mut rows_f32)?;
-                Q1_0Part {
-                    row0,
-                    n_rows,
-                    signs: storage_buffer_init(ctx, &label("rows"), &rows_f32)?,
-                    scales: None,
-                }
+                (storage_buffer_init(ctx, &label("rows"), &rows_f32)?, None)
             };
-            parts.push(part);
+            parts.push(Q1_0Part {
+                row0,
+                n_rows,
+                signs,
+                scales,
+            });
             row0 += n_rows;
         }
         Ok(Q1_0Weight {
