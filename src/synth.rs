@@ -11,11 +11,13 @@
 use std::io::Write;
 use std::str::FromStr;
 
-use half::f16;
-
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
-use crate::quant::QK2_0;
+use crate::model::config::Qwen3Config;
+use crate::model::rope::RopeParams;
+use crate::model::weights::{TensorRole, tensor_table};
+use crate::quant::q1_0::BlockQ1_0;
+use crate::quant::q2_0::{BlockQ2_0, QK2_0};
 
 /// Vocabulary of every Bonsai model (rows of `token_embd.weight`, entries of `tokenizer.ggml.tokens`).
 pub const BONSAI_N_VOCAB: usize = 151_669;
@@ -23,8 +25,6 @@ pub const BONSAI_N_VOCAB: usize = 151_669;
 pub const FILE_TYPE_Q1_0: u32 = 41;
 /// `general.file_type` of Ternary-Bonsai files: llama.cpp's `LLAMA_FTYPE_MOSTLY_Q2_0`.
 pub const FILE_TYPE_Q2_0: u32 = 41;
-/// Bytes of one Q1_0 or Q2_0 block: f16 scale + 16 bytes of sign bits / codes.
-const Q1_0_BLOCK_BYTES: usize = 18;
 /// Blocks generated per write call (~72 KiB).
 const BLOCKS_PER_CHUNK: usize = 4096;
 /// Block scale of linear weights in units of `1/sqrt(K)`: unit-RMS input gives unit-RMS output.
@@ -116,6 +116,30 @@ pub struct SynthParams {
     pub rms_eps: f32,
     /// No `output.weight`: the head reuses `token_embd.weight`.
     pub tied_head: bool,
+}
+
+impl SynthParams {
+    /// The config a file with these parameters reads as.
+    pub fn config(&self) -> Qwen3Config {
+        Qwen3Config {
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            head_dim: self.head_dim,
+            n_vocab: self.n_vocab,
+            n_ctx_train: self.n_ctx_train,
+            rms_eps: self.rms_eps,
+            rope: RopeParams::yarn(
+                self.head_dim,
+                self.freq_base,
+                self.yarn_factor,
+                self.n_ctx_orig,
+            ),
+            tied_head: self.tied_head,
+        }
+    }
 }
 
 impl SynthShape {
@@ -216,46 +240,20 @@ pub struct SynthTensor {
     pub ggml_type: GgmlType,
 }
 
-/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai,
-/// linear weights in `quant`'s type.
+/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai
+/// (the model's own table, [`tensor_table`], with matrices in `quant`'s type and F32 norms).
 pub fn synthetic_tensor_table(shape: SynthShape, quant: SynthQuant) -> Vec<SynthTensor> {
-    let w = quant.ggml_type();
-    let p = shape.params();
-    let (d, q, kv, ff, hd, nv) = (
-        p.n_embd as u64,
-        (p.n_head * p.head_dim) as u64,
-        (p.n_head_kv * p.head_dim) as u64,
-        p.n_ff as u64,
-        p.head_dim as u64,
-        p.n_vocab as u64,
-    );
-    let t = |name: String, dims: Vec<u64>, ggml_type| SynthTensor {
-        name,
-        dims,
-        ggml_type,
-    };
-    let mut table = vec![t("token_embd.weight".into(), vec![d, nv], w)];
-    for l in 0..p.n_layer {
-        let n = |w: &str| format!("blk.{l}.{w}.weight");
-        table.extend([
-            t(n("attn_norm"), vec![d], GgmlType::F32),
-            t(n("attn_q"), vec![d, q], w),
-            t(n("attn_k"), vec![d, kv], w),
-            t(n("attn_v"), vec![d, kv], w),
-            t(n("attn_q_norm"), vec![hd], GgmlType::F32),
-            t(n("attn_k_norm"), vec![hd], GgmlType::F32),
-            t(n("attn_output"), vec![q, d], w),
-            t(n("ffn_norm"), vec![d], GgmlType::F32),
-            t(n("ffn_gate"), vec![d, ff], w),
-            t(n("ffn_up"), vec![d, ff], w),
-            t(n("ffn_down"), vec![ff, d], w),
-        ]);
-    }
-    table.push(t("output_norm.weight".into(), vec![d], GgmlType::F32));
-    if !p.tied_head {
-        table.push(t("output.weight".into(), vec![d, nv], w));
-    }
-    table
+    tensor_table(&shape.params().config())
+        .into_iter()
+        .map(|t| SynthTensor {
+            name: t.name,
+            dims: t.dims.iter().map(|&d| d as u64).collect(),
+            ggml_type: match t.role {
+                TensorRole::Matrix => quant.ggml_type(),
+                TensorRole::Norm => GgmlType::F32,
+            },
+        })
+        .collect()
 }
 
 /// A writer holding the metadata and (lazily generated) tensors of a synthetic model; its
@@ -369,24 +367,27 @@ fn write_random_blocks(
         SynthQuant::Q2_0 => scale * 1.5f32.sqrt(),
     };
     let mut rng = seed;
-    let mut chunk = vec![0u8; BLOCKS_PER_CHUNK * Q1_0_BLOCK_BYTES];
+    let mut chunk: Vec<[u8; 18]> = Vec::with_capacity(BLOCKS_PER_CHUNK);
     let mut left = n_blocks;
     while left > 0 {
         let n = left.min(BLOCKS_PER_CHUNK);
-        for block in chunk[..n * Q1_0_BLOCK_BYTES].chunks_exact_mut(Q1_0_BLOCK_BYTES) {
-            let r = splitmix64(&mut rng);
-            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(r) - 1.0);
-            block[..2].copy_from_slice(&f16::from_f32(d * spread).to_le_bytes());
+        chunk.clear();
+        chunk.extend((0..n).map(|_| -> [u8; 18] {
+            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(splitmix64(&mut rng)) - 1.0);
             let draws = [splitmix64(&mut rng), splitmix64(&mut rng)];
             match quant {
                 SynthQuant::Q1_0 => {
-                    block[2..10].copy_from_slice(&draws[0].to_le_bytes());
-                    block[10..18].copy_from_slice(&draws[1].to_le_bytes());
+                    let mut qs = [0u8; 16];
+                    qs[..8].copy_from_slice(&draws[0].to_le_bytes());
+                    qs[8..].copy_from_slice(&draws[1].to_le_bytes());
+                    bytemuck::cast(BlockQ1_0::new(d * spread, qs))
                 }
-                SynthQuant::Q2_0 => ternary_codes(draws, &mut block[2..]),
+                SynthQuant::Q2_0 => {
+                    bytemuck::cast(BlockQ2_0::new(d * spread, ternary_codes(draws)))
+                }
             }
-        }
-        out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
+        }));
+        out.write_all(bytemuck::cast_slice(&chunk))?;
         left -= n;
     }
     Ok(())
@@ -394,8 +395,8 @@ fn write_random_blocks(
 
 /// The 64 Q2_0 codes of a block (in 0..3: -d, 0, +d) from the 32 base-3 digits of each of two
 /// 64-bit draws (3^32 < 2^64).
-fn ternary_codes(draws: [u64; 2], qs: &mut [u8]) {
-    qs.fill(0);
+fn ternary_codes(draws: [u64; 2]) -> [u8; 16] {
+    let mut qs = [0u8; 16];
     for (half, mut digits) in draws.into_iter().enumerate() {
         for j in 0..QK2_0 / 2 {
             let code = (digits % 3) as u8;
@@ -404,6 +405,7 @@ fn ternary_codes(draws: [u64; 2], qs: &mut [u8]) {
             qs[w / 4] |= code << (2 * (w % 4));
         }
     }
+    qs
 }
 
 /// SplitMix64: advances `state` and returns the next well-mixed 64-bit value.

@@ -7,16 +7,16 @@
 mod common;
 
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
-use bonsai_wgpu::gpu::op::{
-    StepParams, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
-    uniform_buffer_init,
+use bonsai_wgpu::gpu::buffers::{
+    StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
+use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matmul_q1_0;
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
-use bonsai_wgpu::quant::{QK2_0, dequantize_row_q2_0};
+use bonsai_wgpu::quant::q2_0::{QK2_0, dequantize_row_q2_0};
 use common::{assert_close, gpu_test, random_f32, random_q2_0};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -5,8 +5,9 @@ mod common;
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
-use bonsai_wgpu::quant::{
-    BlockQ2_0, QK2_0, dequantize_row, dequantize_row_q2_0, dot_q2_0_f32, quantize_row_q2_0,
+use bonsai_wgpu::quant::dequantize_row;
+use bonsai_wgpu::quant::q2_0::{
+    BlockQ2_0, QK2_0, dequantize_row_q2_0, dot_q2_0_f32, quantize_row_q2_0,
 };
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -12,7 +12,8 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufWriter};
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
-use bonsai_wgpu::quant::{dequantize_row, quantize_row_q1_0};
+use bonsai_wgpu::quant::dequantize_row;
+use bonsai_wgpu::quant::q1_0::quantize_row_q1_0;
 use common::*;
 use pollster::block_on;
 

@@ -3,7 +3,8 @@
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gguf::{Gguf, GgufValue, GgufWriter};
-use bonsai_wgpu::tokenizer::{Tokenizer, Utf8Stream};
+use bonsai_wgpu::text::detok::Utf8Stream;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -320,5 +321,5 @@ fn utf8_stream_holds_back_split_characters() {
 fn tokenizer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();
-    check::<bonsai_wgpu::chat_template::ChatTemplate>();
+    check::<bonsai_wgpu::text::chat_template::ChatTemplate>();
 }

@@ -16,21 +16,25 @@
 //! F32, F16 and BF16 linear weights (only mixed-type files have them) are uploaded as dense f32
 //! rows, `(N, K)`, exact, and use the `*_f32` kernels: they have no scales.
 //!
+//! The block formats themselves (size, bit order) are [`crate::quant::q1_0`]'s and
+//! [`crate::quant::q2_0`]'s; this module only rearranges them.
+//!
 //! A part (a run of rows) must fit one storage binding; bigger tensors (the 8B head) are split
 //! into several parts, each with its own pair of buffers.
 
+use super::buffers::storage_buffer_init;
 use super::context::GpuContext;
-use super::op::storage_buffer_init;
 use crate::gguf::GgmlType;
-use crate::quant::{QK1_0, QK2_0, dequantize_row};
+use crate::quant::dequantize_row;
+use crate::quant::q1_0::{Q1_0_BLOCK_BYTES, QK1_0};
+use crate::quant::q2_0::{Q2_0_BLOCK_BYTES, QK2_0};
 use crate::{Error, Result};
 
-/// Weights per Q1_0 block.
-pub const Q1_0_BLOCK: usize = QK1_0;
-/// Bytes per Q1_0 or Q2_0 block (f16 scale + 16 code bytes).
-pub const Q1_0_BLOCK_BYTES: usize = 18;
+/// Bytes per block, both packed formats: an f16 scale and 16 code bytes.
+const BLOCK_BYTES: usize = Q1_0_BLOCK_BYTES;
+const _: () = assert!(Q1_0_BLOCK_BYTES == Q2_0_BLOCK_BYTES);
 /// u32 code words per block, both packed formats (16 code bytes).
-const WORDS_PER_BLOCK: usize = 4;
+const WORDS_PER_BLOCK: usize = (BLOCK_BYTES - 2) / 4;
 
 /// How a linear weight lives on the GPU: which layout its buffers have and which shaders the
 /// ops pick.
@@ -124,7 +128,7 @@ pub fn repack(ty: GgmlType, bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32
     let n_blocks = n * k / format.block();
     let mut codes = Vec::with_capacity(n_blocks * WORDS_PER_BLOCK);
     let mut scales = vec![0u32; n_blocks.div_ceil(2)];
-    for (i, block) in bytes.chunks_exact(Q1_0_BLOCK_BYTES).enumerate() {
+    for (i, block) in bytes.chunks_exact(BLOCK_BYTES).enumerate() {
         let d = u16::from_le_bytes([block[0], block[1]]) as u32;
         scales[i / 2] |= d << (16 * (i % 2));
         for w in block[2..].chunks_exact(4) {

@@ -2,9 +2,9 @@
 //! (`shaders/matmul_q1_0.wgsl` / `matmul_q2_0.wgsl`, by the weight's format; `matmul_f32.wgsl`
 //! for dense rows). Each workgroup reads its weight rows once per 16 tokens.
 
+use crate::gpu::buffers::check_binding;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::check_binding;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 

@@ -6,7 +6,7 @@
 
 use crate::gguf::GgmlType;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::quant::dequantize_row;
 use crate::{Error, Result};

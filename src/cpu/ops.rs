@@ -1,15 +1,17 @@
-//! Small f32 kernels of the reference forward pass.
+//! The CPU references of the forward pass's ops: plain f32, written to be read. The model
+//! oracle ([`super::session`]) runs them, and each GPU op's test compares its kernel with them.
 
 use crate::gguf::GgmlType;
+use crate::model::rope::RopeParams;
 use crate::quant::{dequantize_row, dot_row};
 
-/// A weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]): Q1_0, Q2_0
+/// A weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]): Q1_0 or Q2_0
 /// (kept quantized), or F32 / F16 / BF16.
 #[derive(Clone)]
-pub struct Q1Matrix {
+pub struct Matrix {
     /// The element type of `data` (its own tensor's type, never the file's).
     pub ty: GgmlType,
-    /// (n, k) weights in `ty`'s blocks: Q1_0 (n, k / 128) blocks of 18 bytes, Q2_0 (n, k / 64).
+    /// (n, k) weights in `ty`'s blocks: Q1_0 (n, k / 128) blocks, Q2_0 (n, k / 64).
     pub data: Vec<u8>,
     /// Input width (GGUF ne0).
     pub k: usize,
@@ -17,7 +19,7 @@ pub struct Q1Matrix {
     pub n: usize,
 }
 
-impl Q1Matrix {
+impl Matrix {
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         self.data.len() / self.n.max(1)
@@ -103,4 +105,22 @@ pub fn softmax(x: &mut [f32]) {
 /// SiLU: x * sigmoid(x).
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// Rotates every head of `x` in place; NEOX pairs dimension i with i + n_rot/2.
+pub fn rope_neox(
+    x: &mut [f32], /* (n_heads, head_dim) */
+    head_dim: usize,
+    pos: usize,
+    p: &RopeParams,
+) {
+    let half = p.n_rot / 2;
+    let cos_sin: Vec<(f32, f32)> = (0..half).map(|i| p.cos_sin(pos, 2 * i)).collect();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
+            let (x0, x1) = (head[i], head[i + half]);
+            head[i] = x0 * cos - x1 * sin;
+            head[i + half] = x0 * sin + x1 * cos;
+        }
+    }
 }
