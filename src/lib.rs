@@ -10,6 +10,8 @@
 //! - tokenizes, detokenizes and renders the model's chat template ([`text`]), samples
 //!   ([`sampler`]), streams text ([`generate`]) and keeps conversations in the KV cache
 //!   ([`chat`]);
+//! - exports a Bonsai GGUF as a Hugging Face checkpoint (FP16, or lossless AWQ int4) that
+//!   vLLM, sglang and transformers serve ([`export`], native only);
 //! - carries a plain CPU reference of the forward pass ([`cpu`]), the oracle the GPU is tested
 //!   against (and that is tested against llama.cpp).
 //!
@@ -38,6 +40,8 @@ pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;

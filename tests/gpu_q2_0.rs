@@ -6,17 +6,18 @@
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::cpu::ops::Matrix;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
 use bonsai_wgpu::gpu::kernel::submit_kernels;
-use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
-use bonsai_wgpu::gpu::ops::matmul_q1_0;
-use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
+use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
+use bonsai_wgpu::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
+use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, Reduce};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
-use bonsai_wgpu::quant::q2_0::{QK2_0, dequantize_row_q2_0};
+use bonsai_wgpu::quant::q2_0::QK2_0;
 use common::{assert_close, gpu_test, random_f32, random_q2_0};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -38,6 +39,40 @@ const WEIGHT_SCALES: std::ops::Range<f32> = 0.005..0.05;
 const SENTINEL: f32 = 1e30;
 
 const Q2: GgmlType = GgmlType::Q2_0;
+
+/// The CPU reference matvec (`cpu::ops::Matrix`): `y (=|+=) W x` for `W` `[k, n]` of type `ty`.
+fn cpu_matvec(ty: GgmlType, w: &[u8], k: usize, n: usize, x: &[f32], y: &mut [f32], acc: bool) {
+    let mut out = vec![0.0f32; n];
+    Matrix::new(ty, w.to_vec(), k, n)
+        .unwrap()
+        .matvec(&mut out, x);
+    for (y, o) in y.iter_mut().zip(out) {
+        *y = if acc { *y + o } else { o };
+    }
+}
+
+/// The CPU reference embedding: row `token` of a `[k, n]` table of type `ty` into `out`.
+fn cpu_embed(ty: GgmlType, table: &[u8], k: usize, n: usize, token: usize, out: &mut [f32]) {
+    Matrix::new(ty, table.to_vec(), k, n)
+        .unwrap()
+        .embed(token, out);
+}
+
+/// The CPU reference matmul: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x`.
+fn cpu_matmul(
+    ty: GgmlType,
+    w: &[u8],
+    k: usize,
+    n: usize,
+    x: &[f32],
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut y = residual.map_or_else(|| vec![0.0; x.len() / k * n], <[f32]>::to_vec);
+    for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        cpu_matvec(ty, w, k, n, xt, yt, residual.is_some());
+    }
+    y
+}
 
 async fn ctx() -> GpuContext {
     GpuContext::new(&GpuOptions::default())
@@ -90,7 +125,13 @@ async fn gpu_matvec(
     let cache = PipelineCache::new();
     let xb = storage_buffer_init(ctx, "x", x).unwrap();
     let yb = storage_buffer_init(ctx, "y", y0).unwrap();
-    let op = MatvecQ1_0::new(ctx, &cache, w, &xb, &yb, opts).unwrap();
+    let b = MatvecQ1_0Bindings {
+        w,
+        x: &xb,
+        y: &yb,
+        opts,
+    };
+    let op = MatvecQ1_0::new(ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(ctx, "matvec q2_0", &kernels);
     let out = read_buffer::<f32>(ctx, &yb, 0, y0.len()).await.unwrap();
@@ -111,7 +152,7 @@ async fn check_matvec(k: usize, n: usize, accumulate: bool, max_binding: u64, ma
     };
     let w = upload(&ctx, &bytes, k, n, max_binding);
     let mut want = y0.clone();
-    matvec_q1_0::run_cpu(Q2, &bytes, k, n, &x, &mut want, accumulate);
+    cpu_matvec(Q2, &bytes, k, n, &x, &mut want, accumulate);
     for reduce in [Reduce::Shared, Reduce::Subgroup] {
         if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
             note!("skip subgroups: {} has none", ctx.info.name);
@@ -179,7 +220,7 @@ async fn matvec_q2_0_subgroup_planned_for_any_size() {
     };
     let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
     let mut want = vec![0.0; n];
-    matvec_q1_0::run_cpu(Q2, &bytes, k, n, &x, &mut want, false);
+    cpu_matvec(Q2, &bytes, k, n, &x, &mut want, false);
     assert_close("q2_0 matvec for subgroups 4..128", &got, &want, MATVEC_TOL);
 }
 
@@ -196,7 +237,13 @@ async fn embed_q2_0_gathers_rows_across_parts() {
     let tokens: Vec<u32> = vec![0, 299, 31, 32, 150, 7];
     let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
     let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
-    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let b = EmbedQ1_0Bindings {
+        table: &table,
+        tokens: &tb,
+        x: &xb,
+        max_tokens: tokens.len() as u32,
+    };
+    let op = EmbedQ1_0::new(&ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed q2_0", &kernels);
     let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len())
@@ -205,7 +252,7 @@ async fn embed_q2_0_gathers_rows_across_parts() {
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
         let out = &mut want[t * k..(t + 1) * k];
-        embed_q1_0::run_cpu(Q2, &bytes, k, tok as usize, out);
+        cpu_embed(Q2, &bytes, k, n_vocab, tok as usize, out);
     }
     assert_close("q2_0 embed", &got, &want, EMBED_TOL);
 }
@@ -227,20 +274,20 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let x_buf = storage_buffer_init(&ctx, "x", &x_pad).unwrap();
     let y_buf = storage_buffer_init(&ctx, "y", &y_pad).unwrap();
     let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
-    let b = matmul_q1_0::MatmulQ1_0Bindings {
+    let b = MatmulQ1_0Bindings {
         step: &step,
         x: &x_buf,
         w: &w,
         y: &y_buf,
+        max_tokens,
+        accumulate,
     };
-    let mm = matmul_q1_0::build(&ctx, &cache, max_tokens, accumulate, &b).unwrap();
+    let mm = MatmulQ1_0::new(&ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = mm.kernels.iter().collect();
     submit_kernels(&ctx, "matmul q2_0", &kernels);
     let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, max_tokens * n).await.unwrap();
     ctx.take_error().expect("no wgpu error");
-    let mut dense = vec![0.0f32; n * k];
-    dequantize_row_q2_0(&bytes, &mut dense);
-    let want = matmul_q1_0::run_cpu(&dense, k, &x, accumulate.then_some(&y0[..]));
+    let want = cpu_matmul(Q2, &bytes, k, n, &x, accumulate.then_some(&y0[..]));
     let what = format!(
         "q2_0 matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
         w.parts.len()
@@ -299,7 +346,7 @@ async fn fixture_q2_0_tensors_match_cpu() {
         let w = upload(&ctx, bytes, k, n, u64::MAX);
         let x = random_f32(&mut rng, k, 1.0);
         let mut want = vec![0.0; n];
-        matvec_q1_0::run_cpu(Q2, bytes, k, n, &x, &mut want, false);
+        cpu_matvec(Q2, bytes, k, n, &x, &mut want, false);
         let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], MatvecOptions::default()).await;
         assert_close(&format!("fixture {name}"), &got, &want, MATVEC_TOL);
     }
@@ -333,7 +380,7 @@ async fn dense_f32_and_f16_weights_match_cpu() {
         let x = random_f32(&mut rng, k, 1.0);
         let y0 = random_f32(&mut rng, n, 1.0);
         let mut want = y0.clone();
-        matvec_q1_0::run_cpu(ty, &bytes, k, n, &x, &mut want, true);
+        cpu_matvec(ty, &bytes, k, n, &x, &mut want, true);
         let opts = MatvecOptions {
             accumulate: true,
             max_groups_per_dim: 5,
@@ -345,14 +392,27 @@ async fn dense_f32_and_f16_weights_match_cpu() {
         let tokens: Vec<u32> = vec![300, 0, 17, 16];
         let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
         let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
-        let op = EmbedQ1_0::new(&ctx, &cache, &w, &tb, &xb, tokens.len() as u32).unwrap();
+        let b = EmbedQ1_0Bindings {
+            table: &w,
+            tokens: &tb,
+            x: &xb,
+            max_tokens: tokens.len() as u32,
+        };
+        let op = EmbedQ1_0::new(&ctx, &cache, &b).unwrap();
         submit_kernels(&ctx, "embed dense", &op.kernels.iter().collect::<Vec<_>>());
         let got = read_buffer::<f32>(&ctx, &xb, 0, k * tokens.len())
             .await
             .unwrap();
         let mut want = vec![0.0; k * tokens.len()];
         for (t, &tok) in tokens.iter().enumerate() {
-            embed_q1_0::run_cpu(ty, &bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+            cpu_embed(
+                ty,
+                &bytes,
+                k,
+                n,
+                tok as usize,
+                &mut want[t * k..(t + 1) * k],
+            );
         }
         assert_close(&format!("{ty} embed"), &got, &want, EMBED_TOL);
 
@@ -361,18 +421,18 @@ async fn dense_f32_and_f16_weights_match_cpu() {
         let x_buf = storage_buffer_init(&ctx, "x", &xs).unwrap();
         let y_buf = storage_buffer(&ctx, "y", (4 * n_tokens * n) as u64).unwrap();
         let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
-        let b = matmul_q1_0::MatmulQ1_0Bindings {
+        let b = MatmulQ1_0Bindings {
             step: &step,
             x: &x_buf,
             w: &w,
             y: &y_buf,
+            max_tokens: n_tokens,
+            accumulate: false,
         };
-        let mm = matmul_q1_0::build(&ctx, &cache, n_tokens, false, &b).unwrap();
+        let mm = MatmulQ1_0::new(&ctx, &cache, &b).unwrap();
         submit_kernels(&ctx, "matmul dense", &mm.kernels.iter().collect::<Vec<_>>());
         let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, n_tokens * n).await.unwrap();
-        let mut dense = vec![0.0f32; n * k];
-        bonsai_wgpu::quant::dequantize_row(ty, &bytes, &mut dense).unwrap();
-        let want = matmul_q1_0::run_cpu(&dense, k, &xs, None);
+        let want = cpu_matmul(ty, &bytes, k, n, &xs, None);
         assert_close(&format!("{ty} matmul"), &got, &want, MATVEC_TOL);
         ctx.take_error().expect("no wgpu error");
     }

@@ -74,8 +74,12 @@ impl Gguf {
             // Mapping an empty file fails on some platforms; let the parser report it.
             return Gguf::from_bytes(Vec::new());
         }
-        // SAFETY: the map is read-only and private to this value. As with every mmap-based
-        // model loader, the file must not be truncated or rewritten while it is mapped.
+        // SAFETY: `Mmap::map` is unsafe only because the file could change under the mapping
+        // (another process truncating or rewriting it), which Rust cannot rule out. Here the
+        // map is read-only, owned by this value and never written through, and every read is
+        // bounds-checked against the length parsed from it; what remains is the contract every
+        // mmap-based model loader (llama.cpp, safetensors) asks of its users: do not modify a
+        // model file while it is open. The only `unsafe` in the crate.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Gguf::from_storage(Storage::Mmap(mmap))
     }

@@ -3,12 +3,12 @@
 //! and `matvec_q1_0_subgroup.wgsl` / `matvec_q2_0_subgroup.wgsl` (subgroupAdd, when the adapter
 //! has subgroups), picked by the weight's [`WeightFormat`]; `matvec_f32.wgsl` for the dense rows
 //! of F32 / F16 / BF16 weights.
+//! CPU reference: [`crate::cpu::ops::Matrix::matvec`].
 
-use crate::gguf::GgmlType;
+use crate::gpu::buffers::StepParams;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
-use crate::quant::dequantize_row;
 use crate::{Error, Result};
 
 /// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
@@ -45,8 +45,20 @@ pub struct MatvecOptions {
     pub subgroup_sizes: Option<(u32, u32)>,
 }
 
-/// One kernel per weight part; encode them all (they write disjoint ranges of y). Runs Q1_0 and
-/// Q2_0 weights alike (the weight's format picks the shader).
+/// What a matvec reads and writes.
+pub struct MatvecQ1_0Bindings<'a> {
+    /// The weight `[k, n]`: n rows of k.
+    pub w: &'a Q1_0Weight,
+    /// Input: (k) f32.
+    pub x: &'a wgpu::Buffer,
+    /// Output: (n) f32, overwritten or accumulated into.
+    pub y: &'a wgpu::Buffer,
+    /// Accumulation, reduction and test knobs.
+    pub opts: MatvecOptions,
+}
+
+/// One kernel per weight part; encode them all (they write disjoint ranges of y). Runs every
+/// [`WeightFormat`] (the weight's format picks the shader).
 #[derive(Clone, Debug)]
 pub struct MatvecQ1_0 {
     /// One kernel per weight part.
@@ -58,11 +70,9 @@ impl MatvecQ1_0 {
     pub fn new(
         ctx: &GpuContext,
         cache: &PipelineCache,
-        w: &Q1_0Weight,
-        x: &wgpu::Buffer, // (k) f32
-        y: &wgpu::Buffer, // (n) f32
-        opts: MatvecOptions,
+        b: &MatvecQ1_0Bindings<'_>,
     ) -> Result<MatvecQ1_0> {
+        let (w, x, y, opts) = (b.w, b.x, b.y, b.opts);
         if x.size() < (w.k * 4) as u64 || y.size() < (w.n * 4) as u64 {
             return Err(Error::InvalidArgument(format!(
                 "matvec {}: x has {} bytes (need {}), y has {} bytes (need {})",
@@ -145,36 +155,11 @@ impl MatvecQ1_0 {
         }
         Ok(MatvecQ1_0 { kernels })
     }
-
-    /// Records every part's kernel.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for k in &self.kernels {
-            k.encode(pass);
-        }
-    }
 }
 
-/// CPU reference straight from GGUF bytes of type `ty`: `y (=|+=) W x` for `W` `[k, n]`, each
-/// row dequantized and dotted in f64.
-pub fn run_cpu(
-    ty: GgmlType,
-    w_bytes: &[u8],
-    k: usize,
-    n: usize,
-    x: &[f32],
-    y: &mut [f32],
-    accumulate: bool,
-) {
-    let row_bytes = w_bytes.len() / n.max(1);
-    let mut row = vec![0.0f32; k];
-    for (r, out) in y.iter_mut().enumerate().take(n) {
-        dequantize_row(ty, &w_bytes[r * row_bytes..(r + 1) * row_bytes], &mut row)
-            .expect("run_cpu: weight bytes match [k, n]");
-        let sum: f64 = row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum();
-        *out = if accumulate {
-            *out + sum as f32
-        } else {
-            sum as f32
-        };
+/// One token: every part's kernel, whatever the step (they write disjoint ranges of y).
+impl Op for MatvecQ1_0 {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.kernels.encode(pass, step);
     }
 }

@@ -1,12 +1,12 @@
 //! Chat with a Bonsai model in the terminal.
 //!
 //! ```text
-//! cargo run --release --example chat                      # Bonsai-1.7B, downloaded once into the HF cache
-//! cargo run --release --example chat -- --model M.gguf    # a local file
-//! cargo run --release --example chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
-//! cargo run --release --example chat -- --hf prism-ml/Ternary-Bonsai-1.7B-gguf  # Q2_0 (ternary)
-//! cargo run --release --example chat -- --prompt "Why is the sky blue?" --no-think
-//! echo "Hello" | cargo run --release --example chat
+//! cargo run --release --bin bonsai-chat                      # Bonsai-1.7B, downloaded once into the HF cache
+//! cargo run --release --bin bonsai-chat -- --model M.gguf    # a local file
+//! cargo run --release --bin bonsai-chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
+//! cargo run --release --bin bonsai-chat -- --hf prism-ml/Ternary-Bonsai-1.7B-gguf  # Q2_0
+//! cargo run --release --bin bonsai-chat -- --prompt "Why is the sky blue?" --no-think
+//! echo "Hello" | cargo run --release --bin bonsai-chat
 //! ```
 //!
 //! Interactive commands: `/reset`, `/system TEXT`, `/think on|off`, `/exit`. Ctrl-C stops the
@@ -199,7 +199,7 @@ fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
     Ok(AnyEngine::Gpu(Box::new(session)))
 }
 
-/// Every engine this example can drive, behind one type (the trait's async methods are not
+/// Every engine this tool can drive, behind one type (the trait's async methods are not
 /// object safe).
 enum AnyEngine {
     Cpu(Box<CpuSession>),
