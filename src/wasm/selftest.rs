@@ -7,7 +7,6 @@ use wasm_bindgen::prelude::*;
 use super::loader::Model;
 use super::{js_err, to_js};
 use crate::cpu::ops::{Matrix, argmax};
-use crate::gguf::GgmlType;
 use crate::gpu::buffers::{read_buffer, storage_buffer, storage_buffer_init};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{PipelineCache, submit_kernels};
