@@ -495,7 +495,10 @@ fn wasm_test_command(root: &Path, driver: &Path, no_run: bool) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["test", "--release", "--target", "wasm32-unknown-unknown"])
+        // No default features: the `cli` feature's bonsai-chat binary is native only, and
+        // `cargo test` builds the package's binaries for its integration tests.
+        .args(["test", "--release", "--no-default-features"])
+        .args(["--target", "wasm32-unknown-unknown"])
         .arg("--target-dir")
         .arg(root.join("target/web"))
         .args(BROWSER_TEST_BINARIES.iter().flat_map(|b| ["--test", b]))
