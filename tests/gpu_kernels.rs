@@ -19,7 +19,7 @@ use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
 use bonsai_wgpu::gpu::ops::topk::{TopK, TopKBindings};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
-use common::{gpu_test, now_ms, random_f32, random_q1_0};
+use common::{assert_close, gpu_test, now_ms, random_f32, random_q1_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -48,33 +48,6 @@ async fn ctx() -> GpuContext {
 
 /// Block scales of the random weights: like real Bonsai weights.
 const WEIGHT_SCALES: std::ops::Range<f32> = 0.005..0.05;
-
-/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
-    let scale = (rms as f32).max(1e-30);
-    let (mut worst, mut worst_err) = (0, 0.0f32);
-    let mut sq_err = 0.0f64;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        sq_err += (err as f64).powi(2);
-        if err > worst_err || err.is_nan() {
-            (worst, worst_err) = (i, err);
-        }
-    }
-    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
-    note!(
-        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
-        worst_err / scale
-    );
-    assert!(
-        worst_err / scale <= tol,
-        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
-        got[worst],
-        want[worst]
-    );
-}
 
 /// Names the adapter every kernel test below runs on. In the browser it must be WebGPU: a test
 /// run that fell back to anything else would prove nothing about the browser build.
