@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
-use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::gguf::{GgmlType, Gguf};
 use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::model::config::Qwen3Config;
@@ -335,7 +335,7 @@ fn run_once<E: Engine>(
 /// What llama-bench reports about the model.
 struct ModelInfo {
     filename: String,
-    /// e.g. "qwen3 1.7B Q1_0"
+    /// e.g. "qwen3 1.7B Q1_0", "qwen3 1.7B Q2_0"
     model_type: String,
     /// Bytes of all tensors.
     size: u64,
@@ -355,9 +355,22 @@ impl ModelInfo {
             (64, 5120) => "32B".to_string(),
             _ => format!("{:.2}B", n_params as f64 / 1e9),
         };
+        // The type holding most bytes of the file, like llama.cpp's "mostly" file type (taken
+        // from the tensor table, not general.file_type).
+        let mut bytes_by_type: Vec<(GgmlType, u64)> = Vec::new();
+        for t in gguf.tensors() {
+            match bytes_by_type.iter_mut().find(|(ty, _)| *ty == t.ggml_type) {
+                Some((_, n)) => *n += t.n_bytes,
+                None => bytes_by_type.push((t.ggml_type, t.n_bytes)),
+            }
+        }
+        let quant = bytes_by_type
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or("?".to_string(), |(ty, _)| ty.to_string());
         ModelInfo {
             filename: path.display().to_string(),
-            model_type: format!("qwen3 {size_name} Q1_0"),
+            model_type: format!("qwen3 {size_name} {quant}"),
             size: gguf.tensors().iter().map(|t| t.n_bytes).sum(),
             n_params,
         }

@@ -1,10 +1,10 @@
-//! bonsai-wgpu runs PrismML's Bonsai 1-bit (Q1_0) Qwen3 language models on any GPU through
-//! wgpu: Vulkan, Metal, DX12 and browser WebGPU (wasm32), from one code base.
+//! bonsai-wgpu runs PrismML's Bonsai 1-bit (Q1_0) and Ternary-Bonsai (Q2_0) Qwen3 language models
+//! on any GPU through wgpu: Vulkan, Metal, DX12 and browser WebGPU (wasm32), from one code base.
 //!
 //! What it does:
 //! - reads GGUF files ([`gguf`]) and checks them against the Qwen3 layout ([`model`]);
-//! - keeps Q1_0 weights 1-bit on the GPU: WGSL kernels ([`gpu::ops`]) unpack sign bits and
-//!   per-128 f16 scales inside the matrix products, attention and norms;
+//! - keeps Q1_0 weights 1-bit and Q2_0 weights 2-bit on the GPU: WGSL kernels ([`gpu::ops`])
+//!   unpack sign bits or 2-bit codes and f16 block scales inside the matrix products;
 //! - runs the whole forward pass on the GPU ([`gpu::Session`]): one submit per decoded token and
 //!   a few bytes read back; prompts in batches;
 //! - tokenizes, detokenizes and renders the model's chat template ([`text`]), samples
@@ -15,8 +15,9 @@
 //! - carries a plain CPU reference of the forward pass ([`cpu`]), the oracle the GPU is tested
 //!   against (and that is tested against llama.cpp).
 //!
-//! What it does not do: architectures other than Qwen3, tensor types other than Q1_0 for the
-//! linear weights (F32/F16/BF16 norms are read), training, or multi-GPU.
+//! What it does not do: architectures other than Qwen3, linear-weight types other than Q1_0,
+//! Q2_0, F32, F16 and BF16 (each tensor's own type counts; F32/F16/BF16 norms are read),
+//! training, or multi-GPU.
 //!
 //! ```no_run
 //! # async fn run() -> bonsai_wgpu::Result<()> {

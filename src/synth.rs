@@ -1,10 +1,11 @@
 //! Synthetic Bonsai models: GGUF files with the exact tensor table and metadata of PrismML's
-//! Bonsai 1.7B / 4B / 8B (Qwen3, Q1_0 weights) filled with random weights, for benchmarks and
-//! tests where the real files cannot be downloaded.
+//! Bonsai 1.7B / 4B / 8B (Qwen3, Q1_0 weights) or Ternary-Bonsai (Q2_0 weights, [`SynthQuant`])
+//! filled with random weights, for benchmarks and tests where the real files cannot be
+//! downloaded.
 //!
-//! Weights are random sign bits with block scales around `1/sqrt(K)` (so every projection of a
-//! unit-RMS input has unit-RMS output) and norms near 1, which keeps activations finite through
-//! all layers. The tokenizer (`tokenizer.*` keys) is copied from another GGUF file. Tensor data is
+//! Weights are random sign bits (Q1_0) or uniform ternary codes (Q2_0) with block scales that
+//! make every projection of a unit-RMS input have unit-RMS output, and norms near 1, which keeps
+//! activations finite through all layers. The tokenizer (`tokenizer.*` keys) is copied from another GGUF file. Tensor data is
 //! generated while the file is written, so even the 8B file (~1.2 GB) never sits in memory.
 
 use std::io::Write;
@@ -15,13 +16,16 @@ use crate::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
 use crate::model::config::Qwen3Config;
 use crate::model::rope::RopeParams;
 use crate::model::weights::{TensorRole, tensor_table};
-use crate::quant::q1_0::{BlockQ1_0, QK1_0};
+use crate::quant::q1_0::BlockQ1_0;
+use crate::quant::q2_0::{BlockQ2_0, QK2_0};
 
 /// Vocabulary of every Bonsai model (rows of `token_embd.weight`, entries of `tokenizer.ggml.tokens`).
 pub const BONSAI_N_VOCAB: usize = 151_669;
 /// `general.file_type` of Bonsai files (mostly Q1_0).
 pub const FILE_TYPE_Q1_0: u32 = 41;
-/// Q1_0 blocks generated per write call (~72 KiB).
+/// `general.file_type` of Ternary-Bonsai files: llama.cpp's `LLAMA_FTYPE_MOSTLY_Q2_0`.
+pub const FILE_TYPE_Q2_0: u32 = 41;
+/// Blocks generated per write call (~72 KiB).
 const BLOCKS_PER_CHUNK: usize = 4096;
 /// Block scale of linear weights in units of `1/sqrt(K)`: unit-RMS input gives unit-RMS output.
 const LINEAR_SCALE: f32 = 1.0;
@@ -32,6 +36,41 @@ const EMBED_SCALE: f32 = 2.0;
 const SCALE_SPREAD: f32 = 0.25;
 /// Norm weights are uniform in `1 ± NORM_SPREAD`.
 const NORM_SPREAD: f32 = 0.1;
+
+/// The type of the linear weights of a synthetic model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SynthQuant {
+    /// Bonsai: 1-bit Q1_0.
+    #[default]
+    Q1_0,
+    /// Ternary-Bonsai: Q2_0 with codes -d, 0, +d.
+    Q2_0,
+}
+
+impl SynthQuant {
+    /// The GGML type of the linear weights.
+    pub fn ggml_type(self) -> GgmlType {
+        match self {
+            SynthQuant::Q1_0 => GgmlType::Q1_0,
+            SynthQuant::Q2_0 => GgmlType::Q2_0,
+        }
+    }
+}
+
+impl FromStr for SynthQuant {
+    type Err = Error;
+
+    /// `q1_0` or `q2_0` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "q1_0" => Ok(SynthQuant::Q1_0),
+            "q2_0" => Ok(SynthQuant::Q2_0),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown quantization `{s}`: expected q1_0 or q2_0"
+            ))),
+        }
+    }
+}
 
 /// Which model to imitate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,20 +236,20 @@ pub struct SynthTensor {
     pub name: String,
     /// ne0 (input width) first.
     pub dims: Vec<u64>,
-    /// Element type (Q1_0 for matrices, F32 for norms).
+    /// Element type (Q1_0 or Q2_0 for matrices, F32 for norms).
     pub ggml_type: GgmlType,
 }
 
 /// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai
-/// (the model's own table, [`tensor_table`], with Q1_0 matrices and F32 norms).
-pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
+/// (the model's own table, [`tensor_table`], with matrices in `quant`'s type and F32 norms).
+pub fn synthetic_tensor_table(shape: SynthShape, quant: SynthQuant) -> Vec<SynthTensor> {
     tensor_table(&shape.params().config())
         .into_iter()
         .map(|t| SynthTensor {
             name: t.name,
             dims: t.dims.iter().map(|&d| d as u64).collect(),
             ggml_type: match t.role {
-                TensorRole::Matrix => GgmlType::Q1_0,
+                TensorRole::Matrix => quant.ggml_type(),
                 TensorRole::Norm => GgmlType::F32,
             },
         })
@@ -222,7 +261,12 @@ pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
 ///
 /// Every `tokenizer.*` key of `tokenizer_from` is copied; its `tokenizer.ggml.tokens` must hold
 /// exactly the shape's vocabulary ([`BONSAI_N_VOCAB`]). The same `seed` gives the same bytes.
-pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> Result<GgufWriter> {
+pub fn synthetic_writer(
+    shape: SynthShape,
+    quant: SynthQuant,
+    tokenizer_from: &Gguf,
+    seed: u64,
+) -> Result<GgufWriter> {
     let p = shape.params();
     let n_tokens = tokenizer_from.get_str_array("tokenizer.ggml.tokens")?.len();
     if n_tokens != p.n_vocab {
@@ -252,16 +296,22 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
             arch("rope.scaling.original_context_length"),
             u32_of(p.n_ctx_orig),
         )
-        .set("general.file_type", GgufValue::U32(FILE_TYPE_Q1_0));
+        .set(
+            "general.file_type",
+            GgufValue::U32(match quant {
+                SynthQuant::Q1_0 => FILE_TYPE_Q1_0,
+                SynthQuant::Q2_0 => FILE_TYPE_Q2_0,
+            }),
+        );
     for (key, value) in tokenizer_from.metadata() {
         if key.starts_with("tokenizer.") {
             w.set(key.clone(), value.clone());
         }
     }
-    for (i, t) in synthetic_tensor_table(shape).into_iter().enumerate() {
+    for (i, t) in synthetic_tensor_table(shape, quant).into_iter().enumerate() {
         let tensor_seed = splitmix64(&mut seed.wrapping_add((i as u64) << 32));
         match t.ggml_type {
-            GgmlType::Q1_0 => {
+            GgmlType::Q1_0 | GgmlType::Q2_0 => {
                 let (k, rows) = (t.dims[0] as usize, t.dims[1] as usize);
                 let nominal = if t.name == "token_embd.weight" || t.name == "output.weight" {
                     EMBED_SCALE
@@ -269,8 +319,9 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
                     LINEAR_SCALE
                 };
                 let scale = nominal / (k as f32).sqrt();
+                let n_blocks = rows * k / t.ggml_type.block_size();
                 w.add_tensor_streamed(t.name, t.dims, t.ggml_type, move |out| {
-                    write_random_q1_0(out, rows * k / QK1_0, scale, tensor_seed)
+                    write_random_blocks(out, quant, n_blocks, scale, tensor_seed)
                 });
             }
             _ => {
@@ -293,37 +344,68 @@ pub fn synthetic_writer(shape: SynthShape, tokenizer_from: &Gguf, seed: u64) -> 
 /// [`synthetic_writer`].
 pub fn write_synthetic_model(
     shape: SynthShape,
+    quant: SynthQuant,
     tokenizer_from: &Gguf,
     seed: u64,
     out: &mut impl Write,
 ) -> Result<()> {
-    synthetic_writer(shape, tokenizer_from, seed)?.write_to(out)
+    synthetic_writer(shape, quant, tokenizer_from, seed)?.write_to(out)
 }
 
-/// Writes `n_blocks` Q1_0 blocks: random sign bits, scales `scale * (1 ± SCALE_SPREAD)`.
-fn write_random_q1_0(
+/// Writes `n_blocks` random blocks of `quant`, scales `d * (1 ± SCALE_SPREAD)`. Q1_0: random
+/// sign bits, `d = scale`. Q2_0: codes uniform over -d, 0, +d; two thirds of the weights are
+/// nonzero, so `d = scale * sqrt(3/2)` gives the same output RMS.
+fn write_random_blocks(
     out: &mut dyn Write,
+    quant: SynthQuant,
     n_blocks: usize,
     scale: f32,
     seed: u64,
 ) -> std::io::Result<()> {
+    let d = match quant {
+        SynthQuant::Q1_0 => scale,
+        SynthQuant::Q2_0 => scale * 1.5f32.sqrt(),
+    };
     let mut rng = seed;
-    let mut chunk = Vec::with_capacity(BLOCKS_PER_CHUNK);
+    let mut chunk: Vec<[u8; 18]> = Vec::with_capacity(BLOCKS_PER_CHUNK);
     let mut left = n_blocks;
     while left > 0 {
         let n = left.min(BLOCKS_PER_CHUNK);
         chunk.clear();
-        chunk.extend((0..n).map(|_| {
+        chunk.extend((0..n).map(|_| -> [u8; 18] {
             let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(splitmix64(&mut rng)) - 1.0);
-            let mut qs = [0u8; 16];
-            qs[..8].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-            qs[8..].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-            BlockQ1_0::new(scale * spread, qs)
+            let draws = [splitmix64(&mut rng), splitmix64(&mut rng)];
+            match quant {
+                SynthQuant::Q1_0 => {
+                    let mut qs = [0u8; 16];
+                    qs[..8].copy_from_slice(&draws[0].to_le_bytes());
+                    qs[8..].copy_from_slice(&draws[1].to_le_bytes());
+                    bytemuck::cast(BlockQ1_0::new(d * spread, qs))
+                }
+                SynthQuant::Q2_0 => {
+                    bytemuck::cast(BlockQ2_0::new(d * spread, ternary_codes(draws)))
+                }
+            }
         }));
         out.write_all(bytemuck::cast_slice(&chunk))?;
         left -= n;
     }
     Ok(())
+}
+
+/// The 64 Q2_0 codes of a block (in 0..3: -d, 0, +d) from the 32 base-3 digits of each of two
+/// 64-bit draws (3^32 < 2^64).
+fn ternary_codes(draws: [u64; 2]) -> [u8; 16] {
+    let mut qs = [0u8; 16];
+    for (half, mut digits) in draws.into_iter().enumerate() {
+        for j in 0..QK2_0 / 2 {
+            let code = (digits % 3) as u8;
+            digits /= 3;
+            let w = half * QK2_0 / 2 + j;
+            qs[w / 4] |= code << (2 * (w % 4));
+        }
+    }
+    qs
 }
 
 /// SplitMix64: advances `state` and returns the next well-mixed 64-bit value.

@@ -3,7 +3,7 @@
 //! chat page in headless Chromium (WebGPU on SwiftShader) over the DevTools protocol, and checks
 //! what the page computes against this process's native results, then checks a screenshot.
 //! A second test runs the GPU kernel unit tests (tests/gpu_kernels.rs, gpu_attention.rs,
-//! gpu_matmul.rs) and the JavaScript API tests (web_api.rs) in the same browser through
+//! gpu_matmul.rs, gpu_q2_0.rs) and the JavaScript API tests (web_api.rs) in the same browser through
 //! wasm-bindgen-test.
 //!
 //! Needs `chromium` (or `BONSAI_CHROMIUM`), and `wasm-bindgen` / `wasm-bindgen-test-runner`
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bonsai_wgpu::cpu::ops::{Q1Matrix, argmax};
+use bonsai_wgpu::cpu::ops::{Matrix, argmax};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
@@ -55,7 +55,13 @@ const CHECKSUM_REL_TOL: f64 = 1e-9;
 /// A GPU argmax may differ from the CPU one only where the top two CPU values are this close.
 const ARGMAX_MARGIN_TOL: f32 = 1e-3;
 /// Test binaries whose `#[gpu_test]`s run in the browser as wasm-bindgen-tests.
-const BROWSER_TEST_BINARIES: &[&str] = &["gpu_kernels", "gpu_attention", "gpu_matmul", "web_api"];
+const BROWSER_TEST_BINARIES: &[&str] = &[
+    "gpu_kernels",
+    "gpu_attention",
+    "gpu_matmul",
+    "gpu_q2_0",
+    "web_api",
+];
 /// wasm-bindgen-test-runner's limit for one test binary, seconds (~25 s measured on SwiftShader).
 const KERNEL_TESTS_TIMEOUT_S: &str = "900";
 /// One SwiftShader browser at a time: two would share 2 CPU cores and stretch every timing.
@@ -198,7 +204,12 @@ fn check_gpu_result(native: &Native, check: &Value) -> Result<()> {
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
     let mut want = vec![0.0f32; n];
     let x = check_input(k);
-    let w = Q1Matrix::new(native.gguf.tensor_data(tensor)?.to_vec(), k, n)?;
+    let w = Matrix::new(
+        info.ggml_type,
+        native.gguf.tensor_data(tensor)?.to_vec(),
+        k,
+        n,
+    )?;
     w.matvec(&mut want, &x);
     let checksum: f64 = want.iter().map(|v| *v as f64).sum();
     let page_sum = check["checksum"].as_f64().context("no checksum")?;
@@ -484,7 +495,10 @@ fn wasm_test_command(root: &Path, driver: &Path, no_run: bool) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["test", "--release", "--target", "wasm32-unknown-unknown"])
+        // No default features: the `cli` feature's bonsai-chat binary is native only, and
+        // `cargo test` builds the package's binaries for its integration tests.
+        .args(["test", "--release", "--no-default-features"])
+        .args(["--target", "wasm32-unknown-unknown"])
         .arg("--target-dir")
         .arg(root.join("target/web"))
         .args(BROWSER_TEST_BINARIES.iter().flat_map(|b| ["--test", b]))

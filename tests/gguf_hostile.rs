@@ -21,6 +21,7 @@ fn small_file() -> (Vec<u8>, u64) {
         GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::I64(-1)])]),
     );
     w.add_tensor("w", vec![128, 2], GgmlType::Q1_0, vec![0xA5; 36]);
+    w.add_tensor("t", vec![64, 2], GgmlType::Q2_0, vec![0x5A; 36]);
     w.add_tensor("norm", vec![8], GgmlType::F32, vec![0x3F; 32]);
     let bytes = w.to_bytes();
     let g = Gguf::from_bytes(bytes.clone()).unwrap();
@@ -254,6 +255,18 @@ fn bad_tensor_infos() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("q", &[100, 1], 41, 0);
     bad_tensor(r.data(18), "q");
+    // ne0 not a multiple of the Q2_0 block (64): 96 is a whole number of bytes but not blocks.
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("q2", &[96, 1], 42, 0);
+    bad_tensor(r.data(36), "q2");
+    // Q2_0 data past the end: [64, 4] needs 72 bytes.
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("q2short", &[64, 4], 42, 0);
+    bad_tensor(r.data(71), "q2short");
+    // A Q2_0 tensor of 2^62 elements (2^56 blocks) in a tiny file.
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("q2huge", &[1 << 31, 1 << 31], 42, 0);
+    bad_tensor(r.data(64), "q2huge");
     // Data past the end of the file.
     let mut r = Raw::header(3, 1, 0);
     r.tensor("past", &[16], 0, 0);

@@ -4,7 +4,8 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::cpu::ops::{self as cpu, Q1Matrix};
+use bonsai_wgpu::cpu::ops::{self as cpu, Matrix};
+use bonsai_wgpu::gguf::GgmlType;
 use bonsai_wgpu::gpu::buffers::StepParams;
 use bonsai_wgpu::gpu::buffers::storage_buffer;
 use bonsai_wgpu::gpu::buffers::{read_buffer, storage_buffer_init};
@@ -18,7 +19,7 @@ use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
 use bonsai_wgpu::gpu::ops::topk::{TopK, TopKBindings};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
-use common::{gpu_test, now_ms, random_f32, random_q1_0};
+use common::{assert_close, gpu_test, now_ms, random_f32, random_q1_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -47,33 +48,6 @@ async fn ctx() -> GpuContext {
 
 /// Block scales of the random weights: like real Bonsai weights.
 const WEIGHT_SCALES: std::ops::Range<f32> = 0.005..0.05;
-
-/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
-    let scale = (rms as f32).max(1e-30);
-    let (mut worst, mut worst_err) = (0, 0.0f32);
-    let mut sq_err = 0.0f64;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        sq_err += (err as f64).powi(2);
-        if err > worst_err || err.is_nan() {
-            (worst, worst_err) = (i, err);
-        }
-    }
-    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
-    note!(
-        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
-        worst_err / scale
-    );
-    assert!(
-        worst_err / scale <= tol,
-        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
-        got[worst],
-        want[worst]
-    );
-}
 
 /// Names the adapter every kernel test below runs on. In the browser it must be WebGPU: a test
 /// run that fell back to anything else would prove nothing about the browser build.
@@ -132,7 +106,7 @@ fn cpu_matvec(
     accumulate: bool,
 ) -> Vec<f32> {
     let mut y = vec![0.0; n];
-    Q1Matrix::new(bytes.to_vec(), k, n)
+    Matrix::new(GgmlType::Q1_0, bytes.to_vec(), k, n)
         .unwrap()
         .matvec(&mut y, x);
     if accumulate {
@@ -333,7 +307,7 @@ async fn embed_q1_0_gathers_rows_across_parts() {
     submit_kernels(&ctx, "embed", &kernels);
     let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
-    let cpu_table = Q1Matrix::new(bytes, k, n_vocab).unwrap();
+    let cpu_table = Matrix::new(GgmlType::Q1_0, bytes, k, n_vocab).unwrap();
     for (t, &tok) in tokens.iter().enumerate() {
         cpu_table.embed(tok as usize, &mut want[t * k..(t + 1) * k]);
     }
@@ -730,7 +704,7 @@ async fn batched_ops_encode_shorter_batches() {
     assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
 
     let got = read_f32(&ctx, &eb, k * max_rows).await;
-    let cpu_table = Q1Matrix::new(table_bytes, k, vocab).unwrap();
+    let cpu_table = Matrix::new(GgmlType::Q1_0, table_bytes, k, vocab).unwrap();
     for (t, &tok) in tokens.iter().enumerate().take(rows) {
         let mut want = vec![0.0; k];
         cpu_table.embed(tok as usize, &mut want);

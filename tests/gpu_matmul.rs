@@ -4,7 +4,8 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::cpu::ops::Q1Matrix;
+use bonsai_wgpu::cpu::ops::Matrix;
+use bonsai_wgpu::gguf::GgmlType;
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer_init, uniform_buffer_init,
 };
@@ -29,7 +30,7 @@ const WEIGHT_SCALES: std::ops::Range<f32> = 0.01..0.1;
 
 /// The CPU reference: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x` (n_tokens, k).
 fn cpu_matmul(bytes: &[u8], k: usize, n: usize, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
-    let w = Q1Matrix::new(bytes.to_vec(), k, n).expect("Q1_0 matrix");
+    let w = Matrix::new(GgmlType::Q1_0, bytes.to_vec(), k, n).expect("Q1_0 matrix");
     let mut y = vec![0.0f32; x.len() / k * n];
     for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
         w.matvec(yt, xt);

@@ -267,6 +267,13 @@ fn ggml_type_table() {
         (GgmlType::F32.block_size(), GgmlType::F32.type_size()),
         (1, 4)
     );
+    assert_eq!(GgmlType::from_u32(42), Some(GgmlType::Q2_0));
+    assert_eq!(
+        (GgmlType::Q2_0.block_size(), GgmlType::Q2_0.type_size()),
+        (64, 18)
+    );
+    assert_eq!(GgmlType::Q2_0.row_bytes(2048), Some(32 * 18));
+    assert_eq!(GgmlType::Q2_0.row_bytes(96), None);
     assert_eq!(GgmlType::Q1_0.row_bytes(2048), Some(16 * 18));
     assert_eq!(GgmlType::Q1_0.row_bytes(100), None);
     assert_eq!(GgmlType::F32.row_bytes(u64::MAX), None);

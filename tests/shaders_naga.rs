@@ -27,10 +27,16 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         v
     };
     match name {
-        "matvec_q1_0_subgroup" => vec![
+        "matvec_q1_0_subgroup" | "matvec_q2_0_subgroup" => vec![
             [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
             [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
             [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+        ],
+        "matvec_q2_0" => vec![
+            matvec(2048.0, 6144.0, 0.0, 16.0),
+            matvec(12288.0, 4096.0, 1.0, 16.0),
+            matvec(4096.0, 151669.0, 0.0, 64.0),
+            matvec(64.0, 1.0, 1.0, 256.0),
         ],
         "matvec_q1_0" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
@@ -38,7 +44,21 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             matvec(4096.0, 151669.0, 0.0, 128.0),
             matvec(128.0, 1.0, 1.0, 256.0),
         ],
-        "embed_q1_0" => vec![
+        "matvec_f32" => vec![
+            vec![
+                ("K", 2048.0),
+                ("N", 6144.0),
+                ("ACCUMULATE", 0.0),
+                ("Y_OFFSET", 0.0),
+            ],
+            vec![
+                ("K", 4.0),
+                ("N", 1.0),
+                ("ACCUMULATE", 1.0),
+                ("Y_OFFSET", 151668.0),
+            ],
+        ],
+        "embed_q1_0" | "embed_q2_0" | "embed_f32" => vec![
             vec![("K", 2048.0), ("N", 151669.0), ("ROW0", 0.0)],
             vec![("K", 4096.0), ("N", 65536.0), ("ROW0", 65536.0)],
         ],
@@ -104,7 +124,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 4.0), ("SCALE", 0.088)]),
             vec![("HEAD_DIM", 64.0), ("N_HEAD_KV", 2.0), ("GROUP", 8.0)],
         ],
-        "matmul_q1_0" => {
+        "matmul_q1_0" | "matmul_q2_0" | "matmul_f32" => {
             let mm = |k: f64, n: f64, row0: f64, rows: f64, acc: f64| {
                 vec![
                     ("K", k),
@@ -130,8 +150,8 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
 }
 
 fn capabilities(needs: bonsai_wgpu::gpu::kernel::ShaderNeeds) -> Capabilities {
-    // unpack2x16float (Q1_0 scales) is core WGSL; naga gates it behind this capability, which
-    // every back end wgpu uses supports.
+    // unpack2x16float (Q1_0 / Q2_0 scales) is core WGSL; naga gates it behind this capability,
+    // which every back end wgpu uses supports.
     let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if needs.subgroups {
         caps |= Capabilities::SUBGROUP;

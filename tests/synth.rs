@@ -11,7 +11,8 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufWriter};
 use bonsai_wgpu::model::config::Qwen3Config;
 use bonsai_wgpu::synth::{
-    BONSAI_N_VOCAB, SynthShape, synthetic_tensor_table, synthetic_writer, write_synthetic_model,
+    BONSAI_N_VOCAB, SynthQuant, SynthShape, synthetic_tensor_table, synthetic_writer,
+    write_synthetic_model,
 };
 use common::fixture;
 
@@ -42,9 +43,12 @@ fn header_only(w: &GgufWriter) -> Gguf {
 #[test]
 fn every_shape_passes_the_loaders_checks() {
     let tok = tokenizer_source();
-    for shape in SynthShape::ALL {
+    let shapes = SynthShape::ALL
+        .iter()
+        .flat_map(|&s| [(s, SynthQuant::Q1_0), (s, SynthQuant::Q2_0)]);
+    for (shape, quant) in shapes {
         let p = shape.params();
-        let g = header_only(&synthetic_writer(shape, &tok, 7).expect("writer"));
+        let g = header_only(&synthetic_writer(shape, quant, &tok, 7).expect("writer"));
         let c = Qwen3Config::from_gguf(&g).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
         c.validate_tensors(&g)
             .unwrap_or_else(|e| panic!("{shape:?}: {e}"));
@@ -83,7 +87,7 @@ fn every_shape_passes_the_loaders_checks() {
         assert_eq!(g.get_u32("general.file_type").unwrap(), 41);
 
         // Exactly the table the module documents, in file order; no stray tensors.
-        let table = synthetic_tensor_table(shape);
+        let table = synthetic_tensor_table(shape, quant);
         assert_eq!(g.tensors().len(), table.len(), "{shape:?}");
         for (info, t) in g.tensors().iter().zip(&table) {
             assert_eq!(
@@ -91,7 +95,11 @@ fn every_shape_passes_the_loaders_checks() {
                 (&t.name, &t.dims, t.ggml_type)
             );
             let norm = info.name.contains("norm");
-            let want = if norm { GgmlType::F32 } else { GgmlType::Q1_0 };
+            let want = if norm {
+                GgmlType::F32
+            } else {
+                quant.ggml_type()
+            };
             assert_eq!(info.ggml_type, want, "{}", info.name);
         }
         assert_eq!(
@@ -118,7 +126,7 @@ fn every_shape_passes_the_loaders_checks() {
 #[test]
 fn bonsai_1_7b_is_the_size_of_the_real_file_and_streams_exactly_that() {
     let tok = tokenizer_source();
-    let w = synthetic_writer(SynthShape::Bonsai1_7B, &tok, 1).expect("writer");
+    let w = synthetic_writer(SynthShape::Bonsai1_7B, SynthQuant::Q1_0, &tok, 1).expect("writer");
     let len = w.file_len().expect("file_len");
     let rel = (len as f64 - BONSAI_1_7B_BYTES).abs() / BONSAI_1_7B_BYTES;
     assert!(
@@ -144,18 +152,62 @@ impl Write for CountingSink {
     }
 }
 
-fn tiny_bytes(seed: u64) -> Vec<u8> {
+fn tiny_bytes(seed: u64, quant: SynthQuant) -> Vec<u8> {
     let mut bytes = Vec::new();
-    write_synthetic_model(SynthShape::Tiny, &tokenizer_source(), seed, &mut bytes)
-        .expect("write tiny");
+    write_synthetic_model(
+        SynthShape::Tiny,
+        quant,
+        &tokenizer_source(),
+        seed,
+        &mut bytes,
+    )
+    .expect("write tiny");
     bytes
 }
 
 #[test]
 fn tiny_runs_on_the_cpu_reference_with_finite_varied_logits() {
-    let bytes = tiny_bytes(42);
-    assert_eq!(bytes, tiny_bytes(42), "same seed, same file");
-    assert_ne!(bytes, tiny_bytes(43), "another seed, other weights");
+    check_tiny_logits(SynthQuant::Q1_0);
+}
+
+#[test]
+fn tiny_ternary_runs_on_the_cpu_reference_with_finite_varied_logits() {
+    check_tiny_logits(SynthQuant::Q2_0);
+}
+
+/// The ternary generator: Q2_0 codes -d, 0, +d in about equal shares, never +2d.
+#[test]
+fn ternary_codes_are_uniform_over_three_levels() {
+    let g = Gguf::from_bytes(tiny_bytes(3, SynthQuant::Q2_0)).expect("read back");
+    let info = g.tensor_info("blk.0.ffn_up.weight").expect("tensor");
+    assert_eq!(info.ggml_type, GgmlType::Q2_0);
+    let mut counts = [0usize; 4];
+    for block in g
+        .tensor_data("blk.0.ffn_up.weight")
+        .unwrap()
+        .chunks_exact(18)
+    {
+        for &byte in &block[2..] {
+            for k in 0..4 {
+                counts[usize::from((byte >> (2 * k)) & 3)] += 1;
+            }
+        }
+    }
+    let total: usize = counts.iter().sum();
+    assert_eq!(counts[3], 0, "no +2d codes");
+    for (code, &c) in counts[..3].iter().enumerate() {
+        let share = c as f64 / total as f64;
+        assert!(
+            (share - 1.0 / 3.0).abs() < 0.01,
+            "code {code}: share {share}"
+        );
+    }
+}
+
+fn check_tiny_logits(quant: SynthQuant) {
+    let bytes = tiny_bytes(42, quant);
+    assert_eq!(bytes, tiny_bytes(42, quant), "same seed, same file");
+    assert_ne!(bytes, tiny_bytes(43, quant), "another seed, other weights");
 
     let g = Gguf::from_bytes(bytes).expect("read back");
     let model = CpuModel::from_gguf(&g).expect("load");
@@ -198,7 +250,7 @@ fn tiny_runs_on_the_cpu_reference_with_finite_varied_logits() {
 fn a_tokenizer_of_another_vocabulary_size_is_refused() {
     // Qwen2's vocabulary file has 151,936 tokens; Bonsai's embedding has 151,669 rows.
     let qwen2 = Gguf::open(fixture("ggml-vocab-qwen2.gguf")).expect("open fixture");
-    let err = synthetic_writer(SynthShape::Tiny, &qwen2, 0)
+    let err = synthetic_writer(SynthShape::Tiny, SynthQuant::Q1_0, &qwen2, 0)
         .err()
         .expect("must refuse");
     assert!(err.to_string().contains("tokenizer.ggml.tokens"), "{err}");
@@ -249,8 +301,14 @@ fn deep_shapes_stay_finite_on_the_cpu_reference() {
         Ok(path) => Gguf::open(path).expect("open SYNTH_DEEP_MODEL"),
         Err(_) => {
             let mut bytes = Vec::new();
-            write_synthetic_model(SynthShape::Bonsai1_7B, &tokenizer_source(), 5, &mut bytes)
-                .expect("write 1.7B");
+            write_synthetic_model(
+                SynthShape::Bonsai1_7B,
+                SynthQuant::Q1_0,
+                &tokenizer_source(),
+                5,
+                &mut bytes,
+            )
+            .expect("write 1.7B");
             Gguf::from_bytes(bytes).expect("read back")
         }
     };

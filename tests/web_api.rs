@@ -13,6 +13,7 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::wasm::{Model, ModelLoader, gpu_info};
 use common::TINY_MODEL_BYTES as FIXTURE;
+use common::TINY_TERNARY_BYTES as TERNARY;
 use js_sys::{Function, JSON, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -39,12 +40,31 @@ fn json(text: &str) -> JsValue {
 }
 
 fn load_fixture() -> Model {
-    let mut loader = ModelLoader::new(FIXTURE.len() as f64).expect("reserve");
-    for chunk in FIXTURE.chunks(CHUNK) {
+    load_streamed(FIXTURE)
+}
+
+fn load_streamed(file: &[u8]) -> Model {
+    let mut loader = ModelLoader::new(file.len() as f64).expect("reserve");
+    for chunk in file.chunks(CHUNK) {
         loader.push(chunk).expect("push");
     }
-    assert_eq!(loader.loaded(), FIXTURE.len() as f64);
+    assert_eq!(loader.loaded(), file.len() as f64);
     loader.finish().expect("the fixture loads")
+}
+
+/// `N_GREEDY` greedy tokens after `prompt` from the CPU reference (in this wasm module) on `file`.
+async fn cpu_greedy(file: &[u8], prompt: &[u32]) -> Vec<u32> {
+    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(file.to_vec()).expect("fixture");
+    let model = CpuModel::from_gguf(&gguf).expect("cpu model");
+    let mut cpu = CpuSession::new(model, prompt.len() + N_GREEDY).unwrap();
+    cpu.feed(prompt).await.unwrap();
+    let mut want = Vec::new();
+    for _ in 0..N_GREEDY {
+        let t = cpu.greedy().await.unwrap();
+        want.push(t);
+        cpu.feed(&[t]).await.unwrap();
+    }
+    want
 }
 
 /// A JavaScript `onPiece(text, kind)` that records pieces and returns `keep_going`.
@@ -200,15 +220,7 @@ async fn streamed_load_chat_stop_and_reset() {
         .map_err(message)
         .expect("tokenize");
     assert_eq!(prompt.len(), n_prompt);
-    let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(FIXTURE.to_vec()).expect("fixture");
-    let mut cpu = CpuSession::new(CpuModel::from_gguf(&gguf).expect("cpu model"), 256).unwrap();
-    cpu.feed(&prompt).await.unwrap();
-    let mut want = Vec::new();
-    for _ in 0..N_GREEDY {
-        let t = cpu.greedy().await.unwrap();
-        want.push(t);
-        cpu.feed(&[t]).await.unwrap();
-    }
+    let want = cpu_greedy(FIXTURE, &prompt).await;
     assert_eq!(tokens, want, "greedy tokens: WebGPU vs CPU reference");
 
     // onPiece returning false stops the reply at once.
@@ -269,4 +281,57 @@ async fn a_lost_device_is_a_clear_error_and_the_model_recovers() {
         .map_err(message)
         .expect("send");
     assert_eq!(get(&out, "nGen").as_f64(), Some(2.0));
+}
+
+/// A Ternary-Bonsai (Q2_0) file in the browser: streamed load, the Q2_0 matvec kernel on one of
+/// its weights against the CPU reference (`checkGpu`), and a greedy chat turn whose tokens equal
+/// the CPU reference's in this wasm module.
+#[wasm_bindgen_test]
+async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
+    let mut model = load_streamed(TERNARY);
+    let check = model
+        .check_gpu("blk.1.ffn_down.weight")
+        .await
+        .map_err(message)
+        .expect("checkGpu");
+    assert_eq!(get(&check, "ok").as_bool(), Some(true), "{check:?}");
+
+    let mut chat = model
+        .create_chat(128)
+        .await
+        .map_err(message)
+        .expect("createChat");
+    chat.set_thinking(false);
+    let ignore = on_piece(Rc::new(RefCell::new(Vec::new())), true);
+    let opts = json(&format!(r#"{{"temperature": 0, "maxTokens": {N_GREEDY}}}"#));
+    let out = chat
+        .send(
+            "Hello!".into(),
+            opts,
+            ignore.as_ref().unchecked_ref::<Function>().clone(),
+        )
+        .await
+        .map_err(message)
+        .expect("send");
+    let tokens: Vec<u32> = js_sys::Array::from(&get(&out, "tokens"))
+        .iter()
+        .map(|t| t.as_f64().expect("token id") as u32)
+        .collect();
+    let prompt_text = model
+        .chat_prompt(
+            json(r#"[{"role": "user", "content": "Hello!"}]"#),
+            true,
+            false,
+        )
+        .map_err(message)
+        .expect("chatPrompt");
+    let prompt = model
+        .tokenize(&prompt_text, true)
+        .map_err(message)
+        .expect("tokenize");
+    let want = cpu_greedy(TERNARY, &prompt).await;
+    assert_eq!(
+        tokens, want,
+        "ternary greedy tokens: WebGPU vs CPU reference"
+    );
 }

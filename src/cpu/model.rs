@@ -1,10 +1,11 @@
-//! Weights of the CPU reference, read from GGUF: Q1_0 matrices kept quantized, norms in f32.
+//! Weights of the CPU reference, read from GGUF: Q1_0 / Q2_0 matrices kept quantized (F32 /
+//! F16 / BF16 ones as stored), norms in f32.
 
 use std::sync::Arc;
 
-use crate::cpu::ops::Q1Matrix;
+use crate::cpu::ops::Matrix;
 use crate::error::Result;
-use crate::gguf::Gguf;
+use crate::gguf::{GgmlType, Gguf};
 use crate::model::config::Qwen3Config;
 use crate::model::weights::{Placement, Weights};
 
@@ -13,19 +14,27 @@ use crate::model::weights::{Placement, Weights};
 pub struct CpuModel {
     /// Hyperparameters read from the GGUF metadata.
     pub config: Qwen3Config,
-    /// Every weight: Q1_0 matrices as stored in the file, norms in f32.
-    pub weights: Weights<Q1Matrix, Vec<f32>>,
+    /// Every weight: matrices as stored in the file (each in its own type), norms in f32.
+    pub weights: Weights<Matrix, Vec<f32>>,
 }
 
 /// Keeps each tensor in host memory.
 struct Host;
 
 impl Placement for Host {
-    type Matrix = Q1Matrix;
+    type Matrix = Matrix;
     type Vector = Vec<f32>;
 
-    fn matrix(&mut self, _name: &str, bytes: &[u8], k: usize, n: usize) -> Result<Q1Matrix> {
-        Ok(Q1Matrix {
+    fn matrix(
+        &mut self,
+        _name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        k: usize,
+        n: usize,
+    ) -> Result<Matrix> {
+        Ok(Matrix {
+            ty,
             data: bytes.to_vec(),
             k,
             n,

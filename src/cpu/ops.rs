@@ -1,13 +1,18 @@
 //! The CPU references of the forward pass's ops: plain f32, written to be read. The model
 //! oracle ([`super::session`]) runs them, and each GPU op's test compares its kernel with them.
 
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
 use crate::model::rope::RopeParams;
-use crate::quant::q1_0::{self, dot_q1_0_f32};
+use crate::quant::{dequantize_row, dot_row, is_matrix_type};
 
-/// A Q1_0 weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]).
+/// A weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]): Q1_0 or Q2_0
+/// (kept quantized), or F32 / F16 / BF16.
 #[derive(Clone)]
-pub struct Q1Matrix {
-    /// (n, k / 128) Q1_0 blocks
+pub struct Matrix {
+    /// The element type of `data` (its own tensor's type, never the file's).
+    pub ty: GgmlType,
+    /// (n, k) weights in `ty`'s blocks: Q1_0 (n, k / 128) blocks, Q2_0 (n, k / 64).
     pub data: Vec<u8>,
     /// Input width (GGUF ne0).
     pub k: usize,
@@ -15,19 +20,25 @@ pub struct Q1Matrix {
     pub n: usize,
 }
 
-impl Q1Matrix {
-    /// The matrix `[k, n]` (n rows of k) held in `data`, checked against its shape.
-    pub fn new(data: Vec<u8>, k: usize, n: usize) -> crate::Result<Q1Matrix> {
-        q1_0::check_shape("Q1Matrix", data.len(), k, n)?;
-        Ok(Q1Matrix { data, k, n })
+impl Matrix {
+    /// The matrix `[k, n]` (n rows of k) of type `ty` held in `data`, checked against its shape.
+    pub fn new(ty: GgmlType, data: Vec<u8>, k: usize, n: usize) -> Result<Matrix> {
+        let want = ty.row_bytes(k as u64).and_then(|r| r.checked_mul(n as u64));
+        if !is_matrix_type(ty) || want != Some(data.len() as u64) {
+            return Err(Error::BadTensor {
+                name: "Matrix".into(),
+                reason: format!("{ty} [{k}, {n}] needs {want:?} bytes, got {}", data.len()),
+            });
+        }
+        Ok(Matrix { ty, data, k, n })
     }
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        q1_0::row_bytes(self.k)
+        self.data.len() / self.n.max(1)
     }
 
-    /// The Q1_0 bytes of row `i`.
+    /// The stored bytes of row `i`.
     pub fn row(&self, i: usize) -> &[u8] {
         let rb = self.row_bytes();
         &self.data[i * rb..(i + 1) * rb]
@@ -35,16 +46,18 @@ impl Q1Matrix {
 
     /// Token embedding: row `token` decoded into `out` (k values).
     pub fn embed(&self, token: usize, out: &mut [f32]) {
-        q1_0::dequantize_row_q1_0(self.row(token), &mut out[..self.k]);
+        dequantize_row(self.ty, self.row(token), &mut out[..self.k])
+            .expect("matrix rows are whole blocks (checked at load)");
     }
 
-    /// `out[n] = W[n, k] . x[k]`, each row dotted in f32 by [`dot_q1_0_f32`]; large matrices (the LM head) are split across threads natively.
+    /// `out[n] = W[n, k] . x[k]`, each row dotted in f32 by [`dot_row`] (its type's dot); large
+    /// matrices (the LM head) are split across threads natively.
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!(x.len(), self.k);
         debug_assert_eq!(out.len(), self.n);
         let rows = |first: usize, out: &mut [f32]| {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = dot_q1_0_f32(self.row(first + i), x);
+                *o = dot_row(self.ty, self.row(first + i), x);
             }
         };
         let threads = worker_threads();

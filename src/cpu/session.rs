@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use crate::cpu::model::CpuModel;
-use crate::cpu::ops::{Q1Matrix, argmax, attention, qk_norm_rope, rmsnorm, silu_mul, top_k};
+use crate::cpu::ops::{Matrix, argmax, attention, qk_norm_rope, rmsnorm, silu_mul, top_k};
 use crate::engine::{Engine, candidates, check_argmax, check_truncate};
 use crate::error::{Error, Result};
 use crate::model::config::Qwen3Config;
 use crate::model::weights::LayerWeights;
 
 /// One layer's weights as the CPU reference holds them.
-pub type CpuLayer = LayerWeights<Q1Matrix, Vec<f32>>;
+pub type CpuLayer = LayerWeights<Matrix, Vec<f32>>;
 
 /// Activations of one token's forward pass, llama2.c names, and the layer's steps around the
 /// attention core (which needs the KV cache: [`CpuSession`] runs it between the two).
@@ -160,7 +160,7 @@ impl CpuSession {
         let kv_dim = c.kv_dim();
         let s = &mut self.s;
 
-        // token embedding: one Q1_0 row of token_embd
+        // token embedding: one row of token_embd
         model.weights.token_embd.embed(token as usize, &mut s.x);
 
         for (l, w) in model.weights.layers.iter().enumerate() {

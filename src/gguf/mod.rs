@@ -103,11 +103,14 @@ pub enum GgmlType {
     MXFP4 = 39,
     /// PrismML's 1-bit type: 128 weights per 18-byte block (`f16` scale, 16 sign bytes).
     Q1_0 = 41,
+    /// 2-bit type of PrismML's Ternary-Bonsai (upstream llama.cpp): 64 weights per 18-byte block
+    /// (`f16` scale, 16 bytes of 2-bit codes `c`, value `(c - 1) * d`).
+    Q2_0 = 42,
 }
 
 impl GgmlType {
     /// Every known type, in id order.
-    pub const ALL: [GgmlType; 33] = [
+    pub const ALL: [GgmlType; 34] = [
         Self::F32,
         Self::F16,
         Self::Q4_0,
@@ -141,6 +144,7 @@ impl GgmlType {
         Self::TQ2_0,
         Self::MXFP4,
         Self::Q1_0,
+        Self::Q2_0,
     ];
 
     /// The type with this GGUF id, or `None` for ids this crate does not know.
@@ -153,13 +157,15 @@ impl GgmlType {
         self as u32
     }
 
-    /// Elements per block (1 for plain types, 32 for Q8_0, 128 for Q1_0, 256 for k-quants).
+    /// Elements per block (1 for plain types, 32 for Q8_0, 64 for Q2_0, 128 for Q1_0, 256 for
+    /// k-quants).
     pub fn block_size(self) -> usize {
         use GgmlType::*;
         match self {
             F32 | F16 | BF16 | I8 | I16 | I32 | I64 | F64 => 1,
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL | MXFP4 => 32,
             Q1_0 => crate::quant::q1_0::QK1_0,
+            Q2_0 => crate::quant::q2_0::QK2_0,
             Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ3_S
             | IQ2_S | IQ4_XS | IQ1_M | TQ1_0 | TQ2_0 => 256,
         }
@@ -200,6 +206,7 @@ impl GgmlType {
             TQ2_0 => 66,
             MXFP4 => 17,
             Q1_0 => crate::quant::q1_0::Q1_0_BLOCK_BYTES,
+            Q2_0 => crate::quant::q2_0::Q2_0_BLOCK_BYTES,
         }
     }
 
@@ -250,6 +257,7 @@ impl GgmlType {
             TQ2_0 => "TQ2_0",
             MXFP4 => "MXFP4",
             Q1_0 => "Q1_0",
+            Q2_0 => "Q2_0",
         }
     }
 }

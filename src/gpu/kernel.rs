@@ -81,6 +81,20 @@ pub enum Shader {
     MatvecQ1_0Subgroup,
     /// Dequantizes token rows of a Q1_0 embedding table.
     EmbedQ1_0,
+    /// `y = W x` for a Q2_0 weight, reduced in workgroup memory; runs on every adapter.
+    MatvecQ2_0,
+    /// `y = W x` for a Q2_0 weight, reduced with `subgroupAdd` (needs subgroups).
+    MatvecQ2_0Subgroup,
+    /// Dequantizes token rows of a Q2_0 embedding table.
+    EmbedQ2_0,
+    /// Batched Q2_0 matrix multiply for prefill.
+    MatmulQ2_0,
+    /// `y = W x` for a dense f32 weight (F32 / F16 / BF16 tensors of mixed-type files).
+    MatvecF32,
+    /// Batched dense f32 matrix multiply for prefill.
+    MatmulF32,
+    /// Copies token rows of a dense f32 embedding table.
+    EmbedF32,
     /// RMSNorm over rows (model norms and per-head q/k norms).
     Rmsnorm,
     /// SwiGLU gate: `hb = silu(hb) * hb2`.
@@ -114,6 +128,13 @@ impl Shader {
         Shader::MatvecQ1_0,
         Shader::MatvecQ1_0Subgroup,
         Shader::EmbedQ1_0,
+        Shader::MatvecQ2_0,
+        Shader::MatvecQ2_0Subgroup,
+        Shader::EmbedQ2_0,
+        Shader::MatmulQ2_0,
+        Shader::MatvecF32,
+        Shader::MatmulF32,
+        Shader::EmbedF32,
         Shader::Rmsnorm,
         Shader::SiluMul,
         Shader::Argmax,
@@ -131,6 +152,13 @@ impl Shader {
             Shader::MatvecQ1_0 => "matvec_q1_0",
             Shader::MatvecQ1_0Subgroup => "matvec_q1_0_subgroup",
             Shader::EmbedQ1_0 => "embed_q1_0",
+            Shader::MatvecQ2_0 => "matvec_q2_0",
+            Shader::MatvecQ2_0Subgroup => "matvec_q2_0_subgroup",
+            Shader::EmbedQ2_0 => "embed_q2_0",
+            Shader::MatmulQ2_0 => "matmul_q2_0",
+            Shader::MatvecF32 => "matvec_f32",
+            Shader::MatmulF32 => "matmul_f32",
+            Shader::EmbedF32 => "embed_f32",
             Shader::Rmsnorm => "rmsnorm",
             Shader::SiluMul => "silu_mul",
             Shader::Argmax => "argmax",
@@ -149,6 +177,13 @@ impl Shader {
             Shader::MatvecQ1_0 => include_str!("../../shaders/matvec_q1_0.wgsl"),
             Shader::MatvecQ1_0Subgroup => include_str!("../../shaders/matvec_q1_0_subgroup.wgsl"),
             Shader::EmbedQ1_0 => include_str!("../../shaders/embed_q1_0.wgsl"),
+            Shader::MatvecQ2_0 => include_str!("../../shaders/matvec_q2_0.wgsl"),
+            Shader::MatvecQ2_0Subgroup => include_str!("../../shaders/matvec_q2_0_subgroup.wgsl"),
+            Shader::EmbedQ2_0 => include_str!("../../shaders/embed_q2_0.wgsl"),
+            Shader::MatmulQ2_0 => include_str!("../../shaders/matmul_q2_0.wgsl"),
+            Shader::MatvecF32 => include_str!("../../shaders/matvec_f32.wgsl"),
+            Shader::MatmulF32 => include_str!("../../shaders/matmul_f32.wgsl"),
+            Shader::EmbedF32 => include_str!("../../shaders/embed_f32.wgsl"),
             Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
             Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
@@ -164,7 +199,9 @@ impl Shader {
     /// Device capabilities the file needs.
     pub fn needs(self) -> ShaderNeeds {
         match self {
-            Shader::MatvecQ1_0Subgroup => ShaderNeeds { subgroups: true },
+            Shader::MatvecQ1_0Subgroup | Shader::MatvecQ2_0Subgroup => {
+                ShaderNeeds { subgroups: true }
+            }
             _ => ShaderNeeds::default(),
         }
     }

@@ -1,4 +1,5 @@
-//! GPU back end: device selection, the kernel framework, the Q1_0 weight layout and the ops.
+//! GPU back end: device selection, the kernel framework, the Q1_0 / Q2_0 weight layout and the
+//! ops.
 //!
 //! # How an op is built and run
 //! ```text
@@ -20,7 +21,10 @@
 //! # Decisions
 //! - **Q1_0 on the GPU** ([`q1_0`]): GGUF's 18-byte blocks are repacked into u32 sign words
 //!   `(n, k/32)` and f16 scale pairs `(n * k/128 / 2)`, byte-for-byte the same size. Scales are
-//!   read with `unpack2x16float`, so no `shader-f16` is needed (browsers often lack it).
+//!   read with `unpack2x16float`, so no `shader-f16` is needed (browsers often lack it). Q2_0
+//!   (Ternary-Bonsai, 64 weights of 2 bits per block) uses the same repack: `(n, k/16)` code
+//!   words and `(n * k/64 / 2)` scale pairs. Each op picks its shader from the weight's
+//!   [`q1_0::WeightFormat`]; F32 / F16 / BF16 linear weights of mixed-type files are f32 rows.
 //! - **Binding limits**: a weight whose signs exceed `max_storage_buffer_binding_size` (128 MiB
 //!   on WebGPU) is split into row parts, each its own buffers and kernel; the kernels write
 //!   disjoint ranges of y. Dispatches beyond 65,535 workgroups are split over x and y; shaders

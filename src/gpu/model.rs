@@ -1,10 +1,11 @@
-//! Model weights on the GPU: Q1_0 matrices repacked into sign words + f16 scales (never
-//! expanded), norms in f32. Shared by every [`crate::gpu::Session`] of the model.
+//! Model weights on the GPU: Q1_0 / Q2_0 matrices repacked into code words + f16 scales (never
+//! expanded), F32 / F16 / BF16 matrices (mixed-type files) as f32 rows, norms in f32. Each
+//! tensor's own type decides. Shared by every [`crate::gpu::Session`] of the model.
 
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::gguf::Gguf;
+use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::buffers::storage_buffer_init;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::PipelineCache;
@@ -20,7 +21,7 @@ pub struct GpuModel {
     pub config: Qwen3Config,
     /// Compiled compute pipelines, shared by every session of this model.
     pub pipelines: PipelineCache,
-    /// Every weight: Q1_0 matrices in the GPU layout, norms as (n) f32 storage buffers.
+    /// Every weight: matrices in the GPU layout of their type, norms as (n) f32 storage buffers.
     pub weights: Weights<Q1_0Weight, wgpu::Buffer>,
 }
 
@@ -31,8 +32,16 @@ impl Placement for Device<'_> {
     type Matrix = Q1_0Weight;
     type Vector = wgpu::Buffer;
 
-    fn matrix(&mut self, name: &str, bytes: &[u8], k: usize, n: usize) -> Result<Q1_0Weight> {
-        Q1_0Weight::upload(self.0, name, bytes, k, n)
+    fn matrix(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        k: usize,
+        n: usize,
+    ) -> Result<Q1_0Weight> {
+        let max_binding = self.0.max_binding_bytes();
+        Q1_0Weight::upload_as(self.0, ty, name, bytes, k, n, max_binding)
     }
 
     fn norm(&mut self, name: &str, values: Vec<f32>) -> Result<wgpu::Buffer> {
@@ -42,7 +51,7 @@ impl Placement for Device<'_> {
 
 impl GpuModel {
     /// Checks the file against the Qwen3 layout and uploads every weight. Weight memory on the
-    /// GPU equals the Q1_0 bytes in the file (plus f32 norms).
+    /// GPU equals the Q1_0 / Q2_0 bytes in the file (plus f32 norms and any dense matrices).
     // On wasm32 wgpu's handles are neither Send nor Sync (one JavaScript thread); the Arc only
     // shares ownership between sessions there.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]

@@ -1,72 +1,191 @@
-//! GPU layout of Q1_0 weights.
+//! GPU layout of Q1_0 and Q2_0 weights.
 //!
-//! GGUF Q1_0 stores 18-byte blocks (`f16 d`, `qs[16]`) that are not 4-byte aligned, which WGSL
-//! cannot read efficiently. We repack a `[K, N]` tensor (N rows of K) into two u32 arrays of
-//! exactly the same total size:
-//! - `signs`: `(N, K/32)` u32 words, row-major; bit `b` of word `w` of a row is weight `32w + b`
-//!   (the same LSB-first order as `qs`); bit 1 means `+d`, bit 0 means `-d`.
-//! - `scales`: `(N * K/128)` f16 block scales, two per u32 (low half first), read in WGSL with
-//!   `unpack2x16float`, so no shader-f16 is needed.
+//! GGUF Q1_0 and Q2_0 both store 18-byte blocks (`f16 d`, `qs[16]`) that are not 4-byte aligned,
+//! which WGSL cannot read efficiently. We repack a `[K, N]` tensor (N rows of K) into two u32
+//! arrays of exactly the same total size:
+//! - `signs` (the codes): `(N, K * bits / 32)` u32 words, row-major, the bytes of `qs` in order.
+//!   Q1_0 (1 bit): bit `b` of word `w` of a row is weight `32w + b` (LSB first); 1 means `+d`,
+//!   0 means `-d`. Q2_0 (2 bits): bits `2b, 2b + 1` of word `w` are the code `c` of weight
+//!   `16w + b`, value `(c - 1) * d`.
+//! - `scales`: `(N * K/block)` f16 block scales (block = 128 for Q1_0, 64 for Q2_0), two per
+//!   u32 (low half first), read in WGSL with `unpack2x16float`, so no shader-f16 is needed.
 //!
-//! The block format itself (size, bit order) is [`crate::quant::q1_0`]'s; this module only
-//! rearranges it.
+//! Both formats have 4 code words per block, so one repack serves both; the
+//! [`WeightFormat`] picks the block size and the shaders.
+//!
+//! F32, F16 and BF16 linear weights (only mixed-type files have them) are uploaded as dense f32
+//! rows, `(N, K)`, exact, and use the `*_f32` kernels: they have no scales.
+//!
+//! The block formats themselves (size, bit order) are [`crate::quant::q1_0`]'s and
+//! [`crate::quant::q2_0`]'s; this module only rearranges them.
 //!
 //! A part (a run of rows) must fit one storage binding; bigger tensors (the 8B head) are split
 //! into several parts, each with its own pair of buffers.
 
 use super::buffers::storage_buffer_init;
 use super::context::GpuContext;
-use crate::quant::q1_0;
+use crate::gguf::GgmlType;
+use crate::quant::dequantize_row;
+use crate::quant::q1_0::{Q1_0_BLOCK_BYTES, QK1_0};
+use crate::quant::q2_0::{Q2_0_BLOCK_BYTES, QK2_0};
 use crate::{Error, Result};
+
+/// Bytes per block, both packed formats: an f16 scale and 16 code bytes.
+const BLOCK_BYTES: usize = Q1_0_BLOCK_BYTES;
+const _: () = assert!(Q1_0_BLOCK_BYTES == Q2_0_BLOCK_BYTES);
+/// u32 code words per block, both packed formats (16 code bytes).
+const WORDS_PER_BLOCK: usize = (BLOCK_BYTES - 2) / 4;
+
+/// How a linear weight lives on the GPU: which layout its buffers have and which shaders the
+/// ops pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    /// Q1_0: 128 weights of 1 bit per block, packed.
+    Q1_0,
+    /// Q2_0: 64 weights of 2 bits per block, packed.
+    Q2_0,
+    /// Dense f32 rows: F32, F16 and BF16 tensors (widened at upload).
+    F32,
+}
+
+impl WeightFormat {
+    /// The GPU format of a GGML type, or `None` when the GPU cannot hold a linear weight of
+    /// that type.
+    pub fn of(ty: GgmlType) -> Option<WeightFormat> {
+        match ty {
+            GgmlType::Q1_0 => Some(WeightFormat::Q1_0),
+            GgmlType::Q2_0 => Some(WeightFormat::Q2_0),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Some(WeightFormat::F32),
+            _ => None,
+        }
+    }
+
+    /// Weights per block (one f16 scale each for the packed formats; 4 for dense rows, whose
+    /// kernels read vec4s).
+    pub fn block(self) -> usize {
+        match self {
+            WeightFormat::Q1_0 => QK1_0,
+            WeightFormat::Q2_0 => QK2_0,
+            WeightFormat::F32 => 4,
+        }
+    }
+
+    /// Weights per u32 word of the first buffer (1 for dense rows).
+    pub fn weights_per_word(self) -> usize {
+        match self {
+            WeightFormat::F32 => 1,
+            packed => packed.block() / WORDS_PER_BLOCK,
+        }
+    }
+
+    /// Whether the weight has a second buffer of f16 block scales.
+    pub fn has_scales(self) -> bool {
+        self != WeightFormat::F32
+    }
+}
+
+fn check_shape(ty: GgmlType, name: &str, len: usize, k: usize, n: usize) -> Result<WeightFormat> {
+    let bad = |reason: String| {
+        Err(Error::BadTensor {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    let Some(format) = WeightFormat::of(ty) else {
+        return bad(format!(
+            "type {ty} is not a GPU weight type (Q1_0, Q2_0, F32, F16, BF16)"
+        ));
+    };
+    let block = format.block();
+    if k == 0 || !k.is_multiple_of(block) {
+        return bad(format!(
+            "{ty} row length {k} is not a positive multiple of {block}"
+        ));
+    }
+    let want = ty.row_bytes(k as u64).and_then(|r| r.checked_mul(n as u64));
+    if want != Some(len as u64) {
+        return bad(format!("{ty} [{k}, {n}] needs {want:?} bytes, got {len}"));
+    }
+    Ok(format)
+}
 
 /// Repacks GGUF Q1_0 bytes of a `[k, n]` tensor into `(signs, scales)` (see module docs).
 /// `scales` has `ceil(n * k / 256)` words; an odd count of halves is padded with a zero half.
 pub fn repack_q1_0(bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32>, Vec<u32>)> {
-    q1_0::check_shape("q1_0", bytes.len(), k, n)?;
-    let blocks = q1_0::blocks(bytes);
-    let mut signs = Vec::with_capacity(blocks.len() * 4);
-    let mut scales = vec![0u32; blocks.len().div_ceil(2)];
-    for (i, block) in blocks.iter().enumerate() {
-        scales[i / 2] |= u32::from(block.scale_bits()) << (16 * (i % 2));
-        signs.extend(block.sign_words());
-    }
-    Ok((signs, scales))
+    repack(GgmlType::Q1_0, bytes, k, n)
 }
 
-/// Rows per part so that neither the signs nor the scales of a part exceed `max_binding` bytes.
-/// Even, so every part's scales start on a word boundary.
-pub fn rows_per_part(k: usize, n: usize, max_binding: u64) -> Result<usize> {
-    let sign_row_bytes = (k / 8) as u64;
-    let rows = (max_binding / sign_row_bytes) as usize & !1;
+/// Repacks GGUF Q1_0 or Q2_0 bytes of a `[k, n]` tensor into `(codes, scales)` (see module
+/// docs). `scales` has `ceil(n * k / block / 2)` words; an odd count of halves is padded with a
+/// zero half.
+pub fn repack(ty: GgmlType, bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+    let format = check_shape(ty, "packed weight", bytes.len(), k, n)?;
+    if !format.has_scales() {
+        return Err(Error::InvalidArgument(format!(
+            "{ty} is not a packed format"
+        )));
+    }
+    let n_blocks = n * k / format.block();
+    let mut codes = Vec::with_capacity(n_blocks * WORDS_PER_BLOCK);
+    let mut scales = vec![0u32; n_blocks.div_ceil(2)];
+    for (i, block) in bytes.chunks_exact(BLOCK_BYTES).enumerate() {
+        let d = u16::from_le_bytes([block[0], block[1]]) as u32;
+        scales[i / 2] |= d << (16 * (i % 2));
+        for w in block[2..].chunks_exact(4) {
+            codes.push(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        }
+    }
+    Ok((codes, scales))
+}
+
+/// Rows per part so that neither the codes (or dense rows) nor the scales of a part exceed
+/// `max_binding` bytes. Even, so every part's scales start on a word boundary.
+pub fn rows_per_part(format: WeightFormat, k: usize, n: usize, max_binding: u64) -> Result<usize> {
+    let row_bytes = (k / format.weights_per_word() * 4) as u64;
+    let rows = (max_binding / row_bytes) as usize & !1;
     if rows == 0 {
         return Err(Error::Limit {
             limit: "max_storage_buffer_binding_size",
-            needed: 2 * sign_row_bytes,
+            needed: 2 * row_bytes,
             allowed: max_binding,
         });
     }
     Ok(rows.min(n.next_multiple_of(2)))
 }
 
-/// A run of rows `row0 .. row0 + n_rows` of a Q1_0 weight on the GPU.
+/// A run of rows `row0 .. row0 + n_rows` of a weight on the GPU.
 #[derive(Debug)]
 pub struct Q1_0Part {
     /// First row of the weight this part holds.
     pub row0: usize,
     /// Rows in this part.
     pub n_rows: usize,
-    /// Sign words, one bit per weight: (n_rows, k/32) u32.
+    /// Packed: code words, (n_rows, k * bits / 32) u32 (Q1_0: one sign bit per weight).
+    /// Dense: the rows, (n_rows, k) f32.
     pub signs: wgpu::Buffer,
-    /// Block scales: (n_rows * k / q1_0::QK1_0) f16 scales, 2 per u32.
-    pub scales: wgpu::Buffer,
+    /// Block scales, (n_rows * k / block) f16, 2 per u32; `None` for dense rows.
+    pub scales: Option<wgpu::Buffer>,
 }
 
-/// A Q1_0 weight `[k, n]` (n rows of k) uploaded in one or more parts.
+impl Q1_0Part {
+    /// The part's weight bindings, in shader order: codes then scales (dense: the rows).
+    pub fn bindings(&self) -> Vec<wgpu::BindingResource<'_>> {
+        std::iter::once(&self.signs)
+            .chain(self.scales.as_ref())
+            .map(wgpu::Buffer::as_entire_binding)
+            .collect()
+    }
+}
+
+/// A linear weight `[k, n]` (n rows of k) on the GPU in one or more parts: Q1_0 or Q2_0 packed
+/// (never expanded), or dense f32 rows for F32 / F16 / BF16 tensors.
 #[derive(Debug)]
 pub struct Q1_0Weight {
     /// Tensor name in the GGUF file (for labels and errors).
     pub name: String,
-    /// Row length: weights per row, a multiple of [`q1_0::QK1_0`].
+    /// The layout of the buffers: picks the shaders of the ops.
+    pub format: WeightFormat,
+    /// Row length: weights per row, a multiple of the format's block.
     pub k: usize,
     /// Number of rows (output width of a matvec).
     pub n: usize,
@@ -89,36 +208,69 @@ impl Q1_0Weight {
         n: usize,
         max_binding: u64,
     ) -> Result<Self> {
-        q1_0::check_shape(name, bytes.len(), k, n)?;
-        let rows = rows_per_part(k, n, max_binding.min(ctx.max_binding_bytes()))?;
-        let row_bytes = q1_0::row_bytes(k);
+        Self::upload_as(ctx, GgmlType::Q1_0, name, bytes, k, n, max_binding)
+    }
+
+    /// Uploads the GGUF bytes of a `[k, n]` tensor of type `ty` (Q1_0, Q2_0 repacked; F32,
+    /// F16, BF16 as f32 rows) in parts of at most `max_binding` bytes (capped at the device's
+    /// storage binding limit).
+    pub fn upload_as(
+        ctx: &GpuContext,
+        ty: GgmlType,
+        name: &str,
+        bytes: &[u8],
+        k: usize,
+        n: usize,
+        max_binding: u64,
+    ) -> Result<Self> {
+        let format = check_shape(ty, name, bytes.len(), k, n)?;
+        let rows = rows_per_part(format, k, n, max_binding.min(ctx.max_binding_bytes()))?;
+        let row_bytes = bytes.len() / n.max(1);
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < n {
             let n_rows = rows.min(n - row0);
             let src = &bytes[row0 * row_bytes..(row0 + n_rows) * row_bytes];
-            let (signs, scales) = repack_q1_0(src, k, n_rows)?;
+            let label = |what: &str| format!("{name}.{what}[{row0}..]");
+            let (signs, scales) = if format.has_scales() {
+                let (codes, scales) = repack(ty, src, k, n_rows)?;
+                let scales = storage_buffer_init(ctx, &label("scales"), &scales)?;
+                (
+                    storage_buffer_init(ctx, &label("codes"), &codes)?,
+                    Some(scales),
+                )
+            } else {
+                let mut rows_f32 = vec![0.0f32; n_rows * k];
+                dequantize_row(ty, src, &mut rows_f32)?;
+                (storage_buffer_init(ctx, &label("rows"), &rows_f32)?, None)
+            };
             parts.push(Q1_0Part {
                 row0,
                 n_rows,
-                signs: storage_buffer_init(ctx, &format!("{name}.signs[{row0}..]"), &signs)?,
-                scales: storage_buffer_init(ctx, &format!("{name}.scales[{row0}..]"), &scales)?,
+                signs,
+                scales,
             });
             row0 += n_rows;
         }
         Ok(Q1_0Weight {
             name: name.to_string(),
+            format,
             k,
             n,
             parts,
         })
     }
 
-    /// Total bytes on the GPU (equals the GGUF Q1_0 size, up to per-part padding to 4 bytes).
+    /// u32 words per row of the first buffer (code words, or f32 values for dense rows).
+    pub fn words_per_row(&self) -> usize {
+        self.k / self.format.weights_per_word()
+    }
+
+    /// Total bytes on the GPU (packed: the GGUF size, up to per-part padding to 4 bytes).
     pub fn gpu_bytes(&self) -> u64 {
         self.parts
             .iter()
-            .map(|p| p.signs.size() + p.scales.size())
+            .map(|p| p.signs.size() + p.scales.as_ref().map_or(0, wgpu::Buffer::size))
             .sum()
     }
 }

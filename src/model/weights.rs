@@ -14,7 +14,8 @@ use crate::quant::dequantize_row;
 /// What a tensor is for, which fixes the types the file may store it in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorRole {
-    /// A linear weight `[k, n]` (n rows of k): Q1_0.
+    /// A linear weight `[k, n]` (n rows of k): Q1_0 or Q2_0 (kept packed), or F32 / F16 /
+    /// BF16 (files that mix types per tensor).
     Matrix,
     /// A norm weight: F32, F16 or BF16, read as f32.
     Norm,
@@ -24,7 +25,13 @@ impl TensorRole {
     /// The GGML types a file may store a tensor of this role in.
     pub fn types(self) -> &'static [GgmlType] {
         match self {
-            TensorRole::Matrix => &[GgmlType::Q1_0],
+            TensorRole::Matrix => &[
+                GgmlType::Q1_0,
+                GgmlType::Q2_0,
+                GgmlType::F32,
+                GgmlType::F16,
+                GgmlType::BF16,
+            ],
             TensorRole::Norm => &[GgmlType::F32, GgmlType::F16, GgmlType::BF16],
         }
     }
@@ -178,8 +185,16 @@ pub trait Placement {
     type Matrix;
     /// What a norm weight becomes.
     type Vector;
-    /// The Q1_0 bytes of the linear weight `name`, `[k, n]` (checked against the table).
-    fn matrix(&mut self, name: &str, bytes: &[u8], k: usize, n: usize) -> Result<Self::Matrix>;
+    /// The bytes of the linear weight `name`, `[k, n]`, stored as `ty` (its own tensor's type,
+    /// checked against the table).
+    fn matrix(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Matrix>;
     /// The norm weight `name`, already dequantized to f32.
     fn norm(&mut self, name: &str, values: Vec<f32>) -> Result<Self::Vector>;
 }
@@ -195,8 +210,12 @@ impl<P: Placement> TensorSink for FromGguf<'_, P> {
     type Vector = P::Vector;
 
     fn matrix(&mut self, name: &str, k: usize, n: usize) -> Result<P::Matrix> {
+        let info = self
+            .gguf
+            .tensor_info(name)
+            .ok_or_else(|| Error::MissingTensor(name.into()))?;
         let bytes = self.gguf.tensor_data(name)?;
-        self.place.matrix(name, bytes, k, n)
+        self.place.matrix(name, info.ggml_type, bytes, k, n)
     }
 
     fn norm(&mut self, name: &str, n: usize) -> Result<P::Vector> {

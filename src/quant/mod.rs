@@ -1,9 +1,9 @@
 //! CPU (de)quantization of the GGML types the engine reads: one module per block format
-//! ([`q1_0`], Bonsai's 1-bit weights), and F32 / F16 / BF16 / Q8_0 rows here. These are the
-//! references the GPU kernels are tested against.
+//! ([`q1_0`], Bonsai's 1-bit weights; [`q2_0`], Ternary-Bonsai's 2-bit codes), and F32 / F16 /
+//! BF16 / Q8_0 rows here. These are the references the GPU kernels are tested against.
 //!
-//! A new format (e.g. Q2_0) is a new module beside [`q1_0`]: its block type with a size assert,
-//! constants, bit order, CPU decode and dot; [`dequantize_row`] dispatches to it.
+//! A format module holds its block type with a size assert, constants, bit order, CPU decode
+//! and dot; [`dequantize_row`] and [`dot_row`] dispatch to it by each tensor's own type.
 
 use half::f16;
 
@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
 pub mod q1_0;
+pub mod q2_0;
 
 /// Weights per Q8_0 block.
 pub const QK8_0: usize = 32;
@@ -34,8 +35,45 @@ fn half_at(b: &[u8]) -> f32 {
     f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
+/// Whether a linear weight (matrix) may be stored as `ty`: the types [`dot_row`] computes with.
+pub fn is_matrix_type(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q1_0 | GgmlType::Q2_0 | GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+    )
+}
+
+/// Dot product of one weight row of type `ty` with `x`, in f32: the CPU reference's matvec
+/// kernel for every matrix type ([`is_matrix_type`]). `row` holds `ty.row_bytes(x.len())`
+/// bytes.
+///
+/// # Panics
+/// When `ty` is not a matrix type or `row` is too short for `x`.
+pub fn dot_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    match ty {
+        GgmlType::Q1_0 => q1_0::dot_q1_0_f32(row, x),
+        GgmlType::Q2_0 => q2_0::dot_q2_0_f32(row, x),
+        GgmlType::F32 => row
+            .chunks_exact(4)
+            .zip(x)
+            .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
+            .sum(),
+        GgmlType::F16 => row
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, v)| half_at(b) * v)
+            .sum(),
+        GgmlType::BF16 => row
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, v)| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16) * v)
+            .sum(),
+        other => panic!("dot_row: {other} is not a matrix type"),
+    }
+}
+
 /// Dequantizes `dst.len()` elements of type `ty` from `src`, which must hold exactly
-/// `ty.row_bytes(dst.len())` bytes. Supports F32, F16, BF16, Q8_0 and Q1_0.
+/// `ty.row_bytes(dst.len())` bytes. Supports F32, F16, BF16, Q8_0, Q1_0 and Q2_0.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     let need = ty.row_bytes(dst.len() as u64).ok_or_else(|| {
         Error::InvalidArgument(format!(
@@ -79,9 +117,10 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
             }
         }
         GgmlType::Q1_0 => q1_0::dequantize_row_q1_0(src, dst),
+        GgmlType::Q2_0 => q2_0::dequantize_row_q2_0(src, dst),
         other => {
             return Err(Error::InvalidArgument(format!(
-                "dequantizing {other} is not supported (F32, F16, BF16, Q8_0, Q1_0 are)"
+                "dequantizing {other} is not supported (F32, F16, BF16, Q8_0, Q1_0, Q2_0 are)"
             )));
         }
     }

@@ -7,8 +7,8 @@
 //! - `gpuInfo()`: the WebGPU adapter wgpu picks, its optional features and the limits that bound
 //!   the model size (throws with a clear message when the browser has no WebGPU),
 //! - `new ModelLoader(size)` + `push(chunk)` + `finish()`, or `Model.load(bytes)`: parses a GGUF
-//!   (Q1_0 Bonsai / Qwen3) with its tokenizer and chat template; chunks go straight into wasm
-//!   memory,
+//!   (Q1_0 Bonsai or Q2_0 Ternary-Bonsai, Qwen3) with its tokenizer and chat template; chunks go
+//!   straight into wasm memory,
 //! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.isEog()`,
 //!   `model.chatPrompt()`,
 //! - `model.createChat(nCtx)`: uploads the weights to the GPU and returns a `Chat` (a GPU session
@@ -16,8 +16,9 @@
 //!   reply (`onPiece(text, "thinking" | "answer")`, return `false` to stop), with sampling
 //!   options, thinking switch, system prompt and timings; `chat.releaseGpu()` frees the GPU
 //!   memory at once,
-//! - `model.checkGpu(tensor)`: runs the library's Q1_0 matvec kernel on one of the model's weights
-//!   on the WebGPU device and compares it with the CPU reference (a self-test of the browser GPU).
+//! - `model.checkGpu(tensor)`: runs the library's matvec kernel (Q1_0, Q2_0, ...) on one of the
+//!   model's weights on the WebGPU device and compares it with the CPU reference (a self-test of
+//!   the browser GPU).
 //!
 //! Results are plain JavaScript objects (built from JSON), errors are `Error`s whose message
 //! names the failing key, tensor or limit.

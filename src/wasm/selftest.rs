@@ -1,17 +1,17 @@
-//! The browser GPU self-test: `model.checkGpu(tensor)` runs the library's Q1_0 matvec kernel
-//! on one of the model's weights on the WebGPU device and compares it with the CPU reference.
+//! The browser GPU self-test: `model.checkGpu(tensor)` runs the library's matvec kernel (Q1_0,
+//! Q2_0, ...) on one of the model's weights on the WebGPU device and compares it with the CPU
+//! reference.
 
 use wasm_bindgen::prelude::*;
 
 use super::loader::Model;
 use super::{js_err, to_js};
-use crate::cpu::ops::{Q1Matrix, argmax};
-use crate::gguf::GgmlType;
+use crate::cpu::ops::{Matrix, argmax};
 use crate::gpu::buffers::{read_buffer, storage_buffer, storage_buffer_init};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{PipelineCache, submit_kernels};
 use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings};
-use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
 /// Largest |GPU - CPU| / (1 + |CPU|) accepted by [`Model::check_gpu`]: both sum the same f32
@@ -20,7 +20,7 @@ const MATVEC_REL_TOL: f32 = 1e-4;
 
 #[wasm_bindgen]
 impl Model {
-    /// Runs the library's Q1_0 matvec kernel for weight `tensor` on the WebGPU device with a
+    /// Runs the library's matvec kernel (Q1_0, Q2_0, ...) for weight `tensor` on the WebGPU device with a
     /// deterministic input and compares it with the CPU reference. Returns
     /// `{ rows, cols, maxRelErr, ok, argmax, cpuArgmax }`.
     #[wasm_bindgen(js_name = checkGpu)]
@@ -37,10 +37,11 @@ impl Model {
             .gguf
             .tensor_info(tensor)
             .ok_or_else(|| Error::MissingTensor(tensor.to_string()))?;
-        if info.ggml_type != GgmlType::Q1_0 || info.dims.len() != 2 {
+        let ty = info.ggml_type;
+        if WeightFormat::of(ty).is_none() || info.dims.len() != 2 {
             return Err(Error::InvalidArgument(format!(
-                "checkGpu: `{tensor}` is {:?} {:?}, expected a 2-D Q1_0 weight",
-                info.ggml_type, info.dims
+                "checkGpu: `{tensor}` is {ty} {:?}, expected a 2-D linear weight",
+                info.dims
             )));
         }
         let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
@@ -49,7 +50,7 @@ impl Model {
         let x: Vec<f32> = (0..k)
             .map(|i| ((i * 7919 + 13) % 2000) as f32 / 1000.0 - 1.0)
             .collect();
-        let w = Q1_0Weight::upload(ctx, tensor, bytes, k, n)?;
+        let w = Q1_0Weight::upload_as(ctx, ty, tensor, bytes, k, n, ctx.max_binding_bytes())?;
         let xb = storage_buffer_init(ctx, "check x", &x)?;
         let yb = storage_buffer(ctx, "check y", (n * 4) as u64)?;
         let cache = PipelineCache::new();
@@ -65,7 +66,7 @@ impl Model {
         let got = read_buffer::<f32>(ctx, &yb, 0, n).await?;
         ctx.take_error()?;
         let mut want = vec![0.0f32; n];
-        Q1Matrix::new(bytes.to_vec(), k, n)?.matvec(&mut want, &x);
+        Matrix::new(ty, bytes.to_vec(), k, n)?.matvec(&mut want, &x);
         let max_rel = got
             .iter()
             .zip(&want)

@@ -66,9 +66,14 @@ pub struct LlamaFixture {
     pub prompts: Vec<LlamaPrompt>,
 }
 
+/// llama.cpp's outputs for tiny-bonsai-dev (Q1_0).
 pub fn llama_fixture() -> LlamaFixture {
-    let text =
-        std::fs::read_to_string(fixture("tiny-bonsai-dev.llama.json")).expect("fixture json");
+    llama_fixture_named("tiny-bonsai-dev.llama.json")
+}
+
+/// llama.cpp's outputs from the fixture JSON `name` (same format for every model).
+pub fn llama_fixture_named(name: &str) -> LlamaFixture {
+    let text = std::fs::read_to_string(fixture(name)).expect("fixture json");
     serde_json::from_str(&text).expect("parse fixture json")
 }
 
@@ -121,6 +126,24 @@ pub fn random_q1_0(
     out
 }
 
+/// Random GGUF Q2_0 bytes for a `[k, n]` weight: f16 block scales drawn from `scales`, random
+/// 2-bit codes (all four, so +2d is exercised too).
+pub fn random_q2_0(
+    rng: &mut rand::rngs::StdRng,
+    k: usize,
+    n: usize,
+    scales: std::ops::Range<f32>,
+) -> Vec<u8> {
+    use rand::Rng;
+    let mut out = Vec::with_capacity(n * k / 64 * 18);
+    for _ in 0..n * k / 64 {
+        let d = half::f16::from_f32(rng.random_range(scales.clone()));
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
 /// The attribute of GPU tests. They are async so that one body runs in two places: natively
 /// `#[pollster::test]` blocks on it; on wasm32 `#[wasm_bindgen_test]` lets the browser's event
 /// loop drive it (WebGPU read-backs complete only there). Browser command: README, "Tests".
@@ -143,6 +166,34 @@ macro_rules! note {
     }};
 }
 
+/// Fails with the worst index when max |got - want| exceeds `tol` times the RMS of `want`; notes
+/// the worst error and the NMSE (llama.cpp's test-backend-ops metric).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let rms = (want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt();
+    let scale = (rms as f32).max(1e-30);
+    let (mut worst, mut worst_err) = (0, 0.0f32);
+    let mut sq_err = 0.0f64;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        sq_err += (err as f64).powi(2);
+        if err > worst_err || err.is_nan() {
+            (worst, worst_err) = (i, err);
+        }
+    }
+    let nmse = sq_err / (rms * rms * want.len() as f64).max(1e-300);
+    note!(
+        "{what}: max err {worst_err:e} (rel {:e}) at {worst}, nmse {nmse:e}",
+        worst_err / scale
+    );
+    assert!(
+        worst_err / scale <= tol,
+        "{what}: index {worst}: got {} want {} (err {worst_err:e}, rms {rms:e}, tol {tol:e})",
+        got[worst],
+        want[worst]
+    );
+}
+
 /// The tiny-bonsai-dev fixture: memory-mapped natively; compiled into the test module on wasm32,
 /// where a browser test has no file system.
 pub fn tiny_model() -> bonsai_wgpu::gguf::Gguf {
@@ -158,6 +209,13 @@ pub fn tiny_model() -> bonsai_wgpu::gguf::Gguf {
 pub const TINY_MODEL_BYTES: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/tiny-bonsai-dev.gguf"
+));
+
+/// The tiny-ternary-dev file (Q2_0), compiled in: a browser test has no file system.
+#[cfg(target_arch = "wasm32")]
+pub const TINY_TERNARY_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/tiny-ternary-dev.gguf"
 ));
 
 /// Wall-clock milliseconds since some fixed point (`std::time::Instant` panics on wasm32).

@@ -354,7 +354,7 @@ pub const DEFAULT_FILE: &str = "Bonsai-1.7B-Q1_0.gguf";
 
 impl HubFile {
     /// The file a `--hf ORG/NAME[:FILE]` flag names (`None`: Bonsai-1.7B). Without `:FILE`,
-    /// `ORG/NAME-gguf` means `NAME-Q1_0.gguf`.
+    /// `ORG/NAME-gguf` means `NAME-Q1_0.gguf` (`NAME-Q2_0.gguf` for `Ternary-` names).
     pub fn from_spec(spec: Option<&str>) -> Self {
         match spec {
             None => HubFile::new(DEFAULT_REPO, DEFAULT_FILE),
@@ -366,7 +366,13 @@ impl HubFile {
                         .next()
                         .unwrap_or(spec)
                         .trim_end_matches("-gguf");
-                    HubFile::new(spec, &format!("{name}-Q1_0.gguf"))
+                    // Bonsai files are Q1_0, Ternary-Bonsai files Q2_0.
+                    let quant = if name.starts_with("Ternary-") {
+                        "Q2_0"
+                    } else {
+                        "Q1_0"
+                    };
+                    HubFile::new(spec, &format!("{name}-{quant}.gguf"))
                 }
             },
         }

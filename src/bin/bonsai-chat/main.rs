@@ -4,6 +4,7 @@
 //! cargo run --release --bin bonsai-chat                      # Bonsai-1.7B, downloaded once into the HF cache
 //! cargo run --release --bin bonsai-chat -- --model M.gguf    # a local file
 //! cargo run --release --bin bonsai-chat -- --hf prism-ml/Bonsai-4B-gguf:Bonsai-4B-Q1_0.gguf
+//! cargo run --release --bin bonsai-chat -- --hf prism-ml/Ternary-Bonsai-1.7B-gguf  # Q2_0
 //! cargo run --release --bin bonsai-chat -- --prompt "Why is the sky blue?" --no-think
 //! echo "Hello" | cargo run --release --bin bonsai-chat
 //! ```
@@ -38,13 +39,14 @@ const RESET: &str = "\x1b[0m";
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Chat with a Bonsai 1-bit model (default: Bonsai-1.7B from the Hugging Face Hub)"
+    about = "Chat with a Bonsai (1-bit) or Ternary-Bonsai model (default: Bonsai-1.7B from the Hugging Face Hub)"
 )]
 struct Args {
     /// A local GGUF model file.
     #[arg(long, conflicts_with = "hf")]
     model: Option<PathBuf>,
-    /// A Hub repository, optionally with the file: ORG/NAME[:FILE].
+    /// A Hub repository, optionally with the file: ORG/NAME[:FILE] (default file NAME-Q1_0.gguf,
+    /// NAME-Q2_0.gguf for Ternary-Bonsai repositories).
     #[arg(long)]
     hf: Option<String>,
     /// Ask this, print the reply and exit (without it, stdin is read when it is not a terminal).

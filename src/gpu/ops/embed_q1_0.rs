@@ -1,10 +1,12 @@
-//! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 table (`embed_q1_0.wgsl`).
-//! CPU reference: [`crate::cpu::ops::Q1Matrix::embed`].
+//! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 or Q2_0 table
+//! (`embed_q1_0.wgsl` / `embed_q2_0.wgsl`, by the table's format) or dense f32 rows
+//! (`embed_f32.wgsl`).
+//! CPU reference: [`crate::cpu::ops::Matrix::embed`].
 
 use crate::gpu::buffers::StepParams;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
-use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
 /// What the embedding reads and writes.
@@ -45,7 +47,12 @@ impl EmbedQ1_0 {
                 x.size()
             )));
         }
-        let words = (table.k / 32) as u32;
+        let words = table.words_per_row() as u32;
+        let (shader, per_thread) = match table.format {
+            WeightFormat::Q1_0 => (Shader::EmbedQ1_0, words),
+            WeightFormat::Q2_0 => (Shader::EmbedQ2_0, words),
+            WeightFormat::F32 => (Shader::EmbedF32, words / 4), // one vec4 per thread
+        };
         let mut kernels = Vec::with_capacity(table.parts.len());
         for part in &table.parts {
             let overrides = [
@@ -53,21 +60,18 @@ impl EmbedQ1_0 {
                 ("N", part.n_rows as f64),
                 ("ROW0", part.row0 as f64),
             ];
+            let mut bindings = part.bindings();
+            bindings.extend([tokens.as_entire_binding(), x.as_entire_binding()]);
             kernels.push(Kernel::new(
                 ctx,
                 cache,
                 KernelSpec {
                     label: format!("embed {} rows {}..", table.name, part.row0),
-                    shader: Shader::EmbedQ1_0,
+                    shader,
                     entry: "main",
                     overrides: &overrides,
-                    bindings: &[
-                        part.signs.as_entire_binding(),
-                        part.scales.as_entire_binding(),
-                        tokens.as_entire_binding(),
-                        x.as_entire_binding(),
-                    ],
-                    workgroups: [words.div_ceil(64), n_tokens.max(1), 1],
+                    bindings: &bindings,
+                    workgroups: [per_thread.div_ceil(64), n_tokens.max(1), 1],
                 },
             )?);
         }

@@ -1,16 +1,18 @@
-//! Batched Q1_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
-//! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
-//! CPU reference: [`crate::cpu::ops::Q1Matrix::matvec`] per token.
+//! Batched Q1_0 / Q2_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
+//! (`shaders/matmul_q1_0.wgsl` / `matmul_q2_0.wgsl`, by the weight's format; `matmul_f32.wgsl`
+//! for dense rows). Each workgroup reads its weight rows once per 16 tokens.
+//! CPU reference: [`crate::cpu::ops::Matrix::matvec`] per token.
 
 use crate::gpu::buffers::{StepParams, check_binding};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
-use crate::gpu::q1_0::Q1_0Weight;
-use crate::quant::q1_0::QK1_0;
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
 /// Weight rows per workgroup; must equal `WG * RPT` in the shader.
 const ROWS_PER_WORKGROUP: usize = 128;
+/// Weight rows per workgroup of `matmul_f32.wgsl` (`WG` there).
+const DENSE_ROWS_PER_WORKGROUP: usize = 64;
 /// Tokens per workgroup; must equal `TB` in the shader.
 pub const TOKENS_PER_WORKGROUP: usize = 16;
 
@@ -56,12 +58,18 @@ impl MatmulQ1_0 {
         b: &MatmulQ1_0Bindings<'_>,
     ) -> Result<MatmulQ1_0> {
         let (w, max_tokens, accumulate) = (b.w, b.max_tokens, b.accumulate);
-        if !w.k.is_multiple_of(QK1_0) {
+        let block = w.format.block();
+        if !w.k.is_multiple_of(block) {
             return Err(Error::BadTensor {
                 name: w.name.clone(),
-                reason: format!("row length {} is not a multiple of {QK1_0}", w.k),
+                reason: format!("row length {} is not a multiple of {block}", w.k),
             });
         }
+        let (shader, rows_per_workgroup) = match w.format {
+            WeightFormat::Q1_0 => (Shader::MatmulQ1_0, ROWS_PER_WORKGROUP),
+            WeightFormat::Q2_0 => (Shader::MatmulQ2_0, ROWS_PER_WORKGROUP),
+            WeightFormat::F32 => (Shader::MatmulF32, DENSE_ROWS_PER_WORKGROUP),
+        };
         let t = max_tokens.max(1);
         check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
         check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
@@ -70,12 +78,15 @@ impl MatmulQ1_0 {
             .parts
             .iter()
             .map(|part| {
+                let mut bindings = vec![b.step.as_entire_binding(), b.x.as_entire_binding()];
+                bindings.extend(part.bindings());
+                bindings.push(b.y.as_entire_binding());
                 Kernel::new(
                     ctx,
                     cache,
                     KernelSpec {
-                        label: format!("matmul_q1_0 {}[{}..]", w.name, part.row0),
-                        shader: Shader::MatmulQ1_0,
+                        label: format!("{} {}[{}..]", shader.name(), w.name, part.row0),
+                        shader,
                         entry: "main",
                         overrides: &[
                             ("K", w.k as f64),
@@ -84,15 +95,9 @@ impl MatmulQ1_0 {
                             ("N_ROWS", part.n_rows as f64),
                             ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
                         ],
-                        bindings: &[
-                            b.step.as_entire_binding(),
-                            b.x.as_entire_binding(),
-                            part.signs.as_entire_binding(),
-                            part.scales.as_entire_binding(),
-                            b.y.as_entire_binding(),
-                        ],
+                        bindings: &bindings,
                         workgroups: [
-                            part.n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                            part.n_rows.div_ceil(rows_per_workgroup) as u32,
                             token_groups,
                             1,
                         ],

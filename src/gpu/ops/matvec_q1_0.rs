@@ -1,18 +1,22 @@
-//! `y = W x` (or `y += W x`) for a Q1_0 weight: the op that dominates decode time.
-//! Shaders: `matvec_q1_0.wgsl` (workgroup-memory reduction, every adapter) and
-//! `matvec_q1_0_subgroup.wgsl` (subgroupAdd, when the adapter has subgroups).
-//! CPU reference: [`crate::cpu::ops::Q1Matrix::matvec`].
+//! `y = W x` (or `y += W x`) for a Q1_0 or Q2_0 weight: the op that dominates decode time.
+//! Shaders: `matvec_q1_0.wgsl` / `matvec_q2_0.wgsl` (workgroup-memory reduction, every adapter)
+//! and `matvec_q1_0_subgroup.wgsl` / `matvec_q2_0_subgroup.wgsl` (subgroupAdd, when the adapter
+//! has subgroups), picked by the weight's [`WeightFormat`]; `matvec_f32.wgsl` for the dense rows
+//! of F32 / F16 / BF16 weights.
+//! CPU reference: [`crate::cpu::ops::Matrix::matvec`].
 
 use crate::gpu::buffers::StepParams;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
-use crate::gpu::q1_0::Q1_0Weight;
+use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
 /// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
 const WG: u32 = 256;
 /// Rows that share each load of x (the `vec4` accumulators in the WGSL).
 const ROWS_PER_GROUP: u32 = 4;
+/// Rows per workgroup of `matvec_f32.wgsl` (`ROWS_PER_WG` there).
+const DENSE_ROWS_PER_WG: u32 = 4;
 
 /// Which reduction the kernel uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,7 +57,8 @@ pub struct MatvecQ1_0Bindings<'a> {
     pub opts: MatvecOptions,
 }
 
-/// One kernel per weight part; encode them all (they write disjoint ranges of y).
+/// One kernel per weight part; encode them all (they write disjoint ranges of y). Runs every
+/// [`WeightFormat`] (the weight's format picks the shader).
 #[derive(Clone, Debug)]
 pub struct MatvecQ1_0 {
     /// One kernel per weight part.
@@ -83,27 +88,36 @@ impl MatvecQ1_0 {
             Reduce::Shared => false,
             Reduce::Subgroup => true,
         };
-        // Both shaders work on groups of ROWS_PER_GROUP rows sharing each load of x.
-        let (shader, rows_per_wg, iters) = if subgroup {
-            // Enough row groups for the smallest subgroup size, and enough rounds that the
-            // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
-            let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
-            let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
-                (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
-                    (lo.clamp(4, 128), hi.clamp(4, 128))
-                }
-                _ => (4, 128),
-            };
-            (
-                Shader::MatvecQ1_0Subgroup,
-                ROWS_PER_GROUP * WG / sg_min,
-                sg_max / sg_min,
-            )
-        } else {
-            // Threads per row group: a power of two up to 64, at most the row's word count.
-            let words = (w.k / 32) as u32;
-            let tpg = 1u32 << words.min(64).ilog2();
-            (Shader::MatvecQ1_0, ROWS_PER_GROUP * WG / tpg, 0)
+        // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each
+        // load of x; the dense one has a fixed 4 rows per workgroup.
+        let (shader, rows_per_wg, iters) = match (w.format, subgroup) {
+            (WeightFormat::F32, _) => (Shader::MatvecF32, DENSE_ROWS_PER_WG, None),
+            (format, true) => {
+                // Enough row groups for the smallest subgroup size, and enough rounds that the
+                // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
+                let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+                let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
+                    (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
+                        (lo.clamp(4, 128), hi.clamp(4, 128))
+                    }
+                    _ => (4, 128),
+                };
+                let shader = match format {
+                    WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
+                    _ => Shader::MatvecQ2_0Subgroup,
+                };
+                (shader, ROWS_PER_GROUP * WG / sg_min, Some(sg_max / sg_min))
+            }
+            (format, false) => {
+                // Threads per row group: a power of two up to 64, at most the row's word count.
+                let words = w.words_per_row() as u32;
+                let tpg = 1u32 << words.min(64).ilog2();
+                let shader = match format {
+                    WeightFormat::Q1_0 => Shader::MatvecQ1_0,
+                    _ => Shader::MatvecQ2_0,
+                };
+                (shader, ROWS_PER_GROUP * WG / tpg, None)
+            }
         };
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
@@ -115,12 +129,16 @@ impl MatvecQ1_0 {
                 ("K", w.k as f64),
                 ("N", part.n_rows as f64),
                 ("Y_OFFSET", part.row0 as f64),
-                ("ROWS_PER_WG", rows_per_wg as f64),
                 ("ACCUMULATE", if opts.accumulate { 1.0 } else { 0.0 }),
             ];
-            if subgroup {
+            if w.format != WeightFormat::F32 {
+                overrides.push(("ROWS_PER_WG", rows_per_wg as f64));
+            }
+            if let Some(iters) = iters {
                 overrides.push(("ITERS", iters as f64));
             }
+            let mut bindings = part.bindings();
+            bindings.extend([x.as_entire_binding(), y.as_entire_binding()]);
             let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
             kernels.push(Kernel::new(
                 ctx,
@@ -130,12 +148,7 @@ impl MatvecQ1_0 {
                     shader,
                     entry: "main",
                     overrides: &overrides,
-                    bindings: &[
-                        part.signs.as_entire_binding(),
-                        part.scales.as_entire_binding(),
-                        x.as_entire_binding(),
-                        y.as_entire_binding(),
-                    ],
+                    bindings: &bindings,
                     workgroups: split_workgroups(n_groups, max_per_dim),
                 },
             )?);

@@ -1,0 +1,87 @@
+// y = W x for one part of a Q2_0 weight (see src/gpu/q1_0.rs for the layout: code words of 16
+// 2-bit codes, f16 scales of 64-weight blocks), reduced through workgroup memory. Works on every
+// adapter; matvec_q2_0_subgroup.wgsl is the faster variant. Same threads-per-row-group plan as
+// matvec_q1_0.wgsl: a thread loads the 16 values of x of one code word once for 4 rows.
+//
+// A weight is (c - 1) d, so a word's dot product is sum(c x) - sum(x): the sum of x is taken
+// once for the 4 rows, and each row only converts its codes to floats and multiplies.
+
+override K: u32;                     // input size (multiple of 64)
+override N: u32;                     // rows in this part
+override Y_OFFSET: u32 = 0u;         // index in y of this part's first row
+override ROWS_PER_WG: u32 = 32u;     // 4 * power of two, at most 4 * 256
+override ACCUMULATE: bool = false;   // y += W x (residual add) instead of y = W x
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> codes: array<u32>;        // (N, K/16) 2-bit codes
+@group(0) @binding(1) var<storage, read> scales: array<u32>;       // (N * K/64) f16, 2 per word
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;      // (K/4)
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;      // (Y_OFFSET + N, ...)
+
+var<workgroup> partial: array<vec4<f32>, WG>;
+
+fn block_scale(i: u32) -> f32 {
+    let pair = unpack2x16float(scales[i >> 1u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+// Dot products of code word `w` of rows first_row .. first_row + 3 with x[16 w .. 16 w + 16].
+fn word_dots(first_row: u32, w: u32) -> vec4<f32> {
+    var xs: array<vec4<f32>, 4>;
+    var x_sum = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        xs[j] = x[4u * w + j];
+        x_sum += xs[j];
+    }
+    let sum_x = (x_sum.x + x_sum.y) + (x_sum.z + x_sum.w);
+    let words = K / 16u;
+    var dots = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let r = min(first_row + i, N - 1u);
+        let c = vec4<u32>(codes[r * words + w]);
+        var acc = vec4<f32>(0.0);
+        for (var j = 0u; j < 4u; j++) {
+            // Codes 4j .. 4j + 3 sit at bits 8j + 2 lane.
+            let shift = vec4<u32>(0u, 2u, 4u, 6u) + vec4<u32>(8u * j);
+            acc += vec4<f32>((c >> shift) & vec4<u32>(3u)) * xs[j];
+        }
+        let dot_c = (acc.x + acc.y) + (acc.z + acc.w);
+        dots[i] = block_scale(r * (K / 64u) + w / 4u) * (dot_c - sum_x);
+    }
+    return dots;
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let threads_per_group = WG / (ROWS_PER_WG / 4u);
+    let lane = lid % threads_per_group;
+    let first_row = (wid.x + wid.y * nwg.x) * ROWS_PER_WG + 4u * (lid / threads_per_group);
+
+    var sum = vec4<f32>(0.0);
+    if first_row < N {
+        for (var w = lane; w < K / 16u; w += threads_per_group) {
+            sum += word_dots(first_row, w);
+        }
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var s = threads_per_group / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        for (var i = 0u; i < 4u; i++) {
+            if first_row + i < N {
+                let o = Y_OFFSET + first_row + i;
+                y[o] = select(0.0, y[o], ACCUMULATE) + partial[lid][i];
+            }
+        }
+    }
+}
