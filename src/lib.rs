@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache_type;
 pub mod chat;
 pub mod chat_template;
 pub mod config;

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::rope::RopeParams;
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
 use bonsai_wgpu::gpu::op::{
@@ -525,7 +526,10 @@ async fn kv_cache_too_big_is_a_limit_error() {
         other => panic!("expected a limit error, got {other:?}"),
     }
     // 1.7B at its full 32k context fits one binding per layer (64 MiB per K and per V).
-    assert_eq!(KvCache::layer_bytes(BONSAI_1_7B, 32768), 64 << 20);
+    assert_eq!(
+        KvCache::layer_bytes(BONSAI_1_7B, 32768, CacheType::F16),
+        64 << 20
+    );
 }
 
 #[gpu_test]

@@ -41,6 +41,7 @@
 pub mod attention;
 pub mod context;
 pub mod kv_cache;
+pub mod memory_plan;
 pub mod op;
 pub mod ops;
 pub mod q1_0;
