@@ -121,8 +121,15 @@ async fn check_write(dims: AttnDims, pos: usize, n_tokens: usize) {
     let v = random_f32(&mut rng, n_tokens * dims.kv_dim(), 3.0);
     let q_norm = random_f32(&mut rng, dims.head_dim, 2.0);
     let k_norm = random_f32(&mut rng, dims.head_dim, 2.0);
-    let (q_buf, k_buf, v_buf) = (upload(&ctx, "q", &q), upload(&ctx, "k", &k), upload(&ctx, "v", &v));
-    let (qn, kn) = (upload(&ctx, "q_norm", &q_norm), upload(&ctx, "k_norm", &k_norm));
+    let (q_buf, k_buf, v_buf) = (
+        upload(&ctx, "q", &q),
+        upload(&ctx, "k", &k),
+        upload(&ctx, "v", &v),
+    );
+    let (qn, kn) = (
+        upload(&ctx, "q_norm", &q_norm),
+        upload(&ctx, "k_norm", &k_norm),
+    );
     let step = uniform_buffer_init(&ctx, "step", &StepParams::default());
     let b = qk_norm_rope::QkNormRopeBindings {
         step: &step,
@@ -183,7 +190,10 @@ async fn check_write(dims: AttnDims, pos: usize, n_tokens: usize) {
     );
     // positions outside the step stay zero (scales of 0)
     let untouched = |c: &[f32]| c[..at.start].iter().chain(&c[at.end..]).all(|&x| x == 0.0);
-    assert!(untouched(&k_got) && untouched(&v_got), "{label}: wrote outside the step");
+    assert!(
+        untouched(&k_got) && untouched(&v_got),
+        "{label}: wrote outside the step"
+    );
     note!("{label}: {flips} v flips");
     ctx.take_error().expect("no wgpu error");
 }
@@ -236,7 +246,11 @@ async fn check_attention(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     submit_kernels(&ctx, "prefill q8_0", &[&prefill]);
     let got = read_f32(&ctx, &out, q.len()).await;
     let want = attention_prefill::run_cpu(dims, &q, &k, &v, pos);
-    assert_close(&format!("prefill q8_0 {dims:?} pos {pos} T {n_tokens}"), &got, &want);
+    assert_close(
+        &format!("prefill q8_0 {dims:?} pos {pos} T {n_tokens}"),
+        &got,
+        &want,
+    );
 
     // the last query token alone through decode, every chunk size
     let row = dims.q_dim();
@@ -245,8 +259,8 @@ async fn check_attention(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     let want = attention_decode::run_cpu(dims, q_last, &k, &v, n_kv);
     let q1 = upload(&ctx, "q1", q_last);
     for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
-        let scratch = attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk)
-            .expect("scratch");
+        let scratch =
+            attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
         let decode = attention_decode::build(
             &ctx,
             &cache,
@@ -263,7 +277,11 @@ async fn check_attention(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
         set_step(&ctx, &step, n_kv - 1, 1);
         submit_kernels(&ctx, "decode q8_0", &[&decode.partial, &decode.merge]);
         let got = read_f32(&ctx, &out, row).await;
-        assert_close(&format!("decode q8_0 {dims:?} chunk {chunk} n_kv {n_kv}"), &got, &want);
+        assert_close(
+            &format!("decode q8_0 {dims:?} chunk {chunk} n_kv {n_kv}"),
+            &got,
+            &want,
+        );
     }
     ctx.take_error().expect("no wgpu error");
 }

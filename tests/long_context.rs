@@ -149,7 +149,10 @@ fn cpu_mismatches(gpu: &Run, cpu: &Run, p: &LongPrompt) -> Vec<String> {
 
 fn check_against_llama(engine: &str, r: &Run, p: &LongPrompt) {
     let mismatches = llama_mismatches(r, p);
-    assert!(mismatches.is_empty(), "{engine} vs llama.cpp: {mismatches:#?}");
+    assert!(
+        mismatches.is_empty(),
+        "{engine} vs llama.cpp: {mismatches:#?}"
+    );
     if let Some(last) = &r.last {
         let cos = cosine(last, &llama_last_logits(p));
         note!("{engine}: last-position cosine vs llama.cpp {cos:.6}");

@@ -42,7 +42,10 @@ fn kv_bytes_per_token_match_llama_cpp() {
     let b17 = bonsai_config(28, 2048, 16);
     // f16: 2 (K, V) x 28 layers x 8 heads x 128 dims x 2 bytes; q8_0: 34 bytes per 32 values
     assert_eq!(plan(&b17, 1, CacheType::F16).kv_per_token, 112 * 1024);
-    assert_eq!(plan(&b17, 1, CacheType::Q8_0).kv_per_token, 2 * 28 * 8 * 136);
+    assert_eq!(
+        plan(&b17, 1, CacheType::Q8_0).kv_per_token,
+        2 * 28 * 8 * 136
+    );
     let b8 = bonsai_config(36, 4096, 32);
     assert_eq!(plan(&b8, 1, CacheType::F16).kv_per_token, 144 * 1024);
     let p = plan(&b17, 32768, CacheType::F16);
@@ -96,8 +99,16 @@ fn a_context_over_the_binding_limit_names_the_largest_that_fits() {
         for number in ["32768", "2048", &MIB.to_string(), &needed.to_string()] {
             assert!(msg.contains(number), "`{msg}` does not name {number}");
         }
-        assert!(plan(&cfg, max_n_ctx, cache_type).check(&limits, &cfg).is_ok());
-        assert!(plan(&cfg, max_n_ctx + 1, cache_type).check(&limits, &cfg).is_err());
+        assert!(
+            plan(&cfg, max_n_ctx, cache_type)
+                .check(&limits, &cfg)
+                .is_ok()
+        );
+        assert!(
+            plan(&cfg, max_n_ctx + 1, cache_type)
+                .check(&limits, &cfg)
+                .is_err()
+        );
     }
 }
 

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::Error;
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::chat::{Conversation, PieceKind};
 use bonsai_wgpu::chat_template::ChatTemplate;
-use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
@@ -174,7 +174,9 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
 fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
     if args.cpu {
         let model = CpuModel::from_gguf(gguf).context("loading the model")?;
-        let n_ctx = args.ctx.unwrap_or(CPU_DEFAULT_CTX.min(model.config.n_ctx_train));
+        let n_ctx = args
+            .ctx
+            .unwrap_or(CPU_DEFAULT_CTX.min(model.config.n_ctx_train));
         let session = CpuSession::with_cache_type(model, n_ctx, Some(args.cache_type))?;
         return Ok(AnyEngine::Cpu(Box::new(session)));
     }

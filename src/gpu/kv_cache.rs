@@ -237,7 +237,10 @@ impl KvCache {
     /// and `SCALE_BASE` (see the module docs).
     pub fn overrides(&self) -> [(&'static str, f64); 2] {
         [
-            ("KV_Q8", f64::from(u8::from(self.cache_type == CacheType::Q8_0))),
+            (
+                "KV_Q8",
+                f64::from(u8::from(self.cache_type == CacheType::Q8_0)),
+            ),
             ("SCALE_BASE", f64::from(self.scale_base())),
         ]
     }

@@ -196,9 +196,7 @@ impl MemoryPlan {
             ));
         }
         match limits.available {
-            Some(avail) if self.total() > avail => {
-                Some(("available memory", self.total(), avail))
-            }
+            Some(avail) if self.total() > avail => Some(("available memory", self.total(), avail)),
             _ => None,
         }
     }
@@ -212,7 +210,10 @@ impl MemoryPlan {
         };
         let what = match what {
             "max_storage_buffer_binding_size" => {
-                format!("{} (max_storage_buffer_binding_size)", self.largest_binding.1)
+                format!(
+                    "{} (max_storage_buffer_binding_size)",
+                    self.largest_binding.1
+                )
             }
             other => format!("the total ({other})"),
         };
@@ -230,9 +231,16 @@ impl MemoryPlan {
     /// cache type and chunk) fits `limits`; 0 when none does.
     pub fn largest_fitting(&self, limits: &MemoryLimits, cfg: &Qwen3Config) -> usize {
         let fits = |n: usize| {
-            MemoryPlan::new(cfg, self.weights, n, self.max_batch, self.cache_type, self.decode_chunk)
-                .overflow(limits)
-                .is_none()
+            MemoryPlan::new(
+                cfg,
+                self.weights,
+                n,
+                self.max_batch,
+                self.cache_type,
+                self.decode_chunk,
+            )
+            .overflow(limits)
+            .is_none()
         };
         // every buffer grows with n_ctx, so "fits" is monotone: binary search
         let (mut lo, mut hi) = (0usize, cfg.n_ctx_train);
