@@ -21,13 +21,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bonsai_wgpu::cache_type::CacheType;
-use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::memory_plan::MemoryLimits;
 use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::model::config::Qwen3Config;
 use clap::Parser;
 use pollster::block_on;
 use rand::{Rng, SeedableRng, rngs::StdRng};

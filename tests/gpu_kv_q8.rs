@@ -6,12 +6,12 @@
 mod common;
 
 use bonsai_wgpu::cache_type::CacheType;
-use bonsai_wgpu::cpu::rope::RopeParams;
-use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_q8_0, unpack_q8_0};
-use bonsai_wgpu::gpu::op::{
-    PipelineCache, StepParams, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
-    uniform_buffer_init,
+use bonsai_wgpu::gpu::buffers::{
+    StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
+use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
+use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_q8_0, unpack_q8_0};
+use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use bonsai_wgpu::quant::QK8_0;

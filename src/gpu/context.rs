@@ -291,7 +291,7 @@ impl GpuContext {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::Device(format!("request_device on {}: {e}", describe(&info))))?;
+            .map_err(|e| Error::Device(format!("request failed on {}: {e}", describe(&info))))?;
         let features = GpuFeatures {
             has_f16: required.contains(wgpu::Features::SHADER_F16),
             has_subgroups: required.contains(wgpu::Features::SUBGROUP),

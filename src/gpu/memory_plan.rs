@@ -24,7 +24,7 @@
 use std::fmt;
 
 use crate::cache_type::CacheType;
-use crate::config::Qwen3Config;
+use crate::model::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::context::GpuContext;

@@ -3,39 +3,14 @@
 
 use std::sync::Arc;
 
-use crate::config::Qwen3Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gguf::Gguf;
+use crate::gpu::buffers::storage_buffer_init;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{PipelineCache, storage_buffer_init};
+use crate::gpu::kernel::PipelineCache;
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::quant::dequantize_row;
-
-/// One transformer block's weights on the GPU.
-pub struct GpuLayer {
-    /// RMSNorm weight applied before attention: (n_embd) f32.
-    pub attn_norm: wgpu::Buffer,
-    /// Query projection: (n_head * head_dim, n_embd).
-    pub wq: Q1_0Weight,
-    /// Key projection: (n_head_kv * head_dim, n_embd).
-    pub wk: Q1_0Weight,
-    /// Value projection: (n_head_kv * head_dim, n_embd).
-    pub wv: Q1_0Weight,
-    /// Per-head RMSNorm weight on queries (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
-    pub attn_q_norm: wgpu::Buffer,
-    /// Per-head RMSNorm weight on keys (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
-    pub attn_k_norm: wgpu::Buffer,
-    /// Attention output projection: (n_embd, n_head * head_dim).
-    pub wo: Q1_0Weight,
-    /// RMSNorm weight applied before the feed-forward block: (n_embd) f32.
-    pub ffn_norm: wgpu::Buffer,
-    /// SwiGLU gate projection: (n_ff, n_embd).
-    pub w_gate: Q1_0Weight,
-    /// SwiGLU up projection: (n_ff, n_embd).
-    pub w_up: Q1_0Weight,
-    /// SwiGLU down projection: (n_embd, n_ff).
-    pub w_down: Q1_0Weight,
-}
+use crate::model::config::Qwen3Config;
+use crate::model::weights::{Placement, Weights};
 
 /// A Qwen3 model loaded onto a GPU.
 pub struct GpuModel {
@@ -45,14 +20,24 @@ pub struct GpuModel {
     pub config: Qwen3Config,
     /// Compiled compute pipelines, shared by every session of this model.
     pub pipelines: PipelineCache,
-    /// Token embedding table, one row per token: (n_vocab, n_embd).
-    pub token_embd: Q1_0Weight,
-    /// The transformer blocks, in order (`config.n_layer` of them).
-    pub layers: Vec<GpuLayer>,
-    /// Final RMSNorm weight: (n_embd) f32.
-    pub output_norm: wgpu::Buffer,
-    /// LM head projecting to logits: (n_vocab, n_embd); None when tied to token_embd.
-    pub output: Option<Q1_0Weight>,
+    /// Every weight: Q1_0 matrices in the GPU layout, norms as (n) f32 storage buffers.
+    pub weights: Weights<Q1_0Weight, wgpu::Buffer>,
+}
+
+/// Uploads each tensor to the device.
+struct Device<'a>(&'a GpuContext);
+
+impl Placement for Device<'_> {
+    type Matrix = Q1_0Weight;
+    type Vector = wgpu::Buffer;
+
+    fn matrix(&mut self, name: &str, bytes: &[u8], k: usize, n: usize) -> Result<Q1_0Weight> {
+        Q1_0Weight::upload(self.0, name, bytes, k, n)
+    }
+
+    fn norm(&mut self, name: &str, values: Vec<f32>) -> Result<wgpu::Buffer> {
+        storage_buffer_init(self.0, name, &values)
+    }
 }
 
 impl GpuModel {
@@ -63,36 +48,9 @@ impl GpuModel {
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn load(ctx: Arc<GpuContext>, gguf: &Gguf) -> Result<Arc<GpuModel>> {
         let config = Qwen3Config::from_gguf(gguf)?;
-        config.validate_tensors(gguf)?;
-        let q1 = |name: &str| upload_q1_0(&ctx, gguf, name);
-        let norm = |name: &str| upload_f32(&ctx, gguf, name);
-        let layers = (0..config.n_layer)
-            .map(|l| {
-                let name = |w: &str| format!("blk.{l}.{w}.weight");
-                Ok(GpuLayer {
-                    attn_norm: norm(&name("attn_norm"))?,
-                    wq: q1(&name("attn_q"))?,
-                    wk: q1(&name("attn_k"))?,
-                    wv: q1(&name("attn_v"))?,
-                    attn_q_norm: norm(&name("attn_q_norm"))?,
-                    attn_k_norm: norm(&name("attn_k_norm"))?,
-                    wo: q1(&name("attn_output"))?,
-                    ffn_norm: norm(&name("ffn_norm"))?,
-                    w_gate: q1(&name("ffn_gate"))?,
-                    w_up: q1(&name("ffn_up"))?,
-                    w_down: q1(&name("ffn_down"))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let output = match config.tied_head {
-            true => None,
-            false => Some(q1("output.weight")?),
-        };
+        let weights = Weights::load(gguf, &config, Device(&ctx))?;
         let model = GpuModel {
-            token_embd: q1("token_embd.weight")?,
-            output_norm: norm("output_norm.weight")?,
-            layers,
-            output,
+            weights,
             config,
             pipelines: PipelineCache::new(),
             ctx,
@@ -101,45 +59,10 @@ impl GpuModel {
         Ok(Arc::new(model))
     }
 
-    /// The LM head: `output.weight`, or `token_embd.weight` when tied.
-    pub fn head(&self) -> &Q1_0Weight {
-        self.output.as_ref().unwrap_or(&self.token_embd)
-    }
-
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        let q1: u64 = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-            .chain(std::iter::once(&self.token_embd))
-            .chain(self.output.as_ref())
-            .map(Q1_0Weight::gpu_bytes)
-            .sum();
-        let norms: u64 = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.attn_norm, &l.attn_q_norm, &l.attn_k_norm, &l.ffn_norm])
-            .chain(std::iter::once(&self.output_norm))
-            .map(wgpu::Buffer::size)
-            .sum();
+        let q1: u64 = self.weights.matrices().map(Q1_0Weight::gpu_bytes).sum();
+        let norms: u64 = self.weights.norms().map(wgpu::Buffer::size).sum();
         q1 + norms
     }
-}
-
-fn upload_q1_0(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<Q1_0Weight> {
-    let info = gguf
-        .tensor_info(name)
-        .ok_or_else(|| Error::MissingTensor(name.into()))?;
-    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
-    Q1_0Weight::upload(ctx, name, gguf.tensor_data(name)?, k, n)
-}
-
-fn upload_f32(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<wgpu::Buffer> {
-    let info = gguf
-        .tensor_info(name)
-        .ok_or_else(|| Error::MissingTensor(name.into()))?;
-    let mut values = vec![0.0f32; info.n_elements() as usize];
-    dequantize_row(info.ggml_type, gguf.tensor_data(name)?, &mut values)?;
-    storage_buffer_init(ctx, name, &values)
 }

@@ -8,10 +8,10 @@ use crate::cache_type::CacheType;
 use crate::engine::{Engine, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 use crate::gpu::attention::{AttentionBuffers, LayerAttention};
+use crate::gpu::buffers::{Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::memory_plan::{MemoryLimits, MemoryPlan};
 use crate::gpu::model::GpuModel;
-use crate::gpu::op::{Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::ops::argmax::Argmax;
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::elementwise::Elementwise;
@@ -176,7 +176,7 @@ impl Session {
             kv: &kv,
         };
         let mut layers = Vec::with_capacity(c.n_layer);
-        for (l, w) in model.layers.iter().enumerate() {
+        for (l, w) in model.weights.layers.iter().enumerate() {
             let mv = |w, x, y, o| MatvecQ1_0::new(ctx, cache, w, x, y, o);
             let mm = |w, x, y, accumulate| {
                 let b = MatmulQ1_0Bindings {
@@ -243,7 +243,7 @@ impl Session {
             norm_decode: Rmsnorm::new(
                 ctx,
                 cache,
-                &model.output_norm,
+                &model.weights.output_norm,
                 Some(&a.x),
                 &a.xb,
                 n_embd,
@@ -253,14 +253,14 @@ impl Session {
             norm_prefill: Rmsnorm::new(
                 ctx,
                 cache,
-                &model.output_norm,
+                &model.weights.output_norm,
                 Some(&a.x_last),
                 &a.xb,
                 n_embd,
                 1,
                 eps,
             )?,
-            output: MatvecQ1_0::new(ctx, cache, model.head(), &a.xb, &a.logits, set)?,
+            output: MatvecQ1_0::new(ctx, cache, model.weights.head(), &a.xb, &a.logits, set)?,
             argmax: Argmax::new(ctx, cache, &a.logits, c.n_vocab as u32)?,
             topk: TopK::new(
                 ctx,
@@ -273,7 +273,7 @@ impl Session {
         let embed = EmbedQ1_0::new(
             ctx,
             cache,
-            &model.token_embd,
+            &model.weights.token_embd,
             &a.tokens,
             &a.x,
             max_batch as u32,

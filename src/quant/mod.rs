@@ -1,39 +1,21 @@
-//! CPU (de)quantization of the GGML types the engine reads: the 1-bit Q1_0 of Bonsai weights,
-//! and F32 / F16 / BF16 / Q8_0 rows. These are the references the GPU kernels are tested against.
+//! CPU (de)quantization of the GGML types the engine reads: one module per block format
+//! ([`q1_0`], Bonsai's 1-bit weights), and F32 / F16 / BF16 / Q8_0 rows here. These are the
+//! references the GPU kernels are tested against.
+//!
+//! A new format (e.g. Q2_0) is a new module beside [`q1_0`]: its block type with a size assert,
+//! constants, bit order, CPU decode and dot; [`dequantize_row`] dispatches to it.
 
 use half::f16;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
-/// Weights per Q1_0 block.
-pub const QK1_0: usize = 128;
+pub mod q1_0;
+
 /// Weights per Q8_0 block.
 pub const QK8_0: usize = 32;
-/// Bytes per Q1_0 block.
-pub const Q1_0_BLOCK_BYTES: usize = 18;
 /// Bytes per Q8_0 block.
 pub const Q8_0_BLOCK_BYTES: usize = 34;
-
-/// One Q1_0 block: 128 weights, each `+d` (bit 1) or `-d` (bit 0). Weight `j` is bit `j % 8`
-/// (least significant first) of `qs[j / 8]`. 18 bytes, no padding, alignment 1.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct BlockQ1_0 {
-    /// The scale, an IEEE half in little-endian byte order.
-    pub d: [u8; 2],
-    /// Sign bits of the 128 weights.
-    pub qs: [u8; 16],
-}
-
-const _: () = assert!(std::mem::size_of::<BlockQ1_0>() == Q1_0_BLOCK_BYTES);
-
-impl BlockQ1_0 {
-    /// The scale as `f32`.
-    pub fn scale(&self) -> f32 {
-        f16::from_le_bytes(self.d).to_f32()
-    }
-}
 
 /// One Q8_0 block: 32 weights `d * qs[j]`. 34 bytes.
 #[repr(C)]
@@ -50,84 +32,6 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == Q8_0_BLOCK_BYTES);
 #[inline]
 fn half_at(b: &[u8]) -> f32 {
     f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// Dequantizes `dst.len() / 128` Q1_0 blocks from `src`.
-///
-/// # Panics
-/// When `dst.len()` is not a multiple of 128 or `src` holds fewer than the needed blocks.
-pub fn dequantize_row_q1_0(src: &[u8], dst: &mut [f32]) {
-    assert_eq!(dst.len() % QK1_0, 0, "Q1_0 rows are whole blocks of 128");
-    let nb = dst.len() / QK1_0;
-    assert!(src.len() >= nb * Q1_0_BLOCK_BYTES, "Q1_0 source too short");
-    for (block, out) in src
-        .chunks_exact(Q1_0_BLOCK_BYTES)
-        .zip(dst.chunks_exact_mut(QK1_0))
-    {
-        let d = half_at(block);
-        for (j, y) in out.iter_mut().enumerate() {
-            let bit = (block[2 + j / 8] >> (j % 8)) & 1;
-            *y = if bit == 1 { d } else { -d };
-        }
-    }
-}
-
-/// Dot product of one Q1_0 weight row with `x` (`x.len()` a multiple of 128), in f32.
-/// Per block it sums `±x[j]` (sign from the bit) and scales once by `d`.
-///
-/// # Panics
-/// When `x.len()` is not a multiple of 128 or `row` holds fewer than the needed blocks.
-pub fn dot_q1_0_f32(row: &[u8], x: &[f32]) -> f32 {
-    assert_eq!(x.len() % QK1_0, 0, "Q1_0 rows are whole blocks of 128");
-    let nb = x.len() / QK1_0;
-    assert!(row.len() >= nb * Q1_0_BLOCK_BYTES, "Q1_0 row too short");
-    let mut sum = 0.0f32;
-    for (block, xb) in row
-        .chunks_exact(Q1_0_BLOCK_BYTES)
-        .zip(x.chunks_exact(QK1_0))
-    {
-        let d = half_at(block);
-        let mut acc = 0.0f32;
-        for (byte, x8) in block[2..].iter().zip(xb.chunks_exact(8)) {
-            for (k, &v) in x8.iter().enumerate() {
-                // Bit 0 flips the sign of x: xor its sign bit.
-                let flip = (u32::from(!(byte >> k)) & 1) << 31;
-                acc += f32::from_bits(v.to_bits() ^ flip);
-            }
-        }
-        sum += d * acc;
-    }
-    sum
-}
-
-/// Quantizes `src` (a multiple of 128 values) to Q1_0 as llama.cpp's `quantize_row_q1_0_ref`:
-/// per block `d = sum(|x|) / 128` (summed in order, stored as f16) and bit `j` set when
-/// `x[j] >= 0`.
-///
-/// # Panics
-/// When `src.len()` is not a multiple of 128 or `dst` is shorter than the blocks need.
-pub fn quantize_row_q1_0(src: &[f32], dst: &mut [u8]) {
-    assert_eq!(src.len() % QK1_0, 0, "Q1_0 rows are whole blocks of 128");
-    let nb = src.len() / QK1_0;
-    assert!(
-        dst.len() >= nb * Q1_0_BLOCK_BYTES,
-        "Q1_0 destination too short"
-    );
-    for (xb, block) in src
-        .chunks_exact(QK1_0)
-        .zip(dst.chunks_exact_mut(Q1_0_BLOCK_BYTES))
-    {
-        let sum_abs: f32 = xb.iter().fold(0.0, |a, v| a + v.abs());
-        let d = sum_abs / QK1_0 as f32;
-        block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        let qs = &mut block[2..];
-        qs.fill(0);
-        for (j, &v) in xb.iter().enumerate() {
-            if v >= 0.0 {
-                qs[j / 8] |= 1 << (j % 8);
-            }
-        }
-    }
 }
 
 /// Dequantizes `dst.len()` elements of type `ty` from `src`, which must hold exactly
@@ -174,7 +78,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
                 }
             }
         }
-        GgmlType::Q1_0 => dequantize_row_q1_0(src, dst),
+        GgmlType::Q1_0 => q1_0::dequantize_row_q1_0(src, dst),
         other => {
             return Err(Error::InvalidArgument(format!(
                 "dequantizing {other} is not supported (F32, F16, BF16, Q8_0, Q1_0 are)"
