@@ -26,10 +26,10 @@ use std::str::FromStr;
 
 pub use shards::{INDEX_FILE, SINGLE_FILE};
 
-use crate::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::tokenizer::Tokenizer;
+use crate::model::config::Qwen3Config;
+use crate::text::tokenizer::Tokenizer;
 
 /// Largest shard written by default: 5 GB, as `transformers`' `save_pretrained`. A checkpoint
 /// above it is split into `model-0000i-of-0000n.safetensors` with an index.

@@ -1,6 +1,6 @@
 //! Which GGUF tensor becomes which Hugging Face tensor, and what kind of weight it is.
 
-use crate::config::Qwen3Config;
+use crate::model::config::Qwen3Config;
 
 /// What a tensor is, which decides how each format stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

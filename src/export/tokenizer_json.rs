@@ -14,10 +14,10 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use crate::chat_template::CHAT_TEMPLATE_KEY;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::tokenizer::{QWEN2_PRE_REGEX, Tokenizer};
+use crate::text::chat_template::CHAT_TEMPLATE_KEY;
+use crate::text::tokenizer::{QWEN2_PRE_REGEX, Tokenizer};
 
 /// llama.cpp spells Qwen2's case-insensitive contractions out by hand ...
 const LLAMA_CPP_CONTRACTIONS: &str = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
