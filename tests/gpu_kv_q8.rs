@@ -11,9 +11,9 @@ use bonsai_wgpu::gpu::buffers::{
 };
 use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_q8_0, unpack_q8_0};
-use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::quant::QK8_0;
 use common::{gpu_test, random_f32};
 use rand::SeedableRng;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::cache_type::CacheType;
-use bonsai_wgpu::model::config::Qwen3Config;
 use bonsai_wgpu::gpu::memory_plan::{MemoryLimits, MemoryPlan, weight_bytes_of_gguf};
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::model::config::Qwen3Config;
 use common::*;
 use pollster::block_on;
 

@@ -79,6 +79,26 @@ pub fn rmsnorm_heads(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// Dot product of two equal-length f32 slices, summed in 8 interleaved lanes (so the compiler
+/// can vectorize it; a single running sum cannot be reordered). The CPU reference's attention
+/// scores use it: over 11k positions a scalar loop dominates the whole forward pass.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// In-place numerically stable softmax.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::cache_type::CacheType;
 use crate::cpu::model::CpuModel;
-use crate::cpu::ops::{rmsnorm, rmsnorm_heads, rope_neox, silu, softmax};
+use crate::cpu::ops::{dot, rmsnorm, rmsnorm_heads, rope_neox, silu, softmax};
 use crate::engine::{Engine, argmax, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 
@@ -160,7 +160,7 @@ impl CpuSession {
                 let att = &mut s.att[..=pos];
                 for (t, a) in att.iter_mut().enumerate() {
                     let k = &self.key_cache[layer_off + t * kv_dim + kv_off..][..head_dim];
-                    *a = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    *a = dot(q, k) * scale;
                 }
                 softmax(att);
                 let out = &mut s.xb[h * head_dim..(h + 1) * head_dim];

@@ -24,7 +24,6 @@
 use std::fmt;
 
 use crate::cache_type::CacheType;
-use crate::model::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
 use crate::gpu::context::GpuContext;
@@ -32,6 +31,7 @@ use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::gpu::ops::attention_decode::decode_chunk;
 use crate::gpu::ops::topk::MAX_K;
 use crate::gpu::session::SessionOptions;
+use crate::model::config::Qwen3Config;
 
 /// What the device allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
