@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::cache_type::CacheType;
+use bonsai_wgpu::cpu::ops::argmax;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
-use bonsai_wgpu::engine::{Engine, argmax};
+use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::text::tokenizer::Tokenizer;

@@ -17,9 +17,11 @@ pub trait Engine {
     async fn feed(&mut self, tokens: &[u32]) -> Result<()>;
     /// Logits at the last fed position (`n_vocab` floats).
     async fn logits(&mut self) -> Result<Vec<f32>>;
-    /// Argmax of the last position's logits (lowest id on ties).
+    /// Argmax of the last position's logits, by [`crate::cpu::ops::argmax`]'s rule (lowest id on
+    /// ties, NaN and -inf never chosen; an error when no logit qualifies).
     async fn greedy(&mut self) -> Result<u32>;
-    /// The `k` largest logits of the last position as (id, logit), largest first.
+    /// The `k` largest logits of the last position as (id, logit), largest first, by
+    /// [`crate::cpu::ops::top_k`]'s rule.
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>>;
     /// Forgets cache entries at positions `>= n_past`.
     fn truncate(&mut self, n_past: usize) -> Result<()>;
@@ -40,32 +42,23 @@ pub fn check_truncate(n_past: usize, cached: usize) -> Result<()> {
     Ok(())
 }
 
-/// The `k` largest entries of `logits` as (id, logit), largest first, lowest id first on ties.
-pub fn top_k_of(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = k.min(ids.len());
-    let by_logit = |a: &u32, b: &u32| {
-        logits[*b as usize]
-            .total_cmp(&logits[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < ids.len() && k > 0 {
-        ids.select_nth_unstable_by(k - 1, by_logit);
+/// The token [`crate::cpu::ops::argmax`] (or its GPU kernel) chose, or an error when it chose
+/// none: every logit was NaN or -inf.
+pub fn check_argmax(id: u32, n_vocab: usize) -> Result<u32> {
+    if id as usize >= n_vocab {
+        return Err(Error::InvalidArgument(format!(
+            "greedy: no finite logit to choose (argmax returned {id})"
+        )));
     }
-    ids.truncate(k);
-    ids.sort_by(by_logit);
-    ids.into_iter()
-        .map(|id| (id, logits[id as usize]))
-        .collect()
+    Ok(id)
 }
 
-/// Index of the largest logit, lowest on ties (NaN never wins).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+/// [`crate::cpu::ops::top_k`]'s (value, index) pairs as [`Engine::top_k`] returns them:
+/// (id, logit), the padding (ids past the vocabulary) left out.
+pub fn candidates(pairs: &[(f32, u32)], n_vocab: usize) -> Vec<(u32, f32)> {
+    pairs
+        .iter()
+        .filter(|&&(_, id)| (id as usize) < n_vocab)
+        .map(|&(v, id)| (id, v))
+        .collect()
 }

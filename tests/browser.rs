@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use bonsai_wgpu::cpu::ops::{Q1Matrix, argmax};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::ops::matvec_q1_0;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use bonsai_wgpu::text::tokenizer::Tokenizer;
@@ -198,7 +198,8 @@ fn check_gpu_result(native: &Native, check: &Value) -> Result<()> {
     let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
     let mut want = vec![0.0f32; n];
     let x = check_input(k);
-    matvec_q1_0::run_cpu(native.gguf.tensor_data(tensor)?, k, n, &x, &mut want, false);
+    let w = Q1Matrix::new(native.gguf.tensor_data(tensor)?.to_vec(), k, n)?;
+    w.matvec(&mut want, &x);
     let checksum: f64 = want.iter().map(|v| *v as f64).sum();
     let page_sum = check["checksum"].as_f64().context("no checksum")?;
     ensure!(
@@ -209,7 +210,7 @@ fn check_gpu_result(native: &Native, check: &Value) -> Result<()> {
         check["ok"].as_bool() == Some(true),
         "{tensor}: WebGPU matvec differs from the CPU reference: {check}"
     );
-    let best = bonsai_wgpu::engine::argmax(&want);
+    let best = argmax(&want);
     let gpu_best = check["argmax"].as_u64().context("no argmax")? as u32;
     if gpu_best != best {
         let margin = want[best as usize] - want[gpu_best as usize];

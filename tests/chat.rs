@@ -208,25 +208,16 @@ fn same_seed_same_reply() {
     assert_eq!(reply(42), reply(42));
 }
 
-/// `cargo run` of the chat example with the same profile the tests are built with.
+/// Runs the `bonsai-chat` binary that cargo built for this test run (what users run).
 fn chat_example(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bonsai-chat"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "run",
-            "--quiet",
-            "--profile",
-            "test",
-            "--example",
-            "chat",
-            "--",
-        ])
         .args(args)
         .stdin(std::process::Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.output().expect("running cargo")
+    cmd.output().expect("running bonsai-chat")
 }
 
 #[test]

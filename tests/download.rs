@@ -1,10 +1,10 @@
-//! The chat example's Hub download against a local HTTP server that speaks the Hub's resolve
+//! bonsai-chat's Hub download against a local HTTP server that speaks the Hub's resolve
 //! protocol (HEAD -> 302 with x-repo-commit / x-linked-etag / x-linked-size, GET with Range):
 //! success and offline reuse, an interrupted body then a resumed retry, corrupt bodies rejected
 //! with nothing left in the cache.
 
 #[allow(dead_code)]
-#[path = "../examples/chat/hub.rs"]
+#[path = "../src/bin/bonsai-chat/hub.rs"]
 mod hub;
 
 use std::io::{BufRead, BufReader, Write};

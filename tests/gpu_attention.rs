@@ -5,10 +5,13 @@
 mod common;
 
 use bonsai_wgpu::cache_type::CacheType;
+use bonsai_wgpu::cpu::ops as cpu;
 use bonsai_wgpu::gpu::buffers::{StepParams, read_buffer, storage_buffer};
-use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
+use bonsai_wgpu::gpu::kernel::{Op, PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
-use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
+use bonsai_wgpu::gpu::ops::attention_decode::{self, AttentionDecode, AttentionDecodeBindings};
+use bonsai_wgpu::gpu::ops::attention_prefill::{AttentionPrefill, AttentionPrefillBindings};
+use bonsai_wgpu::gpu::ops::qk_norm_rope::{QkNormRope, QkNormRopeBindings};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::{Error, Result};
@@ -158,12 +161,10 @@ async fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_token
         upload(&ctx, "k_norm", &k_norm),
     );
     let step = step_buffer(&ctx);
-    let kernel = qk_norm_rope::build(
+    let op = QkNormRope::new(
         &ctx,
         &cache,
-        EPS,
-        max_tokens,
-        &qk_norm_rope::QkNormRopeBindings {
+        &QkNormRopeBindings {
             step: &step,
             q: &q_buf,
             k: &k_buf,
@@ -172,14 +173,16 @@ async fn check_qk_norm_rope_at(dims: AttnDims, n_ctx: usize, pos: usize, n_token
             k_norm: &kn_buf,
             kv: &kv,
             layer: 0,
+            eps: EPS,
+            max_tokens,
         },
     )
     .expect("kernel");
     set_step(&ctx, &step, pos, n_tokens);
-    submit_kernels(&ctx, "qk_norm_rope", &[&kernel]);
+    submit_kernels(&ctx, "qk_norm_rope", &[&op.kernel]);
 
     let mut q_want = q.clone();
-    let k_want = qk_norm_rope::run_cpu(dims, &rp, EPS, pos, &mut q_want, &k, &q_norm, &k_norm);
+    let k_want = cpu_qk_norm_rope(dims, &rp, pos, &mut q_want, &k, &q_norm, &k_norm);
     let label = format!("qk_norm_rope {dims:?} pos {pos} T {n_tokens}");
     let q_got = read_f32(&ctx, &q_buf, max_tokens * dims.q_dim()).await;
     assert_close(&format!("{label} q"), &q_got[..q.len()], &q_want, TOL_Q);
@@ -244,10 +247,10 @@ async fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize
     let scratch =
         attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
     let step = step_buffer(&ctx);
-    let attn = attention_decode::build(
+    let attn = AttentionDecode::new(
         &ctx,
         &cache,
-        &attention_decode::AttentionDecodeBindings {
+        &AttentionDecodeBindings {
             step: &step,
             q: &q_buf,
             kv: &kv,
@@ -259,7 +262,7 @@ async fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize
     .expect("kernels");
     for &n_kv in n_kvs {
         set_step(&ctx, &step, n_kv - 1, 1);
-        let want = attention_decode::run_cpu(dims, &q, &k, &v, n_kv);
+        let want = cpu_attention(dims, &q, &k, &v, n_kv - 1);
         // Dispatched for the whole cache (empty chunks exit), then for exactly n_kv.
         submit_kernels(&ctx, "decode", &[&attn.partial, &attn.merge]);
         let got = read_f32(&ctx, &out, dims.q_dim()).await;
@@ -268,9 +271,9 @@ async fn check_decode(dims: AttnDims, chunk: usize, n_ctx: usize, n_kvs: &[usize
         ctx.queue
             .write_buffer(&out, 0, &vec![0u8; dims.q_dim() * 4]);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        attn.encode_kv(
+        attn.encode(
             &mut encoder.begin_compute_pass(&Default::default()),
-            n_kv as u32,
+            &StepParams::new(n_kv - 1, 1),
         );
         ctx.queue.submit([encoder.finish()]);
         let exact = read_f32(&ctx, &out, dims.q_dim()).await;
@@ -302,13 +305,38 @@ async fn attention_decode_matches_cpu() {
     check_decode(wide, 32, 100, &[100]).await;
 }
 
-fn prefill_kernel(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    max_tokens: usize,
-    b: &attention_prefill::AttentionPrefillBindings<'_>,
-) -> bonsai_wgpu::gpu::Kernel {
-    attention_prefill::build(ctx, cache, max_tokens, b).expect("kernel")
+/// [`cpu::qk_norm_rope`] over the tokens of `q` at positions `pos..`: `q` in place, `k`
+/// returned normalised and rotated.
+fn cpu_qk_norm_rope(
+    dims: AttnDims,
+    rp: &RopeParams,
+    pos: usize,
+    q: &mut [f32],
+    k: &[f32],
+    q_norm: &[f32],
+    k_norm: &[f32],
+) -> Vec<f32> {
+    let mut k = k.to_vec();
+    let tokens = q
+        .chunks_exact_mut(dims.q_dim())
+        .zip(k.chunks_exact_mut(dims.kv_dim()));
+    for (t, (qt, kt)) in tokens.enumerate() {
+        cpu::qk_norm_rope(qt, kt, q_norm, k_norm, EPS, pos + t, rp);
+    }
+    k
+}
+
+/// [`cpu::attention`] for the queries of `q` at positions `pos..` (causal) over the cache `k`,
+/// `v` (>= pos + n_tokens, n_head_kv, head_dim).
+fn cpu_attention(dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], pos: usize) -> Vec<f32> {
+    let mut out = vec![0.0; q.len()];
+    let rows = q
+        .chunks_exact(dims.q_dim())
+        .zip(out.chunks_exact_mut(dims.q_dim()));
+    for (t, (qt, ot)) in rows.enumerate() {
+        cpu::attention(ot, qt, k, v, pos + t + 1, dims.n_head_kv, dims.head_dim);
+    }
+    out
 }
 
 /// Prefill of `n_tokens` queries at positions `pos..` over a random cache, vs CPU and vs decode.
@@ -329,16 +357,17 @@ async fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
     let q_buf = upload(&ctx, "q", &q_pad);
     let out = storage_buffer(&ctx, "out", (q_pad.len() * 4) as u64).expect("out");
     let step = step_buffer(&ctx);
-    let b = attention_prefill::AttentionPrefillBindings {
+    let b = AttentionPrefillBindings {
         step: &step,
         q: &q_buf,
         kv: &kv,
         layer: 0,
         out: &out,
+        max_tokens,
     };
-    let kernel = prefill_kernel(&ctx, &cache, max_tokens, &b);
+    let prefill = AttentionPrefill::new(&ctx, &cache, &b).expect("kernel");
     set_step(&ctx, &step, pos, n_tokens);
-    submit_kernels(&ctx, "prefill", &[&kernel]);
+    submit_kernels(&ctx, "prefill", &[&prefill.kernel]);
     let got_all = read_f32(&ctx, &out, q_pad.len()).await;
     assert!(
         got_all[q.len()..].iter().all(|&x| x == 0.0),
@@ -346,17 +375,17 @@ async fn check_prefill(dims: AttnDims, pos: usize, n_tokens: usize) {
     );
     let got = &got_all[..q.len()];
     let label = format!("prefill {dims:?} pos {pos} T {n_tokens}");
-    let want = attention_prefill::run_cpu(dims, &q, &k, &v, pos);
+    let want = cpu_attention(dims, &q, &k, &v, pos);
     assert_close(&label, got, &want, TOL_ATTN);
 
     // The same queries one at a time through the decode kernels.
     let q1_buf = storage_buffer(&ctx, "q1", (dims.q_dim() * 4) as u64).expect("q1");
     let out1 = storage_buffer(&ctx, "out1", (dims.q_dim() * 4) as u64).expect("out1");
     let scratch = attention_decode::DecodeScratch::new(&ctx, dims, n_ctx).expect("scratch");
-    let decode = attention_decode::build(
+    let decode = AttentionDecode::new(
         &ctx,
         &cache,
-        &attention_decode::AttentionDecodeBindings {
+        &AttentionDecodeBindings {
             step: &step,
             q: &q1_buf,
             kv: &kv,
@@ -429,12 +458,10 @@ async fn attention_block_prefill_then_decode() -> Result<()> {
     );
     let scratch = attention_decode::DecodeScratch::new(&ctx, dims, n_ctx)?;
     let step = step_buffer(&ctx);
-    let rope_kernel = qk_norm_rope::build(
+    let rope_op = QkNormRope::new(
         &ctx,
         &cache,
-        EPS,
-        n_prompt,
-        &qk_norm_rope::QkNormRopeBindings {
+        &QkNormRopeBindings {
             step: &step,
             q: &q_buf,
             k: &k_buf,
@@ -443,24 +470,26 @@ async fn attention_block_prefill_then_decode() -> Result<()> {
             k_norm: &kn_buf,
             kv: &kv,
             layer: 0,
+            eps: EPS,
+            max_tokens: n_prompt,
         },
     )?;
-    let prefill = attention_prefill::build(
+    let prefill = AttentionPrefill::new(
         &ctx,
         &cache,
-        n_prompt,
-        &attention_prefill::AttentionPrefillBindings {
+        &AttentionPrefillBindings {
             step: &step,
             q: &q_buf,
             kv: &kv,
             layer: 0,
             out: &out,
+            max_tokens: n_prompt,
         },
     )?;
-    let decode = attention_decode::build(
+    let decode = AttentionDecode::new(
         &ctx,
         &cache,
-        &attention_decode::AttentionDecodeBindings {
+        &AttentionDecodeBindings {
             step: &step,
             q: &q_buf,
             kv: &kv,
@@ -472,7 +501,7 @@ async fn attention_block_prefill_then_decode() -> Result<()> {
 
     // CPU: normalise + rotate everything, keep k/v as the f16 cache holds them.
     let mut q_rot = q.clone();
-    let k_rot = qk_norm_rope::run_cpu(dims, &rp, EPS, 0, &mut q_rot, &k, &q_norm, &k_norm);
+    let k_rot = cpu_qk_norm_rope(dims, &rp, 0, &mut q_rot, &k, &q_norm, &k_norm);
     let k_cpu = unpack_f16(&pack_f16(&k_rot));
     let v_cpu = unpack_f16(&pack_f16(&v));
 
@@ -499,14 +528,13 @@ async fn attention_block_prefill_then_decode() -> Result<()> {
             submit_kernels(
                 &ctx,
                 "decode step",
-                &[&rope_kernel, &decode.partial, &decode.merge],
+                &[&rope_op.kernel, &decode.partial, &decode.merge],
             );
         } else {
-            submit_kernels(&ctx, "prefill step", &[&rope_kernel, &prefill]);
+            submit_kernels(&ctx, "prefill step", &[&rope_op.kernel, &prefill.kernel]);
         }
         let got = read_f32(&ctx, &out, n * qd).await;
-        let want =
-            attention_prefill::run_cpu(dims, &q_rot[pos * qd..(pos + n) * qd], &k_cpu, &v_cpu, pos);
+        let want = cpu_attention(dims, &q_rot[pos * qd..(pos + n) * qd], &k_cpu, &v_cpu, pos);
         // The GPU's own f16 rounding of k may differ from the CPU's by one step.
         assert_close(&format!("block pos {pos} T {n}"), &got, &want, TOL_KV_F16);
         pos += n;
@@ -538,20 +566,21 @@ async fn too_small_buffers_and_bad_shapes_are_errors() {
     let kv = KvCache::with_dims(&ctx, 1, TINY, &rope(128), 16).expect("kv cache");
     let step = step_buffer(&ctx);
     let small = storage_buffer(&ctx, "small", 64).expect("buffer");
-    let b = attention_prefill::AttentionPrefillBindings {
+    let b = AttentionPrefillBindings {
         step: &step,
         q: &small,
         kv: &kv,
         layer: 0,
         out: &small,
+        max_tokens: 4,
     };
     assert!(matches!(
-        attention_prefill::build(&ctx, &cache, 4, &b),
+        AttentionPrefill::new(&ctx, &cache, &b),
         Err(Error::InvalidArgument(_))
     ));
-    let b = attention_prefill::AttentionPrefillBindings { layer: 1, ..b };
+    let b = AttentionPrefillBindings { layer: 1, ..b };
     assert!(matches!(
-        attention_prefill::build(&ctx, &cache, 4, &b),
+        AttentionPrefill::new(&ctx, &cache, &b),
         Err(Error::InvalidArgument(_))
     ));
     for dims in [

@@ -1,6 +1,7 @@
 //! The GPU attention path inside the real forward pass of the tiny Bonsai fixture: the CPU
-//! reference computes norms, projections and the FFN, the GPU does per-head q/k norm + RoPE, the
-//! f16 KV cache and attention (batched prefill of the prompt, then decode steps). The final logits
+//! reference's own layer steps ([`RunState`]) compute norms, projections and the FFN, the GPU
+//! forward's attention step ([`LayerAttention`]) does per-head q/k norm + RoPE, the f16 KV cache
+//! and attention (batched prefill of the prompt, then decode steps). The final logits
 //! must match the all-CPU reference (f32 KV cache) to the engine's GPU-vs-CPU contract, which is
 //! what decides that an f16 KV cache is good enough.
 
@@ -9,16 +10,16 @@ mod common;
 use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::CpuModel;
 use bonsai_wgpu::cpu::CpuSession;
-use bonsai_wgpu::cpu::ops::{rmsnorm, silu};
+use bonsai_wgpu::cpu::session::RunState;
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::attention::{AttentionBuffers, LayerAttention};
+use bonsai_wgpu::gpu::attention::{AttentionBindings, LayerAttention};
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
-use bonsai_wgpu::gpu::kernel::PipelineCache;
+use bonsai_wgpu::gpu::kernel::{Op, PipelineCache};
 use bonsai_wgpu::gpu::kv_cache::KvCache;
-use bonsai_wgpu::gpu::ops::attention_decode;
+use bonsai_wgpu::gpu::ops::attention_decode::DecodeScratch;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
 /// The engine's end-to-end GPU-vs-CPU contract on logits.
@@ -50,62 +51,49 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
     let v = f32_buffer("v", t_max * c.kv_dim()); // (t_max, n_head_kv, head_dim)
     let out = f32_buffer("out", t_max * c.q_dim()); // (t_max, n_head, head_dim)
     let step = uniform_buffer_init(&ctx, "step", &StepParams::default());
-    let scratch = attention_decode::DecodeScratch::new(&ctx, kv.dims, n_ctx).unwrap();
-    let norms: Vec<_> = model
-        .weights
-        .layers
-        .iter()
-        .map(|w| {
-            (
-                storage_buffer_init(&ctx, "q_norm", &w.attn_q_norm).unwrap(),
-                storage_buffer_init(&ctx, "k_norm", &w.attn_k_norm).unwrap(),
-            )
-        })
-        .collect();
-    let bufs = AttentionBuffers {
-        step: &step,
-        q: &q,
-        k: &k,
-        v: &v,
-        out: &out,
-        scratch: &scratch,
-        kv: &kv,
-    };
-    let layers: Vec<LayerAttention> = (0..c.n_layer)
-        .map(|l| {
-            let (q_norm, k_norm) = &norms[l];
-            LayerAttention::new(&ctx, &cache, &bufs, l, q_norm, k_norm, c.rms_eps, t_max).unwrap()
+    let scratch = DecodeScratch::new(&ctx, kv.dims, n_ctx).unwrap();
+    // The GPU forward's own attention step of each layer, over this test's buffers.
+    let layers: Vec<LayerAttention> = (model.weights.layers.iter().enumerate())
+        .map(|(l, w)| {
+            let q_norm = storage_buffer_init(&ctx, "q_norm", &w.attn_q_norm).unwrap();
+            let k_norm = storage_buffer_init(&ctx, "k_norm", &w.attn_k_norm).unwrap();
+            let b = AttentionBindings {
+                step: &step,
+                q: &q,
+                k: &k,
+                v: &v,
+                q_norm: &q_norm,
+                k_norm: &k_norm,
+                kv: &kv,
+                layer: l,
+                scratch: &scratch,
+                out: &out,
+                eps: c.rms_eps,
+                max_tokens: t_max,
+            };
+            LayerAttention::new(&ctx, &cache, &b).unwrap()
         })
         .collect();
 
-    // Forward of a batch of tokens at positions pos.. with the attention on the GPU.
+    // Forward of a batch of tokens at positions pos..: the CPU reference's own layer steps
+    // around the attention core, which runs on the GPU.
     let forward = |tokens: &[u32], pos: usize| -> Vec<f32> {
         let n = tokens.len();
-        let mut xs: Vec<Vec<f32>> = tokens
+        let mut states: Vec<RunState> = tokens
             .iter()
             .map(|&t| {
-                let mut x = vec![0.0; c.n_embd];
-                bonsai_wgpu::quant::q1_0::dequantize_row_q1_0(
-                    model.weights.token_embd.row(t as usize),
-                    &mut x,
-                );
-                x
+                let mut s = RunState::new(&c);
+                model.weights.token_embd.embed(t as usize, &mut s.x);
+                s
             })
             .collect();
-        let mut xb = vec![0.0; c.n_embd];
-        for (l, w) in model.weights.layers.iter().enumerate() {
-            let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
-            for x in &xs {
-                rmsnorm(&mut xb, x, &w.attn_norm, c.rms_eps);
-                let mut row = vec![0.0; c.q_dim()];
-                w.wq.matvec(&mut row, &xb);
-                qs.extend_from_slice(&row);
-                let mut row = vec![0.0; c.kv_dim()];
-                w.wk.matvec(&mut row, &xb);
-                ks.extend_from_slice(&row);
-                w.wv.matvec(&mut row, &xb);
-                vs.extend_from_slice(&row);
+        for (w, attention) in model.weights.layers.iter().zip(&layers) {
+            for s in &mut states {
+                s.attention_input(&c, w);
             }
+            let qs: Vec<f32> = states.iter().flat_map(|s| s.q.iter().copied()).collect();
+            let ks: Vec<f32> = states.iter().flat_map(|s| s.k.iter().copied()).collect();
+            let vs: Vec<f32> = states.iter().flat_map(|s| s.v.iter().copied()).collect();
             ctx.queue.write_buffer(&q, 0, bytemuck::cast_slice(&qs));
             ctx.queue.write_buffer(&k, 0, bytemuck::cast_slice(&ks));
             ctx.queue.write_buffer(&v, 0, bytemuck::cast_slice(&vs));
@@ -113,33 +101,20 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             ctx.queue
                 .write_buffer(&step, 0, bytemuck::bytes_of(&params));
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                if n == 1 {
-                    layers[l].encode_decode_kv(&mut pass, (pos + 1) as u32);
-                } else {
-                    layers[l].encode_prefill(&mut pass, n as u32);
-                }
-            }
+            attention.encode(
+                &mut encoder.begin_compute_pass(&Default::default()),
+                &params,
+            );
             ctx.queue.submit([encoder.finish()]);
             let att: Vec<f32> =
                 pollster::block_on(read_buffer(&ctx, &out, 0, n * c.q_dim())).unwrap();
-            for (t, x) in xs.iter_mut().enumerate() {
-                let mut xb2 = vec![0.0; c.n_embd];
-                w.wo.matvec(&mut xb2, &att[t * c.q_dim()..(t + 1) * c.q_dim()]);
-                x.iter_mut().zip(&xb2).for_each(|(x, d)| *x += d);
-                rmsnorm(&mut xb, x, &w.ffn_norm, c.rms_eps);
-                let (mut hb, mut hb2) = (vec![0.0; c.n_ff], vec![0.0; c.n_ff]);
-                w.w_gate.matvec(&mut hb, &xb);
-                w.w_up.matvec(&mut hb2, &xb);
-                hb.iter_mut().zip(&hb2).for_each(|(g, u)| *g = silu(*g) * u);
-                w.w_down.matvec(&mut xb2, &hb);
-                x.iter_mut().zip(&xb2).for_each(|(x, d)| *x += d);
+            for (s, att) in states.iter_mut().zip(att.chunks_exact(c.q_dim())) {
+                s.xb[..c.q_dim()].copy_from_slice(att);
+                s.attention_output(&c, w);
             }
         }
-        rmsnorm(&mut xb, &xs[n - 1], &model.weights.output_norm, c.rms_eps);
         let mut logits = vec![0.0; c.n_vocab];
-        model.weights.head().matvec(&mut logits, &xb);
+        states[n - 1].logits(&model, &mut logits);
         logits
     };
 

@@ -4,15 +4,18 @@
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::cpu::ops::{self as cpu, Q1Matrix};
+use bonsai_wgpu::gpu::buffers::StepParams;
 use bonsai_wgpu::gpu::buffers::storage_buffer;
 use bonsai_wgpu::gpu::buffers::{read_buffer, storage_buffer_init};
+use bonsai_wgpu::gpu::kernel::Op;
 use bonsai_wgpu::gpu::kernel::submit_kernels;
-use bonsai_wgpu::gpu::ops::argmax::{self, Argmax};
-use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
-use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
-use bonsai_wgpu::gpu::ops::rmsnorm::{self, Rmsnorm};
-use bonsai_wgpu::gpu::ops::silu_mul;
-use bonsai_wgpu::gpu::ops::topk::{self, TopK};
+use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
+use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
+use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, Reduce};
+use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
+use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
+use bonsai_wgpu::gpu::ops::topk::{TopK, TopKBindings};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
 use common::{gpu_test, now_ms, random_f32, random_q1_0};
@@ -22,12 +25,12 @@ use rand::{Rng, SeedableRng};
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-/// f32 GPU sums (different order) vs f64 CPU sums: relative to the output's RMS.
+/// f32 GPU sums vs f32 CPU sums in another order: relative to the output's RMS.
 const MATVEC_TOL: f32 = 1e-5;
 
 /// Embedding values are exact f16 scales: the GPU must reproduce them bit for bit.
 const EMBED_TOL: f32 = 0.0;
-/// f32 sum of squares in a different order, inverseSqrt vs f64 sqrt.
+/// f32 sum of squares in a different order, inverseSqrt vs sqrt.
 const RMSNORM_TOL: f32 = 1e-5;
 /// GPU exp vs libm exp (WGSL allows a few ulp).
 const SILU_TOL: f32 = 1e-5;
@@ -119,6 +122,25 @@ async fn repack_q1_0_matches_gguf_blocks() {
     assert!(repack_q1_0(&bytes, 100, n).is_err());
 }
 
+/// The CPU reference: `y0 (+)= W x`, or `W x` when not accumulating.
+fn cpu_matvec(
+    bytes: &[u8],
+    k: usize,
+    n: usize,
+    x: &[f32],
+    y0: &[f32],
+    accumulate: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0; n];
+    Q1Matrix::new(bytes.to_vec(), k, n)
+        .unwrap()
+        .matvec(&mut y, x);
+    if accumulate {
+        y.iter_mut().zip(y0).for_each(|(y, y0)| *y += y0);
+    }
+    y
+}
+
 /// Runs one matvec on the GPU: y (starting from `y0`) (=|+=) W x.
 async fn gpu_matvec(
     ctx: &GpuContext,
@@ -130,7 +152,13 @@ async fn gpu_matvec(
     let cache = PipelineCache::new();
     let xb = storage_buffer_init(ctx, "x", x).unwrap();
     let yb = storage_buffer_init(ctx, "y", y0).unwrap();
-    let op = MatvecQ1_0::new(ctx, &cache, w, &xb, &yb, opts).unwrap();
+    let b = MatvecQ1_0Bindings {
+        w,
+        x: &xb,
+        y: &yb,
+        opts,
+    };
+    let op = MatvecQ1_0::new(ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     let t = now_ms();
     submit_kernels(ctx, "matvec", &kernels);
@@ -166,8 +194,7 @@ async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed
         ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
-    let mut want = y0.clone();
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, accumulate);
+    let want = cpu_matvec(&bytes, k, n, &x, &y0, accumulate);
     assert_close(
         &format!("matvec {k}x{n} {reduce:?} acc={accumulate}"),
         &got,
@@ -240,8 +267,7 @@ async fn matvec_q1_0_subgroup_planned_for_any_size() {
         ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
-    let mut want = vec![0.0; n];
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    let want = cpu_matvec(&bytes, k, n, &x, &[], false);
     assert_close(
         "matvec planned for subgroups 4..128",
         &got,
@@ -263,8 +289,7 @@ async fn matvec_q1_0_split_parts_and_dispatch() {
     let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, 4096).unwrap();
     assert_eq!(w.parts.len(), 16);
     assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<usize>(), n);
-    let mut want = vec![0.0; n];
-    matvec_q1_0::run_cpu(&bytes, k, n, &x, &mut want, false);
+    let want = cpu_matvec(&bytes, k, n, &x, &[], false);
     for reduce in [Reduce::Shared, Reduce::Subgroup] {
         if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
             continue;
@@ -297,13 +322,20 @@ async fn embed_q1_0_gathers_rows_across_parts() {
     let tokens: Vec<u32> = vec![0, 299, 31, 32, 150, 7];
     let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
     let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
-    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let b = EmbedQ1_0Bindings {
+        table: &table,
+        tokens: &tb,
+        x: &xb,
+        max_tokens: tokens.len() as u32,
+    };
+    let op = EmbedQ1_0::new(&ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed", &kernels);
     let got = read_f32(&ctx, &xb, k * tokens.len()).await;
     let mut want = vec![0.0; k * tokens.len()];
+    let cpu_table = Q1Matrix::new(bytes, k, n_vocab).unwrap();
     for (t, &tok) in tokens.iter().enumerate() {
-        embed_q1_0::run_cpu(&bytes, k, tok as usize, &mut want[t * k..(t + 1) * k]);
+        cpu_table.embed(tok as usize, &mut want[t * k..(t + 1) * k]);
     }
     assert_close("embed", &got, &want, EMBED_TOL);
 }
@@ -321,23 +353,25 @@ async fn rmsnorm_vector_batch_and_inplace() {
             .collect();
         let w = random_f32(&mut rng, n, 1.0);
         let mut want = vec![0.0; n * rows];
-        rmsnorm::run_cpu(&x, &w, eps, &mut want);
+        cpu::rmsnorm(&mut want, &x, &w, eps);
         let wb = storage_buffer_init(&ctx, "w", &w).unwrap();
         let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
         let yb = storage_buffer(&ctx, "y", (4 * n * rows) as u64).unwrap();
-        let op = Rmsnorm::new(
-            &ctx,
-            &cache,
-            &wb,
-            Some(&xb),
-            &yb,
-            n as u32,
-            rows as u32,
+        let b = RmsnormBindings {
+            w: &wb,
+            x: Some(&xb),
+            y: &yb,
+            n: n as u32,
+            n_rows: rows as u32,
             eps,
-        )
-        .unwrap();
-        let inplace =
-            Rmsnorm::new(&ctx, &cache, &wb, None, &xb, n as u32, rows as u32, eps).unwrap();
+        };
+        let op = Rmsnorm::new(&ctx, &cache, &b).unwrap();
+        let b = RmsnormBindings {
+            x: None,
+            y: &xb,
+            ..b
+        };
+        let inplace = Rmsnorm::new(&ctx, &cache, &b).unwrap();
         submit_kernels(&ctx, "rmsnorm", &[&op.kernel, &inplace.kernel]);
         assert_close(
             &format!("rmsnorm {rows}x{n}"),
@@ -367,17 +401,27 @@ async fn silu_mul_elementwise() {
     let up = random_f32(&mut rng, n, 1.0);
     let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
-    let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
+    let b = SiluMulBindings {
+        hb: &hb,
+        hb2: &hb2,
+        n: n as u32,
+        max_tokens: 1,
+    };
+    let silu = SiluMul::new(&ctx, &cache, &b).unwrap();
     submit_kernels(&ctx, "elementwise", &[&silu.kernel]);
     let mut want = gate.clone();
-    silu_mul::run_cpu(&mut want, &up);
+    cpu::silu_mul(&mut want, &up);
     assert_close("silu_mul", &read_f32(&ctx, &hb, n).await, &want, SILU_TOL);
 }
 
 async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
     let cache = PipelineCache::new();
     let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
-    let op = Argmax::new(ctx, &cache, &lb, logits.len() as u32).unwrap();
+    let b = ArgmaxBindings {
+        logits: &lb,
+        n: logits.len() as u32,
+    };
+    let op = Argmax::new(ctx, &cache, &b).unwrap();
     submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
     read_buffer::<u32>(ctx, &op.result, 0, 1).await.unwrap()[0]
 }
@@ -392,13 +436,13 @@ async fn argmax_vocab_sized_with_ties() {
         .map(|v| v * 20.0)
         .collect();
     let t = now_ms();
-    assert_eq!(gpu_argmax(&ctx, &logits).await, argmax::run_cpu(&logits));
+    assert_eq!(gpu_argmax(&ctx, &logits).await, cpu::argmax(&logits));
     note!("argmax over {n}: {:.1} ms", now_ms() - t);
     // Ties across workgroups and within one: the lowest index wins.
     for &i in &[151_668usize, 99_999, 2_047, 2_049, 5] {
         logits[i] = 100.0;
     }
-    assert_eq!(argmax::run_cpu(&logits), 5);
+    assert_eq!(cpu::argmax(&logits), 5);
     assert_eq!(gpu_argmax(&ctx, &logits).await, 5);
     logits[5] = 99.0;
     assert_eq!(gpu_argmax(&ctx, &logits).await, 2_047);
@@ -412,15 +456,15 @@ async fn argmax_vocab_sized_with_ties() {
 #[gpu_test]
 async fn argmax_topk_reference_rules_for_non_finite() {
     let logits = [1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0];
-    assert_eq!(argmax::run_cpu(&logits), 2);
-    assert_eq!(argmax::run_cpu(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
+    assert_eq!(cpu::argmax(&logits), 2);
+    assert_eq!(cpu::argmax(&[f32::NEG_INFINITY, f32::NAN]), u32::MAX);
     let want = vec![
         (f32::INFINITY, 2),
         (3.0, 4),
         (1.0, 0),
         (-f32::MAX, u32::MAX),
     ];
-    assert_eq!(topk::run_cpu(&logits, 4), want);
+    assert_eq!(cpu::top_k(&logits, 4), want);
 }
 
 /// The repacked layout, expanded on the CPU, equals quant.rs's dequantizer (an independent
@@ -476,8 +520,18 @@ async fn fixture_head_matvec_argmax_and_embedding() {
             reduce,
             ..Default::default()
         };
-        let head = MatvecQ1_0::new(&ctx, &cache, &table, &xb, &logits, opts).unwrap();
-        let am = Argmax::new(&ctx, &cache, &logits, n as u32).unwrap();
+        let b = MatvecQ1_0Bindings {
+            w: &table,
+            x: &xb,
+            y: &logits,
+            opts,
+        };
+        let head = MatvecQ1_0::new(&ctx, &cache, &b).unwrap();
+        let b = ArgmaxBindings {
+            logits: &logits,
+            n: n as u32,
+        };
+        let am = Argmax::new(&ctx, &cache, &b).unwrap();
         let mut kernels: Vec<_> = head.kernels.iter().collect();
         kernels.extend([&am.stage1, &am.stage2]);
         let t = now_ms();
@@ -486,13 +540,19 @@ async fn fixture_head_matvec_argmax_and_embedding() {
         note!("head {n}x{k} + argmax {reduce:?}: {:.1} ms", now_ms() - t);
         let got = read_f32(&ctx, &logits, n).await;
         assert_close(&format!("head {reduce:?}"), &got, &want, MATVEC_TOL);
-        assert_eq!(got_idx, argmax::run_cpu(&got), "argmax of the GPU logits");
+        assert_eq!(got_idx, cpu::argmax(&got), "argmax of the GPU logits");
     }
 
     let tokens: Vec<u32> = vec![151_645, 0, 9_707];
     let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
     let xb = storage_buffer(&ctx, "x", (4 * k * tokens.len()) as u64).unwrap();
-    let op = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &xb, tokens.len() as u32).unwrap();
+    let b = EmbedQ1_0Bindings {
+        table: &table,
+        tokens: &tb,
+        x: &xb,
+        max_tokens: tokens.len() as u32,
+    };
+    let op = EmbedQ1_0::new(&ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.kernels.iter().collect();
     submit_kernels(&ctx, "embed", &kernels);
     let got = read_f32(&ctx, &xb, k * tokens.len()).await;
@@ -510,7 +570,12 @@ async fn fixture_head_matvec_argmax_and_embedding() {
 async fn gpu_topk(ctx: &GpuContext, logits: &[f32], k: u32) -> Vec<(f32, u32)> {
     let cache = PipelineCache::new();
     let lb = storage_buffer_init(ctx, "logits", logits).unwrap();
-    let op = TopK::new(ctx, &cache, &lb, logits.len() as u32, k).unwrap();
+    let b = TopKBindings {
+        logits: &lb,
+        n: logits.len() as u32,
+        k,
+    };
+    let op = TopK::new(ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = op.stages.iter().collect();
     submit_kernels(ctx, "topk", &kernels);
     let (vb, ib) = op.result();
@@ -534,12 +599,12 @@ async fn topk_vocab_sized_with_ties_and_padding() {
         let t = now_ms();
         let got = gpu_topk(&ctx, &logits, k).await;
         note!("topk {k} over {n}: {:.1} ms", now_ms() - t);
-        assert_eq!(got, topk::run_cpu(&logits, k as usize), "top-{k}");
+        assert_eq!(got, cpu::top_k(&logits, k as usize), "top-{k}");
     }
     // Fewer candidates than k: padded.
     let small = [0.5f32, -3.0, 2.0, 0.5];
     let got = gpu_topk(&ctx, &small, 6).await;
-    assert_eq!(got, topk::run_cpu(&small, 6));
+    assert_eq!(got, cpu::top_k(&small, 6));
     assert_eq!(got[..4], [(2.0, 2), (0.5, 0), (0.5, 3), (-3.0, 1)]);
     assert_eq!(got[4..], [(-f32::MAX, u32::MAX); 2]);
 }
@@ -559,14 +624,20 @@ async fn pass_timer_times_matvec_passes() {
         Q1_0Weight::upload(&ctx, "w", &random_q1_0(&mut rng, k, n, WEIGHT_SCALES), k, n).unwrap();
     let xb = storage_buffer_init(&ctx, "x", &random_f32(&mut rng, k, 1.0)).unwrap();
     let yb = storage_buffer(&ctx, "y", 4 * n as u64).unwrap();
-    let op = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &yb, MatvecOptions::default()).unwrap();
+    let b = MatvecQ1_0Bindings {
+        w: &w,
+        x: &xb,
+        y: &yb,
+        opts: MatvecOptions::default(),
+    };
+    let op = MatvecQ1_0::new(&ctx, &cache, &b).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     for label in ["matvec 1", "matvec 2"] {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
             timestamp_writes: timer.pass(label),
         });
-        op.encode(&mut pass);
+        op.encode(&mut pass, &StepParams::new(0, 1));
     }
     timer.resolve(&mut encoder);
     let t = now_ms();
@@ -600,8 +671,22 @@ async fn batched_ops_encode_shorter_batches() {
     let hb = storage_buffer_init(&ctx, "hb", &x).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
     let (n32, max32) = (n as u32, max_rows as u32);
-    let norm = Rmsnorm::new(&ctx, &cache, &wb, Some(&xb), &yb, n32, max32, 1e-6).unwrap();
-    let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
+    let b = RmsnormBindings {
+        w: &wb,
+        x: Some(&xb),
+        y: &yb,
+        n: n32,
+        n_rows: max32,
+        eps: 1e-6,
+    };
+    let norm = Rmsnorm::new(&ctx, &cache, &b).unwrap();
+    let b = SiluMulBindings {
+        hb: &hb,
+        hb2: &hb2,
+        n: n32,
+        max_tokens: max32,
+    };
+    let silu = SiluMul::new(&ctx, &cache, &b).unwrap();
 
     let mut bytes_rng = StdRng::seed_from_u64(51);
     let (k, vocab) = (128, 40);
@@ -610,20 +695,27 @@ async fn batched_ops_encode_shorter_batches() {
     let tokens: Vec<u32> = (0..max_rows as u32).map(|t| 3 * t + 1).collect();
     let tb = storage_buffer_init(&ctx, "tokens", &tokens).unwrap();
     let eb = storage_buffer_init(&ctx, "e", &vec![SENTINEL; k * max_rows]).unwrap();
-    let embed = EmbedQ1_0::new(&ctx, &cache, &table, &tb, &eb, max32).unwrap();
+    let b = EmbedQ1_0Bindings {
+        table: &table,
+        tokens: &tb,
+        x: &eb,
+        max_tokens: max32,
+    };
+    let embed = EmbedQ1_0::new(&ctx, &cache, &b).unwrap();
 
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        norm.encode_rows(&mut pass, rows as u32);
-        silu.encode_len(&mut pass, (n * rows) as u32);
-        embed.encode_tokens(&mut pass, rows as u32);
+        let step = StepParams::new(0, rows);
+        norm.encode(&mut pass, &step);
+        silu.encode(&mut pass, &step);
+        embed.encode(&mut pass, &step);
     }
     ctx.queue.submit([encoder.finish()]);
 
     let split = n * rows;
     let mut want = vec![0.0; split];
-    rmsnorm::run_cpu(&x[..split], &w, 1e-6, &mut want);
+    cpu::rmsnorm(&mut want, &x[..split], &w, 1e-6);
     let got = read_f32(&ctx, &yb, n * max_rows).await;
     assert_close("rmsnorm first rows", &got[..split], &want, RMSNORM_TOL);
     assert!(
@@ -632,15 +724,16 @@ async fn batched_ops_encode_shorter_batches() {
     );
 
     let mut want = x[..split].to_vec();
-    silu_mul::run_cpu(&mut want, &up[..split]);
+    cpu::silu_mul(&mut want, &up[..split]);
     let got = read_f32(&ctx, &hb, n * max_rows).await;
     assert_close("silu_mul first rows", &got[..split], &want, SILU_TOL);
     assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
 
     let got = read_f32(&ctx, &eb, k * max_rows).await;
+    let cpu_table = Q1Matrix::new(table_bytes, k, vocab).unwrap();
     for (t, &tok) in tokens.iter().enumerate().take(rows) {
         let mut want = vec![0.0; k];
-        embed_q1_0::run_cpu(&table_bytes, k, tok as usize, &mut want);
+        cpu_table.embed(tok as usize, &mut want);
         assert_close(
             "embed first tokens",
             &got[t * k..(t + 1) * k],

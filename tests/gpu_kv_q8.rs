@@ -6,12 +6,17 @@
 mod common;
 
 use bonsai_wgpu::cache_type::CacheType;
+use bonsai_wgpu::cpu::ops as cpu;
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
 use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_q8_0, unpack_q8_0};
-use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
+use bonsai_wgpu::gpu::ops::attention_decode::{
+    self, AttentionDecode, AttentionDecodeBindings, DecodeScratch,
+};
+use bonsai_wgpu::gpu::ops::attention_prefill::{AttentionPrefill, AttentionPrefillBindings};
+use bonsai_wgpu::gpu::ops::qk_norm_rope::{QkNormRope, QkNormRopeBindings};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::quant::QK8_0;
@@ -131,7 +136,7 @@ async fn check_write(dims: AttnDims, pos: usize, n_tokens: usize) {
         upload(&ctx, "k_norm", &k_norm),
     );
     let step = uniform_buffer_init(&ctx, "step", &StepParams::default());
-    let b = qk_norm_rope::QkNormRopeBindings {
+    let b = QkNormRopeBindings {
         step: &step,
         q: &q_buf,
         k: &k_buf,
@@ -140,13 +145,22 @@ async fn check_write(dims: AttnDims, pos: usize, n_tokens: usize) {
         k_norm: &kn,
         kv: &kv,
         layer: 0,
+        eps: EPS,
+        max_tokens: n_tokens,
     };
-    let kernel = qk_norm_rope::build(&ctx, &cache, EPS, n_tokens, &b).expect("kernel");
+    let op = QkNormRope::new(&ctx, &cache, &b).expect("kernel");
     set_step(&ctx, &step, pos, n_tokens);
-    submit_kernels(&ctx, "qk_norm_rope q8_0", &[&kernel]);
+    submit_kernels(&ctx, "qk_norm_rope q8_0", &[&op.kernel]);
 
+    // the CPU reference's rotated k, token by token
     let mut q_cpu = q.clone();
-    let k_cpu = qk_norm_rope::run_cpu(dims, &rp, EPS, pos, &mut q_cpu, &k, &q_norm, &k_norm);
+    let mut k_cpu = k.clone();
+    let tokens = q_cpu
+        .chunks_exact_mut(dims.q_dim())
+        .zip(k_cpu.chunks_exact_mut(dims.kv_dim()));
+    for (t, (qt, kt)) in tokens.enumerate() {
+        cpu::qk_norm_rope(qt, kt, &q_norm, &k_norm, EPS, pos + t, &rp);
+    }
     let label = format!("q8_0 write {dims:?} pos {pos} T {n_tokens}");
     let at = pos * dims.kv_dim()..(pos + n_tokens) * dims.kv_dim();
     let k_got = read_q8_cache(&ctx, &kv, &kv.layers[0].k).await;
@@ -234,18 +248,26 @@ async fn check_attention(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     let out = storage_buffer(&ctx, "out", (q.len() * 4) as u64).expect("out");
     let step = uniform_buffer_init(&ctx, "step", &StepParams::default());
 
-    let b = attention_prefill::AttentionPrefillBindings {
+    let b = AttentionPrefillBindings {
         step: &step,
         q: &q_buf,
         kv: &kv,
         layer: 0,
         out: &out,
+        max_tokens: n_tokens,
     };
-    let prefill = attention_prefill::build(&ctx, &cache, n_tokens, &b).expect("prefill");
+    let prefill = AttentionPrefill::new(&ctx, &cache, &b).expect("prefill");
     set_step(&ctx, &step, pos, n_tokens);
-    submit_kernels(&ctx, "prefill q8_0", &[&prefill]);
+    submit_kernels(&ctx, "prefill q8_0", &[&prefill.kernel]);
     let got = read_f32(&ctx, &out, q.len()).await;
-    let want = attention_prefill::run_cpu(dims, &q, &k, &v, pos);
+    // the CPU reference: causal attention of each query over the dequantized cache
+    let mut want = vec![0.0; q.len()];
+    let rows = q
+        .chunks_exact(dims.q_dim())
+        .zip(want.chunks_exact_mut(dims.q_dim()));
+    for (t, (qt, ot)) in rows.enumerate() {
+        cpu::attention(ot, qt, &k, &v, pos + t + 1, dims.n_head_kv, dims.head_dim);
+    }
     assert_close(
         &format!("prefill q8_0 {dims:?} pos {pos} T {n_tokens}"),
         &got,
@@ -256,15 +278,14 @@ async fn check_attention(dims: AttnDims, n_ctx: usize, pos: usize, n_tokens: usi
     let row = dims.q_dim();
     let q_last = &q[(n_tokens - 1) * row..];
     let n_kv = pos + n_tokens;
-    let want = attention_decode::run_cpu(dims, q_last, &k, &v, n_kv);
+    let want = want[(n_tokens - 1) * row..].to_vec();
     let q1 = upload(&ctx, "q1", q_last);
     for chunk in attention_decode::DECODE_CHUNKS_SUPPORTED {
-        let scratch =
-            attention_decode::DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
-        let decode = attention_decode::build(
+        let scratch = DecodeScratch::with_chunk(&ctx, dims, n_ctx, chunk).expect("scratch");
+        let decode = AttentionDecode::new(
             &ctx,
             &cache,
-            &attention_decode::AttentionDecodeBindings {
+            &AttentionDecodeBindings {
                 step: &step,
                 q: &q1,
                 kv: &kv,

@@ -1,16 +1,18 @@
-//! Batched Q1_0 matmul (prefill) against a CPU reference built from independently dequantized
-//! GGUF Q1_0 blocks, on random weights and activations. Runs natively and in the browser.
+//! Batched Q1_0 matmul (prefill) against the CPU reference (the model oracle's Q1_0 matvec, token
+//! by token), on random weights and activations. Runs natively and in the browser.
 
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::cpu::ops::Q1Matrix;
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer_init, uniform_buffer_init,
 };
 use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
-use bonsai_wgpu::gpu::ops::matmul_q1_0;
+use bonsai_wgpu::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::quant::q1_0;
 use common::{gpu_test, random_f32, random_q1_0};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,24 +20,24 @@ use rand::rngs::StdRng;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-/// Both sides sum K <= 1024 products of +-d and x in f32/f64, in different orders; the rounding
+/// Both sides sum K <= 1024 products of +-d and x in f32, in different orders; the rounding
 /// difference stays far below 1e-4 of max(1, |want|) (observed: < 1e-6).
 const TOL_MATMUL: f32 = 1e-4;
 
 /// Block scales of the random weights.
 const WEIGHT_SCALES: std::ops::Range<f32> = 0.01..0.1;
 
-/// Dequantizes GGUF Q1_0 bytes: weight j of a block is bit j % 8 of qs[j / 8]; 1 = +d, 0 = -d.
-fn dequantize(bytes: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / 18 * 128);
-    for block in bytes.chunks_exact(18) {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        for j in 0..128 {
-            let bit = (block[2 + j / 8] >> (j % 8)) & 1;
-            out.push(if bit == 1 { d } else { -d });
-        }
+/// The CPU reference: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x` (n_tokens, k).
+fn cpu_matmul(bytes: &[u8], k: usize, n: usize, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
+    let w = Q1Matrix::new(bytes.to_vec(), k, n).expect("Q1_0 matrix");
+    let mut y = vec![0.0f32; x.len() / k * n];
+    for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        w.matvec(yt, xt);
     }
-    out
+    if let Some(res) = residual {
+        y.iter_mut().zip(res).for_each(|(y, r)| *y += r);
+    }
+    y
 }
 
 async fn ctx() -> GpuContext {
@@ -62,16 +64,16 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let x_buf = storage_buffer_init(&ctx, "x", &x_pad).expect("x");
     let y_buf = storage_buffer_init(&ctx, "y", &y_pad).expect("y");
     let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
-    let mm = matmul_q1_0::build(
+    let mm = MatmulQ1_0::new(
         &ctx,
         &cache,
-        max_tokens,
-        accumulate,
-        &matmul_q1_0::MatmulQ1_0Bindings {
+        &MatmulQ1_0Bindings {
             step: &step,
             x: &x_buf,
             w: &w,
             y: &y_buf,
+            max_tokens,
+            accumulate,
         },
     )
     .expect("kernels");
@@ -80,7 +82,7 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, max_tokens * n)
         .await
         .expect("read");
-    let want = matmul_q1_0::run_cpu(&dequantize(&bytes), k, &x, accumulate.then_some(&y0[..]));
+    let want = cpu_matmul(&bytes, k, n, &x, accumulate.then_some(&y0[..]));
     let what = format!(
         "matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
         w.parts.len()
@@ -143,22 +145,24 @@ async fn matmul_q1_0_fixture_weights_match_quant_dot() {
         let x_buf = storage_buffer_init(&ctx, "x", &x).expect("x");
         let y_buf = storage_buffer_init(&ctx, "y", &y0).expect("y");
         let step = uniform_buffer_init(&ctx, "step", &StepParams::new(0, n_tokens));
-        let b = matmul_q1_0::MatmulQ1_0Bindings {
+        let b = MatmulQ1_0Bindings {
             step: &step,
             x: &x_buf,
             w: &w,
             y: &y_buf,
+            max_tokens: n_tokens,
+            accumulate,
         };
-        let mm = matmul_q1_0::build(&ctx, &cache, n_tokens, accumulate, &b).expect("kernels");
+        let mm = MatmulQ1_0::new(&ctx, &cache, &b).expect("kernels");
         submit_kernels(&ctx, name, &mm.kernels.iter().collect::<Vec<_>>());
         let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, n_tokens * n)
             .await
             .expect("read");
-        let row_bytes = k / 128 * 18;
+        let row_bytes = q1_0::row_bytes(k);
         for t in 0..n_tokens {
             for r in 0..n {
                 let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
-                let mut want = bonsai_wgpu::quant::q1_0::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
+                let mut want = q1_0::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
                 if accumulate {
                     want += y0[t * n + r];
                 }

@@ -40,8 +40,8 @@ fn session(model: &Arc<GpuModel>, n_ctx: usize) -> Session {
 }
 
 fn margin(logits: &[f32]) -> f32 {
-    let top = bonsai_wgpu::engine::top_k_of(logits, 2);
-    top[0].1 - top[1].1
+    let top = bonsai_wgpu::cpu::ops::top_k(logits, 2);
+    top[0].0 - top[1].0
 }
 
 #[test]

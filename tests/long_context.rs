@@ -17,8 +17,9 @@ mod common;
 use std::sync::Arc;
 
 use bonsai_wgpu::cache_type::CacheType;
+use bonsai_wgpu::cpu::ops::top_k;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
-use bonsai_wgpu::engine::{Engine, top_k_of};
+use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use common::*;
@@ -73,8 +74,8 @@ fn llama_last_logits(p: &LongPrompt) -> Vec<f32> {
 
 /// (argmax, top1-top2 margin) of logits.
 fn pick(logits: &[f32]) -> (u32, f32) {
-    let top = top_k_of(logits, 2);
-    (top[0].0, top[0].1 - top[1].1)
+    let top = top_k(logits, 2);
+    (top[0].1, top[0].0 - top[1].0)
 }
 
 /// What an engine computed along the fixture.

@@ -6,8 +6,8 @@ mod common;
 
 use std::io::Write;
 
+use bonsai_wgpu::cpu::ops::argmax;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
-use bonsai_wgpu::engine::argmax;
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufWriter};
 use bonsai_wgpu::model::config::Qwen3Config;
 use bonsai_wgpu::synth::{

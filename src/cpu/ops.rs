@@ -16,6 +16,12 @@ pub struct Q1Matrix {
 }
 
 impl Q1Matrix {
+    /// The matrix `[k, n]` (n rows of k) held in `data`, checked against its shape.
+    pub fn new(data: Vec<u8>, k: usize, n: usize) -> crate::Result<Q1Matrix> {
+        q1_0::check_shape("Q1Matrix", data.len(), k, n)?;
+        Ok(Q1Matrix { data, k, n })
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         q1_0::row_bytes(self.k)
@@ -27,7 +33,12 @@ impl Q1Matrix {
         &self.data[i * rb..(i + 1) * rb]
     }
 
-    /// `out[n] = W[n, k] . x[k]`; large matrices (the LM head) are split across threads natively.
+    /// Token embedding: row `token` decoded into `out` (k values).
+    pub fn embed(&self, token: usize, out: &mut [f32]) {
+        q1_0::dequantize_row_q1_0(self.row(token), &mut out[..self.k]);
+    }
+
+    /// `out[n] = W[n, k] . x[k]`, each row dotted in f32 by [`dot_q1_0_f32`]; large matrices (the LM head) are split across threads natively.
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!(x.len(), self.k);
         debug_assert_eq!(out.len(), self.n);
@@ -62,20 +73,79 @@ fn worker_threads() -> usize {
     1
 }
 
-/// out = x * rsqrt(mean(x^2) + eps) * weight
+/// RMSNorm of each row of `x` (rows of `weight.len()` values):
+/// `out = x * rsqrt(mean(x^2) + eps) * weight`, summed in f32.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
-    for ((o, &xi), &w) in out.iter_mut().zip(x).zip(weight) {
-        *o = xi * scale * w;
+    let n = weight.len();
+    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &xi), &w) in out.iter_mut().zip(x).zip(weight) {
+            *o = xi * scale * w;
+        }
     }
 }
 
-/// RMSNorm in place over each `head_dim`-wide head of `x`.
+/// RMSNorm in place over each `weight.len()`-wide row (head) of `x`.
 pub fn rmsnorm_heads(x: &mut [f32], weight: &[f32], eps: f32) {
-    for head in x.chunks_exact_mut(weight.len()) {
-        let copy = head.to_vec();
-        rmsnorm(head, &copy, weight, eps);
+    let copy = x.to_vec();
+    rmsnorm(x, &copy, weight, eps);
+}
+
+/// Qwen3's QK-norm and RoPE of one token at `pos`, in place: per-head RMSNorm of `q`
+/// (n_head, head_dim) and `k` (n_head_kv, head_dim), then NEOX rotation of both.
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope(
+    q: &mut [f32],
+    k: &mut [f32],
+    q_norm: &[f32], // (head_dim)
+    k_norm: &[f32], // (head_dim)
+    eps: f32,
+    pos: usize,
+    rope: &RopeParams,
+) {
+    let head_dim = q_norm.len();
+    rmsnorm_heads(q, q_norm, eps);
+    rmsnorm_heads(k, k_norm, eps);
+    rope_neox(q, head_dim, pos, rope);
+    rope_neox(k, head_dim, pos, rope);
+}
+
+/// Causal GQA attention of one query token at position `n_kv - 1` over cache positions
+/// `0..n_kv`: `q` is (n_head, head_dim), `k_cache` and `v_cache` are (>= n_kv, n_head_kv,
+/// head_dim); query head `h` reads kv head `h / (n_head / n_head_kv)`. Writes `out`
+/// (n_head, head_dim).
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    n_kv: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+) {
+    let kv_dim = n_head_kv * head_dim;
+    let group = q.len() / head_dim / n_head_kv;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut att = vec![0.0f32; n_kv];
+    for (h, (qh, oh)) in q
+        .chunks_exact(head_dim)
+        .zip(out.chunks_exact_mut(head_dim))
+        .enumerate()
+    {
+        let kv_off = (h / group) * head_dim;
+        for (t, a) in att.iter_mut().enumerate() {
+            let k = &k_cache[t * kv_dim + kv_off..][..head_dim];
+            *a = dot(qh, k) * scale;
+        }
+        softmax(&mut att);
+        oh.fill(0.0);
+        for (t, &a) in att.iter().enumerate() {
+            let v = &v_cache[t * kv_dim + kv_off..][..head_dim];
+            for (o, &vi) in oh.iter_mut().zip(v) {
+                *o += a * vi;
+            }
+        }
     }
 }
 
@@ -117,6 +187,13 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// The SwiGLU gate in place: `hb = silu(hb) * hb2`.
+pub fn silu_mul(hb: &mut [f32], hb2: &[f32]) {
+    for (g, &u) in hb.iter_mut().zip(hb2) {
+        *g = silu(*g) * u;
+    }
+}
+
 /// Rotates every head of `x` in place; NEOX pairs dimension i with i + n_rot/2.
 pub fn rope_neox(
     x: &mut [f32], /* (n_heads, head_dim) */
@@ -133,4 +210,38 @@ pub fn rope_neox(
             head[i + half] = x0 * sin + x1 * cos;
         }
     }
+}
+
+/// Greedy sampling's rule, the same on the CPU and the GPU (`argmax.wgsl`): the index of the
+/// largest value, the lowest index on ties; NaN and -inf never win (`u32::MAX` when nothing
+/// does). GPUs may assume finite floats, so only finite logits are held to it there.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let (mut best, mut best_i) = (-f32::MAX, u32::MAX);
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best || (v == best && (i as u32) < best_i) {
+            (best, best_i) = (v, i as u32);
+        }
+    }
+    best_i
+}
+
+/// The `k` largest logits as (value, index), largest first, with [`argmax`]'s rules (ties: lower
+/// index first; NaN and -inf never chosen), padded with `(-f32::MAX, u32::MAX)` to `k` entries:
+/// the layout `topk.wgsl` leaves in its result buffers.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
+    let mut cands: Vec<(f32, u32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v, i as u32))
+        .filter(|&(v, _)| v >= -f32::MAX)
+        .collect();
+    let by_value = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if k > 0 && k < cands.len() {
+        cands.select_nth_unstable_by(k - 1, by_value);
+        cands.truncate(k);
+    }
+    cands.sort_by(by_value);
+    cands.truncate(k);
+    cands.resize(k, (-f32::MAX, u32::MAX));
+    cands
 }

@@ -4,35 +4,105 @@ use std::sync::Arc;
 
 use crate::cache_type::CacheType;
 use crate::cpu::model::CpuModel;
-use crate::cpu::ops::{dot, rmsnorm, rmsnorm_heads, rope_neox, silu, softmax};
-use crate::engine::{Engine, argmax, check_truncate, top_k_of};
+use crate::cpu::ops::{Q1Matrix, argmax, attention, qk_norm_rope, rmsnorm, silu_mul, top_k};
+use crate::engine::{Engine, candidates, check_argmax, check_truncate};
 use crate::error::{Error, Result};
+use crate::model::config::Qwen3Config;
+use crate::model::weights::LayerWeights;
 
-/// Activations of the forward pass, llama2.c names.
-struct RunState {
-    x: Vec<f32>,      // (n_embd) residual stream
-    xb: Vec<f32>,     // (max(n_embd, q_dim)) normed input / attention output
-    xb2: Vec<f32>,    // (n_embd) projection output before the residual add
-    q: Vec<f32>,      // (n_head * head_dim)
-    k: Vec<f32>,      // (n_head_kv * head_dim)
-    v: Vec<f32>,      // (n_head_kv * head_dim)
-    att: Vec<f32>,    // (n_ctx) scores of one head
-    hb: Vec<f32>,     // (n_ff) gate, then silu(gate) * up
-    hb2: Vec<f32>,    // (n_ff) up
-    logits: Vec<f32>, // (n_vocab)
+/// One layer's weights as the CPU reference holds them.
+pub type CpuLayer = LayerWeights<Q1Matrix, Vec<f32>>;
+
+/// Activations of one token's forward pass, llama2.c names, and the layer's steps around the
+/// attention core (which needs the KV cache: [`CpuSession`] runs it between the two).
+#[derive(Clone, Debug)]
+pub struct RunState {
+    /// (n_embd) residual stream
+    pub x: Vec<f32>,
+    /// (max(n_embd, q_dim)) normed input / attention output
+    pub xb: Vec<f32>,
+    /// (n_embd) projection output before the residual add
+    pub xb2: Vec<f32>,
+    /// (n_head * head_dim)
+    pub q: Vec<f32>,
+    /// (n_head_kv * head_dim)
+    pub k: Vec<f32>,
+    /// (n_head_kv * head_dim)
+    pub v: Vec<f32>,
+    /// (n_ff) gate, then silu(gate) * up
+    pub hb: Vec<f32>,
+    /// (n_ff) up
+    pub hb2: Vec<f32>,
+}
+
+impl RunState {
+    /// Zeroed activations for a model shaped like `c`.
+    pub fn new(c: &Qwen3Config) -> RunState {
+        RunState {
+            x: vec![0.0; c.n_embd],
+            xb: vec![0.0; c.n_embd.max(c.q_dim())],
+            xb2: vec![0.0; c.n_embd],
+            q: vec![0.0; c.q_dim()],
+            k: vec![0.0; c.kv_dim()],
+            v: vec![0.0; c.kv_dim()],
+            hb: vec![0.0; c.n_ff],
+            hb2: vec![0.0; c.n_ff],
+        }
+    }
+
+    /// The layer's steps before the attention core: `xb = rmsnorm(x) * attn_norm`, then
+    /// `q, k, v = Wq xb, Wk xb, Wv xb`.
+    pub fn attention_input(&mut self, c: &Qwen3Config, w: &CpuLayer) {
+        let xb = &mut self.xb[..c.n_embd];
+        rmsnorm(xb, &self.x, &w.attn_norm, c.rms_eps);
+        w.wq.matvec(&mut self.q, xb);
+        w.wk.matvec(&mut self.k, xb);
+        w.wv.matvec(&mut self.v, xb);
+    }
+
+    /// The layer's steps after the attention core, whose output is in `xb[..q_dim]`:
+    /// `x += Wo xb`, then the feed-forward block `x += Wdown (silu(Wgate xb) * Wup xb)` with
+    /// `xb = rmsnorm(x) * ffn_norm`.
+    pub fn attention_output(&mut self, c: &Qwen3Config, w: &CpuLayer) {
+        w.wo.matvec(&mut self.xb2, &self.xb[..c.q_dim()]);
+        add(&mut self.x, &self.xb2);
+        let xb = &mut self.xb[..c.n_embd];
+        rmsnorm(xb, &self.x, &w.ffn_norm, c.rms_eps);
+        w.w_gate.matvec(&mut self.hb, xb);
+        w.w_up.matvec(&mut self.hb2, xb);
+        silu_mul(&mut self.hb, &self.hb2);
+        w.w_down.matvec(&mut self.xb2, &self.hb);
+        add(&mut self.x, &self.xb2);
+    }
+
+    /// The head: `logits = Wout (rmsnorm(x) * output_norm)` (the tied or separate LM head).
+    pub fn logits(&mut self, model: &CpuModel, logits: &mut [f32]) {
+        let c = &model.config;
+        let xb = &mut self.xb[..c.n_embd];
+        rmsnorm(xb, &self.x, &model.weights.output_norm, c.rms_eps);
+        model.weights.head().matvec(logits, xb);
+    }
+}
+
+/// The residual add: `x += d`.
+fn add(x: &mut [f32], d: &[f32]) {
+    for (x, d) in x.iter_mut().zip(d) {
+        *x += d;
+    }
 }
 
 /// A KV cache plus run state over a shared [`CpuModel`].
 pub struct CpuSession {
     model: Arc<CpuModel>,
     s: RunState,
+    logits: Vec<f32>,      // (n_vocab)
     key_cache: Vec<f32>,   // (n_layer, n_ctx, n_head_kv * head_dim)
     value_cache: Vec<f32>, // (n_layer, n_ctx, n_head_kv * head_dim)
     /// When set, stored K/V rows are rounded through this type (the GPU cache's arithmetic).
     cache_type: Option<CacheType>,
     n_ctx: usize,
     n_past: usize,
-    /// Whether `s.logits` holds the logits of position n_past - 1.
+    /// Whether `logits` holds the logits of position n_past - 1.
     logits_valid: bool,
     /// Whether `s.x` holds the final residual stream of position n_past - 1 (false after truncate).
     x_valid: bool,
@@ -69,20 +139,9 @@ impl CpuSession {
             )));
         }
         let cache_len = c.n_layer * n_ctx * c.kv_dim();
-        let s = RunState {
-            x: vec![0.0; c.n_embd],
-            xb: vec![0.0; c.n_embd.max(c.q_dim())],
-            xb2: vec![0.0; c.n_embd],
-            q: vec![0.0; c.q_dim()],
-            k: vec![0.0; c.kv_dim()],
-            v: vec![0.0; c.kv_dim()],
-            att: vec![0.0; n_ctx],
-            hb: vec![0.0; c.n_ff],
-            hb2: vec![0.0; c.n_ff],
-            logits: vec![0.0; c.n_vocab],
-        };
         Ok(CpuSession {
-            s,
+            s: RunState::new(c),
+            logits: vec![0.0; c.n_vocab],
             key_cache: vec![0.0; cache_len],
             value_cache: vec![0.0; cache_len],
             cache_type,
@@ -102,7 +161,7 @@ impl CpuSession {
     /// Runs one token at position `n_past` and returns the logits for the next token.
     pub fn forward(&mut self, token: u32) -> Result<&[f32]> {
         self.step(token, true)?;
-        Ok(&self.s.logits)
+        Ok(&self.logits)
     }
 
     /// Runs one token; computes logits only when asked (prompt positions before the last skip it).
@@ -122,89 +181,50 @@ impl CpuSession {
             });
         }
         let pos = self.n_past;
-        let (head_dim, kv_dim, group) = (c.head_dim, c.kv_dim(), c.gqa_group());
+        let kv_dim = c.kv_dim();
         let s = &mut self.s;
 
         // token embedding: one Q1_0 row of token_embd
-        crate::quant::q1_0::dequantize_row_q1_0(
-            model.weights.token_embd.row(token as usize),
-            &mut s.x,
-        );
+        model.weights.token_embd.embed(token as usize, &mut s.x);
 
         for (l, w) in model.weights.layers.iter().enumerate() {
-            // attention: rmsnorm, q/k/v projections, per-head q/k norm, RoPE
-            rmsnorm(&mut s.xb[..c.n_embd], &s.x, &w.attn_norm, c.rms_eps);
-            w.wq.matvec(&mut s.q, &s.xb[..c.n_embd]);
-            w.wk.matvec(&mut s.k, &s.xb[..c.n_embd]);
-            w.wv.matvec(&mut s.v, &s.xb[..c.n_embd]);
-            rmsnorm_heads(&mut s.q, &w.attn_q_norm, c.rms_eps);
-            rmsnorm_heads(&mut s.k, &w.attn_k_norm, c.rms_eps);
-            rope_neox(&mut s.q, head_dim, pos, &c.rope);
-            rope_neox(&mut s.k, head_dim, pos, &c.rope);
+            s.attention_input(c, w);
 
-            // store k, v at this position (rounded as the GPU cache stores them, if asked)
+            // the attention core: per-head q/k norm and RoPE, k and v into the cache at this
+            // position, then causal GQA attention over positions 0..=pos into xb
+            let (q_norm, k_norm) = (&w.attn_q_norm, &w.attn_k_norm);
+            qk_norm_rope(&mut s.q, &mut s.k, q_norm, k_norm, c.rms_eps, pos, &c.rope);
+            let layer = l * self.n_ctx * kv_dim..(l + 1) * self.n_ctx * kv_dim;
+            let (k_cache, v_cache) = (
+                &mut self.key_cache[layer.clone()],
+                &mut self.value_cache[layer],
+            );
+            // rounded as the GPU cache stores them, if asked
             if let Some(t) = self.cache_type {
                 t.round_trip(&mut s.k);
                 t.round_trip(&mut s.v);
             }
-            let layer_off = l * self.n_ctx * kv_dim;
-            let row = layer_off + pos * kv_dim;
-            self.key_cache[row..row + kv_dim].copy_from_slice(&s.k);
-            self.value_cache[row..row + kv_dim].copy_from_slice(&s.v);
+            k_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.k);
+            v_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.v);
+            let out = &mut s.xb[..c.q_dim()];
+            attention(
+                out,
+                &s.q,
+                k_cache,
+                v_cache,
+                pos + 1,
+                c.n_head_kv,
+                c.head_dim,
+            );
 
-            // causal GQA attention over positions 0..=pos, one query head at a time
-            let scale = 1.0 / (head_dim as f32).sqrt();
-            for h in 0..c.n_head {
-                let q = &s.q[h * head_dim..(h + 1) * head_dim];
-                let kv_off = (h / group) * head_dim;
-                let att = &mut s.att[..=pos];
-                for (t, a) in att.iter_mut().enumerate() {
-                    let k = &self.key_cache[layer_off + t * kv_dim + kv_off..][..head_dim];
-                    *a = dot(q, k) * scale;
-                }
-                softmax(att);
-                let out = &mut s.xb[h * head_dim..(h + 1) * head_dim];
-                out.fill(0.0);
-                for (t, &a) in att.iter().enumerate() {
-                    let v = &self.value_cache[layer_off + t * kv_dim + kv_off..][..head_dim];
-                    for (o, &vi) in out.iter_mut().zip(v) {
-                        *o += a * vi;
-                    }
-                }
-            }
-            w.wo.matvec(&mut s.xb2, &s.xb[..c.q_dim()]);
-            for (x, d) in s.x.iter_mut().zip(&s.xb2) {
-                *x += d;
-            }
-
-            // feed-forward: rmsnorm, silu(gate) * up, down
-            rmsnorm(&mut s.xb[..c.n_embd], &s.x, &w.ffn_norm, c.rms_eps);
-            w.w_gate.matvec(&mut s.hb, &s.xb[..c.n_embd]);
-            w.w_up.matvec(&mut s.hb2, &s.xb[..c.n_embd]);
-            for (g, &u) in s.hb.iter_mut().zip(&s.hb2) {
-                *g = silu(*g) * u;
-            }
-            w.w_down.matvec(&mut s.xb2, &s.hb);
-            for (x, d) in s.x.iter_mut().zip(&s.xb2) {
-                *x += d;
-            }
+            s.attention_output(c, w);
         }
 
         self.n_past += 1;
         self.x_valid = true;
         self.logits_valid = want_logits;
         if want_logits {
-            // final norm, then the (possibly tied) LM head
-            rmsnorm(
-                &mut s.xb[..c.n_embd],
-                &s.x,
-                &model.weights.output_norm,
-                c.rms_eps,
-            );
-            model
-                .weights
-                .head()
-                .matvec(&mut s.logits, &s.xb[..c.n_embd]);
+            s.logits(&model, &mut self.logits);
         }
         Ok(())
     }
@@ -216,20 +236,10 @@ impl CpuSession {
             ));
         }
         if !self.logits_valid {
-            let c = &self.model.config;
-            rmsnorm(
-                &mut self.s.xb[..c.n_embd],
-                &self.s.x,
-                &self.model.weights.output_norm,
-                c.rms_eps,
-            );
-            self.model
-                .weights
-                .head()
-                .matvec(&mut self.s.logits, &self.s.xb[..c.n_embd]);
+            self.s.logits(&self.model, &mut self.logits);
             self.logits_valid = true;
         }
-        Ok(&self.s.logits)
+        Ok(&self.logits)
     }
 }
 
@@ -264,11 +274,13 @@ impl Engine for CpuSession {
     }
 
     async fn greedy(&mut self) -> Result<u32> {
-        Ok(argmax(self.last_logits()?))
+        let n_vocab = self.model.config.n_vocab;
+        check_argmax(argmax(self.last_logits()?), n_vocab)
     }
 
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
-        Ok(top_k_of(self.last_logits()?, k))
+        let n_vocab = self.model.config.n_vocab;
+        Ok(candidates(&top_k(self.last_logits()?, k), n_vocab))
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {

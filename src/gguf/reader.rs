@@ -74,8 +74,12 @@ impl Gguf {
             // Mapping an empty file fails on some platforms; let the parser report it.
             return Gguf::from_bytes(Vec::new());
         }
-        // SAFETY: the map is read-only and private to this value. As with every mmap-based
-        // model loader, the file must not be truncated or rewritten while it is mapped.
+        // SAFETY: `Mmap::map` is unsafe only because the file could change under the mapping
+        // (another process truncating or rewriting it), which Rust cannot rule out. Here the
+        // map is read-only, owned by this value and never written through, and every read is
+        // bounds-checked against the length parsed from it; what remains is the contract every
+        // mmap-based model loader (llama.cpp, safetensors) asks of its users: do not modify a
+        // model file while it is open. The only `unsafe` in the crate.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Gguf::from_storage(Storage::Mmap(mmap))
     }
@@ -503,11 +507,19 @@ fn read_tensor_info(cur: &mut Cursor<'_>, i: u64, alignment: u64) -> Result<Tens
     let ty = cur.u32().map_err(short)?;
     let offset = cur.u64().map_err(short)?;
 
-    let n_elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow the element count")))?;
+    // The row count too: with a zero ne0 the element count is 0 whatever the other dims are,
+    // and `TensorInfo::n_rows` must not overflow either.
+    let product = |d: &[u64]| {
+        d.iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
+    };
+    let (Some(n_elements), Some(_)) = (product(&dims), product(dims.get(1..).unwrap_or(&[])))
+    else {
+        return Err(bad(format!(
+            "dimensions {dims:?} overflow the element count"
+        )));
+    };
     let ggml_type = GgmlType::from_u32(ty).ok_or_else(|| Error::UnsupportedType {
         name: name.clone(),
         ggml_type: ty,

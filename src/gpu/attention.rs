@@ -1,134 +1,113 @@
-//! One layer's attention core on the GPU, between the q/k/v projections and attn_output:
-//! per-head q/k RMSNorm + RoPE + KV cache write, then attention over the cache. Decode and
-//! prefill share every buffer; only the kernels (and their dispatch sizes) differ:
-//!
-//! - decode (one token at `step.pos`): `qk_norm_rope` for 1 token, then flash-decoding
-//!   (`attention_decode` partial + merge over `step.n_kv` positions);
-//! - prefill (up to `max_batch` tokens at `step.pos..`): `qk_norm_rope` for the batch, then causal
-//!   flash attention (`attention_prefill`).
-//!
-//! Separate decode kernels keep the per-token path free of workgroups sized for a batch.
+//! One layer's attention core on the GPU, between the q/k/v projections and attn_output, as the
+//! forward pass builds it: per-head q/k RMSNorm + RoPE + KV cache write ([`QkNormRope`]), then
+//! attention over the cache: flash-decoding for one token ([`AttentionDecode`], `step.n_kv`
+//! positions), causal flash attention for a batch ([`AttentionPrefill`]). Both read and write
+//! the same buffers.
 
+use super::buffers::StepParams;
 use super::context::GpuContext;
-use super::kernel::{Kernel, PipelineCache};
+use super::kernel::{DecodeOrPrefill, Op, PipelineCache};
 use super::kv_cache::KvCache;
-use super::ops::attention_decode::{self, AttentionDecode, DecodeScratch};
-use super::ops::{attention_prefill, qk_norm_rope};
+use super::ops::attention_decode::{AttentionDecode, AttentionDecodeBindings, DecodeScratch};
+use super::ops::attention_prefill::{AttentionPrefill, AttentionPrefillBindings};
+use super::ops::qk_norm_rope::{QkNormRope, QkNormRopeBindings};
 use crate::Result;
 
-/// Buffers the attention core of every layer binds (the session's run state).
-pub struct AttentionBuffers<'a> {
+/// What the attention core of one layer reads and writes.
+pub struct AttentionBindings<'a> {
     /// `StepParams` uniform (`pos`, `n_tokens`, `n_kv` of the current step).
     pub step: &'a wgpu::Buffer,
-    /// Queries, the wq output, normalised and rotated in place: (max_batch, n_head, head_dim) f32.
+    /// Queries, the wq output, normalised and rotated in place: (max_tokens, n_head, head_dim) f32.
     pub q: &'a wgpu::Buffer,
-    /// Keys, the wk output: (max_batch, n_head_kv, head_dim) f32.
+    /// Keys, the wk output: (max_tokens, n_head_kv, head_dim) f32.
     pub k: &'a wgpu::Buffer,
-    /// Values, the wv output: (max_batch, n_head_kv, head_dim) f32.
+    /// Values, the wv output: (max_tokens, n_head_kv, head_dim) f32.
     pub v: &'a wgpu::Buffer,
-    /// Attention output, the input of attn_output: (max_batch, n_head, head_dim) f32.
-    pub out: &'a wgpu::Buffer,
-    /// Per-chunk partial results of decode attention, shared by all layers.
-    pub scratch: &'a DecodeScratch,
+    /// The layer's attn_q_norm weight: (head_dim) f32.
+    pub q_norm: &'a wgpu::Buffer,
+    /// The layer's attn_k_norm weight: (head_dim) f32.
+    pub k_norm: &'a wgpu::Buffer,
     /// The KV cache and RoPE table.
     pub kv: &'a KvCache,
+    /// Layer index into `kv.layers`.
+    pub layer: usize,
+    /// Per-chunk partial results of decode attention, shared by all layers.
+    pub scratch: &'a DecodeScratch,
+    /// Attention output, the input of attn_output: (max_tokens, n_head, head_dim) f32.
+    pub out: &'a wgpu::Buffer,
+    /// RMSNorm epsilon of the q/k norms.
+    pub eps: f32,
+    /// Most tokens of a step.
+    pub max_tokens: usize,
 }
 
 /// The attention core of one layer, built once at load time.
 #[derive(Clone, Debug)]
 pub struct LayerAttention {
-    /// QK-norm + RoPE + cache write for one token.
-    pub rope_decode: Kernel,
-    /// Flash-decoding attention of one token (partial + merge).
-    pub decode: AttentionDecode,
-    /// QK-norm + RoPE + cache write for a batch of up to `max_batch` tokens.
-    pub rope_prefill: Kernel,
-    /// Causal attention of the batch over the cache.
-    pub prefill: Kernel,
-    /// Query tokens per `attention_prefill` workgroup (the y dimension of its dispatch).
-    pub prefill_tokens_per_workgroup: u32,
+    /// `q, k = rope(rmsnorm(q), rmsnorm(k))`; `cache[pos..] = k, v`.
+    pub rope: QkNormRope,
+    /// `out = attention(q, cache[..n_kv])`: decode or prefill kernels by the step's tokens.
+    pub attend: DecodeOrPrefill<AttentionDecode, AttentionPrefill>,
 }
 
 impl LayerAttention {
-    /// Builds layer `layer`'s kernels; `q_norm`, `k_norm` are its attn_q_norm / attn_k_norm
-    /// weights, (head_dim) f32 each.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds layer `b.layer`'s kernels.
     pub fn new(
         ctx: &GpuContext,
         cache: &PipelineCache,
-        b: &AttentionBuffers<'_>,
-        layer: usize,
-        q_norm: &wgpu::Buffer,
-        k_norm: &wgpu::Buffer,
-        eps: f32,
-        max_batch: usize,
+        b: &AttentionBindings<'_>,
     ) -> Result<LayerAttention> {
-        let rope = |max_tokens| {
-            qk_norm_rope::build(
-                ctx,
-                cache,
-                eps,
-                max_tokens,
-                &qk_norm_rope::QkNormRopeBindings {
-                    step: b.step,
-                    q: b.q,
-                    k: b.k,
-                    v: b.v,
-                    q_norm,
-                    k_norm,
-                    kv: b.kv,
-                    layer,
-                },
-            )
-        };
+        let rope = QkNormRope::new(
+            ctx,
+            cache,
+            &QkNormRopeBindings {
+                step: b.step,
+                q: b.q,
+                k: b.k,
+                v: b.v,
+                q_norm: b.q_norm,
+                k_norm: b.k_norm,
+                kv: b.kv,
+                layer: b.layer,
+                eps: b.eps,
+                max_tokens: b.max_tokens,
+            },
+        )?;
+        let decode = AttentionDecode::new(
+            ctx,
+            cache,
+            &AttentionDecodeBindings {
+                step: b.step,
+                q: b.q,
+                kv: b.kv,
+                layer: b.layer,
+                scratch: b.scratch,
+                out: b.out,
+            },
+        )?;
+        let prefill = AttentionPrefill::new(
+            ctx,
+            cache,
+            &AttentionPrefillBindings {
+                step: b.step,
+                q: b.q,
+                kv: b.kv,
+                layer: b.layer,
+                out: b.out,
+                max_tokens: b.max_tokens,
+            },
+        )?;
         Ok(LayerAttention {
-            rope_decode: rope(1)?,
-            decode: attention_decode::build(
-                ctx,
-                cache,
-                &attention_decode::AttentionDecodeBindings {
-                    step: b.step,
-                    q: b.q,
-                    kv: b.kv,
-                    layer,
-                    scratch: b.scratch,
-                    out: b.out,
-                },
-            )?,
-            rope_prefill: rope(max_batch)?,
-            prefill_tokens_per_workgroup: attention_prefill::tokens_per_workgroup(b.kv.dims) as u32,
-            prefill: attention_prefill::build(
-                ctx,
-                cache,
-                max_batch,
-                &attention_prefill::AttentionPrefillBindings {
-                    step: b.step,
-                    q: b.q,
-                    kv: b.kv,
-                    layer,
-                    out: b.out,
-                },
-            )?,
+            rope,
+            attend: DecodeOrPrefill { decode, prefill },
         })
     }
+}
 
-    /// Records the decode path: `q`, `k`, `v` hold one token; `out` gets its attention output.
-    /// Dispatches only the cache chunks that hold keys: `n_kv` must
-    /// be the step's `step.n_kv` (the token's position + 1).
-    pub fn encode_decode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
-        self.rope_decode.encode(pass);
-        self.decode.encode_kv(pass, n_kv);
-    }
-
-    /// Records the prefill path for `n_tokens` (= `step.n_tokens`, <= max_batch) tokens,
-    /// dispatching only the workgroups those tokens need.
-    pub fn encode_prefill(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        let [heads, max_tokens, _] = self.rope_prefill.workgroups;
-        self.rope_prefill
-            .encode_groups(pass, [heads, n_tokens.min(max_tokens), 1]);
-        let [kv_heads, max_tiles, _] = self.prefill.workgroups;
-        let tiles = n_tokens.div_ceil(self.prefill_tokens_per_workgroup);
-        self.prefill
-            .encode_groups(pass, [kv_heads, tiles.min(max_tiles), 1]);
+/// RoPE and cache write, then attention, for the step's tokens.
+impl Op for LayerAttention {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.rope.encode(pass, step);
+        self.attend.encode(pass, step);
     }
 }

@@ -9,8 +9,68 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::buffers::StepParams;
 use super::context::GpuContext;
 use crate::{Error, Result};
+
+/// GPU work recorded into a compute pass: one kernel, an op of several kernels, or a step of the
+/// forward pass made of ops. The one encode interface of the crate.
+///
+/// `step` mirrors the step's [`StepParams`] uniform (tokens, position, keys). Ops are built
+/// for a maximum (batch, context) and use it to dispatch only the workgroups this step needs;
+/// the shaders read the same values from the uniform.
+pub trait Op {
+    /// Records this op's dispatches for `step` into `pass`.
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams);
+}
+
+/// A composite op: its parts in order.
+impl<T: Op> Op for [T] {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        for op in self {
+            op.encode(pass, step);
+        }
+    }
+}
+
+impl<T: Op> Op for Vec<T> {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.as_slice().encode(pass, step);
+    }
+}
+
+impl<T: Op + ?Sized> Op for Box<T> {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        (**self).encode(pass, step);
+    }
+}
+
+/// One op for a single token and another for a batch, picked by the step's `n_tokens`: a matvec
+/// and a matmul, flash-decoding and prefill attention. The step list holds one value either way.
+#[derive(Clone, Debug)]
+pub struct DecodeOrPrefill<D, P> {
+    /// Encoded when the step has one token.
+    pub decode: D,
+    /// Encoded when the step has several.
+    pub prefill: P,
+}
+
+impl<D: Op, P: Op> Op for DecodeOrPrefill<D, P> {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        if step.n_tokens == 1 {
+            self.decode.encode(pass, step);
+        } else {
+            self.prefill.encode(pass, step);
+        }
+    }
+}
+
+/// A kernel dispatches every workgroup it was built for, whatever the step.
+impl Op for Kernel {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, _step: &StepParams) {
+        self.dispatch(pass);
+    }
+}
 
 /// Every WGSL file of the crate, loaded with `include_str!` from `shaders/<name>.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -281,14 +341,14 @@ impl Kernel {
         })
     }
 
-    /// Records this dispatch into `pass`.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.encode_groups(pass, self.workgroups);
+    /// Records this dispatch into `pass` with the built workgroup counts.
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.dispatch_groups(pass, self.workgroups);
     }
 
     /// Records this dispatch with other workgroup counts (at most the built ones): ops built
     /// for a maximum batch run a smaller one without new bind groups.
-    pub fn encode_groups(&self, pass: &mut wgpu::ComputePass<'_>, workgroups: [u32; 3]) {
+    pub fn dispatch_groups(&self, pass: &mut wgpu::ComputePass<'_>, workgroups: [u32; 3]) {
         debug_assert!(
             workgroups.iter().zip(self.workgroups).all(|(a, b)| *a <= b),
             "{}: {workgroups:?} exceeds the built {:?}",
@@ -315,8 +375,17 @@ pub fn split_workgroups(n_groups: u32, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
-/// Records `kernels` into one compute pass of a fresh encoder and submits once.
+/// Records `kernels` (every workgroup each was built for) into one compute pass of a fresh
+/// encoder and submits once: tests and one-off work.
 pub fn submit_kernels(ctx: &GpuContext, label: &str, kernels: &[&Kernel]) {
+    let step = StepParams::default();
+    let ops: Vec<&dyn Op> = kernels.iter().map(|&k| k as &dyn Op).collect();
+    submit(ctx, label, &ops, &step);
+}
+
+/// Records `ops` for `step` into one compute pass of a fresh encoder and submits once (tests and
+/// one-off work; the session records its forward pass itself).
+pub fn submit(ctx: &GpuContext, label: &str, ops: &[&dyn Op], step: &StepParams) {
     let mut encoder = ctx
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
@@ -325,8 +394,8 @@ pub fn submit_kernels(ctx: &GpuContext, label: &str, kernels: &[&Kernel]) {
             label: Some(label),
             timestamp_writes: None,
         });
-        for k in kernels {
-            k.encode(&mut pass);
+        for op in ops {
+            op.encode(&mut pass, step);
         }
     }
     ctx.queue.submit([encoder.finish()]);

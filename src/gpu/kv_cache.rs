@@ -22,9 +22,9 @@
 //! - Entries at positions `>= n_past` are garbage and never read (attention reads `0..n_kv`), so
 //!   truncating the cache is free.
 //! - The RoPE table holds `(cos, sin)` for every position and rotated pair:
-//!   `(n_ctx, n_rot / 2)` `vec2<f32>`, computed on the CPU once with the CPU reference's own
-//!   [`RopeParams::cos_sin`] (YaRN ramp and mscale included). The shader then rotates with exactly
-//!   the reference's angles; WGSL only bounds `sin`/`cos` error inside `[-pi, pi]`, and positions
+//!   `(n_ctx, n_rot / 2)` `vec2<f32>`, computed on the CPU once with the model's
+//!   [`RopeParams::cos_sin`] (YaRN ramp and mscale included), the angles the CPU reference
+//!   rotates with. The shader then rotates with exactly the reference's angles; WGSL only bounds `sin`/`cos` error inside `[-pi, pi]`, and positions
 //!   up to 32k give angles up to 32k radians. Cost: `n_ctx * n_rot * 4` bytes (16 MiB at 32k).
 
 use super::buffers::{storage_buffer, storage_buffer_init};
@@ -305,7 +305,7 @@ pub fn unpack_q8_0(words: &[u32], rows: usize, head_dim: usize) -> Vec<f32> {
 }
 
 /// `(cos, sin)` for every position `0..n_ctx` and pair `i0 / 2` (`i0` even, `< n_rot`), as the
-/// CPU reference computes them: `(n_ctx, n_rot / 2)`.
+/// CPU reference rotates with them: `(n_ctx, n_rot / 2)`.
 pub fn rope_table(p: &RopeParams, n_ctx: usize) -> Vec<[f32; 2]> {
     let half = p.n_rot / 2;
     let mut table = Vec::with_capacity(n_ctx * half);

@@ -5,13 +5,15 @@
 //! let ctx = GpuContext::new(&GpuOptions::default()).await?;      // adapter + device
 //! let cache = PipelineCache::new();                              // (shader, entry, overrides)
 //! let w = Q1_0Weight::upload(&ctx, "blk.0.ffn_up.weight", bytes, k, n)?;
-//! let up = MatvecQ1_0::new(&ctx, &cache, &w, &xb, &hb2, MatvecOptions::default())?;
+//! let b = MatvecQ1_0Bindings { w: &w, x: &xb, y: &hb2, opts: MatvecOptions::default() };
+//! let up = MatvecQ1_0::new(&ctx, &cache, &b)?;                  // every op: new(ctx, cache, &bindings)
 //! // every step: one encoder, one compute pass, one submit
 //! let mut pass = encoder.begin_compute_pass(..);
-//! up.encode(&mut pass);
+//! up.encode(&mut pass, &StepParams::new(pos, 1));               // the one Op trait
 //! ```
-//! An op is a value (pipeline + static bind group + workgroup counts, see [`kernel::Kernel`])
-//! built at load time; nothing is created per step. Shapes are WGSL `override` constants, so each
+//! An op is a value (pipelines + static bind groups + workgroup counts, see [`kernel::Kernel`])
+//! built at load time and encoded through [`kernel::Op`]; composite ops (several kernels, or a
+//! decode and a prefill variant) are values of the same trait. Nothing is created per step. Shapes are WGSL `override` constants, so each
 //! distinct shape is one cached pipeline. Per-step values (position, token count) belong in one
 //! [`buffers::StepParams`] uniform written with `queue.write_buffer`.
 //!

@@ -19,6 +19,21 @@ pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
 /// Name the template is registered under in the minijinja environment.
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Work one render may do besides what its input pays for, in minijinja fuel: one fuel per
+/// instruction or per ~64 bytes of data created. The Qwen3 template spends a few hundred per
+/// message; this stops a looping or exploding template (from a hostile file) within a second.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// Extra fuel per byte of message text, so a long conversation is never starved: the template
+/// may touch each input byte many times (split, strip, concatenate).
+const TEMPLATE_FUEL_PER_INPUT_BYTE: u64 = 4;
+
+/// The longest prompt a render may produce; more is [`Error::ChatTemplate`].
+pub const MAX_RENDERED_BYTES: usize = 64 << 20;
+
+/// The widest `tojson(indent=..)` a template may ask for (Python templates use 2 or 4).
+const MAX_JSON_INDENT: i64 = 32;
+
 /// One conversation turn.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ChatMessage {
@@ -124,6 +139,9 @@ impl ChatTemplate {
                 .build()
                 .map_err(template_err)?,
         );
+        // Fuel bounds the instructions and the data a render may create; it is set per render
+        // (see `render`), scaled to the input.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
@@ -143,9 +161,33 @@ impl ChatTemplate {
     }
 
     /// Renders a conversation into the prompt text (tokenize it with special tokens parsed).
-    /// A template error (including `raise_exception`) is [`Error::ChatTemplate`].
+    /// A template error (including `raise_exception`) is [`Error::ChatTemplate`], and so is a
+    /// render that runs out of fuel ([`TEMPLATE_FUEL`] plus a share per input byte) or writes
+    /// more than [`MAX_RENDERED_BYTES`].
     pub fn render(&self, messages: &[ChatMessage], opts: &TemplateOptions) -> Result<String> {
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        let input_bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.role.len()
+                    + m.content.len()
+                    + m.reasoning_content.as_ref().map_or(0, String::len)
+                    + m.tool_calls
+                        .iter()
+                        .map(|t| t.to_string().len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + opts
+                .tools
+                .iter()
+                .flatten()
+                .map(|t| t.to_string().len())
+                .sum::<usize>();
+        let fuel = TEMPLATE_FUEL
+            .saturating_add((input_bytes as u64).saturating_mul(TEMPLATE_FUEL_PER_INPUT_BYTE));
+        let mut env = self.env.clone();
+        env.set_fuel(Some(fuel));
+        let template = env.get_template(TEMPLATE_NAME).map_err(template_err)?;
         let tools = opts.tools.as_ref().map(|t| Value::from(Serde(t)));
         let ctx = minijinja::context! {
             messages => Value::from(Serde(messages)),
@@ -155,7 +197,46 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        template.render(ctx).map_err(template_err)
+        let mut out = CappedWriter::default();
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => {}
+            Err(_) if out.overflowed => {
+                return Err(Error::ChatTemplate(format!(
+                    "the rendered prompt exceeds {MAX_RENDERED_BYTES} bytes"
+                )));
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                return Err(Error::ChatTemplate(format!(
+                    "rendering ran out of fuel ({fuel}): the template loops or builds \
+                     too much data"
+                )));
+            }
+            Err(e) => return Err(template_err(e)),
+        }
+        // minijinja writes `str` pieces only; an invalid sequence cannot appear.
+        String::from_utf8(out.buf).map_err(|e| Error::ChatTemplate(e.to_string()))
+    }
+}
+
+/// Collects rendered output up to [`MAX_RENDERED_BYTES`], then fails the write.
+#[derive(Default)]
+struct CappedWriter {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(bytes.len()) > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered prompt too long"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -174,7 +255,13 @@ struct JsonStyle {
 }
 
 /// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)`.
-fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+/// Indent and separators are capped at [`MAX_JSON_INDENT`] bytes (they are repeated per item),
+/// and the text written is charged to the render's fuel.
+fn tojson(
+    state: &minijinja::State,
+    value: &Value,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let indent: Option<Value> = kwargs.get("indent")?;
     let separators: Option<Value> = kwargs.get("separators")?;
@@ -185,13 +272,27 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) => match v.as_i64() {
-            Some(n) => Some(" ".repeat(n.max(0) as usize)),
-            None => Some(v.as_str().map(str::to_string).ok_or_else(|| {
-                minijinja::Error::new(
+            Some(n) if n > MAX_JSON_INDENT => {
+                return Err(minijinja::Error::new(
                     ErrorKind::InvalidOperation,
-                    "tojson: indent must be an integer or a string",
-                )
-            })?),
+                    format!("tojson: indent {n} is wider than {MAX_JSON_INDENT}"),
+                ));
+            }
+            Some(n) => Some(" ".repeat(n.max(0) as usize)),
+            None => Some(
+                v.as_str()
+                    .filter(|s| s.len() as i64 <= MAX_JSON_INDENT)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        minijinja::Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!(
+                                "tojson: indent must be an integer or a string of at most \
+                                 {MAX_JSON_INDENT} bytes"
+                            ),
+                        )
+                    })?,
+            ),
         },
     };
     let (item_sep, key_sep) = match separators {
@@ -199,7 +300,9 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
             let parts: Vec<Value> = v.try_iter()?.collect();
             match parts.as_slice() {
                 [a, b] => match (a.as_str(), b.as_str()) {
-                    (Some(a), Some(b)) => (a.to_string(), b.to_string()),
+                    (Some(a), Some(b)) if a.len().max(b.len()) as i64 <= MAX_JSON_INDENT => {
+                        (a.to_string(), b.to_string())
+                    }
                     _ => return Err(bad_separators()),
                 },
                 _ => return Err(bad_separators()),
@@ -218,13 +321,14 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
     };
     let mut out = String::new();
     write_json(value, &style, 0, &mut out)?;
+    state.consume_fuel(out.len() as u64 / 64)?;
     Ok(Value::from(out))
 }
 
 fn bad_separators() -> minijinja::Error {
     minijinja::Error::new(
         ErrorKind::InvalidOperation,
-        "tojson: separators must be a pair of strings",
+        format!("tojson: separators must be a pair of strings of at most {MAX_JSON_INDENT} bytes"),
     )
 }
 

@@ -131,10 +131,7 @@ impl Model {
         text: &str,
         parse_special: bool,
     ) -> std::result::Result<Vec<u32>, JsError> {
-        self.text
-            .tokenizer
-            .encode(text, parse_special)
-            .map_err(js_err)
+        self.tokenizer.encode(text, parse_special).map_err(js_err)
     }
 
     /// Text of `ids` (special tokens kept).

@@ -5,11 +5,12 @@ use wasm_bindgen::prelude::*;
 
 use super::loader::Model;
 use super::{js_err, to_js};
+use crate::cpu::ops::{Q1Matrix, argmax};
 use crate::gguf::GgmlType;
 use crate::gpu::buffers::{read_buffer, storage_buffer, storage_buffer_init};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{PipelineCache, submit_kernels};
-use crate::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0};
+use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::{Error, Result};
 
@@ -52,13 +53,19 @@ impl Model {
         let xb = storage_buffer_init(ctx, "check x", &x)?;
         let yb = storage_buffer(ctx, "check y", (n * 4) as u64)?;
         let cache = PipelineCache::new();
-        let op = MatvecQ1_0::new(ctx, &cache, &w, &xb, &yb, MatvecOptions::default())?;
+        let b = MatvecQ1_0Bindings {
+            w: &w,
+            x: &xb,
+            y: &yb,
+            opts: MatvecOptions::default(),
+        };
+        let op = MatvecQ1_0::new(ctx, &cache, &b)?;
         let kernels: Vec<_> = op.kernels.iter().collect();
         submit_kernels(ctx, "check matvec", &kernels);
         let got = read_buffer::<f32>(ctx, &yb, 0, n).await?;
         ctx.take_error()?;
         let mut want = vec![0.0f32; n];
-        matvec_q1_0::run_cpu(bytes, k, n, &x, &mut want, false);
+        Q1Matrix::new(bytes.to_vec(), k, n)?.matvec(&mut want, &x);
         let max_rel = got
             .iter()
             .zip(&want)
@@ -71,8 +78,8 @@ impl Model {
             "maxRelErr": max_rel,
             "tolerance": MATVEC_REL_TOL,
             "ok": max_rel <= MATVEC_REL_TOL,
-            "argmax": crate::engine::argmax(&got),
-            "cpuArgmax": crate::engine::argmax(&want),
+            "argmax": argmax(&got),
+            "cpuArgmax": argmax(&want),
             "checksum": want.iter().map(|v| *v as f64).sum::<f64>(),
         }))
     }

@@ -94,7 +94,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub fn argmax(x: &[f32]) -> u32 {
-    bonsai_wgpu::engine::argmax(x)
+    bonsai_wgpu::cpu::ops::argmax(x)
 }
 
 /// `n` values drawn uniformly from `(-amp, amp)`.

@@ -1,14 +1,23 @@
 //! Greedy sampling on the GPU (`argmax.wgsl`, two stages): the index of the largest logit, so a
-//! decode step reads back 4 bytes instead of 600 KB of logits.
+//! decode step reads back 4 bytes instead of 600 KB of logits. CPU reference and tie/NaN rule:
+//! [`crate::cpu::ops::argmax`].
 
-use crate::gpu::buffers::storage_buffer;
+use crate::gpu::buffers::{StepParams, storage_buffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// Threads per workgroup and values per thread of stage 1.
 const WG: u32 = 256;
 const STAGE1_ITEMS: u32 = 8;
+
+/// What the argmax reads.
+pub struct ArgmaxBindings<'a> {
+    /// The logits: (n) f32.
+    pub logits: &'a wgpu::Buffer,
+    /// Values to reduce.
+    pub n: u32,
+}
 
 /// Both stages and their buffers; `result` holds the winning index (u32) after encoding.
 #[derive(Clone, Debug)]
@@ -29,12 +38,8 @@ pub struct Argmax {
 
 impl Argmax {
     /// Argmax over the first `n` values of `logits`.
-    pub fn new(
-        ctx: &GpuContext,
-        cache: &PipelineCache,
-        logits: &wgpu::Buffer, // (n) f32
-        n: u32,
-    ) -> Result<Argmax> {
+    pub fn new(ctx: &GpuContext, cache: &PipelineCache, b: &ArgmaxBindings<'_>) -> Result<Argmax> {
+        let (logits, n) = (b.logits, b.n);
         if n == 0 || logits.size() < 4 * n as u64 {
             return Err(Error::InvalidArgument(format!(
                 "argmax over {n} values of a {}-byte buffer",
@@ -97,22 +102,12 @@ impl Argmax {
             result,
         })
     }
-
-    /// Records both stages.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.stage1.encode(pass);
-        self.stage2.encode(pass);
-    }
 }
 
-/// CPU reference with the shader's rules: ties to the lowest index, NaN and -inf never win
-/// (on GPUs non-finite logits are unspecified: WGSL allows assuming finite floats).
-pub fn run_cpu(logits: &[f32]) -> u32 {
-    let (mut best, mut best_i) = (-f32::MAX, u32::MAX);
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best || (v == best && (i as u32) < best_i) {
-            (best, best_i) = (v, i as u32);
-        }
+/// Both stages, whatever the step.
+impl Op for Argmax {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.stage1.encode(pass, step);
+        self.stage2.encode(pass, step);
     }
-    best_i
 }

@@ -6,13 +6,11 @@
 //! query heads, then one workgroup per query head merges the chunks. Both kernels are dispatched
 //! for the cache's capacity (`ceil(n_ctx / chunk)` chunks) and read the live length from
 //! `step.n_kv`, so bind groups and dispatch sizes are fixed at load time and long contexts stay
-//! parallel.
+//! parallel. CPU reference: [`crate::cpu::ops::attention`].
 
-use super::attention_prefill;
-use crate::gpu::buffers::check_binding;
-use crate::gpu::buffers::storage_buffer;
+use crate::gpu::buffers::{StepParams, check_binding, storage_buffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
 use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::{Error, Result};
 
@@ -87,23 +85,14 @@ pub struct AttentionDecode {
     pub chunk: u32,
 }
 
-impl AttentionDecode {
-    /// Dispatches the partial kernel for the whole cache; chunks at or past `step.n_kv` exit at
-    /// once. Correct for any `step.n_kv`, but every empty workgroup still launches: prefer
-    /// [`Self::encode_kv`] when the step's `n_kv` is known at encode time.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.partial.encode(pass);
-        self.merge.encode(pass);
-    }
-
-    /// Dispatches only the `ceil(n_kv / chunk)` chunks that hold keys; `n_kv` must equal the
-    /// `step.n_kv` this pass runs with (<= n_ctx). On lavapipe this is 25x faster for a short
-    /// context in a large cache.
-    pub fn encode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
-        let chunks = n_kv.div_ceil(self.chunk);
+/// Dispatches only the `ceil(step.n_kv / chunk)` chunks that hold keys (`step.n_kv <= n_ctx`);
+/// on lavapipe this is 25x faster for a short context in a large cache than the whole cache.
+impl Op for AttentionDecode {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        let chunks = step.n_kv.div_ceil(self.chunk);
         self.partial
-            .encode_groups(pass, [self.partial.workgroups[0], chunks, 1]);
-        self.merge.encode(pass);
+            .dispatch_groups(pass, [self.partial.workgroups[0], chunks, 1]);
+        self.merge.dispatch(pass);
     }
 }
 
@@ -123,86 +112,82 @@ pub struct AttentionDecodeBindings<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// Builds the partial and merge kernels of one layer; errors if the layer, the scratch or a
-/// buffer does not fit the cache's shape.
-pub fn build(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    b: &AttentionDecodeBindings<'_>,
-) -> Result<AttentionDecode> {
-    let dims = b.kv.dims;
-    dims.check()?;
-    let layer = b.kv.layer(b.layer)?;
-    let chunk = b.scratch.chunk;
-    let n_chunks = b.kv.n_ctx.div_ceil(chunk);
-    if b.scratch.max_chunks < n_chunks {
-        return Err(Error::InvalidArgument(format!(
-            "decode scratch holds {} chunks, the cache needs {n_chunks}",
-            b.scratch.max_chunks
-        )));
+impl AttentionDecode {
+    /// Builds the partial and merge kernels of one layer; errors if the layer, the scratch or a
+    /// buffer does not fit the cache's shape.
+    pub fn new(
+        ctx: &GpuContext,
+        cache: &PipelineCache,
+        b: &AttentionDecodeBindings<'_>,
+    ) -> Result<AttentionDecode> {
+        let dims = b.kv.dims;
+        dims.check()?;
+        let layer = b.kv.layer(b.layer)?;
+        let chunk = b.scratch.chunk;
+        let n_chunks = b.kv.n_ctx.div_ceil(chunk);
+        if b.scratch.max_chunks < n_chunks {
+            return Err(Error::InvalidArgument(format!(
+                "decode scratch holds {} chunks, the cache needs {n_chunks}",
+                b.scratch.max_chunks
+            )));
+        }
+        check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
+        check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
+        let max_chunks = b.scratch.max_chunks as f64;
+        let [kv_q8, scale_base] = b.kv.overrides();
+        let partial = Kernel::new(
+            ctx,
+            cache,
+            KernelSpec {
+                label: format!("attention_decode[{}]", b.layer),
+                shader: Shader::AttentionDecode,
+                entry: "main",
+                overrides: &[
+                    ("HEAD_DIM", dims.head_dim as f64),
+                    ("N_HEAD_KV", dims.n_head_kv as f64),
+                    ("GROUP", dims.group() as f64),
+                    ("CHUNK", chunk as f64),
+                    ("MAX_CHUNKS", max_chunks),
+                    ("SCALE", dims.scale() as f64),
+                    kv_q8,
+                    scale_base,
+                ],
+                bindings: &[
+                    b.step.as_entire_binding(),
+                    b.q.as_entire_binding(),
+                    layer.k.as_entire_binding(),
+                    layer.v.as_entire_binding(),
+                    b.scratch.part_o.as_entire_binding(),
+                    b.scratch.part_ml.as_entire_binding(),
+                ],
+                workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
+            },
+        )?;
+        let merge = Kernel::new(
+            ctx,
+            cache,
+            KernelSpec {
+                label: format!("attention_merge[{}]", b.layer),
+                shader: Shader::AttentionMerge,
+                entry: "main",
+                overrides: &[
+                    ("HEAD_DIM", dims.head_dim as f64),
+                    ("CHUNK", chunk as f64),
+                    ("MAX_CHUNKS", max_chunks),
+                ],
+                bindings: &[
+                    b.step.as_entire_binding(),
+                    b.scratch.part_o.as_entire_binding(),
+                    b.scratch.part_ml.as_entire_binding(),
+                    b.out.as_entire_binding(),
+                ],
+                workgroups: [dims.n_head as u32, 1, 1],
+            },
+        )?;
+        Ok(AttentionDecode {
+            partial,
+            merge,
+            chunk: chunk as u32,
+        })
     }
-    check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
-    check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
-    let max_chunks = b.scratch.max_chunks as f64;
-    let [kv_q8, scale_base] = b.kv.overrides();
-    let partial = Kernel::new(
-        ctx,
-        cache,
-        KernelSpec {
-            label: format!("attention_decode[{}]", b.layer),
-            shader: Shader::AttentionDecode,
-            entry: "main",
-            overrides: &[
-                ("HEAD_DIM", dims.head_dim as f64),
-                ("N_HEAD_KV", dims.n_head_kv as f64),
-                ("GROUP", dims.group() as f64),
-                ("CHUNK", chunk as f64),
-                ("MAX_CHUNKS", max_chunks),
-                ("SCALE", dims.scale() as f64),
-                kv_q8,
-                scale_base,
-            ],
-            bindings: &[
-                b.step.as_entire_binding(),
-                b.q.as_entire_binding(),
-                layer.k.as_entire_binding(),
-                layer.v.as_entire_binding(),
-                b.scratch.part_o.as_entire_binding(),
-                b.scratch.part_ml.as_entire_binding(),
-            ],
-            workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
-        },
-    )?;
-    let merge = Kernel::new(
-        ctx,
-        cache,
-        KernelSpec {
-            label: format!("attention_merge[{}]", b.layer),
-            shader: Shader::AttentionMerge,
-            entry: "main",
-            overrides: &[
-                ("HEAD_DIM", dims.head_dim as f64),
-                ("CHUNK", chunk as f64),
-                ("MAX_CHUNKS", max_chunks),
-            ],
-            bindings: &[
-                b.step.as_entire_binding(),
-                b.scratch.part_o.as_entire_binding(),
-                b.scratch.part_ml.as_entire_binding(),
-                b.out.as_entire_binding(),
-            ],
-            workgroups: [dims.n_head as u32, 1, 1],
-        },
-    )?;
-    Ok(AttentionDecode {
-        partial,
-        merge,
-        chunk: chunk as u32,
-    })
-}
-
-/// CPU reference: `q` (n_head, head_dim) at position `n_kv - 1` attends to cache positions
-/// `0..n_kv` of `k`, `v` (>= n_kv, n_head_kv, head_dim); returns (n_head, head_dim).
-pub fn run_cpu(dims: AttnDims, q: &[f32], k: &[f32], v: &[f32], n_kv: usize) -> Vec<f32> {
-    attention_prefill::run_cpu(dims, q, k, v, n_kv - 1)
 }

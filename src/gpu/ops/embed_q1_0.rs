@@ -1,10 +1,23 @@
 //! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 table (`embed_q1_0.wgsl`).
+//! CPU reference: [`crate::cpu::ops::Q1Matrix::embed`].
 
+use crate::gpu::buffers::StepParams;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::quant::q1_0;
 use crate::{Error, Result};
+
+/// What the embedding reads and writes.
+pub struct EmbedQ1_0Bindings<'a> {
+    /// The table: (n_vocab, n_embd) as `[k = n_embd, n = n_vocab]`.
+    pub table: &'a Q1_0Weight,
+    /// Token ids: (max_tokens) u32, checked < vocab by the caller.
+    pub tokens: &'a wgpu::Buffer,
+    /// Output rows: (max_tokens, n_embd) f32.
+    pub x: &'a wgpu::Buffer,
+    /// Tokens it is built for (the step's `n_tokens` are gathered, at most these).
+    pub max_tokens: u32,
+}
 
 /// One kernel per table part; encode them all (exactly one part holds each token).
 #[derive(Clone, Debug)]
@@ -14,16 +27,13 @@ pub struct EmbedQ1_0 {
 }
 
 impl EmbedQ1_0 {
-    /// Gathers `n_tokens` rows: `tokens` holds n_tokens u32 ids (checked < vocab by the caller),
-    /// `x` at least n_tokens * k f32.
+    /// Gathers up to `max_tokens` rows of the table.
     pub fn new(
         ctx: &GpuContext,
         cache: &PipelineCache,
-        table: &Q1_0Weight,    // (n_vocab, n_embd) as [k = n_embd, n = n_vocab]
-        tokens: &wgpu::Buffer, // (n_tokens) u32
-        x: &wgpu::Buffer,      // (n_tokens, n_embd) f32
-        n_tokens: u32,
+        b: &EmbedQ1_0Bindings<'_>,
     ) -> Result<EmbedQ1_0> {
+        let (table, tokens, x, n_tokens) = (b.table, b.tokens, b.x, b.max_tokens);
         let k = table.k as u64;
         if tokens.size() < 4 * n_tokens as u64 || x.size() < 4 * k * n_tokens as u64 {
             return Err(Error::InvalidArgument(format!(
@@ -63,27 +73,14 @@ impl EmbedQ1_0 {
         }
         Ok(EmbedQ1_0 { kernels })
     }
-
-    /// Records every part's kernel.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for k in &self.kernels {
-            k.encode(pass);
-        }
-    }
-
-    /// Gathers only the first `n_tokens` tokens (at most the built count).
-    pub fn encode_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        for k in &self.kernels {
-            k.encode_groups(pass, [k.workgroups[0], n_tokens, 1]);
-        }
-    }
 }
 
-/// CPU reference from GGUF Q1_0 bytes: row `token` of a `[k, n]` table into `x` (k values).
-pub fn run_cpu(table_bytes: &[u8], k: usize, token: usize, x: &mut [f32]) {
-    let row_bytes = q1_0::row_bytes(k);
-    q1_0::dequantize_row_q1_0(
-        &table_bytes[token * row_bytes..(token + 1) * row_bytes],
-        &mut x[..k],
-    );
+/// Gathers the step's `n_tokens` tokens (at most the built count); exactly one part holds each.
+impl Op for EmbedQ1_0 {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        for k in &self.kernels {
+            let n_tokens = step.n_tokens.min(k.workgroups[1]);
+            k.dispatch_groups(pass, [k.workgroups[0], n_tokens, 1]);
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! Batched Q1_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
 //! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
+//! CPU reference: [`crate::cpu::ops::Q1Matrix::matvec`] per token.
 
-use crate::gpu::buffers::check_binding;
+use crate::gpu::buffers::{StepParams, check_binding};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::quant::q1_0::QK1_0;
 use crate::{Error, Result};
@@ -20,19 +21,13 @@ pub struct MatmulQ1_0 {
     pub kernels: Vec<Kernel>,
 }
 
-impl MatmulQ1_0 {
-    /// Records every kernel for the built maximum of tokens (tiles past `step.n_tokens` exit).
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+/// Only the token tiles the step's `n_tokens` (<= the built maximum) need; tiles past
+/// `step.n_tokens` would exit at once.
+impl Op for MatmulQ1_0 {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        let tiles = step.n_tokens.div_ceil(TOKENS_PER_WORKGROUP as u32);
         for k in &self.kernels {
-            k.encode(pass);
-        }
-    }
-
-    /// Encodes only the token tiles that `n_tokens` (<= the built maximum) needs.
-    pub fn encode_tokens(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        let tiles = n_tokens.div_ceil(TOKENS_PER_WORKGROUP as u32);
-        for k in &self.kernels {
-            k.encode_groups(pass, [k.workgroups[0], tiles.min(k.workgroups[1]), 1]);
+            k.dispatch_groups(pass, [k.workgroups[0], tiles.min(k.workgroups[1]), 1]);
         }
     }
 }
@@ -47,81 +42,64 @@ pub struct MatmulQ1_0Bindings<'a> {
     pub w: &'a Q1_0Weight,
     /// Output rows: (max_tokens, n) f32.
     pub y: &'a wgpu::Buffer,
+    /// Tokens it is built for (workgroups past `step.n_tokens` exit).
+    pub max_tokens: usize,
+    /// `y += W x` instead of `y = W x` (fused residual: `x += W xb`).
+    pub accumulate: bool,
 }
 
-/// Builds the kernels for up to `max_tokens` tokens (workgroups past `step.n_tokens` exit).
-/// With `accumulate` the result is added to `y` (fused residual: `x += W xb`).
-pub fn build(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    max_tokens: usize,
-    accumulate: bool,
-    b: &MatmulQ1_0Bindings<'_>,
-) -> Result<MatmulQ1_0> {
-    let w = b.w;
-    if !w.k.is_multiple_of(QK1_0) {
-        return Err(Error::BadTensor {
-            name: w.name.clone(),
-            reason: format!("row length {} is not a multiple of {QK1_0}", w.k),
-        });
-    }
-    let t = max_tokens.max(1);
-    check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
-    check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
-    let token_groups = max_tokens.max(1).div_ceil(TOKENS_PER_WORKGROUP) as u32;
-    let kernels = w
-        .parts
-        .iter()
-        .map(|part| {
-            Kernel::new(
-                ctx,
-                cache,
-                KernelSpec {
-                    label: format!("matmul_q1_0 {}[{}..]", w.name, part.row0),
-                    shader: Shader::MatmulQ1_0,
-                    entry: "main",
-                    overrides: &[
-                        ("K", w.k as f64),
-                        ("N", w.n as f64),
-                        ("ROW0", part.row0 as f64),
-                        ("N_ROWS", part.n_rows as f64),
-                        ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
-                    ],
-                    bindings: &[
-                        b.step.as_entire_binding(),
-                        b.x.as_entire_binding(),
-                        part.signs.as_entire_binding(),
-                        part.scales.as_entire_binding(),
-                        b.y.as_entire_binding(),
-                    ],
-                    workgroups: [
-                        part.n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
-                        token_groups,
-                        1,
-                    ],
-                },
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(MatmulQ1_0 { kernels })
-}
-
-/// CPU reference: `w` is the dequantized weight (n, k) row-major, `x` is (n_tokens, k);
-/// returns `y` (n_tokens, n), added to `residual` when given.
-pub fn run_cpu(w: &[f32], k: usize, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
-    let n = w.len() / k;
-    let n_tokens = x.len() / k;
-    let mut y = vec![0.0f32; n_tokens * n];
-    for t in 0..n_tokens {
-        let xt = &x[t * k..(t + 1) * k];
-        for (r, row) in w.chunks_exact(k).enumerate() {
-            let dot: f64 = row
-                .iter()
-                .zip(xt)
-                .map(|(a, b)| (*a as f64) * (*b as f64))
-                .sum();
-            y[t * n + r] = dot as f32 + residual.map_or(0.0, |res| res[t * n + r]);
+impl MatmulQ1_0 {
+    /// Builds the kernels for up to `b.max_tokens` tokens.
+    pub fn new(
+        ctx: &GpuContext,
+        cache: &PipelineCache,
+        b: &MatmulQ1_0Bindings<'_>,
+    ) -> Result<MatmulQ1_0> {
+        let (w, max_tokens, accumulate) = (b.w, b.max_tokens, b.accumulate);
+        if !w.k.is_multiple_of(QK1_0) {
+            return Err(Error::BadTensor {
+                name: w.name.clone(),
+                reason: format!("row length {} is not a multiple of {QK1_0}", w.k),
+            });
         }
+        let t = max_tokens.max(1);
+        check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
+        check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
+        let token_groups = max_tokens.max(1).div_ceil(TOKENS_PER_WORKGROUP) as u32;
+        let kernels = w
+            .parts
+            .iter()
+            .map(|part| {
+                Kernel::new(
+                    ctx,
+                    cache,
+                    KernelSpec {
+                        label: format!("matmul_q1_0 {}[{}..]", w.name, part.row0),
+                        shader: Shader::MatmulQ1_0,
+                        entry: "main",
+                        overrides: &[
+                            ("K", w.k as f64),
+                            ("N", w.n as f64),
+                            ("ROW0", part.row0 as f64),
+                            ("N_ROWS", part.n_rows as f64),
+                            ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
+                        ],
+                        bindings: &[
+                            b.step.as_entire_binding(),
+                            b.x.as_entire_binding(),
+                            part.signs.as_entire_binding(),
+                            part.scales.as_entire_binding(),
+                            b.y.as_entire_binding(),
+                        ],
+                        workgroups: [
+                            part.n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                            token_groups,
+                            1,
+                        ],
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MatmulQ1_0 { kernels })
     }
-    y
 }

@@ -1,11 +1,12 @@
 //! `y = W x` (or `y += W x`) for a Q1_0 weight: the op that dominates decode time.
 //! Shaders: `matvec_q1_0.wgsl` (workgroup-memory reduction, every adapter) and
 //! `matvec_q1_0_subgroup.wgsl` (subgroupAdd, when the adapter has subgroups).
+//! CPU reference: [`crate::cpu::ops::Q1Matrix::matvec`].
 
+use crate::gpu::buffers::StepParams;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::quant::q1_0;
 use crate::{Error, Result};
 
 /// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
@@ -40,6 +41,18 @@ pub struct MatvecOptions {
     pub subgroup_sizes: Option<(u32, u32)>,
 }
 
+/// What a matvec reads and writes.
+pub struct MatvecQ1_0Bindings<'a> {
+    /// The weight `[k, n]`: n rows of k.
+    pub w: &'a Q1_0Weight,
+    /// Input: (k) f32.
+    pub x: &'a wgpu::Buffer,
+    /// Output: (n) f32, overwritten or accumulated into.
+    pub y: &'a wgpu::Buffer,
+    /// Accumulation, reduction and test knobs.
+    pub opts: MatvecOptions,
+}
+
 /// One kernel per weight part; encode them all (they write disjoint ranges of y).
 #[derive(Clone, Debug)]
 pub struct MatvecQ1_0 {
@@ -52,11 +65,9 @@ impl MatvecQ1_0 {
     pub fn new(
         ctx: &GpuContext,
         cache: &PipelineCache,
-        w: &Q1_0Weight,
-        x: &wgpu::Buffer, // (k) f32
-        y: &wgpu::Buffer, // (n) f32
-        opts: MatvecOptions,
+        b: &MatvecQ1_0Bindings<'_>,
     ) -> Result<MatvecQ1_0> {
+        let (w, x, y, opts) = (b.w, b.x, b.y, b.opts);
         if x.size() < (w.k * 4) as u64 || y.size() < (w.n * 4) as u64 {
             return Err(Error::InvalidArgument(format!(
                 "matvec {}: x has {} bytes (need {}), y has {} bytes (need {})",
@@ -131,20 +142,11 @@ impl MatvecQ1_0 {
         }
         Ok(MatvecQ1_0 { kernels })
     }
-
-    /// Records every part's kernel.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for k in &self.kernels {
-            k.encode(pass);
-        }
-    }
 }
 
-/// CPU reference straight from GGUF Q1_0 bytes: `y (=|+=) W x` for `W` `[k, n]`.
-pub fn run_cpu(w_bytes: &[u8], k: usize, n: usize, x: &[f32], y: &mut [f32], accumulate: bool) {
-    let row_bytes = q1_0::row_bytes(k);
-    for (r, out) in y.iter_mut().enumerate().take(n) {
-        let dot = q1_0::dot_q1_0_f32(&w_bytes[r * row_bytes..(r + 1) * row_bytes], x);
-        *out = if accumulate { *out + dot } else { dot };
+/// One token: every part's kernel, whatever the step (they write disjoint ranges of y).
+impl Op for MatvecQ1_0 {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.kernels.encode(pass, step);
     }
 }

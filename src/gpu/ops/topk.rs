@@ -1,15 +1,25 @@
 //! Top-k logits on the GPU (`topk.wgsl`, k <= 64): the sampler reads back k (value, index)
-//! pairs instead of all 151,669 logits.
+//! pairs instead of all 151,669 logits. CPU reference and rules: [`crate::cpu::ops::top_k`].
 
-use crate::gpu::buffers::storage_buffer;
+use crate::gpu::buffers::{StepParams, storage_buffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// Largest k the shader supports (its round count; workgroup-uniform loop).
 pub const MAX_K: u32 = 64;
 const WG: u32 = 256;
 const ITEMS: u32 = 8;
+
+/// What the top-k reads.
+pub struct TopKBindings<'a> {
+    /// The logits: (n) f32.
+    pub logits: &'a wgpu::Buffer,
+    /// Values to choose from.
+    pub n: u32,
+    /// How many to keep (1..=[`MAX_K`]).
+    pub k: u32,
+}
 
 /// All stages with their buffers; after encoding, `result_val` / `result_idx` hold the best k,
 /// best first (ties: lower index), padded with (-f32::MAX, u32::MAX) past the valid values.
@@ -25,13 +35,8 @@ pub struct TopK {
 
 impl TopK {
     /// Top `k` of the first `n` values of `logits`.
-    pub fn new(
-        ctx: &GpuContext,
-        cache: &PipelineCache,
-        logits: &wgpu::Buffer, // (n) f32
-        n: u32,
-        k: u32,
-    ) -> Result<TopK> {
+    pub fn new(ctx: &GpuContext, cache: &PipelineCache, b: &TopKBindings<'_>) -> Result<TopK> {
+        let (logits, n, k) = (b.logits, b.n, b.k);
         if n == 0 || k == 0 || k > MAX_K || logits.size() < 4 * n as u64 {
             return Err(Error::InvalidArgument(format!(
                 "top-k with k = {k} (1..={MAX_K}) over {n} values of a {}-byte buffer",
@@ -89,25 +94,11 @@ impl TopK {
         let (v, i) = &self.buffers[self.buffers.len() - 1];
         (v, i)
     }
-
-    /// Records every stage.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for s in &self.stages {
-            s.encode(pass);
-        }
-    }
 }
 
-/// CPU reference with the shader's rules.
-pub fn run_cpu(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
-    let mut cands: Vec<(f32, u32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (v, i as u32))
-        .filter(|&(v, i)| v > -f32::MAX || (v == -f32::MAX && i < u32::MAX))
-        .collect();
-    cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    cands.truncate(k);
-    cands.resize(k, (-f32::MAX, u32::MAX));
-    cands
+/// Every stage, whatever the step.
+impl Op for TopK {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        self.stages.encode(pass, step);
+    }
 }

@@ -1,11 +1,13 @@
-//! Where a decode step's GPU time goes: the same kernels as [`Session`]'s decode path, each in
-//! its own compute pass with timestamp queries, summed by op category over the layers.
+//! Where a decode step's GPU time goes: the forward's own step list ([`super::forward`]), each
+//! run of steps of one category in its own compute pass with timestamp queries, summed by
+//! category over the layers.
 //!
 //! A debug/profile path: one pass per kernel group costs barriers and timestamp writes the
 //! normal decode (one pass, one submit) does not pay, so the total is a little above a real
 //! step's GPU time. The result of the step is the same: it advances the session like `feed`.
 
 use super::Session;
+use super::forward::{self, Step};
 use crate::error::{Error, Result};
 use crate::gpu::timer::PassTimer;
 
@@ -26,9 +28,10 @@ pub const PROFILE_CATEGORIES: [&str; 13] = [
     "argmax",
 ];
 
-/// Timed passes per layer (attn_norm .. down matvec) and outside the layers (embed, head).
-const PASSES_PER_LAYER: usize = 9;
-const PASSES_OUTSIDE_LAYERS: usize = 4;
+/// Consecutive steps of one category: one timed pass each.
+fn runs(steps: &[Step]) -> impl Iterator<Item = &[Step]> {
+    steps.chunk_by(|a, b| a.category == b.category)
+}
 
 impl Session {
     /// Runs one decode step of `token` at position n_past with every op category in its own
@@ -40,7 +43,8 @@ impl Session {
     /// queries.
     pub async fn profile_decode(&mut self, token: u32) -> Result<Vec<(String, f64)>> {
         let ctx = &*self.model.ctx;
-        let capacity = PASSES_PER_LAYER * self.layers.len() + PASSES_OUTSIDE_LAYERS;
+        let (layers, head) = (&self.forward.layers, &self.forward.head);
+        let capacity = runs(layers).count() + runs(head).count();
         let Some(mut timer) = PassTimer::new(ctx, capacity as u32) else {
             return Err(Error::Gpu(format!(
                 "timestamps unsupported: adapter `{}` has no timestamp queries, cannot profile",
@@ -48,50 +52,24 @@ impl Session {
             )));
         };
         self.check_tokens(&[token])?;
-        self.write_step(&[token]);
+        let step = self.write_step(&[token]);
 
-        let n_ff = self.model.config.n_ff as u32;
-        let n_kv = (self.n_past + 1) as u32;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("profiled decode"),
             });
-        {
-            let mut timed = |label: &'static str, ops: &dyn Fn(&mut wgpu::ComputePass<'_>)| {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(label),
-                    timestamp_writes: timer.pass(label),
-                });
-                ops(&mut pass);
-            };
-            // The same kernels, in the same order, as `encode_decode` and the head.
-            timed("embed", &|p| self.embed.encode_tokens(p, 1));
-            for l in &self.layers {
-                let w = &l.decode;
-                timed("attn_norm", &|p| l.attn_norm.encode_rows(p, 1));
-                timed("qkv matvec", &|p| {
-                    w.wq.encode(p);
-                    w.wk.encode(p);
-                    w.wv.encode(p);
-                });
-                timed("rope+kv", &|p| l.attention.rope_decode.encode(p));
-                timed("attention", &|p| l.attention.decode.encode_kv(p, n_kv));
-                timed("wo matvec", &|p| w.wo.encode(p));
-                timed("ffn_norm", &|p| l.ffn_norm.encode_rows(p, 1));
-                timed("gate/up matvec", &|p| {
-                    w.w_gate.encode(p);
-                    w.w_up.encode(p);
-                });
-                timed("silu_mul", &|p| l.silu_mul.encode_len(p, n_ff));
-                timed("down matvec", &|p| w.w_down.encode(p));
-            }
-            timed("head norm", &|p| self.head.norm_decode.encode(p));
-            timed("head matvec", &|p| self.head.output.encode(p));
-            timed("argmax", &|p| self.head.argmax.encode(p));
+        // The decode step's own list, in order; only the pass boundaries differ.
+        for run in runs(layers).chain(runs(head)) {
+            let label = run[0].category;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: timer.pass(label),
+            });
+            forward::encode(run, &mut pass, &step);
         }
         self.token_readback
-            .encode_copy(&mut encoder, &self.head.argmax.result, 0, 4);
+            .encode_copy(&mut encoder, &self.forward.token, 0, 4);
         timer.resolve(&mut encoder);
         ctx.queue.submit([encoder.finish()]);
         self.n_past += 1;

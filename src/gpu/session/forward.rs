@@ -1,0 +1,276 @@
+//! The forward pass on the GPU, written once: the run state (llama2.c names) and every step in
+//! order, each built with the buffers it reads and writes. Decode (one token), prefill (a batch
+//! of up to `max_batch`) and the profile encode this same list; a step picks its single-token or
+//! batched kernels from the step's token count ([`DecodeOrPrefill`]). Fusing kernels later
+//! changes this file only.
+
+use crate::Result;
+use crate::gpu::attention::{AttentionBindings, LayerAttention};
+use crate::gpu::buffers::{StepParams, storage_buffer, uniform_buffer_init};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{DecodeOrPrefill, Op, PipelineCache};
+use crate::gpu::kv_cache::KvCache;
+use crate::gpu::model::GpuModel;
+use crate::gpu::ops::argmax::{Argmax, ArgmaxBindings};
+use crate::gpu::ops::attention_decode::DecodeScratch;
+use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
+use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
+use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings};
+use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
+use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
+use crate::gpu::q1_0::Q1_0Weight;
+
+/// Activation buffers, llama2.c names; batched ones hold `max_batch` rows.
+pub(super) struct Activations {
+    pub step: wgpu::Buffer,   // StepParams uniform: n_tokens, pos, n_kv
+    pub tokens: wgpu::Buffer, // (max_batch) u32
+    pub x: wgpu::Buffer,      // (max_batch, n_embd) residual stream
+    pub xb: wgpu::Buffer,     // (max_batch, max(n_embd, q_dim)) normed input / attention output
+    pub x_last: wgpu::Buffer, // (n_embd) residual of the last prefill token
+    pub q: wgpu::Buffer,      // (max_batch, n_head * head_dim)
+    pub k: wgpu::Buffer,      // (max_batch, n_head_kv * head_dim)
+    pub v: wgpu::Buffer,      // (max_batch, n_head_kv * head_dim)
+    pub hb: wgpu::Buffer,     // (max_batch, n_ff) gate, then silu(gate) * up
+    pub hb2: wgpu::Buffer,    // (max_batch, n_ff) up
+    pub logits: wgpu::Buffer, // (n_vocab)
+}
+
+impl Activations {
+    pub fn new(ctx: &GpuContext, model: &GpuModel, max_batch: usize) -> Result<Activations> {
+        let c = &model.config;
+        let f32s = |n: usize| max_batch as u64 * n as u64 * 4;
+        Ok(Activations {
+            step: uniform_buffer_init(ctx, "step params", &StepParams::default()),
+            tokens: storage_buffer(ctx, "tokens", max_batch as u64 * 4)?,
+            x: storage_buffer(ctx, "x", f32s(c.n_embd))?,
+            xb: storage_buffer(ctx, "xb", f32s(c.n_embd.max(c.q_dim())))?,
+            x_last: storage_buffer(ctx, "x_last", c.n_embd as u64 * 4)?,
+            q: storage_buffer(ctx, "q", f32s(c.q_dim()))?,
+            k: storage_buffer(ctx, "k", f32s(c.kv_dim()))?,
+            v: storage_buffer(ctx, "v", f32s(c.kv_dim()))?,
+            hb: storage_buffer(ctx, "hb", f32s(c.n_ff))?,
+            hb2: storage_buffer(ctx, "hb2", f32s(c.n_ff))?,
+            logits: storage_buffer(ctx, "logits", c.n_vocab as u64 * 4)?,
+        })
+    }
+}
+
+/// One step of the forward pass: an op and the profile category it is timed under.
+pub(super) struct Step {
+    pub category: &'static str,
+    pub op: Box<dyn Op>,
+}
+
+/// Every step of a forward pass, built once per session.
+pub(super) struct Forward {
+    /// Embedding and every layer's steps: the residual stream `x` of the step's tokens.
+    pub layers: Vec<Step>,
+    /// Final norm, LM head and argmax of the last token.
+    pub head: Vec<Step>,
+    /// The argmax's result: (1) u32, the chosen token.
+    pub token: wgpu::Buffer,
+}
+
+/// What a linear layer does with its result.
+#[derive(Clone, Copy)]
+enum Out {
+    /// `y = W x`
+    Set,
+    /// `y += W x` (the fused residual add)
+    Add,
+}
+
+/// Builds steps over one session's buffers.
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    cache: &'a PipelineCache,
+    a: &'a Activations,
+    max_batch: usize,
+    eps: f32,
+    steps: Vec<Step>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, category: &'static str, op: impl Op + 'static) {
+        self.steps.push(Step {
+            category,
+            op: Box::new(op),
+        });
+    }
+
+    /// `y[t] = rmsnorm(x[t]) * w` for the step's tokens.
+    fn rmsnorm(
+        &self,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Rmsnorm> {
+        let b = RmsnormBindings {
+            w,
+            x: Some(x),
+            y,
+            n: n as u32,
+            n_rows: self.max_batch as u32,
+            eps: self.eps,
+        };
+        Rmsnorm::new(self.ctx, self.cache, &b)
+    }
+
+    /// `y[t] (+)= W x[t]`: a matvec for one token, a matmul for a batch.
+    fn linear(
+        &self,
+        w: &Q1_0Weight,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        out: Out,
+    ) -> Result<DecodeOrPrefill<MatvecQ1_0, MatmulQ1_0>> {
+        let accumulate = matches!(out, Out::Add);
+        let decode = MatvecQ1_0::new(
+            self.ctx,
+            self.cache,
+            &MatvecQ1_0Bindings {
+                w,
+                x,
+                y,
+                opts: MatvecOptions {
+                    accumulate,
+                    ..MatvecOptions::default()
+                },
+            },
+        )?;
+        let prefill = MatmulQ1_0::new(
+            self.ctx,
+            self.cache,
+            &MatmulQ1_0Bindings {
+                step: &self.a.step,
+                x,
+                w,
+                y,
+                max_tokens: self.max_batch,
+                accumulate,
+            },
+        )?;
+        Ok(DecodeOrPrefill { decode, prefill })
+    }
+}
+
+impl Forward {
+    /// Builds every step of `model`'s forward pass over the buffers `a`, the cache `kv` and the
+    /// decode scratch, for steps of up to `max_batch` tokens.
+    pub fn new(
+        model: &GpuModel,
+        a: &Activations,
+        kv: &KvCache,
+        scratch: &DecodeScratch,
+        max_batch: usize,
+    ) -> Result<Forward> {
+        let (ctx, c, weights) = (&*model.ctx, &model.config, &model.weights);
+        let mut f = Builder {
+            ctx,
+            cache: &model.pipelines,
+            a,
+            max_batch,
+            eps: c.rms_eps,
+            steps: Vec::new(),
+        };
+        let (n_embd, n_ff) = (c.n_embd, c.n_ff);
+        use Out::{Add, Set};
+
+        // x = token_embd[tokens]
+        let embed = EmbedQ1_0Bindings {
+            table: &weights.token_embd,
+            tokens: &a.tokens,
+            x: &a.x,
+            max_tokens: max_batch as u32,
+        };
+        f.push("embed", EmbedQ1_0::new(ctx, f.cache, &embed)?);
+        for (l, w) in weights.layers.iter().enumerate() {
+            f.push("attn_norm", f.rmsnorm(&a.x, &w.attn_norm, &a.xb, n_embd)?); // xb = rmsnorm(x) * attn_norm
+            f.push("qkv matvec", f.linear(&w.wq, &a.xb, &a.q, Set)?); // q = Wq xb
+            f.push("qkv matvec", f.linear(&w.wk, &a.xb, &a.k, Set)?); // k = Wk xb
+            f.push("qkv matvec", f.linear(&w.wv, &a.xb, &a.v, Set)?); // v = Wv xb
+            let attention = LayerAttention::new(
+                ctx,
+                f.cache,
+                &AttentionBindings {
+                    step: &a.step,
+                    q: &a.q,
+                    k: &a.k,
+                    v: &a.v,
+                    q_norm: &w.attn_q_norm,
+                    k_norm: &w.attn_k_norm,
+                    kv,
+                    layer: l,
+                    scratch,
+                    out: &a.xb,
+                    eps: c.rms_eps,
+                    max_tokens: max_batch,
+                },
+            )?;
+            f.push("rope+kv", attention.rope); // q, k = rope(rmsnorm(q), rmsnorm(k)); cache <- k, v
+            f.push("attention", attention.attend); // xb = attention(q, cache)
+            f.push("wo matvec", f.linear(&w.wo, &a.xb, &a.x, Add)?); // x += Wo xb
+            f.push("ffn_norm", f.rmsnorm(&a.x, &w.ffn_norm, &a.xb, n_embd)?); // xb = rmsnorm(x) * ffn_norm
+            f.push("gate/up matvec", f.linear(&w.w_gate, &a.xb, &a.hb, Set)?); // hb = Wgate xb
+            f.push("gate/up matvec", f.linear(&w.w_up, &a.xb, &a.hb2, Set)?); // hb2 = Wup xb
+            let silu = SiluMulBindings {
+                hb: &a.hb,
+                hb2: &a.hb2,
+                n: n_ff as u32,
+                max_tokens: max_batch as u32,
+            };
+            f.push("silu_mul", SiluMul::new(ctx, f.cache, &silu)?); // hb = silu(hb) * hb2
+            f.push("down matvec", f.linear(&w.w_down, &a.hb, &a.x, Add)?); // x += Wdown hb
+        }
+        let layers = std::mem::take(&mut f.steps);
+
+        // The head runs for the last token only: decode reads x, prefill the copy x_last of its
+        // last row (made by the session between the passes).
+        let head_norm = |x| {
+            let b = RmsnormBindings {
+                w: &weights.output_norm,
+                x: Some(x),
+                y: &a.xb,
+                n: n_embd as u32,
+                n_rows: 1,
+                eps: c.rms_eps,
+            };
+            Rmsnorm::new(ctx, f.cache, &b)
+        };
+        let norm = DecodeOrPrefill {
+            decode: head_norm(&a.x)?,
+            prefill: head_norm(&a.x_last)?,
+        };
+        f.push("head norm", norm); // xb = rmsnorm(x[last]) * output_norm
+        let head = MatvecQ1_0Bindings {
+            w: weights.head(),
+            x: &a.xb,
+            y: &a.logits,
+            opts: MatvecOptions::default(),
+        };
+        f.push("head matvec", MatvecQ1_0::new(ctx, f.cache, &head)?); // logits = Wout xb
+        let argmax = Argmax::new(
+            ctx,
+            f.cache,
+            &ArgmaxBindings {
+                logits: &a.logits,
+                n: c.n_vocab as u32,
+            },
+        )?;
+        let token = argmax.result.clone();
+        f.push("argmax", argmax); // token = argmax(logits)
+        Ok(Forward {
+            layers,
+            head: f.steps,
+            token,
+        })
+    }
+}
+
+/// Records `steps` for `step` into one pass.
+pub(super) fn encode(steps: &[Step], pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+    for s in steps {
+        s.op.encode(pass, step);
+    }
+}
