@@ -6,16 +6,25 @@
 //! With `--profile` (GPU), a few more decode steps run through `Session::profile_decode` and a
 //! second table shows GPU milliseconds per token by kernel category (timestamp queries).
 //!
-//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu] [--profile]
+//! With `-d N` (llama-bench's depth) each test runs after N tokens already in the context, so
+//! `-p 0 -n 32 -d 0,4096,16384` measures decode speed at depth; `--cache-type f16,q8_0` runs
+//! every test with each KV cache type. The depth is a real (untimed) prefill of random tokens,
+//! or with `--fast-depth` (GPU) the position is advanced without computing it
+//! (`Session::advance_uncomputed`): the same attention work per step, for slow adapters.
+//!
+//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-d 0] [-r 5] [-b 256]
+//!     [--cache-type f16,q8_0] [--ctx N] [--fast-depth] [--json] [--cpu] [--profile]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
+use bonsai_wgpu::gpu::memory_plan::MemoryLimits;
 use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::model::config::Qwen3Config;
@@ -45,6 +54,24 @@ struct Args {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Depths: tokens already in the context before each test (llama-bench's -d), comma
+    /// separated.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
+    /// KV cache types to test, comma separated: f16, q8_0.
+    #[arg(long = "cache-type", value_delimiter = ',', default_value = "f16")]
+    cache_type: Vec<CacheType>,
+    /// KV cache size of every session (default: what each test needs).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// GPU: reach the depth without computing it (timing only; see the module docs).
+    #[arg(long)]
+    fast_depth: bool,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: usize,
@@ -78,31 +105,45 @@ struct Args {
 const TG_PROMPT_TOKENS: usize = 1;
 
 #[derive(Clone, Copy)]
-enum Test {
+enum Kind {
     /// Feed this many tokens at once.
     Prompt(usize),
     /// Generate this many tokens one at a time.
     Gen(usize),
 }
 
+#[derive(Clone, Copy)]
+struct Test {
+    kind: Kind,
+    /// Tokens in the context before the timed part.
+    depth: usize,
+    cache_type: CacheType,
+}
+
 impl Test {
+    /// llama-bench's test name: `pp512`, `tg128 @ d4096`.
     fn name(self) -> String {
-        match self {
-            Test::Prompt(n) => format!("pp{n}"),
-            Test::Gen(n) => format!("tg{n}"),
+        let base = match self.kind {
+            Kind::Prompt(n) => format!("pp{n}"),
+            Kind::Gen(n) => format!("tg{n}"),
+        };
+        match self.depth {
+            0 => base,
+            d => format!("{base} @ d{d}"),
         }
     }
     fn n_tokens(self) -> usize {
-        match self {
-            Test::Prompt(n) | Test::Gen(n) => n,
+        match self.kind {
+            Kind::Prompt(n) | Kind::Gen(n) => n,
         }
     }
     /// KV cache capacity the test needs.
     fn n_ctx(self) -> usize {
-        match self {
-            Test::Prompt(n) => n,
-            Test::Gen(n) => TG_PROMPT_TOKENS + n,
-        }
+        self.depth
+            + match self.kind {
+                Kind::Prompt(n) => n,
+                Kind::Gen(n) => TG_PROMPT_TOKENS + n,
+            }
     }
 }
 
@@ -130,10 +171,27 @@ fn main() -> anyhow::Result<()> {
     let gguf =
         Gguf::open(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let config = Qwen3Config::from_gguf(&gguf)?;
-    let tests: Vec<Test> = (args.n_prompt.iter().map(|&n| Test::Prompt(n)))
-        .chain(args.n_gen.iter().map(|&n| Test::Gen(n)))
-        .filter(|t| t.n_tokens() > 0)
+    let kinds: Vec<Kind> = (args.n_prompt.iter().map(|&n| Kind::Prompt(n)))
+        .chain(args.n_gen.iter().map(|&n| Kind::Gen(n)))
         .collect();
+    let mut tests = Vec::new();
+    for &cache_type in &args.cache_type {
+        for &kind in &kinds {
+            for &depth in &args.n_depth {
+                let test = Test {
+                    kind,
+                    depth,
+                    cache_type,
+                };
+                if test.n_tokens() > 0 {
+                    tests.push(test);
+                }
+            }
+        }
+    }
+    if args.fast_depth && args.cpu {
+        bail!("--fast-depth is for the GPU engine");
+    }
 
     if args.profile && (args.cpu || args.profile_steps == 0) {
         bail!("--profile needs the GPU engine and --profile-steps >= 1");
@@ -175,8 +233,13 @@ fn bench_cpu(
         adapter: cpu_name(),
     };
     let n_vocab = model.config.n_vocab;
-    let results = run_tests(args, tests, n_vocab, |n_ctx| {
-        Ok(CpuSession::new(Arc::clone(&model), n_ctx)?)
+    let results = run_tests(args, tests, n_vocab, |test| {
+        let n_ctx = args.ctx.unwrap_or(test.n_ctx());
+        Ok(CpuSession::with_cache_type(
+            Arc::clone(&model),
+            n_ctx,
+            Some(test.cache_type),
+        )?)
     })?;
     Ok((backend, results))
 }
@@ -199,9 +262,23 @@ async fn bench_gpu(
     let model = GpuModel::load(Arc::new(ctx), gguf)?;
     let n_vocab = model.config.n_vocab;
     let max_batch = args.batch_size;
-    let results = run_tests(args, tests, n_vocab, |n_ctx| {
-        let opts = SessionOptions { n_ctx, max_batch };
-        Ok(Session::new(Arc::clone(&model), opts)?)
+    let mut planned = Vec::new();
+    let results = run_tests(args, tests, n_vocab, |test| {
+        let opts = SessionOptions {
+            n_ctx: args.ctx.unwrap_or(test.n_ctx()),
+            max_batch,
+            cache_type: test.cache_type,
+        };
+        if !planned.contains(&(opts.n_ctx, opts.cache_type)) {
+            planned.push((opts.n_ctx, opts.cache_type));
+            let limits = MemoryLimits::of(&model.ctx);
+            eprintln!("{}", opts.memory_plan(&model).describe(&limits));
+        }
+        let mut session = Session::new(Arc::clone(&model), opts)?;
+        if args.fast_depth {
+            session.advance_uncomputed(test.depth)?;
+        }
+        Ok(session)
     })?;
     let profile = match args.profile {
         true => Some(profile_gpu(args, &model).await?),
@@ -217,6 +294,7 @@ async fn profile_gpu(args: &Args, model: &Arc<GpuModel>) -> anyhow::Result<Profi
     let opts = SessionOptions {
         n_ctx: TG_PROMPT_TOKENS + 1 + steps,
         max_batch: args.batch_size,
+        cache_type: args.cache_type.first().copied().unwrap_or_default(),
     };
     let mut session = Session::new(Arc::clone(model), opts)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -266,7 +344,7 @@ fn run_tests<E: Engine>(
     args: &Args,
     tests: &[Test],
     n_vocab: usize,
-    mut new_session: impl FnMut(usize) -> anyhow::Result<E>,
+    mut new_session: impl FnMut(Test) -> anyhow::Result<E>,
 ) -> anyhow::Result<Vec<TestResult>> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut random_tokens = |n: usize| -> Vec<u32> {
@@ -278,16 +356,19 @@ fn run_tests<E: Engine>(
     for &test in tests {
         if !args.no_warmup {
             // llama-bench warms up with the whole prompt, or with one generated token.
-            let warm = match test {
-                Test::Prompt(n) => Test::Prompt(n),
-                Test::Gen(_) => Test::Gen(1),
+            let warm = match test.kind {
+                Kind::Prompt(_) => test,
+                Kind::Gen(_) => Test {
+                    kind: Kind::Gen(1),
+                    ..test
+                },
             };
-            let mut session = new_session(warm.n_ctx())?;
+            let mut session = new_session(warm)?;
             run_once(&mut session, warm, &mut random_tokens)?;
         }
         let mut samples_ns = Vec::with_capacity(args.repetitions);
         for rep in 0..args.repetitions {
-            let mut session = new_session(test.n_ctx())?;
+            let mut session = new_session(test)?;
             let ns = run_once(&mut session, test, &mut random_tokens)?;
             eprintln!(
                 "{} rep {}/{}: {:.3} ms, {:.2} t/s",
@@ -304,22 +385,27 @@ fn run_tests<E: Engine>(
     Ok(results)
 }
 
-/// One timed run on a fresh session; returns nanoseconds. Every timed section ends with
+/// One timed run on a fresh session; returns nanoseconds. The depth is filled first, untimed
+/// (already done when the session starts deeper, `--fast-depth`). Every timed section ends with
 /// `greedy`, which waits for the last position's logits (as llama-bench synchronizes).
 fn run_once<E: Engine>(
     session: &mut E,
     test: Test,
     random_tokens: &mut impl FnMut(usize) -> Vec<u32>,
 ) -> anyhow::Result<u64> {
-    match test {
-        Test::Prompt(n) => {
+    let fill = test.depth.saturating_sub(session.n_past());
+    if fill > 0 {
+        block_on(session.feed(&random_tokens(fill)))?;
+    }
+    match test.kind {
+        Kind::Prompt(n) => {
             let tokens = random_tokens(n);
             let start = Instant::now();
             block_on(session.feed(&tokens))?;
             block_on(session.greedy())?;
             Ok(start.elapsed().as_nanos() as u64)
         }
-        Test::Gen(n) => {
+        Kind::Gen(n) => {
             block_on(session.feed(&random_tokens(TG_PROMPT_TOKENS)))?;
             let mut token = block_on(session.greedy())?;
             let start = Instant::now();
@@ -399,16 +485,17 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
     } else {
         format!("{:.2} MiB", model.size as f64 / (1u64 << 20) as f64)
     };
-    println!("| model | size | params | backend | adapter | test | t/s |");
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
+    println!("| model | size | params | backend | adapter | cache | test | t/s |");
+    println!("| --- | ---: | ---: | --- | --- | --- | ---: | ---: |");
     for r in results {
         let (ts, ts_std) = mean_std(&samples_ts(r));
         println!(
-            "| {} | {size} | {:.2} B | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
+            "| {} | {size} | {:.2} B | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
             model.model_type,
             model.n_params as f64 / 1e9,
             backend.backends,
             backend.adapter,
+            r.test.cache_type,
             r.test.name()
         );
     }
@@ -426,9 +513,9 @@ fn print_json(
             let (avg_ns, stddev_ns) = mean_std(&ns);
             let ts = samples_ts(r);
             let (avg_ts, stddev_ts) = mean_std(&ts);
-            let (n_prompt, n_gen) = match r.test {
-                Test::Prompt(n) => (n, 0),
-                Test::Gen(n) => (0, n),
+            let (n_prompt, n_gen) = match r.test.kind {
+                Kind::Prompt(n) => (n, 0),
+                Kind::Gen(n) => (0, n),
             };
             serde_json::json!({
                 "model_filename": model.filename,
@@ -439,6 +526,9 @@ fn print_json(
                 "gpu_info": backend.adapter,
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
+                "n_depth": r.test.depth,
+                "type_k": r.test.cache_type.name(),
+                "type_v": r.test.cache_type.name(),
                 "avg_ns": avg_ns.round() as u64,
                 "stddev_ns": stddev_ns.round() as u64,
                 "avg_ts": avg_ts,

@@ -2,10 +2,12 @@
 //! write the last position's logits as little-endian f32 (to compare with llama.cpp).
 //!
 //! cargo run --release --example logits -- --model MODEL.gguf (--prompt TEXT | --tokens 1,2,3) [--cpu] [--out FILE]
+//!     [--ctx N] [--cache-type f16|q8_0]
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::ops::argmax;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
@@ -32,6 +34,13 @@ struct Args {
     /// Write the last position's logits here as little-endian f32.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Context size (KV cache tokens; default: the prompt's length).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// KV cache type, f16 or q8_0 (GPU default f16; the CPU reference keeps an exact f32 cache
+    /// unless given one, then rounds through it as the GPU does).
+    #[arg(long)]
+    cache_type: Option<CacheType>,
 }
 
 fn main() -> Result<()> {
@@ -46,9 +55,10 @@ fn main() -> Result<()> {
     if tokens.is_empty() {
         bail!("no tokens to run");
     }
+    let n_ctx = args.ctx.unwrap_or(tokens.len());
     let (argmaxes, last_logits) = match args.cpu {
-        true => run_cpu(&gguf, &tokens)?,
-        false => pollster::block_on(run_gpu(&gguf, &tokens))?,
+        true => run_cpu(&gguf, &tokens, n_ctx, args.cache_type)?,
+        false => pollster::block_on(run_gpu(&gguf, &tokens, n_ctx, args.cache_type))?,
     };
     let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     println!("tokens: {}", join(&tokens));
@@ -61,18 +71,22 @@ fn main() -> Result<()> {
 }
 
 /// The GPU engine, one token per step so every position's argmax is seen (read back on device).
-async fn run_gpu(gguf: &Gguf, tokens: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
+async fn run_gpu(
+    gguf: &Gguf,
+    tokens: &[u32],
+    n_ctx: usize,
+    cache_type: Option<CacheType>,
+) -> Result<(Vec<u32>, Vec<f32>)> {
     let ctx = GpuContext::new(&GpuOptions::default()).await?;
     eprintln!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
     let model = GpuModel::load(Arc::new(ctx), gguf)?;
-    let n_ctx = tokens.len().min(model.config.n_ctx_train);
-    let mut session = Session::new(
-        model,
-        SessionOptions {
-            n_ctx,
-            ..Default::default()
-        },
-    )?;
+    let opts = SessionOptions {
+        n_ctx,
+        cache_type: cache_type.unwrap_or_default(),
+        ..Default::default()
+    };
+    eprintln!("{}", opts.memory_plan(&model));
+    let mut session = Session::new(model, opts)?;
     let mut argmaxes = Vec::with_capacity(tokens.len());
     for &t in tokens {
         session.feed(&[t]).await?;
@@ -82,9 +96,14 @@ async fn run_gpu(gguf: &Gguf, tokens: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
 }
 
 /// The CPU reference: argmax at every position and the last position's logits.
-fn run_cpu(gguf: &Gguf, tokens: &[u32]) -> Result<(Vec<u32>, Vec<f32>)> {
+fn run_cpu(
+    gguf: &Gguf,
+    tokens: &[u32],
+    n_ctx: usize,
+    cache_type: Option<CacheType>,
+) -> Result<(Vec<u32>, Vec<f32>)> {
     let model = CpuModel::from_gguf(gguf)?;
-    let mut session = CpuSession::new(Arc::clone(&model), tokens.len())?;
+    let mut session = CpuSession::with_cache_type(Arc::clone(&model), n_ctx, cache_type)?;
     let mut argmaxes = Vec::with_capacity(tokens.len());
     let mut last = Vec::new();
     for &t in tokens {

@@ -10,6 +10,9 @@
 //
 // Dispatch: (n_head_kv, max_chunks, 1) with max_chunks = ceil(n_ctx / CHUNK): the bind group and
 // dispatch size never change; workgroups whose chunk starts at or past step.n_kv exit at once.
+//
+// The cache is f16 pairs or (KV_Q8) Q8_0 blocks (layout in kv_cache.rs); k8 / v8 read 8 values
+// of a row either way, straight from the cache.
 
 struct StepParams {
     n_tokens: u32,
@@ -24,6 +27,8 @@ override GROUP: u32 = 2u;        // n_head / n_head_kv, <= MAX_GROUP
 override CHUNK: u32 = 64u;       // positions per workgroup: 32, 64 or 128
 override MAX_CHUNKS: u32 = 512u; // ceil(n_ctx / CHUNK): stride of the partial buffers
 override SCALE: f32 = 0.08838834764831845; // 1 / sqrt(head_dim)
+override KV_Q8: bool = false;  // cache type: f16 pairs (false) or Q8_0 (true)
+override SCALE_BASE: u32 = 0u; // Q8_0: word offset of the scale region in k_cache / v_cache
 
 const WG: u32 = 128u;
 const MAX_GROUP: u32 = 8u;
@@ -33,8 +38,8 @@ const NEG_BIG: f32 = -1.0e30;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;                 // (n_head, head_dim)
-@group(0) @binding(2) var<storage, read> k_cache: array<vec4<u32>>;     // (n_ctx, n_head_kv, head_dim/8) 4 x f16x2
-@group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>;     // (n_ctx, n_head_kv, head_dim/8) 4 x f16x2
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<u32>>;     // f16: (n_ctx, n_head_kv, head_dim/8) 4 x f16x2; Q8_0: quants, scales
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>;     // same layout as k_cache
 @group(0) @binding(4) var<storage, read_write> part_o: array<f32>;      // (n_head, max_chunks, head_dim)
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>; // (n_head, max_chunks) (max, sum)
 
@@ -48,6 +53,45 @@ fn unpack8(w: vec4<u32>) -> array<vec4<f32>, 2> {
         vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
         vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
     );
+}
+
+// Four i8 (little-endian in a word) to f32.
+fn i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
+}
+
+// Q8_0: the two quant words of values 8 * w4 .. 8 * w4 + 8 of cache row `row`, and the word
+// holding their block's scale (the caller indexes its buffer with them).
+fn q8_quant_word(row: u32, w4: u32) -> u32 {
+    return row * (HEAD_DIM / 4u) + 2u * w4;
+}
+fn q8_scale_word(row: u32, w4: u32) -> u32 {
+    return SCALE_BASE + row * ((HEAD_DIM / 32u + 1u) / 2u) + w4 / 8u;
+}
+fn q8_dequant8(quants: vec4<u32>, qw: u32, scales: vec4<u32>, sw: u32, w4: u32) -> array<vec4<f32>, 2> {
+    let pair = select(quants.xy, quants.zw, (qw & 2u) != 0u);
+    let d = unpack2x16float(scales[sw & 3u])[(w4 / 4u) & 1u];
+    return array<vec4<f32>, 2>(i8x4(pair.x) * d, i8x4(pair.y) * d);
+}
+
+// Values 8 * w4 .. 8 * w4 + 8 of K row `row` (= position * N_HEAD_KV + kv head).
+fn k8(row: u32, w4: u32) -> array<vec4<f32>, 2> {
+    if (KV_Q8) {
+        let qw = q8_quant_word(row, w4);
+        let sw = q8_scale_word(row, w4);
+        return q8_dequant8(k_cache[qw >> 2u], qw, k_cache[sw >> 2u], sw, w4);
+    }
+    return unpack8(k_cache[row * (HEAD_DIM / 8u) + w4]);
+}
+
+// As k8 for V.
+fn v8(row: u32, w4: u32) -> array<vec4<f32>, 2> {
+    if (KV_Q8) {
+        let qw = q8_quant_word(row, w4);
+        let sw = q8_scale_word(row, w4);
+        return q8_dequant8(v_cache[qw >> 2u], qw, v_cache[sw >> 2u], sw, w4);
+    }
+    return unpack8(v_cache[row * (HEAD_DIM / 8u) + w4]);
 }
 
 @compute @workgroup_size(128)
@@ -77,9 +121,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         s[g] = 0.0;
     }
     if (pl < n_valid) {
-        let base = ((start + pl) * N_HEAD_KV + kvh) * row_vec4;
+        let row = (start + pl) * N_HEAD_KV + kvh;
         for (var w4 = lane; w4 < row_vec4; w4 += lanes) {
-            let kk = unpack8(k_cache[base + w4]);
+            let kk = k8(row, w4);
             let d = 8u * w4;
             for (var g = 0u; g < GROUP; g++) {
                 let qo = g * HEAD_DIM + d;
@@ -147,7 +191,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (slice < slices) {
         for (var j = slice; j < n_valid; j += slices) {
             let p = p_sh[g * CHUNK + j];
-            let vv = unpack8(v_cache[((start + j) * N_HEAD_KV + kvh) * row_vec4 + w4]);
+            let vv = v8((start + j) * N_HEAD_KV + kvh, w4);
             acc0 += p * vv[0];
             acc1 += p * vv[1];
         }

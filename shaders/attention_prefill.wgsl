@@ -8,6 +8,10 @@
 // write partial dot products, every thread of a row sums its row's four partials, updates the
 // running max / sum and rescales its output slice.
 //
+// The cache is f16 pairs or (KV_Q8) Q8_0 blocks (layout in kv_cache.rs); a K/V block is copied
+// to workgroup memory in the cache's own encoding (Q8_0: quants + f32 scales) and decoded four
+// values at a time by k_sh4 / v_sh4.
+//
 // Dispatch: (n_head_kv, ceil(n_tokens / TOKENS), 1).
 
 struct StepParams {
@@ -17,10 +21,12 @@ struct StepParams {
     _pad: u32,
 }
 
-override HEAD_DIM: u32 = 128u; // multiple of 8, <= 4 * MAX_SLICE
+override HEAD_DIM: u32 = 128u; // multiple of 16, <= 4 * MAX_SLICE
 override N_HEAD_KV: u32 = 8u;
 override GROUP: u32 = 2u;      // n_head / n_head_kv, <= ROWS
 override SCALE: f32 = 0.08838834764831845;
+override KV_Q8: bool = false;  // cache type: f16 pairs (false) or Q8_0 (true)
+override SCALE_BASE: u32 = 0u; // Q8_0: word offset of the scale region in k_cache / v_cache
 
 const WG: u32 = 64u;
 const TPR: u32 = 4u;           // threads per row
@@ -28,25 +34,55 @@ const ROWS: u32 = 16u;         // WG / TPR
 const BK: u32 = 16u;           // keys per block
 const MAX_SLICE: u32 = 32u;    // dims per thread
 const MAX_HALF: u32 = 64u;     // HEAD_DIM / 2 upper bound
+const QK: u32 = 32u;           // Q8_0 block
+const MAX_BLOCKS: u32 = 4u;    // HEAD_DIM / QK upper bound
 const NEG_BIG: f32 = -1.0e30;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;         // (n_tokens, n_head, head_dim)
-@group(0) @binding(2) var<storage, read> k_cache: array<u32>;   // (n_ctx, n_head_kv, head_dim/2) f16x2
-@group(0) @binding(3) var<storage, read> v_cache: array<u32>;   // (n_ctx, n_head_kv, head_dim/2) f16x2
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;   // f16: (n_ctx, n_head_kv, head_dim/2) f16x2; Q8_0: quants, scales
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;   // same layout as k_cache
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n_tokens, n_head, head_dim)
 
-var<workgroup> k_sh: array<u32, BK * MAX_HALF>;  // (bk, head_dim/2) f16x2
-var<workgroup> v_sh: array<u32, BK * MAX_HALF>;  // (bk, head_dim/2) f16x2
+var<workgroup> k_sh: array<u32, BK * MAX_HALF>;  // f16: (bk, head_dim/2) f16x2; Q8_0: (bk, head_dim/4) i8x4
+var<workgroup> v_sh: array<u32, BK * MAX_HALF>;  // as k_sh
+var<workgroup> ks_sh: array<f32, BK * MAX_BLOCKS>; // Q8_0: (bk, head_dim/32) scales of k_sh
+var<workgroup> vs_sh: array<f32, BK * MAX_BLOCKS>; // Q8_0: scales of v_sh
 var<workgroup> part: array<f32, WG * BK>;        // (thread, bk) partial dot products
+
+// Four i8 (little-endian in a word) to f32.
+fn i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
+}
+
+// u32 words of one cached row in workgroup memory.
+fn row_words() -> u32 {
+    return select(HEAD_DIM / 2u, HEAD_DIM / 4u, KV_Q8);
+}
+
+// Values 4g .. 4g + 4 of key j of the block in workgroup memory.
+fn k_sh4(j: u32, g: u32) -> vec4<f32> {
+    if (KV_Q8) {
+        return i8x4(k_sh[j * (HEAD_DIM / 4u) + g]) * ks_sh[j * MAX_BLOCKS + 4u * g / QK];
+    }
+    let w = j * (HEAD_DIM / 2u) + 2u * g;
+    return vec4<f32>(unpack2x16float(k_sh[w]), unpack2x16float(k_sh[w + 1u]));
+}
+
+// As k_sh4 for values.
+fn v_sh4(j: u32, g: u32) -> vec4<f32> {
+    if (KV_Q8) {
+        return i8x4(v_sh[j * (HEAD_DIM / 4u) + g]) * vs_sh[j * MAX_BLOCKS + 4u * g / QK];
+    }
+    let w = j * (HEAD_DIM / 2u) + 2u * g;
+    return vec4<f32>(unpack2x16float(v_sh[w]), unpack2x16float(v_sh[w + 1u]));
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let kvh = wid.x;
     let tokens = ROWS / GROUP;
     let n_head = N_HEAD_KV * GROUP;
-    let half_dim = HEAD_DIM / 2u;
-    let slice_words = half_dim / TPR; // f16 pairs per thread
     let t_first = wid.y * tokens;
     if (t_first >= step.n_tokens) {
         return;
@@ -60,41 +96,60 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = kvh * GROUP + row % GROUP;
     let valid = row < tokens * GROUP && t < step.n_tokens;
     let q_pos = step.pos + t;
-    let word0 = c * slice_words;
+    let n4 = HEAD_DIM / 4u / TPR; // groups of 4 dims per thread
+    let g0 = c * n4;              // this thread's first group
 
-    var qr: array<f32, MAX_SLICE>;
-    var acc: array<f32, MAX_SLICE>;
-    for (var i = 0u; i < 2u * slice_words; i++) {
-        acc[i] = 0.0;
-        qr[i] = 0.0;
+    var qr: array<vec4<f32>, MAX_SLICE / 4u>;
+    var acc: array<vec4<f32>, MAX_SLICE / 4u>;
+    for (var i = 0u; i < n4; i++) {
+        acc[i] = vec4<f32>(0.0);
+        qr[i] = vec4<f32>(0.0);
         if (valid) {
-            qr[i] = q[(t * n_head + h) * HEAD_DIM + 2u * word0 + i];
+            let qo = (t * n_head + h) * HEAD_DIM + 4u * (g0 + i);
+            qr[i] = vec4<f32>(q[qo], q[qo + 1u], q[qo + 2u], q[qo + 3u]);
         }
     }
     var m = NEG_BIG;
     var l = 0.0;
+    let rw = row_words();
+    let nb = HEAD_DIM / QK;
+    let sw = (nb + 1u) / 2u; // Q8_0 scale words per cache row
 
     for (var kb = 0u; kb < kv_end; kb += BK) {
-        for (var i = lid; i < BK * half_dim; i += WG) {
-            let j = i / half_dim;
-            let w = i % half_dim;
+        for (var i = lid; i < BK * rw; i += WG) {
+            let j = i / rw;
+            let w = i % rw;
             var kw = 0u;
             var vw = 0u;
             if (kb + j < kv_end) {
-                let src = ((kb + j) * N_HEAD_KV + kvh) * half_dim + w;
+                let src = ((kb + j) * N_HEAD_KV + kvh) * rw + w;
                 kw = k_cache[src];
                 vw = v_cache[src];
             }
-            k_sh[i] = kw;
-            v_sh[i] = vw;
+            k_sh[j * rw + w] = kw;
+            v_sh[j * rw + w] = vw;
+        }
+        if (KV_Q8) {
+            for (var i = lid; i < BK * nb; i += WG) {
+                let j = i / nb;
+                let b = i % nb;
+                var kd = 0.0;
+                var vd = 0.0;
+                if (kb + j < kv_end) {
+                    let src = SCALE_BASE + ((kb + j) * N_HEAD_KV + kvh) * sw + b / 2u;
+                    kd = unpack2x16float(k_cache[src])[b & 1u];
+                    vd = unpack2x16float(v_cache[src])[b & 1u];
+                }
+                ks_sh[j * MAX_BLOCKS + b] = kd;
+                vs_sh[j * MAX_BLOCKS + b] = vd;
+            }
         }
         workgroupBarrier();
 
         for (var j = 0u; j < BK; j++) {
             var s = 0.0;
-            for (var w = 0u; w < slice_words; w++) {
-                let kk = unpack2x16float(k_sh[j * half_dim + word0 + w]);
-                s += qr[2u * w] * kk.x + qr[2u * w + 1u] * kk.y;
+            for (var i = 0u; i < n4; i++) {
+                s += dot(qr[i], k_sh4(j, g0 + i));
             }
             part[lid * BK + j] = s;
         }
@@ -115,16 +170,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let m_new = max(m, m_blk);
         let corr = exp(m - m_new);
         l *= corr;
-        for (var i = 0u; i < 2u * slice_words; i++) {
+        for (var i = 0u; i < n4; i++) {
             acc[i] *= corr;
         }
         for (var j = 0u; j < BK; j++) {
             let p = exp(sc[j] - m_new);
             l += p;
-            for (var w = 0u; w < slice_words; w++) {
-                let vv = unpack2x16float(v_sh[j * half_dim + word0 + w]);
-                acc[2u * w] += p * vv.x;
-                acc[2u * w + 1u] += p * vv.y;
+            for (var i = 0u; i < n4; i++) {
+                acc[i] += p * v_sh4(j, g0 + i);
             }
         }
         m = m_new;
@@ -133,8 +186,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     if (valid) {
         let inv_l = 1.0 / l;
-        for (var i = 0u; i < 2u * slice_words; i++) {
-            out[(t * n_head + h) * HEAD_DIM + 2u * word0 + i] = acc[i] * inv_l;
+        for (var i = 0u; i < n4; i++) {
+            let o = (t * n_head + h) * HEAD_DIM + 4u * (g0 + i);
+            let a = acc[i] * inv_l;
+            out[o] = a.x;
+            out[o + 1u] = a.y;
+            out[o + 2u] = a.z;
+            out[o + 3u] = a.w;
         }
     }
 }

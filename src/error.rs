@@ -131,6 +131,28 @@ pub enum Error {
         allowed: u64,
     },
 
+    /// A context (KV cache and the buffers sized with it) does not fit the device: the memory
+    /// plan ([`crate::gpu::memory_plan`]) names what overflows and the largest context that fits.
+    #[error(
+        "a context of {n_ctx} tokens with a {cache_type} KV cache does not fit: {what} needs \
+         {needed} bytes, the device allows {allowed}; the largest context that fits is \
+         {max_n_ctx} tokens"
+    )]
+    ContextTooLarge {
+        /// The context length asked for.
+        n_ctx: usize,
+        /// The KV cache type asked for.
+        cache_type: crate::cache_type::CacheType,
+        /// The buffer or total that overflows, and the limit it is checked against.
+        what: String,
+        /// Bytes it needs.
+        needed: u64,
+        /// Bytes the device allows.
+        allowed: u64,
+        /// The largest context that fits with the same options (0 if none).
+        max_n_ctx: usize,
+    },
+
     /// A GPU operation (map, submit, validation) failed.
     #[error("GPU: {0}")]
     Gpu(String),

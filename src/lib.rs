@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod cache_type;
 pub mod chat;
 pub mod cpu;
 pub mod engine;

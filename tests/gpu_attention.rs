@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::ops as cpu;
 use bonsai_wgpu::gpu::buffers::{StepParams, read_buffer, storage_buffer};
 use bonsai_wgpu::gpu::kernel::{Op, PipelineCache, submit_kernels};
@@ -552,7 +553,10 @@ async fn kv_cache_too_big_is_a_limit_error() {
         other => panic!("expected a limit error, got {other:?}"),
     }
     // 1.7B at its full 32k context fits one binding per layer (64 MiB per K and per V).
-    assert_eq!(KvCache::layer_bytes(BONSAI_1_7B, 32768), 64 << 20);
+    assert_eq!(
+        KvCache::layer_bytes(BONSAI_1_7B, 32768, CacheType::F16),
+        64 << 20
+    );
 }
 
 #[gpu_test]

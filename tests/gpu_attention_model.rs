@@ -7,6 +7,7 @@
 
 mod common;
 
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::CpuModel;
 use bonsai_wgpu::cpu::CpuSession;
 use bonsai_wgpu::cpu::session::RunState;
@@ -43,7 +44,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
 
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("adapter");
     let cache = PipelineCache::new();
-    let kv = KvCache::new(&ctx, &c, n_ctx).expect("kv cache");
+    let kv = KvCache::new(&ctx, &c, n_ctx, CacheType::F16).expect("kv cache");
     let f32_buffer = |label: &str, n: usize| storage_buffer(&ctx, label, 4 * n as u64).unwrap();
     let q = f32_buffer("q", t_max * c.q_dim()); // (t_max, n_head, head_dim)
     let k = f32_buffer("k", t_max * c.kv_dim()); // (t_max, n_head_kv, head_dim)

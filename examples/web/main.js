@@ -239,6 +239,7 @@ async function load(source) {
     $("chat").textContent = "";
     addMessage("notice", `${info.name || "Model"} is ready on the GPU ` +
       `(KV cache ${state.chat.nCtx} tokens). Say something.`);
+    addMessage("notice", state.chat.memoryPlan);
     setStatus(`loaded ${info.name || "model"} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
     setStatus("load failed");

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::cache_type::CacheType;
 use crate::cpu::model::CpuModel;
 use crate::cpu::ops::{Matrix, argmax, attention, qk_norm_rope, rmsnorm, silu_mul, top_k};
 use crate::engine::{Engine, candidates, check_argmax, check_truncate};
@@ -97,6 +98,8 @@ pub struct CpuSession {
     logits: Vec<f32>,      // (n_vocab)
     key_cache: Vec<f32>,   // (n_layer, n_ctx, n_head_kv * head_dim)
     value_cache: Vec<f32>, // (n_layer, n_ctx, n_head_kv * head_dim)
+    /// When set, stored K/V rows are rounded through this type (the GPU cache's arithmetic).
+    cache_type: Option<CacheType>,
     n_ctx: usize,
     n_past: usize,
     /// Whether `logits` holds the logits of position n_past - 1.
@@ -106,9 +109,29 @@ pub struct CpuSession {
 }
 
 impl CpuSession {
-    /// A session whose cache holds `n_ctx` tokens (at most the model's training context).
+    /// A session whose cache holds `n_ctx` tokens (at most the model's training context), in
+    /// exact f32.
     pub fn new(model: Arc<CpuModel>, n_ctx: usize) -> Result<CpuSession> {
+        Self::with_cache_type(model, n_ctx, None)
+    }
+
+    /// As [`Self::new`], rounding every stored K and V row through `cache_type` when given
+    /// ([`CacheType::round_trip`]): the reference for a GPU session with that cache type.
+    pub fn with_cache_type(
+        model: Arc<CpuModel>,
+        n_ctx: usize,
+        cache_type: Option<CacheType>,
+    ) -> Result<CpuSession> {
         let c = &model.config;
+        if let Some(t) = cache_type
+            && !c.head_dim.is_multiple_of(t.block())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a {t} cache needs head_dim {} to be a multiple of {}",
+                c.head_dim,
+                t.block()
+            )));
+        }
         if n_ctx == 0 || n_ctx > c.n_ctx_train {
             return Err(Error::InvalidArgument(format!(
                 "n_ctx {n_ctx} must be in 1..={}",
@@ -121,6 +144,7 @@ impl CpuSession {
             logits: vec![0.0; c.n_vocab],
             key_cache: vec![0.0; cache_len],
             value_cache: vec![0.0; cache_len],
+            cache_type,
             n_ctx,
             n_past: 0,
             logits_valid: false,
@@ -175,6 +199,11 @@ impl CpuSession {
                 &mut self.key_cache[layer.clone()],
                 &mut self.value_cache[layer],
             );
+            // rounded as the GPU cache stores them, if asked
+            if let Some(t) = self.cache_type {
+                t.round_trip(&mut s.k);
+                t.round_trip(&mut s.v);
+            }
             k_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.k);
             v_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.v);
             let out = &mut s.xb[..c.q_dim()];

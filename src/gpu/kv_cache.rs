@@ -1,14 +1,24 @@
 //! The KV cache and the RoPE table on the GPU.
 //!
 //! # Layout (recorded in ARCHITECTURE.md)
-//! - One K and one V buffer per layer, each `(n_ctx, n_head_kv, head_dim)` values stored as **f16
-//!   packed two per u32** (`pack2x16float` / `unpack2x16float`, low half = even dim). This needs
-//!   no `shader-f16` feature, halves the memory of an f32 cache and matches llama.cpp's default
-//!   f16 cache type. Position `p`, kv head `h`, dims `2w, 2w+1` live in word
-//!   `(p * n_head_kv + h) * head_dim / 2 + w`. A position's heads are contiguous, so one token's
-//!   write is one contiguous run and a decode chunk of positions is one contiguous range.
-//! - Per layer and per K/V: `n_ctx * n_head_kv * head_dim * 2` bytes (1.7B at 32k: 64 MiB), which
-//!   must fit one storage binding; [`KvCache::new`] refuses with [`Error::Limit`] otherwise.
+//! One K and one V buffer per layer, each holding `(n_ctx, n_head_kv, head_dim)` values in the
+//! session's [`CacheType`]. A row is one position's one kv head; row `r = p * n_head_kv + h`.
+//! A position's heads are contiguous, so one token's write is one contiguous run and a decode
+//! chunk of positions is one contiguous range.
+//! - **f16**: values packed two per u32 (`pack2x16float` / `unpack2x16float`, low half = even
+//!   dim). No `shader-f16` needed; half the memory of f32; llama.cpp's default cache type. Dims
+//!   `2w, 2w+1` of row `r` are word `r * head_dim / 2 + w`.
+//! - **q8_0**: llama.cpp's Q8_0 blocks (32 values, f16 scale `d = max|x| / 127`, i8
+//!   `round(x / d)`, see [`crate::quant::quantize_block_q8_0`]), stored as two regions of one
+//!   buffer because 34-byte blocks are not word aligned: first the quants, `(rows, head_dim / 4)`
+//!   u32 words of four i8 (value `4w + i` in byte `i`), then from word [`KvCache::scale_base`]
+//!   the scales, `(rows, ceil(head_dim / 64))` words of two f16 (block `b` of a row in half
+//!   `b % 2` of word `b / 2`). For head_dim 128 a row is 136 bytes, exactly llama.cpp's 4 x 34.
+//!   Shaders take `KV_Q8` and `SCALE_BASE` as override constants ([`KvCache::overrides`]); the
+//!   cache is read block by block and never expanded.
+//! - Per layer and per K/V: [`KvCache::layer_bytes`] (1.7B at 32k: 64 MiB f16, 34 MiB q8_0),
+//!   which must fit one storage binding; [`KvCache::new`] refuses with [`Error::Limit`] otherwise
+//!   (the session's memory plan refuses earlier, naming the largest context that fits).
 //! - Entries at positions `>= n_past` are garbage and never read (attention reads `0..n_kv`), so
 //!   truncating the cache is free.
 //! - The RoPE table holds `(cos, sin)` for every position and rotated pair:
@@ -19,8 +29,10 @@
 
 use super::buffers::{storage_buffer, storage_buffer_init};
 use super::context::GpuContext;
+use crate::cache_type::CacheType;
 use crate::model::config::Qwen3Config;
 use crate::model::rope::RopeParams;
+use crate::quant::{QK8_0, quantize_block_q8_0};
 use crate::{Error, Result};
 
 /// Attention shape shared by the attention ops.
@@ -77,8 +89,8 @@ impl AttnDims {
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad("n_head is not a multiple of n_head_kv".into());
         }
-        if !self.head_dim.is_multiple_of(8) || self.head_dim > 128 {
-            return bad("head_dim must be a multiple of 8 and at most 128".into());
+        if !self.head_dim.is_multiple_of(16) || self.head_dim > 128 {
+            return bad("head_dim must be a multiple of 16 and at most 128".into());
         }
         if self.group() > 8 {
             return bad("more than 8 query heads per kv head".into());
@@ -87,12 +99,12 @@ impl AttnDims {
     }
 }
 
-/// K and V of one layer: `(n_ctx, n_head_kv, head_dim)` f16, two per u32.
+/// K and V of one layer: `(n_ctx, n_head_kv, head_dim)` values in the cache type's layout.
 #[derive(Debug)]
 pub struct LayerKv {
-    /// Keys: (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs.
+    /// Keys: f16 (n_ctx, n_head_kv, head_dim / 2) u32 pairs, or q8_0 quants + scales.
     pub k: wgpu::Buffer,
-    /// Values: (n_ctx, n_head_kv, head_dim / 2) u32 = f16 pairs.
+    /// Values: same layout as `k`.
     pub v: wgpu::Buffer,
 }
 
@@ -101,6 +113,8 @@ pub struct LayerKv {
 pub struct KvCache {
     /// Positions the cache holds (the context length).
     pub n_ctx: usize,
+    /// How K and V values are stored.
+    pub cache_type: CacheType,
     /// Attention shape the buffers are sized for.
     pub dims: AttnDims,
     /// Rotated dimensions per head (RoPE acts on the first `n_rot` of `head_dim`).
@@ -120,17 +134,23 @@ impl KvCache {
     }
 
     /// Allocates the cache for `n_ctx` positions of the model described by `cfg`.
-    pub fn new(ctx: &GpuContext, cfg: &Qwen3Config, n_ctx: usize) -> Result<KvCache> {
-        Self::with_dims(
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &Qwen3Config,
+        n_ctx: usize,
+        cache_type: CacheType,
+    ) -> Result<KvCache> {
+        Self::with_type(
             ctx,
             cfg.n_layer,
             AttnDims::from_config(cfg),
             &cfg.rope,
             n_ctx,
+            cache_type,
         )
     }
 
-    /// As [`Self::new`] from the raw shape (tests use small shapes without a model).
+    /// An f16 cache from the raw shape (tests use small shapes without a model).
     pub fn with_dims(
         ctx: &GpuContext,
         n_layer: usize,
@@ -138,7 +158,26 @@ impl KvCache {
         rope: &RopeParams,
         n_ctx: usize,
     ) -> Result<KvCache> {
+        Self::with_type(ctx, n_layer, dims, rope, n_ctx, CacheType::F16)
+    }
+
+    /// As [`Self::with_dims`] with a cache type.
+    pub fn with_type(
+        ctx: &GpuContext,
+        n_layer: usize,
+        dims: AttnDims,
+        rope: &RopeParams,
+        n_ctx: usize,
+        cache_type: CacheType,
+    ) -> Result<KvCache> {
         dims.check()?;
+        if !dims.head_dim.is_multiple_of(cache_type.block()) {
+            return Err(Error::InvalidArgument(format!(
+                "a {cache_type} cache needs head_dim {} to be a multiple of {}",
+                dims.head_dim,
+                cache_type.block()
+            )));
+        }
         if n_ctx == 0 {
             return Err(Error::InvalidArgument("KV cache of 0 positions".into()));
         }
@@ -148,7 +187,7 @@ impl KvCache {
                 rope.n_rot, dims.head_dim
             )));
         }
-        let layer_bytes = Self::layer_bytes(dims, n_ctx);
+        let layer_bytes = Self::layer_bytes(dims, n_ctx, cache_type);
         let allowed = ctx.max_binding_bytes().min(ctx.limits.max_buffer_size);
         if layer_bytes > allowed {
             return Err(Error::Limit {
@@ -168,6 +207,7 @@ impl KvCache {
         let table = rope_table(rope, n_ctx);
         Ok(KvCache {
             n_ctx,
+            cache_type,
             dims,
             n_rot: rope.n_rot,
             layers,
@@ -176,14 +216,92 @@ impl KvCache {
     }
 
     /// Bytes of one layer's K (or V) buffer.
-    pub fn layer_bytes(dims: AttnDims, n_ctx: usize) -> u64 {
-        n_ctx as u64 * dims.kv_dim() as u64 * 2
+    pub fn layer_bytes(dims: AttnDims, n_ctx: usize, cache_type: CacheType) -> u64 {
+        n_ctx as u64 * dims.n_head_kv as u64 * 4 * row_words(dims.head_dim, cache_type) as u64
     }
 
     /// Total bytes of K and V over all layers (excluding the RoPE table).
     pub fn total_bytes(&self) -> u64 {
-        2 * self.layers.len() as u64 * Self::layer_bytes(self.dims, self.n_ctx)
+        2 * self.layers.len() as u64 * Self::layer_bytes(self.dims, self.n_ctx, self.cache_type)
     }
+
+    /// Q8_0: the word offset of the scale region in each K/V buffer (0 for f16).
+    pub fn scale_base(&self) -> u32 {
+        match self.cache_type {
+            CacheType::F16 => 0,
+            CacheType::Q8_0 => (self.n_ctx * self.dims.kv_dim() / 4) as u32,
+        }
+    }
+
+    /// The override constants every shader reading or writing the cache takes: `KV_Q8` (bool)
+    /// and `SCALE_BASE` (see the module docs).
+    pub fn overrides(&self) -> [(&'static str, f64); 2] {
+        [
+            (
+                "KV_Q8",
+                f64::from(u8::from(self.cache_type == CacheType::Q8_0)),
+            ),
+            ("SCALE_BASE", f64::from(self.scale_base())),
+        ]
+    }
+}
+
+/// u32 words of one cache row (one position, one kv head) of `head_dim` values.
+fn row_words(head_dim: usize, cache_type: CacheType) -> usize {
+    match cache_type {
+        CacheType::F16 => head_dim / 2,
+        CacheType::Q8_0 => head_dim / 4 + q8_scale_words(head_dim),
+    }
+}
+
+/// Q8_0: scale words per cache row (two f16 scales each, the last one half empty when the row
+/// has an odd number of blocks).
+fn q8_scale_words(head_dim: usize) -> usize {
+    (head_dim / QK8_0).div_ceil(2)
+}
+
+/// Packs `rows` cache rows of `head_dim` f32 values (`(rows, head_dim)`) into a Q8_0 cache
+/// buffer's words (quants, then scales), quantizing as the cache write kernel does; for tests
+/// and uploads. The scales follow the quants, so `rows` must be the whole cache
+/// (`n_ctx * n_head_kv`) for the result to match [`KvCache::scale_base`].
+pub fn pack_q8_0(values: &[f32], head_dim: usize) -> Vec<u32> {
+    let rows = values.len() / head_dim;
+    let sw = q8_scale_words(head_dim);
+    let mut quants = Vec::with_capacity(values.len() / 4);
+    let mut scales = vec![0u32; rows * sw];
+    for (r, row) in values.chunks_exact(head_dim).enumerate() {
+        for (b, x) in row.chunks_exact(QK8_0).enumerate() {
+            let block = quantize_block_q8_0(x);
+            let d = u16::from_le_bytes(block.d) as u32;
+            scales[r * sw + b / 2] |= d << (16 * (b % 2));
+            quants.extend(
+                block
+                    .qs
+                    .chunks_exact(4)
+                    .map(|q| u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])),
+            );
+        }
+    }
+    quants.extend(scales);
+    quants
+}
+
+/// Unpacks a Q8_0 cache buffer's words holding `rows` rows of `head_dim` values to f32
+/// (`(rows, head_dim)`), as the attention kernels read them: `f16(d) * q`.
+pub fn unpack_q8_0(words: &[u32], rows: usize, head_dim: usize) -> Vec<f32> {
+    let sw = q8_scale_words(head_dim);
+    let (quants, scales) = words.split_at(rows * head_dim / 4);
+    let mut out = Vec::with_capacity(rows * head_dim);
+    for r in 0..rows {
+        for j in 0..head_dim {
+            let b = j / QK8_0;
+            let word = scales[r * sw + b / 2];
+            let d = half::f16::from_bits((word >> (16 * (b % 2))) as u16).to_f32();
+            let q = (quants[(r * head_dim + j) / 4] >> (8 * (j % 4))) as u8 as i8;
+            out.push(d * f32::from(q));
+        }
+    }
+    out
 }
 
 /// `(cos, sin)` for every position `0..n_ctx` and pair `i0 / 2` (`i0` even, `< n_rot`), as the

@@ -49,6 +49,7 @@ pub mod buffers;
 pub mod context;
 pub mod kernel;
 pub mod kv_cache;
+pub mod memory_plan;
 pub mod model;
 pub mod ops;
 pub mod q1_0;

@@ -126,3 +126,48 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Quantizes 32 values to a Q8_0 block exactly as llama.cpp's `quantize_row_q8_0_ref`:
+/// `d = max|x| / 127` in f32, `qs[j] = round(x[j] / d)` (half away from zero, through the f32
+/// reciprocal `1 / d`), and `d` stored as f16. The KV cache's Q8_0 option (CPU reference and
+/// `shaders/qk_norm_rope.wgsl`) uses this arithmetic.
+///
+/// # Panics
+/// When `x.len() != 32`.
+pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
+    assert_eq!(x.len(), QK8_0, "a Q8_0 block holds 32 values");
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0i8; QK8_0];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    BlockQ8_0 {
+        d: f16::from_f32(d).to_le_bytes(),
+        qs,
+    }
+}
+
+/// Rounds `row` (a multiple of 32 values) through Q8_0 in place: quantize each block of 32 with
+/// [`quantize_block_q8_0`], then dequantize (`f16(d) * q`).
+///
+/// # Panics
+/// When `row.len()` is not a multiple of 32.
+pub fn round_trip_q8_0(row: &mut [f32]) {
+    assert_eq!(row.len() % QK8_0, 0, "Q8_0 rows are whole blocks of 32");
+    for x in row.chunks_exact_mut(QK8_0) {
+        let block = quantize_block_q8_0(x);
+        let d = block.scale();
+        for (y, &q) in x.iter_mut().zip(&block.qs) {
+            *y = d * f32::from(q);
+        }
+    }
+}
+
+impl BlockQ8_0 {
+    /// The scale as `f32`.
+    pub fn scale(&self) -> f32 {
+        f16::from_le_bytes(self.d).to_f32()
+    }
+}

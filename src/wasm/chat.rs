@@ -215,4 +215,12 @@ impl Chat {
     pub fn n_ctx(&self) -> usize {
         self.session.n_ctx()
     }
+
+    /// The memory plan the session was checked against (weights, KV cache, activations, scratch,
+    /// and the device's binding limit), one line.
+    #[wasm_bindgen(getter, js_name = memoryPlan)]
+    pub fn memory_plan(&self) -> String {
+        let limits = crate::gpu::memory_plan::MemoryLimits::of(&self.session.model().ctx);
+        self.session.memory_plan().describe(&limits)
+    }
 }

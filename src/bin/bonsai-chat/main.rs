@@ -22,17 +22,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::Error;
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::chat::{Conversation, PieceKind};
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
+use bonsai_wgpu::gpu::memory_plan::{MemoryLimits, MemoryPlan, weight_bytes_of_gguf};
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::model::config::Qwen3Config;
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::text::chat_template::ChatTemplate;
 use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
+
+/// Context of the CPU reference engine when `--ctx` is not given (its f32 cache is 4x f16's).
+const CPU_DEFAULT_CTX: usize = 8192;
 
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
@@ -82,9 +88,13 @@ struct Args {
     /// Most tokens per reply.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 4096)]
     max_tokens: usize,
-    /// Context size (KV cache tokens).
-    #[arg(long, default_value_t = 8192)]
-    ctx: usize,
+    /// Context size in tokens (default: GPU, the largest the memory plan fits on the device, up
+    /// to the model's trained context; CPU, 8192).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// KV cache type: f16 or q8_0 (half the memory, see README "Context and KV cache").
+    #[arg(long, default_value_t = CacheType::default())]
+    cache_type: CacheType,
     /// GPU backend: vulkan, metal, dx12, gl (default: the best available).
     #[arg(long)]
     backend: Option<String>,
@@ -140,7 +150,11 @@ fn resolve_model(args: &Args) -> Result<PathBuf> {
 fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
     if args.cpu {
         let model = CpuModel::from_gguf(gguf).context("loading the model")?;
-        return Ok(AnyEngine::Cpu(Box::new(CpuSession::new(model, args.ctx)?)));
+        let n_ctx = args
+            .ctx
+            .unwrap_or(CPU_DEFAULT_CTX.min(model.config.n_ctx_train));
+        let session = CpuSession::with_cache_type(model, n_ctx, Some(args.cache_type))?;
+        return Ok(AnyEngine::Cpu(Box::new(session)));
     }
     let options = GpuOptions {
         backends: args.backend.as_deref().map(parse_backend).transpose()?,
@@ -156,14 +170,24 @@ fn open_engine(args: &Args, gguf: &Gguf) -> Result<AnyEngine> {
             ctx.info.name, ctx.info.backend, ctx.info.device_type
         ))
     );
+    // Plan before anything is allocated: a context that cannot fit stops here, by name.
+    let config = Qwen3Config::from_gguf(gguf)?;
+    let limits = MemoryLimits::of(&ctx);
+    let mut opts = SessionOptions {
+        n_ctx: args.ctx.unwrap_or(config.n_ctx_train),
+        cache_type: args.cache_type,
+        ..SessionOptions::default()
+    };
+    let weights = weight_bytes_of_gguf(gguf);
+    let mut plan = MemoryPlan::for_device(&ctx, &config, weights, &opts);
+    if args.ctx.is_none() {
+        opts.n_ctx = plan.largest_fitting(&limits, &config).max(1);
+        plan = MemoryPlan::for_device(&ctx, &config, weights, &opts);
+    }
+    eprintln!("{}", dim(&plan.describe(&limits)));
+    plan.check(&limits, &config)?;
     let model = GpuModel::load(Arc::new(ctx), gguf).context("uploading the model")?;
-    let session = Session::new(
-        model,
-        SessionOptions {
-            n_ctx: args.ctx,
-            ..SessionOptions::default()
-        },
-    )?;
+    let session = Session::new(model, opts)?;
     Ok(AnyEngine::Gpu(Box::new(session)))
 }
 

@@ -36,15 +36,19 @@ pub struct DecodeScratch {
     pub part_ml: wgpu::Buffer,
 }
 
+/// The chunk size decode attention uses on `ctx`: [`DECODE_CHUNK`], or [`DECODE_CHUNK_CPU`] on
+/// CPU adapters.
+pub fn decode_chunk(ctx: &GpuContext) -> usize {
+    match ctx.info.device_type {
+        wgpu::DeviceType::Cpu => DECODE_CHUNK_CPU,
+        _ => DECODE_CHUNK,
+    }
+}
+
 impl DecodeScratch {
-    /// Scratch for a cache of `n_ctx` positions in chunks of [`DECODE_CHUNK`]
-    /// ([`DECODE_CHUNK_CPU`] on CPU adapters).
+    /// Scratch for a cache of `n_ctx` positions in chunks of [`decode_chunk`].
     pub fn new(ctx: &GpuContext, dims: AttnDims, n_ctx: usize) -> Result<DecodeScratch> {
-        let chunk = match ctx.info.device_type {
-            wgpu::DeviceType::Cpu => DECODE_CHUNK_CPU,
-            _ => DECODE_CHUNK,
-        };
-        Self::with_chunk(ctx, dims, n_ctx, chunk)
+        Self::with_chunk(ctx, dims, n_ctx, decode_chunk(ctx))
     }
 
     /// As [`Self::new`] with another chunk size from [`DECODE_CHUNKS_SUPPORTED`].
@@ -130,6 +134,7 @@ impl AttentionDecode {
         check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
         check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
         let max_chunks = b.scratch.max_chunks as f64;
+        let [kv_q8, scale_base] = b.kv.overrides();
         let partial = Kernel::new(
             ctx,
             cache,
@@ -144,6 +149,8 @@ impl AttentionDecode {
                     ("CHUNK", chunk as f64),
                     ("MAX_CHUNKS", max_chunks),
                     ("SCALE", dims.scale() as f64),
+                    kv_q8,
+                    scale_base,
                 ],
                 bindings: &[
                     b.step.as_entire_binding(),

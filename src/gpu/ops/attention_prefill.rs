@@ -54,6 +54,7 @@ impl AttentionPrefill {
         let rows = max_tokens.max(1) * dims.q_dim();
         check_binding(b.q, 4 * rows, "attention_prefill q")?;
         check_binding(b.out, 4 * rows, "attention_prefill out")?;
+        let [kv_q8, scale_base] = b.kv.overrides();
         let kernel = Kernel::new(
             ctx,
             cache,
@@ -66,6 +67,8 @@ impl AttentionPrefill {
                     ("N_HEAD_KV", dims.n_head_kv as f64),
                     ("GROUP", dims.group() as f64),
                     ("SCALE", dims.scale() as f64),
+                    kv_q8,
+                    scale_base,
                 ],
                 bindings: &[
                     b.step.as_entire_binding(),

@@ -56,12 +56,15 @@ impl QkNormRope {
         check_binding(b.v, 4 * t * dims.kv_dim(), "qk_norm_rope v")?;
         check_binding(b.q_norm, 4 * dims.head_dim, "qk_norm_rope q_norm")?;
         check_binding(b.k_norm, 4 * dims.head_dim, "qk_norm_rope k_norm")?;
+        let [kv_q8, scale_base] = b.kv.overrides();
         let overrides = [
             ("HEAD_DIM", dims.head_dim as f64),
             ("N_ROT", b.kv.n_rot as f64),
             ("N_HEAD", dims.n_head as f64),
             ("N_HEAD_KV", dims.n_head_kv as f64),
             ("EPS", eps as f64),
+            kv_q8,
+            scale_base,
         ];
         let kernel = Kernel::new(
             ctx,

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::cache_type::CacheType;
 use crate::cpu::ops::top_k;
 use crate::engine::{Engine, candidates, check_argmax, check_truncate};
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{Readback, StepParams};
 use crate::gpu::kernel::Op;
 use crate::gpu::kv_cache::KvCache;
+use crate::gpu::memory_plan::{MemoryLimits, MemoryPlan};
 use crate::gpu::model::GpuModel;
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
@@ -33,6 +35,8 @@ pub struct SessionOptions {
     pub n_ctx: usize,
     /// Most tokens one prefill submit processes; longer inputs are split.
     pub max_batch: usize,
+    /// How the KV cache stores K and V.
+    pub cache_type: CacheType,
 }
 
 impl Default for SessionOptions {
@@ -40,7 +44,15 @@ impl Default for SessionOptions {
         SessionOptions {
             n_ctx: DEFAULT_N_CTX,
             max_batch: DEFAULT_MAX_BATCH,
+            cache_type: CacheType::default(),
         }
+    }
+}
+
+impl SessionOptions {
+    /// The memory plan of a session of `model` with these options on its device.
+    pub fn memory_plan(&self, model: &GpuModel) -> MemoryPlan {
+        MemoryPlan::for_device(&model.ctx, &model.config, model.weight_bytes(), self)
     }
 }
 
@@ -50,6 +62,7 @@ pub struct Session {
     kv: KvCache,
     a: Activations,
     _scratch: DecodeScratch,
+    plan: MemoryPlan,
     forward: Forward,
     topk: TopK, // logits -> the MAX_K largest (value, id), on demand
     token_readback: Readback,
@@ -62,7 +75,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Allocates the cache and activations and builds every kernel of the forward pass.
+    /// Checks the memory plan against the device ([`Error::ContextTooLarge`] when it does not
+    /// fit), then allocates the cache and activations and builds every kernel of the forward
+    /// pass.
     pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
         let c = &model.config;
         if opts.n_ctx == 0 || opts.n_ctx > c.n_ctx_train {
@@ -71,10 +86,12 @@ impl Session {
                 opts.n_ctx, c.n_ctx_train
             )));
         }
+        let plan = opts.memory_plan(&model);
+        plan.check(&MemoryLimits::of(&model.ctx), c)?;
         let max_batch = opts.max_batch.clamp(1, opts.n_ctx);
         let ctx = &*model.ctx;
         let a = Activations::new(ctx, &model, max_batch)?;
-        let kv = KvCache::new(ctx, c, opts.n_ctx)?;
+        let kv = KvCache::new(ctx, c, opts.n_ctx, opts.cache_type)?;
         let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
         let forward = Forward::new(&model, &a, &kv, &scratch, max_batch)?;
         let topk = TopK::new(
@@ -95,6 +112,7 @@ impl Session {
             kv,
             a,
             _scratch: scratch,
+            plan,
             max_batch,
             n_past: 0,
             head_valid: false,
@@ -112,6 +130,28 @@ impl Session {
     /// Bytes of the KV cache on the GPU.
     pub fn kv_bytes(&self) -> u64 {
         self.kv.total_bytes()
+    }
+
+    /// The memory plan this session was checked and allocated by.
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// Moves the position `n` tokens forward **without computing them**: their cache entries
+    /// keep whatever the buffers hold (zeros in a new session) and there are no logits until the
+    /// next feed. Only for timing decode at a depth where a real prefill would take too long
+    /// (`bench -d N --fast-depth` on a CPU adapter): attention's cost depends on how many
+    /// positions are cached, not on their values. Everything generated after it is garbage.
+    pub fn advance_uncomputed(&mut self, n: usize) -> Result<()> {
+        if self.n_past + n > self.kv.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed: self.n_past + n,
+                capacity: self.kv.n_ctx,
+            });
+        }
+        self.n_past += n;
+        self.head_valid = false;
+        Ok(())
     }
 
     /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
