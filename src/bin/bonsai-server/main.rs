@@ -19,6 +19,7 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::batch::{BatchEngine, EnginePool};
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
@@ -57,6 +58,9 @@ struct Args {
     /// Total context in tokens, split evenly over the slots (each slot gets ctx / parallel).
     #[arg(long, default_value_t = 8192)]
     ctx: usize,
+    /// KV cache type of every slot: f16 (llama.cpp's default) or q8_0 (half the memory).
+    #[arg(long, default_value = "f16")]
+    cache_type: CacheType,
     /// Sequence slots: requests decoded together; more wait in the queue.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
@@ -222,6 +226,7 @@ fn start_scheduler(
     let cpu = args.cpu;
     let slots = args.parallel;
     let chunk = args.prefill_chunk.max(1);
+    let cache_type = args.cache_type;
     let gpu = GpuOptions {
         backends: args.backend.as_deref().map(parse_backend).transpose()?,
         adapter_name: args.adapter.clone(),
@@ -233,7 +238,9 @@ fn start_scheduler(
             if cpu {
                 let engine = CpuModel::from_gguf(&gguf).and_then(|model| {
                     let sessions = (0..slots)
-                        .map(|_| CpuSession::new(model.clone(), n_ctx))
+                        .map(|_| {
+                            CpuSession::with_cache_type(model.clone(), n_ctx, Some(cache_type))
+                        })
                         .collect::<bonsai_wgpu::Result<Vec<_>>>()?;
                     EnginePool::new(sessions)
                 });
@@ -254,6 +261,7 @@ fn start_scheduler(
                     let options = SessionOptions {
                         n_ctx,
                         max_batch: chunk,
+                        cache_type,
                     };
                     let sessions = (0..slots)
                         .map(|_| Session::new(model.clone(), options))
