@@ -57,6 +57,7 @@ fn main() -> Result<()> {
     let session = SessionOptions {
         n_ctx: args.ctx,
         max_batch: args.n_prompt.max(1),
+        ..SessionOptions::default()
     };
     let sessions = (0..slots)
         .map(|_| Session::new(model.clone(), session))
