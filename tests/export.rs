@@ -269,21 +269,21 @@ fn fp16_weights_equal_cpu_dequantization() {
     );
 }
 
-/// AWQ from its description: `qweight` int32 `[in, out/8]`, `qzeros` int32 `[in/128, out/8]`,
-/// `scales` f16 `[in/128, out]`; the code of column `8c + ORDER[j]` sits in bits `4j..4j+3`;
-/// weight = (code - zero) * scale. Returns the weight as `[out, in]`.
-fn awq_unpack(ckpt: &Checkpoint, module: &str) -> (Vec<usize>, Vec<f32>) {
+/// AWQ from its description: `qweight` int32 `[in, out/8]`, `qzeros` int32 `[in/G, out/8]`,
+/// `scales` f16 `[in/G, out]` for groups of `G` inputs; the code of column `8c + ORDER[j]` sits
+/// in bits `4j..4j+3`; weight = (code - zero) * scale. Returns the weight as `[out, in]`.
+fn awq_unpack(ckpt: &Checkpoint, module: &str, group: usize) -> (Vec<usize>, Vec<f32>) {
     const ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
     let (qw_shape, qweight) = ckpt.u32s(&format!("{module}.qweight"));
     let (qz_shape, qzeros) = ckpt.u32s(&format!("{module}.qzeros"));
     let (sc_shape, scales) = ckpt.f16s(&format!("{module}.scales"));
     let (n_in, words) = (qw_shape[0], qw_shape[1]);
     let n_out = words * 8;
-    assert_eq!(qz_shape, vec![n_in / 128, words], "{module} qzeros");
-    assert_eq!(sc_shape, vec![n_in / 128, n_out], "{module} scales");
+    assert_eq!(qz_shape, vec![n_in / group, words], "{module} qzeros");
+    assert_eq!(sc_shape, vec![n_in / group, n_out], "{module} scales");
     let mut w = vec![0.0f32; n_out * n_in];
     for i in 0..n_in {
-        let g = i / 128;
+        let g = i / group;
         for c in 0..words {
             for (j, &col) in ORDER.iter().enumerate() {
                 let o = 8 * c + col;
@@ -326,7 +326,7 @@ fn awq_unpacks_to_the_fp16_weights() {
             !awq.file_of.contains_key(&format!("{h}.weight")),
             "{h} is packed"
         );
-        let (shape, got) = awq_unpack(&awq, &h);
+        let (shape, got) = awq_unpack(&awq, &h, 128);
         assert_eq!(shape, want_shape, "{h}");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(
@@ -575,11 +575,82 @@ fn refuses_what_cannot_be_exported_exactly() {
     let msg = refusal(&extra, ExportFormat::Awq);
     assert!(msg.contains("rope_freqs.weight"), "{msg}");
 
-    let msg = bonsai_wgpu::export::awq::check_awq_shape("blk.3.attn_k.weight", 256, 4)
+    let msg = bonsai_wgpu::export::awq::check_awq_shape("blk.3.attn_k.weight", 256, 4, 128)
         .expect_err("4 outputs do not fill an int32")
         .to_string();
     assert!(
         msg.contains("blk.3.attn_k.weight") && msg.contains("multiple of 8"),
         "{msg}"
     );
+}
+
+/// Q2_0 from its description (ggml type 42): 18-byte blocks of 64 weights, `f16 d` then 16
+/// bytes; weight j is bits `2*(j%4)..` of byte `j/4`, value `(code - 1) * d`.
+fn decode_q2_0(data: &[u8]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for block in data.chunks_exact(18) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        for j in 0..64 {
+            let code = (block[2 + j / 4] >> (2 * (j % 4))) & 3;
+            out.push((code as f32 - 1.0) * d);
+        }
+    }
+    out
+}
+
+/// Ternary-Bonsai (every linear and the embedding Q2_0): FP16 holds `-d, 0, +d, +2d` exactly,
+/// and AWQ with groups of 64 (one Q2_0 block) and zero 8 unpacks to exactly those weights.
+#[test]
+fn ternary_exports_exactly_in_both_formats() {
+    let gguf = Gguf::open(fixture("tiny-ternary-dev.gguf")).expect("tiny-ternary-dev fixture");
+    let (fp16_dir, awq_dir) = (out_dir("ternary-hf-fp16"), out_dir("ternary-awq"));
+    for (dir, format) in [
+        (&fp16_dir, ExportFormat::HfFp16),
+        (&awq_dir, ExportFormat::Awq),
+    ] {
+        let _ = std::fs::remove_dir_all(dir);
+        export_checkpoint(&gguf, dir, &ExportOptions::new(format), &|_| {})
+            .expect("ternary export");
+    }
+    let config = read_json(&awq_dir.join("config.json"));
+    assert_eq!(
+        config["quantization_config"]["group_size"], 64,
+        "one group per Q2_0 block"
+    );
+    let (fp16, awq) = (Checkpoint::open(&fp16_dir), Checkpoint::open(&awq_dir));
+    let n_layer = gguf.get_u32("qwen3.block_count").expect("block_count") as usize;
+    let (mut n_q2, mut n_zero) = (0, 0);
+    for (g, h, linear) in hf_names(n_layer) {
+        let info = gguf.tensor_info(&g).expect("gguf tensor");
+        if info.ggml_type != GgmlType::Q2_0 {
+            continue;
+        }
+        n_q2 += 1;
+        let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
+        let want = decode_q2_0(gguf.tensor_data(&g).expect("gguf data"));
+        n_zero += want.iter().filter(|w| **w == 0.0).count();
+        let (shape, got) = fp16.f16s(&format!("{h}.weight"));
+        assert_eq!(shape, vec![n, k], "{h}: [out, in]");
+        for (i, (g16, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g16.to_f32().to_bits(),
+                w.to_bits(),
+                "{h}[{i}]: got {g16}, want {w}"
+            );
+        }
+        if linear {
+            let (shape, unpacked) = awq_unpack(&awq, &h, 64);
+            assert_eq!(shape, vec![n, k], "{h}");
+            for (i, (u, w)) in unpacked.iter().zip(&want).enumerate() {
+                // (7 - 8) * d and (9 - 8) * d are exact; 0 * d keeps d's sign as the CPU's does.
+                assert_eq!(u.to_bits(), w.to_bits(), "{h}[{i}]: AWQ {u}, want {w}");
+            }
+        }
+    }
+    assert_eq!(
+        n_q2,
+        1 + 7 * n_layer,
+        "the embedding and every projection are Q2_0"
+    );
+    assert!(n_zero > 0, "the fixture's ternary zeros went through");
 }

@@ -3,7 +3,6 @@
 use serde_json::{Value, json};
 
 use super::ExportFormat;
-use super::awq::AWQ_GROUP_SIZE;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::model::config::{ARCHITECTURE, Qwen3Config};
@@ -80,12 +79,13 @@ fn rope_scaling(gguf: &Gguf, cfg: &Qwen3Config) -> Result<Value> {
 }
 
 /// `config.json` for `Qwen3ForCausalLM` in float16, with AWQ's `quantization_config` for
-/// [`ExportFormat::Awq`].
+/// [`ExportFormat::Awq`] (groups of `awq_group` inputs).
 pub fn config_json(
     gguf: &Gguf,
     cfg: &Qwen3Config,
     tokenizer: &Tokenizer,
     format: ExportFormat,
+    awq_group: usize,
 ) -> Result<Value> {
     let mut config = json!({
         "architectures": ["Qwen3ForCausalLM"],
@@ -119,7 +119,7 @@ pub fn config_json(
         config["quantization_config"] = json!({
             "quant_method": "awq",
             "bits": 4,
-            "group_size": AWQ_GROUP_SIZE,
+            "group_size": awq_group,
             "zero_point": true,
             "version": "gemm",
             "modules_to_not_convert": null,

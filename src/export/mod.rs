@@ -6,10 +6,11 @@
 //! - `hf-fp16`: every weight as float16. A Q1_0 weight is `±d` with `d` an f16, so f16 holds
 //!   it exactly (bfloat16 would round `d`: that is why the checkpoint is float16). Norm
 //!   weights (F32 in the GGUF) are rounded to f16; [`ExportReport`] gives the largest change.
-//! - `awq`: every projection inside the blocks as AWQ int4 with group size 128 ([`awq`]),
+//! - `awq`: every projection inside the blocks as AWQ int4 with group size 128 (64 for
+//!   Ternary-Bonsai's Q2_0) ([`awq`]),
 //!   exact as well; embeddings, `lm_head` and norms as in `hf-fp16`.
 //!
-//! Everything that cannot be exported exactly (a weight type other than Q1_0, a tensor outside
+//! Everything that cannot be exported exactly (a weight type other than Q1_0 / Q2_0, a tensor outside
 //! the Qwen3 layout, a shape AWQ cannot pack, a RoPE setting HF cannot spell) is refused before
 //! any file is written, naming the tensor or key. Weights are written one tensor at a time from
 //! the memory-mapped GGUF, so the largest tensor is the most the export holds in memory.
@@ -40,7 +41,8 @@ pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
 pub enum ExportFormat {
     /// `hf-fp16`: every tensor float16 (the "unpacked" checkpoint).
     HfFp16,
-    /// `awq`: block projections AWQ int4 (group 128, zero 8, GEMM layout), the rest float16.
+    /// `awq`: block projections AWQ int4 (group 128, or 64 with Q2_0; zero 8, GEMM layout), the
+    /// rest float16.
     Awq,
 }
 
@@ -131,7 +133,8 @@ pub fn export_checkpoint(
     let tokenizer = Tokenizer::from_gguf(gguf)?;
     let planned = tensors::plan_tensors(gguf, &cfg, options.format)?;
     let (max_norm_change, max_norm_change_tensor) = tensors::max_norm_rounding(gguf, &planned)?;
-    let config = hf_config::config_json(gguf, &cfg, &tokenizer, options.format)?;
+    let awq_group = planned.first().map_or(0, |t| t.awq_group());
+    let config = hf_config::config_json(gguf, &cfg, &tokenizer, options.format, awq_group)?;
     let generation = hf_config::generation_config_json(&tokenizer);
     let tokenizer_config =
         tokenizer_json::tokenizer_config_json(gguf, &tokenizer, cfg.n_ctx_train)?;

@@ -5,19 +5,23 @@ use half::f16;
 use safetensors::Dtype;
 
 use super::ExportFormat;
-use super::awq::{awq_qweight, awq_qzeros, awq_scales, awq_shapes, check_awq_shape};
+use super::awq::{awq_qweight, awq_qzeros, awq_scales, awq_shapes, block_inputs, check_awq_shape};
 use super::names::{WeightKind, qwen3_tensors};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
 use crate::model::config::Qwen3Config;
 use crate::quant::dequantize_row;
 use crate::quant::q1_0::Q1_0_BLOCK_BYTES;
+use crate::quant::q2_0;
 
 /// How one output tensor's bytes are made from its GGUF tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
     /// Q1_0 `±d` as f16: exact, `d`'s own bits with the sign bit set for `-d`.
     Fp16FromQ1,
+    /// Q2_0 `(code - 1) * d` as f16: exact (`-d`, `0`, `+d`, and `+2d`, which
+    /// [`plan_tensors`] checks stays in the f16 range).
+    Fp16FromQ2,
     /// An F32 / F16 / BF16 norm rounded to f16.
     NormToF16,
     /// AWQ `qweight` of a Q1_0 linear.
@@ -43,9 +47,18 @@ pub struct PlannedTensor {
     /// GGUF dims `[in, out]` (or `[n]`) of the source.
     n_in: usize,
     n_out: usize,
+    /// The source's GGUF type.
+    ty: GgmlType,
+    /// AWQ inputs per group (the file's smallest linear block size).
+    group: usize,
 }
 
 impl PlannedTensor {
+    /// AWQ inputs per group of the checkpoint this tensor belongs to (the same for all).
+    pub fn awq_group(&self) -> usize {
+        self.group
+    }
+
     /// Bytes the tensor takes in the file.
     pub fn n_bytes(&self) -> usize {
         self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8
@@ -57,13 +70,14 @@ impl PlannedTensor {
         let (n_in, n_out) = (self.n_in, self.n_out);
         Ok(match self.source {
             Source::Fp16FromQ1 => fp16_from_q1(data),
+            Source::Fp16FromQ2 => fp16_from_q2(data),
             Source::NormToF16 => norm_to_f16(gguf, &self.gguf)?
                 .iter()
                 .flat_map(|(h, _)| h.to_le_bytes())
                 .collect(),
-            Source::AwqQweight => awq_qweight(data, n_in, n_out),
-            Source::AwqQzeros => awq_qzeros(n_in, n_out),
-            Source::AwqScales => awq_scales(data, n_in, n_out),
+            Source::AwqQweight => awq_qweight(self.ty, data, n_in, n_out),
+            Source::AwqQzeros => awq_qzeros(n_in, n_out, self.group),
+            Source::AwqScales => awq_scales(self.ty, data, n_in, n_out, self.group),
         })
     }
 }
@@ -89,6 +103,17 @@ pub fn plan_tensors(
                 .into(),
         });
     }
+    // One AWQ group size for the whole checkpoint: the smallest block of any linear (128 for
+    // Bonsai, 64 for Ternary-Bonsai), which every other block size is a multiple of.
+    let group = mappings
+        .iter()
+        .filter(|m| m.kind == WeightKind::Linear)
+        .filter_map(|m| {
+            gguf.tensor_info(&m.gguf)
+                .and_then(|t| block_inputs(t.ggml_type))
+        })
+        .min()
+        .unwrap_or(QK1_0_GROUP);
     let mut planned = Vec::new();
     for m in mappings {
         let info = gguf
@@ -104,20 +129,22 @@ pub fn plan_tensors(
             source,
             n_in,
             n_out,
+            ty: info.ggml_type,
+            group,
         };
         match (m.kind, format) {
             (WeightKind::Norm, _) => {
                 planned.push(tensor("weight", Dtype::F16, vec![n_in], Source::NormToF16));
             }
             (WeightKind::Embedding, _) | (WeightKind::Linear, ExportFormat::HfFp16) => {
-                require_q1(&m.gguf, info.ggml_type)?;
+                let source = fp16_source(gguf, &m.gguf, info.ggml_type)?;
                 let shape = vec![n_out, n_in];
-                planned.push(tensor("weight", Dtype::F16, shape, Source::Fp16FromQ1));
+                planned.push(tensor("weight", Dtype::F16, shape, source));
             }
             (WeightKind::Linear, ExportFormat::Awq) => {
-                require_q1(&m.gguf, info.ggml_type)?;
-                check_awq_shape(&m.gguf, n_in, n_out)?;
-                let (qweight, qzeros, scales) = awq_shapes(n_in, n_out);
+                fp16_source(gguf, &m.gguf, info.ggml_type)?;
+                check_awq_shape(&m.gguf, n_in, n_out, group)?;
+                let (qweight, qzeros, scales) = awq_shapes(n_in, n_out, group);
                 planned.push(tensor("qweight", Dtype::I32, qweight, Source::AwqQweight));
                 planned.push(tensor("qzeros", Dtype::I32, qzeros, Source::AwqQzeros));
                 planned.push(tensor("scales", Dtype::F16, scales, Source::AwqScales));
@@ -127,14 +154,37 @@ pub fn plan_tensors(
     Ok(planned)
 }
 
-fn require_q1(name: &str, ty: GgmlType) -> Result<()> {
-    if ty == GgmlType::Q1_0 {
-        return Ok(());
-    }
-    Err(Error::BadTensor {
+/// AWQ's group size of a file without Q1_0 / Q2_0 linears (refused later, naming the tensor).
+const QK1_0_GROUP: usize = 128;
+
+/// How a weight of type `ty` becomes exact f16, after checking it can: Q1_0 always, Q2_0 when
+/// no block with a `+2d` code has `2d` past the f16 range. Names the tensor otherwise.
+fn fp16_source(gguf: &Gguf, name: &str, ty: GgmlType) -> Result<Source> {
+    let refuse = |reason: String| Error::BadTensor {
         name: name.to_string(),
-        reason: format!("type {ty} cannot be exported exactly (only Q1_0 weights can)"),
-    })
+        reason,
+    };
+    match ty {
+        GgmlType::Q1_0 => Ok(Source::Fp16FromQ1),
+        GgmlType::Q2_0 => {
+            for block in q2_0::blocks(gguf.tensor_data(name)?) {
+                let d = f16::from_le_bytes(block.d);
+                let has_2d = block
+                    .qs
+                    .iter()
+                    .any(|&q| (0..4).any(|j| (q >> (2 * j)) & 3 == 3));
+                if has_2d && (2.0 * d.to_f32()).abs() > f16::MAX.to_f32() {
+                    return Err(refuse(format!(
+                        "a +2d code with d = {d} is outside the f16 range, so f16 cannot hold it exactly"
+                    )));
+                }
+            }
+            Ok(Source::Fp16FromQ2)
+        }
+        _ => Err(refuse(format!(
+            "type {ty} cannot be exported exactly (only Q1_0 and Q2_0 weights can)"
+        ))),
+    }
 }
 
 /// Q1_0 blocks as f16 `±d`: `+d` is `d`'s stored bits, `-d` the same with the sign bit
@@ -152,6 +202,17 @@ fn fp16_from_q1(q1: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Q2_0 blocks as f16 `(code - 1) * d`, through the CPU dequantization (exact in f16, checked
+/// by [`fp16_source`]).
+fn fp16_from_q2(data: &[u8]) -> Vec<u8> {
+    let n = data.len() / q2_0::Q2_0_BLOCK_BYTES * q2_0::QK2_0;
+    let mut x = vec![0.0f32; n];
+    q2_0::dequantize_row_q2_0(data, &mut x);
+    x.iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect()
 }
 
 /// A norm weight rounded to f16, with each element's value before rounding.
