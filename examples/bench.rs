@@ -6,7 +6,14 @@
 //! With `--profile` (GPU), a few more decode steps run through `Session::profile_decode` and a
 //! second table shows GPU milliseconds per token by kernel category (timestamp queries).
 //!
-//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu] [--profile]
+//! GPU generation runs device-resident (the engine's queued steps, as `generate` does; two in
+//! flight) unless `--step-by-step` asks for `feed` + `greedy` per token. For the GPU, tg rows
+//! also report what a decoded token costs the host: dispatches and compute passes recorded,
+//! microseconds of host time recording and submitting, and blocking waits with no later step
+//! queued (JSON: `dispatches_per_token`, `passes_per_token`, `host_us_per_token`,
+//! `host_waits_per_token`).
+//!
+//! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-r 5] [-b 256] [--json] [--cpu] [--profile] [--step-by-step]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +24,8 @@ use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
+use bonsai_wgpu::gpu::session::{DEFAULT_MAX_BATCH, DecodeStats};
+use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use clap::Parser;
 use pollster::block_on;
@@ -72,6 +80,31 @@ struct Args {
     /// Decode steps averaged by `--profile` (after one untimed warm-up step).
     #[arg(long, default_value_t = 8)]
     profile_steps: usize,
+    /// Generate with `feed` + `greedy` per token instead of device-resident queued steps.
+    #[arg(long)]
+    step_by_step: bool,
+}
+
+/// Device-resident steps kept in flight by the tg test (as `generate` does).
+const QUEUE_DEPTH: usize = 2;
+
+/// What decoded tokens cost the host; only the GPU session counts it.
+trait DecodeCost {
+    fn reset_cost(&mut self) {}
+    fn cost(&self) -> Option<DecodeStats> {
+        None
+    }
+}
+
+impl DecodeCost for CpuSession {}
+
+impl DecodeCost for Session {
+    fn reset_cost(&mut self) {
+        self.reset_decode_stats();
+    }
+    fn cost(&self) -> Option<DecodeStats> {
+        Some(self.decode_stats())
+    }
 }
 
 /// Untimed tokens fed before a generation test, so its first step has a predecessor.
@@ -120,6 +153,18 @@ type Profile = Vec<(String, f64)>;
 struct TestResult {
     test: Test,
     samples_ns: Vec<u64>,
+    /// Summed over the timed repetitions of a tg test (GPU only).
+    cost: Option<DecodeStats>,
+}
+
+impl TestResult {
+    /// (dispatches, passes, host µs, host waits) per decoded token, for tg tests on the GPU.
+    fn per_token(&self) -> Option<(f64, f64, f64, f64)> {
+        match self.test {
+            Test::Gen(_) => self.cost.map(|c| c.per_token()),
+            Test::Prompt(_) => None,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -262,7 +307,7 @@ fn profile_table(profile: &Profile, steps: usize) -> String {
 }
 
 /// Runs every test `repetitions` times (after an untimed warm-up), each on a fresh session.
-fn run_tests<E: Engine>(
+fn run_tests<E: Engine + DecodeCost>(
     args: &Args,
     tests: &[Test],
     n_vocab: usize,
@@ -283,12 +328,21 @@ fn run_tests<E: Engine>(
                 Test::Gen(_) => Test::Gen(1),
             };
             let mut session = new_session(warm.n_ctx())?;
-            run_once(&mut session, warm, &mut random_tokens)?;
+            run_once(&mut session, warm, args, &mut random_tokens)?;
         }
         let mut samples_ns = Vec::with_capacity(args.repetitions);
+        let mut cost: Option<DecodeStats> = None;
         for rep in 0..args.repetitions {
             let mut session = new_session(test.n_ctx())?;
-            let ns = run_once(&mut session, test, &mut random_tokens)?;
+            let ns = run_once(&mut session, test, args, &mut random_tokens)?;
+            if let Some(c) = session.cost() {
+                let sum = cost.get_or_insert_with(DecodeStats::default);
+                sum.steps += c.steps;
+                sum.dispatches += c.dispatches;
+                sum.passes += c.passes;
+                sum.host_ns += c.host_ns;
+                sum.host_waits += c.host_waits;
+            }
             eprintln!(
                 "{} rep {}/{}: {:.3} ms, {:.2} t/s",
                 test.name(),
@@ -299,16 +353,21 @@ fn run_tests<E: Engine>(
             );
             samples_ns.push(ns);
         }
-        results.push(TestResult { test, samples_ns });
+        results.push(TestResult {
+            test,
+            samples_ns,
+            cost,
+        });
     }
     Ok(results)
 }
 
-/// One timed run on a fresh session; returns nanoseconds. Every timed section ends with
-/// `greedy`, which waits for the last position's logits (as llama-bench synchronizes).
-fn run_once<E: Engine>(
+/// One timed run on a fresh session; returns nanoseconds. Every timed section ends with a
+/// read-back that waits for the last position's logits (as llama-bench synchronizes).
+fn run_once<E: Engine + DecodeCost>(
     session: &mut E,
     test: Test,
+    args: &Args,
     random_tokens: &mut impl FnMut(usize) -> Vec<u32>,
 ) -> anyhow::Result<u64> {
     match test {
@@ -321,8 +380,29 @@ fn run_once<E: Engine>(
         }
         Test::Gen(n) => {
             block_on(session.feed(&random_tokens(TG_PROMPT_TOKENS)))?;
-            let mut token = block_on(session.greedy())?;
+            let queued = !args.step_by_step
+                && block_on(session.begin_queued(&SamplerConfig::greedy(), &[]))?;
+            let mut token = match queued {
+                true => 0,
+                false => block_on(session.greedy())?,
+            };
+            session.reset_cost();
             let start = Instant::now();
+            if queued {
+                // Step n+1 is submitted before step n's token is read.
+                let (mut in_flight, mut done) = (0, 0);
+                while done < n {
+                    while in_flight < QUEUE_DEPTH && done + in_flight < n {
+                        session.queue_step()?;
+                        in_flight += 1;
+                    }
+                    block_on(session.next_queued())?;
+                    (in_flight, done) = (in_flight - 1, done + 1);
+                }
+                let elapsed = start.elapsed().as_nanos() as u64;
+                block_on(session.end_queued(session.n_past()))?;
+                return Ok(elapsed);
+            }
             for _ in 0..n {
                 block_on(session.feed(&[token]))?;
                 token = block_on(session.greedy())?;
@@ -386,12 +466,19 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
     } else {
         format!("{:.2} MiB", model.size as f64 / (1u64 << 20) as f64)
     };
-    println!("| model | size | params | backend | adapter | test | t/s |");
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
+    println!(
+        "| model | size | params | backend | adapter | test | t/s | dispatches/tok | \
+         passes/tok | host µs/tok | host waits/tok |"
+    );
+    println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in results {
         let (ts, ts_std) = mean_std(&samples_ts(r));
+        let cost = match r.per_token() {
+            Some((d, p, us, w)) => format!("{d:.1} | {p:.1} | {us:.1} | {w:.2}"),
+            None => "- | - | - | -".into(),
+        };
         println!(
-            "| {} | {size} | {:.2} B | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
+            "| {} | {size} | {:.2} B | {} | {} | {} | {ts:.2} ± {ts_std:.2} | {cost} |",
             model.model_type,
             model.n_params as f64 / 1e9,
             backend.backends,
@@ -417,6 +504,8 @@ fn print_json(
                 Test::Prompt(n) => (n, 0),
                 Test::Gen(n) => (0, n),
             };
+            let cost = r.per_token();
+            let field = |f: fn((f64, f64, f64, f64)) -> f64| cost.map(f);
             serde_json::json!({
                 "model_filename": model.filename,
                 "model_type": model.model_type,
@@ -432,6 +521,10 @@ fn print_json(
                 "stddev_ts": stddev_ts,
                 "samples_ns": r.samples_ns,
                 "samples_ts": ts,
+                "dispatches_per_token": field(|c| c.0),
+                "passes_per_token": field(|c| c.1),
+                "host_us_per_token": field(|c| c.2),
+                "host_waits_per_token": field(|c| c.3),
             })
         })
         .collect();

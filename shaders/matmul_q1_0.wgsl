@@ -21,6 +21,10 @@ override N: u32 = 2048u;          // output row length of y (all parts)
 override ROW0: u32 = 0u;          // first row of this part
 override N_ROWS: u32 = 2048u;     // rows in this part
 override ACCUMULATE: bool = false; // y += W x (fused residual) instead of y = W x
+// Rows of a weight fused for decode (src/gpu/ops/qkv_rope.rs, ffn_gate_up.rs): output row r
+// reads weight row W_ROW0 + r, or with W_PAIRED the gate/up interleave 4 (r / 2) + r % 2 + W_ROW0.
+override W_ROW0: u32 = 0u;
+override W_PAIRED: bool = false;
 
 const WG: u32 = 64u;
 const RPT: u32 = 2u; // rows per thread (the sign loop below is written out for 2)
@@ -34,6 +38,10 @@ const BLOCK_VEC4: u32 = 32u; // 128 activations as vec4
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (n_tokens, N)
 
 var<workgroup> x_sh: array<vec4<f32>, TB * BLOCK_VEC4>; // (TB, 128) activations of one block
+
+fn weight_row(r: u32) -> u32 {
+    return select(r, 4u * (r / 2u) + r % 2u, W_PAIRED) + W_ROW0;
+}
 
 fn sign4(bits: u32) -> vec4<f32> {
     return select(vec4<f32>(-1.0), vec4<f32>(1.0), (vec4<u32>(bits) & vec4<u32>(1u, 2u, 4u, 8u)) != vec4<u32>(0u));
@@ -73,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             bits[q] = vec4<u32>(0u);
             d[q] = 0.0;
             if (r < N_ROWS) {
-                let bi = r * blocks + b;
+                let bi = weight_row(r) * blocks + b;
                 bits[q] = signs[bi];
                 d[q] = unpack2x16float(scales[bi / 2u])[bi % 2u];
             }

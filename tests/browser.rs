@@ -3,7 +3,7 @@
 //! chat page in headless Chromium (WebGPU on SwiftShader) over the DevTools protocol, and checks
 //! what the page computes against this process's native results, then checks a screenshot.
 //! A second test runs the GPU kernel unit tests (tests/gpu_kernels.rs, gpu_attention.rs,
-//! gpu_matmul.rs) and the JavaScript API tests (web_api.rs) in the same browser through
+//! gpu_matmul.rs, gpu_fused.rs) and the JavaScript API tests (web_api.rs) in the same browser through
 //! wasm-bindgen-test.
 //!
 //! Needs `chromium` (or `BONSAI_CHROMIUM`), and `wasm-bindgen` / `wasm-bindgen-test-runner`
@@ -55,7 +55,13 @@ const CHECKSUM_REL_TOL: f64 = 1e-9;
 /// A GPU argmax may differ from the CPU one only where the top two CPU values are this close.
 const ARGMAX_MARGIN_TOL: f32 = 1e-3;
 /// Test binaries whose `#[gpu_test]`s run in the browser as wasm-bindgen-tests.
-const BROWSER_TEST_BINARIES: &[&str] = &["gpu_kernels", "gpu_attention", "gpu_matmul", "web_api"];
+const BROWSER_TEST_BINARIES: &[&str] = &[
+    "gpu_kernels",
+    "gpu_attention",
+    "gpu_matmul",
+    "gpu_fused",
+    "web_api",
+];
 /// wasm-bindgen-test-runner's limit for one test binary, seconds (~25 s measured on SwiftShader).
 const KERNEL_TESTS_TIMEOUT_S: &str = "900";
 /// One SwiftShader browser at a time: two would share 2 CPU cores and stretch every timing.

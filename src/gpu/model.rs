@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::gpu::context::GpuContext;
 use crate::gpu::op::{PipelineCache, storage_buffer_init};
+use crate::gpu::ops::{ffn_gate_up, qkv_rope};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::quant::dequantize_row;
 
@@ -15,24 +16,25 @@ use crate::quant::dequantize_row;
 pub struct GpuLayer {
     /// RMSNorm weight applied before attention: (n_embd) f32.
     pub attn_norm: wgpu::Buffer,
-    /// Query projection: (n_head * head_dim, n_embd).
-    pub wq: Q1_0Weight,
-    /// Key projection: (n_head_kv * head_dim, n_embd).
-    pub wk: Q1_0Weight,
-    /// Value projection: (n_head_kv * head_dim, n_embd).
-    pub wv: Q1_0Weight,
+    /// Query, key and value projections as one weight, rows q | k | v
+    /// ([`qkv_rope::fuse_weights`]): (q_dim + 2 * kv_dim, n_embd). Prefill reads each part
+    /// through a row view; decode runs all of it in one dispatch.
+    pub wqkv: Q1_0Weight,
     /// Per-head RMSNorm weight on queries (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
     pub attn_q_norm: wgpu::Buffer,
     /// Per-head RMSNorm weight on keys (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
     pub attn_k_norm: wgpu::Buffer,
+    /// attn_norm | attn_q_norm | attn_k_norm in one binding for the decode kernel
+    /// ([`qkv_rope::fuse_norms`]; a copy of the three above, 9 KiB per layer on 1.7B):
+    /// (n_embd + 2 * head_dim) f32.
+    pub attn_norms: wgpu::Buffer,
     /// Attention output projection: (n_embd, n_head * head_dim).
     pub wo: Q1_0Weight,
     /// RMSNorm weight applied before the feed-forward block: (n_embd) f32.
     pub ffn_norm: wgpu::Buffer,
-    /// SwiGLU gate projection: (n_ff, n_embd).
-    pub w_gate: Q1_0Weight,
-    /// SwiGLU up projection: (n_ff, n_embd).
-    pub w_up: Q1_0Weight,
+    /// SwiGLU gate and up projections interleaved in pairs of rows
+    /// ([`ffn_gate_up::interleave_weights`]): (2 * n_ff, n_embd).
+    pub w_gate_up: Q1_0Weight,
     /// SwiGLU down projection: (n_embd, n_ff).
     pub w_down: Q1_0Weight,
 }
@@ -65,21 +67,46 @@ impl GpuModel {
         let config = Qwen3Config::from_gguf(gguf)?;
         config.validate_tensors(gguf)?;
         let q1 = |name: &str| upload_q1_0(&ctx, gguf, name);
-        let norm = |name: &str| upload_f32(&ctx, gguf, name);
+        let values = |name: &str| read_f32(gguf, name);
+        let upload = |name: &str, v: &[f32]| storage_buffer_init(&ctx, name, v);
+        let data = |name: &str| gguf.tensor_data(name);
+        let (k, n_ff) = (config.n_embd, config.n_ff);
         let layers = (0..config.n_layer)
             .map(|l| {
                 let name = |w: &str| format!("blk.{l}.{w}.weight");
+                let attn_norm = values(&name("attn_norm"))?;
+                let q_norm = values(&name("attn_q_norm"))?;
+                let k_norm = values(&name("attn_k_norm"))?;
+                let qkv = qkv_rope::fuse_weights(
+                    data(&name("attn_q"))?,
+                    data(&name("attn_k"))?,
+                    data(&name("attn_v"))?,
+                );
+                let gate_up = ffn_gate_up::interleave_weights(
+                    data(&name("ffn_gate"))?,
+                    data(&name("ffn_up"))?,
+                    k,
+                    n_ff,
+                )?;
+                let q_rows = config.q_dim() + 2 * config.kv_dim();
                 Ok(GpuLayer {
-                    attn_norm: norm(&name("attn_norm"))?,
-                    wq: q1(&name("attn_q"))?,
-                    wk: q1(&name("attn_k"))?,
-                    wv: q1(&name("attn_v"))?,
-                    attn_q_norm: norm(&name("attn_q_norm"))?,
-                    attn_k_norm: norm(&name("attn_k_norm"))?,
+                    attn_norm: upload(&name("attn_norm"), &attn_norm)?,
+                    wqkv: Q1_0Weight::upload(&ctx, &name("attn_qkv"), &qkv, k, q_rows)?,
+                    attn_norms: upload(
+                        &name("attn_norms"),
+                        &qkv_rope::fuse_norms(&attn_norm, &q_norm, &k_norm),
+                    )?,
+                    attn_q_norm: upload(&name("attn_q_norm"), &q_norm)?,
+                    attn_k_norm: upload(&name("attn_k_norm"), &k_norm)?,
                     wo: q1(&name("attn_output"))?,
-                    ffn_norm: norm(&name("ffn_norm"))?,
-                    w_gate: q1(&name("ffn_gate"))?,
-                    w_up: q1(&name("ffn_up"))?,
+                    ffn_norm: upload(&name("ffn_norm"), &values(&name("ffn_norm"))?)?,
+                    w_gate_up: Q1_0Weight::upload(
+                        &ctx,
+                        &name("ffn_gate_up"),
+                        &gate_up,
+                        k,
+                        2 * n_ff,
+                    )?,
                     w_down: q1(&name("ffn_down"))?,
                 })
             })
@@ -90,7 +117,7 @@ impl GpuModel {
         };
         let model = GpuModel {
             token_embd: q1("token_embd.weight")?,
-            output_norm: norm("output_norm.weight")?,
+            output_norm: upload("output_norm.weight", &values("output_norm.weight")?)?,
             layers,
             output,
             config,
@@ -111,7 +138,7 @@ impl GpuModel {
         let q1: u64 = self
             .layers
             .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .flat_map(|l| [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down])
             .chain(std::iter::once(&self.token_embd))
             .chain(self.output.as_ref())
             .map(Q1_0Weight::gpu_bytes)
@@ -119,7 +146,15 @@ impl GpuModel {
         let norms: u64 = self
             .layers
             .iter()
-            .flat_map(|l| [&l.attn_norm, &l.attn_q_norm, &l.attn_k_norm, &l.ffn_norm])
+            .flat_map(|l| {
+                [
+                    &l.attn_norm,
+                    &l.attn_q_norm,
+                    &l.attn_k_norm,
+                    &l.attn_norms,
+                    &l.ffn_norm,
+                ]
+            })
             .chain(std::iter::once(&self.output_norm))
             .map(wgpu::Buffer::size)
             .sum();
@@ -135,11 +170,11 @@ fn upload_q1_0(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<Q1_0Weight> 
     Q1_0Weight::upload(ctx, name, gguf.tensor_data(name)?, k, n)
 }
 
-fn upload_f32(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<wgpu::Buffer> {
+fn read_f32(gguf: &Gguf, name: &str) -> Result<Vec<f32>> {
     let info = gguf
         .tensor_info(name)
         .ok_or_else(|| Error::MissingTensor(name.into()))?;
     let mut values = vec![0.0f32; info.n_elements() as usize];
     dequantize_row(info.ggml_type, gguf.tensor_data(name)?, &mut values)?;
-    storage_buffer_init(ctx, name, &values)
+    Ok(values)
 }

@@ -43,6 +43,28 @@ pub enum Shader {
     MatmulQ1_0,
     /// One stage of the multi-stage top-k for the sampler.
     Topk,
+    /// Decode D1: RMSNorm + q|k|v matvec + QK-norm + RoPE + KV cache write.
+    QkvRope,
+    /// Decode D3: merge of the attention partials + Wo matvec + residual add.
+    WoMerge,
+    /// Decode D4: RMSNorm + interleaved gate|up matvec + `silu(g) * u`.
+    FfnGateUp,
+    /// LM head: RMSNorm + head matvec + argmax stage 1.
+    HeadArgmax,
+    /// GPU sampling: penalties on the logits of the window's tokens.
+    SamplePenalties,
+    /// GPU sampling: top-p, min-p, temperature and the draw over the top-k candidates.
+    Sample,
+}
+
+/// The shared Q1_0 row core followed by one fused kernel's file.
+macro_rules! fused {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/q1_0_rows.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -70,6 +92,12 @@ impl Shader {
         Shader::AttentionPrefill,
         Shader::MatmulQ1_0,
         Shader::Topk,
+        Shader::QkvRope,
+        Shader::WoMerge,
+        Shader::FfnGateUp,
+        Shader::HeadArgmax,
+        Shader::SamplePenalties,
+        Shader::Sample,
     ];
 
     /// File stem in `shaders/`.
@@ -88,6 +116,12 @@ impl Shader {
             Shader::AttentionPrefill => "attention_prefill",
             Shader::MatmulQ1_0 => "matmul_q1_0",
             Shader::Topk => "topk",
+            Shader::QkvRope => "qkv_rope",
+            Shader::WoMerge => "wo_merge",
+            Shader::FfnGateUp => "ffn_gate_up",
+            Shader::HeadArgmax => "head_argmax",
+            Shader::SamplePenalties => "sample_penalties",
+            Shader::Sample => "sample",
         }
     }
 
@@ -107,7 +141,27 @@ impl Shader {
             Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
             Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
             Shader::Topk => include_str!("../../shaders/topk.wgsl"),
+            // The fused matvecs share the Q1_0 row core (`q1_0_rows.wgsl`), prepended at compile
+            // time: WGSL has no includes.
+            Shader::QkvRope => fused!("qkv_rope.wgsl"),
+            Shader::WoMerge => fused!("wo_merge.wgsl"),
+            Shader::FfnGateUp => fused!("ffn_gate_up.wgsl"),
+            Shader::HeadArgmax => fused!("head_argmax.wgsl"),
+            Shader::SamplePenalties => include_str!("../../shaders/sample_penalties.wgsl"),
+            Shader::Sample => include_str!("../../shaders/sample.wgsl"),
         }
+    }
+
+    /// Whether the kernel is built without wgpu's runtime checks (bounds clamping, loop
+    /// bounding, division guards). Only kernels whose WGSL header argues why every index stays
+    /// in range by construction (the host checks the buffers it binds against the overrides):
+    /// the fused decode kernels, the hot path of every token. [`GpuContext::checked_shaders`]
+    /// builds them checked again.
+    pub fn trusted(self) -> bool {
+        matches!(
+            self,
+            Shader::QkvRope | Shader::WoMerge | Shader::FfnGateUp | Shader::HeadArgmax
+        )
     }
 
     /// Device capabilities the file needs.
@@ -206,11 +260,25 @@ impl PipelineCache {
             modules
                 .entry(shader)
                 .or_insert_with(|| {
-                    ctx.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source_for(ctx.info.backend)),
-                        })
+                    let desc = wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source_for(ctx.info.backend)),
+                    };
+                    if shader.trusted() && !ctx.checked_shaders {
+                        // SAFETY: a trusted shader's indices stay in range by construction (its
+                        // WGSL header says why; the op checks every binding's size before the
+                        // kernel is built), its loops are bounded by overrides and uniforms, and
+                        // it divides only by non-zero overrides. The test suite also runs every
+                        // kernel checked (BONSAI_CHECKED_SHADERS, tests/gpu_fused.rs).
+                        unsafe {
+                            ctx.device.create_shader_module_trusted(
+                                desc,
+                                wgpu::ShaderRuntimeChecks::unchecked(),
+                            )
+                        }
+                    } else {
+                        ctx.device.create_shader_module(desc)
+                    }
                 })
                 .clone()
         };

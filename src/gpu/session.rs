@@ -1,6 +1,7 @@
 //! One conversation on the GPU: activations, KV cache, and every kernel of the forward pass,
-//! built once at session creation. A decode step is one encoder, one compute pass, one submit,
-//! and a 4-byte read-back of the chosen token.
+//! built once at session creation. A decode step is one encoder, one compute pass of
+//! 5 dispatches per layer + 3 (embed, head, argmax), one submit, and a 4-byte read-back of the
+//! chosen token, which the head also writes into the next step's token input.
 
 use std::sync::Arc;
 
@@ -10,19 +11,24 @@ use crate::gpu::attention::{AttentionBuffers, LayerAttention};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
 use crate::gpu::op::{Readback, StepParams, storage_buffer, uniform_buffer_init};
-use crate::gpu::ops::argmax::Argmax;
+use crate::gpu::op::Kernel;
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::elementwise::Elementwise;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
-use crate::gpu::ops::matmul_q1_0::{self, MatmulQ1_0, MatmulQ1_0Bindings};
+use crate::gpu::ops::head_argmax::{self, HeadArgmax, HeadArgmaxBindings};
+use crate::gpu::ops::matmul_q1_0::{self, MatmulQ1_0, MatmulQ1_0Bindings, RowView};
 use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
 use crate::gpu::ops::rmsnorm::Rmsnorm;
-use crate::gpu::ops::silu_mul;
+use crate::gpu::ops::sampler::GpuSampler;
 use crate::gpu::ops::topk::{MAX_K, TopK};
+use crate::sampler::SamplerConfig;
+use crate::gpu::ops::{ffn_gate_up, qkv_rope, silu_mul, wo_merge};
 
 mod profile;
+mod queued;
 
 pub use profile::PROFILE_CATEGORIES;
+pub use queued::RING;
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -47,6 +53,36 @@ impl Default for SessionOptions {
     }
 }
 
+/// What the decode steps of a session cost the host, summed since the session was made or
+/// [`Session::reset_decode_stats`] (`bench` prints them per token).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Decode steps (one token each) recorded.
+    pub steps: u64,
+    /// Compute dispatches recorded by those steps.
+    pub dispatches: u64,
+    /// Compute passes recorded by those steps.
+    pub passes: u64,
+    /// Host time spent recording and submitting them, in nanoseconds (0 on wasm: no clock).
+    pub host_ns: u64,
+    /// Blocking waits for a decode step's result while no later step was queued, i.e. the GPU
+    /// had nothing to do until the host recorded more (the step-by-step path: one per token).
+    pub host_waits: u64,
+}
+
+impl DecodeStats {
+    /// `(dispatches, passes, host µs, host waits)` per decode step (zeros before any step).
+    pub fn per_token(&self) -> (f64, f64, f64, f64) {
+        let n = self.steps.max(1) as f64;
+        (
+            self.dispatches as f64 / n,
+            self.passes as f64 / n,
+            self.host_ns as f64 / 1e3 / n,
+            self.host_waits as f64 / n,
+        )
+    }
+}
+
 /// Activation buffers, llama2.c names; batched ones hold `max_batch` rows.
 struct Activations {
     step: wgpu::Buffer,   // StepParams uniform: n_tokens, pos, n_kv
@@ -62,35 +98,43 @@ struct Activations {
     logits: wgpu::Buffer, // (n_vocab)
 }
 
-/// The seven Q1_0 projections of one layer, as matvecs (decode) or matmuls (prefill).
-struct Projections<P> {
-    wq: P,
-    wk: P,
-    wv: P,
-    wo: P, // accumulates into x
-    w_gate: P,
-    w_up: P,
-    w_down: P, // accumulates into x
+/// The seven Q1_0 projections of one layer as prefill matmuls (q, k, v and gate, up are row
+/// views of the fused weights).
+struct Projections {
+    wq: MatmulQ1_0,
+    wk: MatmulQ1_0,
+    wv: MatmulQ1_0,
+    wo: MatmulQ1_0, // accumulates into x
+    w_gate: MatmulQ1_0,
+    w_up: MatmulQ1_0,
+    w_down: MatmulQ1_0, // accumulates into x
 }
 
-/// Every kernel of one layer. Norms and SiLU are built for `max_batch` rows and dispatched for
-/// the rows in use; attention has separate decode and prefill kernels.
+/// The five decode dispatches of one layer (ARCHITECTURE.md, "A decode step").
+struct DecodeLayer {
+    qkv_rope: Kernel,   // D1: q, k/v cache <- rope(qk_norm(Wqkv rmsnorm(x)))
+    // D2 is the layer's `attention.decode` partial kernel: per-chunk attention partials
+    wo_merge: Kernel,   // D3: x += Wo merge(partials)
+    gate_up: Kernel,    // D4: hb = silu(Wgate rmsnorm(x)) * (Wup rmsnorm(x))
+    down: MatvecQ1_0,   // D5: x += Wdown hb
+}
+
+/// Every kernel of one layer. Prefill norms and SiLU are built for `max_batch` rows and
+/// dispatched for the rows in use.
 struct Layer {
     attn_norm: Rmsnorm,
     attention: LayerAttention,
     ffn_norm: Rmsnorm,
     silu_mul: Elementwise,
-    decode: Projections<MatvecQ1_0>,
-    prefill: Projections<MatmulQ1_0>,
+    decode: DecodeLayer,
+    prefill: Projections,
 }
 
-/// Final norm, LM head and argmax.
+/// LM head: norm + matvec + argmax stage 1, then stage 2 into `tokens[0]`.
 struct Head {
-    norm_decode: Rmsnorm,  // x (row 0) -> xb
-    norm_prefill: Rmsnorm, // x_last -> xb
-    output: MatvecQ1_0,    // xb -> logits
-    argmax: Argmax,        // logits -> token id
-    topk: TopK,            // logits -> the MAX_K largest (value, id), on demand
+    decode: HeadArgmax,  // x (row 0) -> logits, tokens[0]
+    prefill: HeadArgmax, // x_last -> logits, tokens[0]
+    topk: TopK,          // logits -> the MAX_K largest (value, id), on demand
 }
 
 /// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`Engine`].
@@ -106,6 +150,13 @@ pub struct Session {
     logits_readback: Readback,
     topk_readback: Readback, // (MAX_K) f32 values, then (MAX_K) u32 ids
     max_batch: usize,
+    stats: DecodeStats,
+    sampler: GpuSampler,
+    queue: queued::Queue,
+    /// The token at each cached position (a rollback re-feeds the last one).
+    history: Vec<u32>,
+    /// After a rollback: the logits of n_past - 1 are recomputed when next needed.
+    pending_refeed: bool,
     n_past: usize,
     /// Whether the head ran for position n_past - 1 (false after truncate or before any feed).
     head_valid: bool,
@@ -141,8 +192,7 @@ impl Session {
         };
         let kv = KvCache::new(ctx, c, opts.n_ctx)?;
         let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
-        let (n_embd, n_ff, eps) = (c.n_embd as u32, c.n_ff as u32, c.rms_eps);
-        let set = MatvecOptions::default();
+        let (n_embd, eps) = (c.n_embd as u32, c.rms_eps);
         let acc = MatvecOptions {
             accumulate: true,
             ..MatvecOptions::default()
@@ -159,17 +209,26 @@ impl Session {
             kv: &kv,
         };
         let mut layers = Vec::with_capacity(c.n_layer);
+        let dims = kv.dims;
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
         for (l, w) in model.layers.iter().enumerate() {
-            let mv = |w, x, y, o| MatvecQ1_0::new(ctx, cache, w, x, y, o);
-            let mm = |w, x, y, accumulate| {
+            let mm = |w, view, x, y, accumulate| {
                 let b = MatmulQ1_0Bindings {
                     step: &a.step,
                     x,
                     w,
                     y,
                 };
-                matmul_q1_0::build(ctx, cache, max_batch, accumulate, &b)
+                matmul_q1_0::build_view(ctx, cache, max_batch, accumulate, &b, view)
             };
+            let rows = |n, first, paired| {
+                Some(RowView {
+                    n,
+                    first,
+                    paired,
+                })
+            };
+            let n_ff = c.n_ff;
             layers.push(Layer {
                 attn_norm: Rmsnorm::new(
                     ctx,
@@ -201,50 +260,74 @@ impl Session {
                     batch,
                     eps,
                 )?,
-                silu_mul: silu_mul::build(ctx, cache, &a.hb, &a.hb2, n_ff * batch)?,
-                decode: Projections {
-                    wq: mv(&w.wq, &a.xb, &a.q, set)?,
-                    wk: mv(&w.wk, &a.xb, &a.k, set)?,
-                    wv: mv(&w.wv, &a.xb, &a.v, set)?,
-                    wo: mv(&w.wo, &a.xb, &a.x, acc)?,
-                    w_gate: mv(&w.w_gate, &a.xb, &a.hb, set)?,
-                    w_up: mv(&w.w_up, &a.xb, &a.hb2, set)?,
-                    w_down: mv(&w.w_down, &a.hb, &a.x, acc)?,
+                silu_mul: silu_mul::build(ctx, cache, &a.hb, &a.hb2, n_ff as u32 * batch)?,
+                decode: DecodeLayer {
+                    qkv_rope: qkv_rope::build(
+                        ctx,
+                        cache,
+                        eps,
+                        &qkv_rope::QkvRopeBindings {
+                            step: &a.step,
+                            x: &a.x,
+                            norms: &w.attn_norms,
+                            w: &w.wqkv,
+                            q: &a.q,
+                            kv: &kv,
+                            layer: l,
+                        },
+                    )?,
+                    wo_merge: wo_merge::build(
+                        ctx,
+                        cache,
+                        dims,
+                        &wo_merge::WoMergeBindings {
+                            step: &a.step,
+                            scratch: &scratch,
+                            w: &w.wo,
+                            x: &a.x,
+                        },
+                    )?,
+                    gate_up: ffn_gate_up::build(
+                        ctx,
+                        cache,
+                        eps,
+                        &ffn_gate_up::FfnGateUpBindings {
+                            x: &a.x,
+                            norm: &w.ffn_norm,
+                            w: &w.w_gate_up,
+                            hb: &a.hb,
+                        },
+                    )?,
+                    down: MatvecQ1_0::new(ctx, cache, &w.w_down, &a.hb, &a.x, acc)?,
                 },
                 prefill: Projections {
-                    wq: mm(&w.wq, &a.xb, &a.q, false)?,
-                    wk: mm(&w.wk, &a.xb, &a.k, false)?,
-                    wv: mm(&w.wv, &a.xb, &a.v, false)?,
-                    wo: mm(&w.wo, &a.xb, &a.x, true)?,
-                    w_gate: mm(&w.w_gate, &a.xb, &a.hb, false)?,
-                    w_up: mm(&w.w_up, &a.xb, &a.hb2, false)?,
-                    w_down: mm(&w.w_down, &a.hb, &a.x, true)?,
+                    wq: mm(&w.wqkv, rows(q_dim, 0, false), &a.xb, &a.q, false)?,
+                    wk: mm(&w.wqkv, rows(kv_dim, q_dim, false), &a.xb, &a.k, false)?,
+                    wv: mm(&w.wqkv, rows(kv_dim, q_dim + kv_dim, false), &a.xb, &a.v, false)?,
+                    wo: mm(&w.wo, None, &a.xb, &a.x, true)?,
+                    w_gate: mm(&w.w_gate_up, rows(n_ff, 0, true), &a.xb, &a.hb, false)?,
+                    w_up: mm(&w.w_gate_up, rows(n_ff, 2, true), &a.xb, &a.hb2, false)?,
+                    w_down: mm(&w.w_down, None, &a.hb, &a.x, true)?,
                 },
             });
         }
+        let head_for = |x| {
+            head_argmax::build(
+                ctx,
+                cache,
+                eps,
+                &HeadArgmaxBindings {
+                    x,
+                    norm: &model.output_norm,
+                    w: model.head(),
+                    logits: &a.logits,
+                    token: &a.tokens,
+                },
+            )
+        };
         let head = Head {
-            norm_decode: Rmsnorm::new(
-                ctx,
-                cache,
-                &model.output_norm,
-                Some(&a.x),
-                &a.xb,
-                n_embd,
-                1,
-                eps,
-            )?,
-            norm_prefill: Rmsnorm::new(
-                ctx,
-                cache,
-                &model.output_norm,
-                Some(&a.x_last),
-                &a.xb,
-                n_embd,
-                1,
-                eps,
-            )?,
-            output: MatvecQ1_0::new(ctx, cache, model.head(), &a.xb, &a.logits, set)?,
-            argmax: Argmax::new(ctx, cache, &a.logits, c.n_vocab as u32)?,
+            decode: head_for(&a.x)?,
+            prefill: head_for(&a.x_last)?,
             topk: TopK::new(
                 ctx,
                 cache,
@@ -261,6 +344,7 @@ impl Session {
             &a.x,
             max_batch as u32,
         )?;
+        let sampler = GpuSampler::new(ctx, cache, &a.logits, &head.topk, &a.tokens)?;
         let session = Session {
             token_readback: Readback::new(ctx, "token readback", 4),
             logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
@@ -272,6 +356,11 @@ impl Session {
             a,
             _scratch: scratch,
             max_batch,
+            stats: DecodeStats::default(),
+            sampler,
+            queue: queued::Queue::new(&ctx.device),
+            history: Vec::new(),
+            pending_refeed: false,
             n_past: 0,
             head_valid: false,
             model,
@@ -285,6 +374,16 @@ impl Session {
         &self.model
     }
 
+    /// Host cost of the decode steps so far (see [`DecodeStats`]).
+    pub fn decode_stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Starts [`Self::decode_stats`] again from zero.
+    pub fn reset_decode_stats(&mut self) {
+        self.stats = DecodeStats::default();
+    }
+
     /// Bytes of the KV cache on the GPU.
     pub fn kv_bytes(&self) -> u64 {
         self.kv.total_bytes()
@@ -293,52 +392,74 @@ impl Session {
     /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
     /// ending with the LM head and argmax of the last token.
     fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
-        let ctx = &*self.model.ctx;
-        let t = tokens.len();
+        let clock = crate::generate::Stopwatch::start();
         self.write_step(tokens);
+        self.submit_step(tokens.len(), None);
+        if tokens.len() == 1 {
+            self.stats.host_ns += clock.elapsed().as_nanos() as u64;
+        }
+        Ok(())
+    }
 
+    /// Records and submits the forward pass of `t` tokens at n_past whose ids are already in
+    /// `tokens` (written by the host, or for a decode step by the previous step's head) and the
+    /// step uniform already written. The head leaves the argmax in `tokens[0]` and the token
+    /// read-back; `fed` (a ring slot) receives the id this step consumes, copied first.
+    fn submit_step(&mut self, t: usize, fed: Option<&wgpu::Buffer>) -> wgpu::SubmissionIndex {
+        let ctx = &*self.model.ctx;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
             });
-        {
+        if let Some(slot) = fed {
+            encoder.copy_buffer_to_buffer(&self.a.tokens, 0, slot, 0, 4);
+        }
+        let dispatches = if t == 1 {
+            // One pass: embed, 5 dispatches per layer, head.
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("layers"),
+                label: Some("decode"),
                 timestamp_writes: None,
             });
-            self.embed.encode_tokens(&mut pass, t as u32);
-            if t == 1 {
-                self.encode_decode(&mut pass, (self.n_past + 1) as u32);
-            } else {
+            self.embed.encode_tokens(&mut pass, 1);
+            let n = self.encode_decode(&mut pass, (self.n_past + 1) as u32);
+            self.head.decode.encode(&mut pass);
+            let mut sample = 0;
+            if fed.is_some() && self.queue.sampling {
+                self.sampler.encode(&mut pass);
+                sample = self.sampler.dispatches();
+            }
+            self.embed.kernels.len() + n + self.head.decode.dispatches() + sample
+        } else {
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("layers"),
+                    timestamp_writes: None,
+                });
+                self.embed.encode_tokens(&mut pass, t as u32);
                 self.encode_prefill(&mut pass, t as u32);
             }
-        }
-        if t > 1 {
             // the head only needs the last token's residual row
             let row = self.model.config.n_embd as u64 * 4;
             encoder.copy_buffer_to_buffer(&self.a.x, (t as u64 - 1) * row, &self.a.x_last, 0, row);
-        }
-        {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("head"),
                 timestamp_writes: None,
             });
-            let norm = if t == 1 {
-                &self.head.norm_decode
-            } else {
-                &self.head.norm_prefill
-            };
-            norm.encode(&mut pass);
-            self.head.output.encode(&mut pass);
-            self.head.argmax.encode(&mut pass);
-        }
+            self.head.prefill.encode(&mut pass);
+            0
+        };
         self.token_readback
-            .encode_copy(&mut encoder, &self.head.argmax.result, 0, 4);
-        ctx.queue.submit([encoder.finish()]);
+            .encode_copy(&mut encoder, &self.a.tokens, 0, 4);
+        let index = ctx.queue.submit([encoder.finish()]);
+        if t == 1 {
+            self.stats.steps += 1;
+            self.stats.dispatches += dispatches as u64;
+            self.stats.passes += 1;
+        }
         self.n_past += t;
         self.head_valid = true;
-        Ok(())
+        index
     }
 
     /// Writes the step uniform and token ids for `tokens` (1..=max_batch) at position n_past.
@@ -367,23 +488,20 @@ impl Session {
         Ok(())
     }
 
-    /// One token: x -> layers -> x, matrix-vector products throughout.
-    fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
-        let n_ff = self.model.config.n_ff as u32;
+    /// One token: x -> layers -> x in 5 dispatches per layer; returns the dispatches recorded.
+    fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) -> usize {
         for l in &self.layers {
-            let w = &l.decode;
-            l.attn_norm.encode_rows(pass, 1); // xb = rmsnorm(x) * attn_norm
-            w.wq.encode(pass); // q = Wq xb
-            w.wk.encode(pass); // k = Wk xb
-            w.wv.encode(pass); // v = Wv xb
-            l.attention.encode_decode_kv(pass, n_kv); // q, k = rope(norm(q, k)); cache <- k, v; xb = attn
-            w.wo.encode(pass); // x += Wo xb
-            l.ffn_norm.encode_rows(pass, 1); // xb = rmsnorm(x) * ffn_norm
-            w.w_gate.encode(pass); // hb = Wgate xb
-            w.w_up.encode(pass); // hb2 = Wup xb
-            l.silu_mul.encode_len(pass, n_ff); // hb = silu(hb) * hb2
-            w.w_down.encode(pass); // x += Wdown hb
+            let d = &l.decode;
+            d.qkv_rope.encode(pass); // q, cache[pos] <- rope(qk_norm(Wqkv rmsnorm(x)))
+            l.attention.decode.encode_partial_kv(pass, n_kv); // partials over the chunks in use
+            d.wo_merge.encode(pass); // x += Wo merge(partials)
+            d.gate_up.encode(pass); // hb = silu(Wgate rmsnorm(x)) * (Wup rmsnorm(x))
+            d.down.encode(pass); // x += Wdown hb
         }
+        self.layers
+            .iter()
+            .map(|l| 4 + l.decode.down.kernels.len())
+            .sum()
     }
 
     /// `t` tokens at once: the same steps with matrix-matrix products and causal attention.
@@ -403,6 +521,26 @@ impl Session {
             l.silu_mul.encode_len(pass, t * n_ff);
             w.w_down.encode_tokens(pass, t);
         }
+    }
+
+    /// Feeds `tokens` at n_past (the work of [`Engine::feed`]).
+    fn feed_tokens(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        self.history.extend_from_slice(tokens);
+        for chunk in tokens.chunks(self.max_batch) {
+            self.submit_batch(chunk)?;
+        }
+        self.model.ctx.take_error()
+    }
+
+    /// No device-resident steps are in flight (they own the token input and the logits).
+    fn check_idle(&self) -> Result<()> {
+        if !self.queue.is_empty() {
+            return Err(Error::InvalidArgument(
+                "queued steps are in flight: call end_queued first".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn check_head(&self) -> Result<()> {
@@ -429,14 +567,14 @@ impl Engine for Session {
     }
 
     async fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        self.check_tokens(tokens)?;
-        for chunk in tokens.chunks(self.max_batch) {
-            self.submit_batch(chunk)?;
-        }
-        self.model.ctx.take_error()
+        self.check_idle()?;
+        self.pending_refeed = false;
+        self.feed_tokens(tokens)
     }
 
     async fn logits(&mut self) -> Result<Vec<f32>> {
+        self.check_idle()?;
+        self.ensure_head().await?;
         self.check_head()?;
         let ctx = &*self.model.ctx;
         let n = self.model.config.n_vocab;
@@ -448,11 +586,15 @@ impl Engine for Session {
         self.logits_readback
             .encode_copy(&mut encoder, &self.a.logits, 0, n as u64 * 4);
         ctx.queue.submit([encoder.finish()]);
+        self.stats.host_waits += 1;
         self.logits_readback.read(ctx, n).await
     }
 
     async fn greedy(&mut self) -> Result<u32> {
+        self.check_idle()?;
+        self.ensure_head().await?;
         self.check_head()?;
+        self.stats.host_waits += 1;
         let id = self.token_readback.read::<u32>(&self.model.ctx, 1).await?[0];
         if id as usize >= self.model.config.n_vocab {
             return Err(Error::Gpu(format!(
@@ -465,6 +607,8 @@ impl Engine for Session {
     /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
     /// reads back all logits.
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
+        self.check_idle()?;
+        self.ensure_head().await?;
         self.check_head()?;
         if k > self.head.topk.k as usize {
             let logits = self.logits().await?;
@@ -489,6 +633,7 @@ impl Engine for Session {
         encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
         encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
         ctx.queue.submit([encoder.finish()]);
+        self.stats.host_waits += 1;
         let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
         let (values, ids) = words.split_at(kk as usize);
         Ok(ids
@@ -501,11 +646,30 @@ impl Engine for Session {
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {
+        self.check_idle()?;
         check_truncate(n_past, self.n_past)?;
         if n_past < self.n_past {
             self.head_valid = false;
+            self.pending_refeed = false;
         }
         self.n_past = n_past;
+        self.history.truncate(n_past);
         Ok(())
+    }
+
+    async fn begin_queued(&mut self, config: &SamplerConfig, history: &[u32]) -> Result<bool> {
+        self.begin_queued_impl(config, history).await
+    }
+
+    fn queue_step(&mut self) -> Result<()> {
+        self.queue_step_impl()
+    }
+
+    async fn next_queued(&mut self) -> Result<u32> {
+        self.next_queued_impl().await
+    }
+
+    async fn end_queued(&mut self, n_past: usize) -> Result<()> {
+        self.end_queued_impl(n_past).await
     }
 }

@@ -94,10 +94,16 @@ impl AttentionDecode {
     /// `step.n_kv` this pass runs with (<= n_ctx). On lavapipe this is 25x faster for a short
     /// context in a large cache.
     pub fn encode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
+        self.encode_partial_kv(pass, n_kv);
+        self.merge.encode(pass);
+    }
+
+    /// Only the partial kernel, for the chunks that hold keys (as [`Self::encode_kv`]): the fused
+    /// decode merges in the Wo matvec's input load (`wo_merge.wgsl`) instead.
+    pub fn encode_partial_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
         let chunks = n_kv.div_ceil(self.chunk);
         self.partial
             .encode_groups(pass, [self.partial.workgroups[0], chunks, 1]);
-        self.merge.encode(pass);
     }
 }
 

@@ -48,6 +48,19 @@ pub struct MatmulQ1_0Bindings<'a> {
     pub y: &'a wgpu::Buffer,
 }
 
+/// Which rows of a weight fused for decode a prefill matmul reads (see `W_ROW0` / `W_PAIRED` in
+/// the WGSL): `n` output rows starting at weight row `first`, either contiguous (q, k, v of the
+/// q|k|v weight) or in the gate/up interleave of [`super::ffn_gate_up::interleaved_row`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowView {
+    /// Output rows (the logical weight's n).
+    pub n: usize,
+    /// Weight row of output row 0.
+    pub first: usize,
+    /// Rows in the gate/up interleave instead of contiguous.
+    pub paired: bool,
+}
+
 /// Builds the kernels for up to `max_tokens` tokens (workgroups past `step.n_tokens` exit).
 /// With `accumulate` the result is added to `y` (fused residual: `x += W xb`).
 pub fn build(
@@ -57,7 +70,34 @@ pub fn build(
     accumulate: bool,
     b: &MatmulQ1_0Bindings<'_>,
 ) -> Result<MatmulQ1_0> {
+    build_view(ctx, cache, max_tokens, accumulate, b, None)
+}
+
+/// As [`build`], reading only `view`'s rows of a single-part fused weight (`None`: all rows).
+pub fn build_view(
+    ctx: &GpuContext,
+    cache: &PipelineCache,
+    max_tokens: usize,
+    accumulate: bool,
+    b: &MatmulQ1_0Bindings<'_>,
+    view: Option<RowView>,
+) -> Result<MatmulQ1_0> {
     let w = b.w;
+    if let Some(v) = view {
+        let last = match v.paired {
+            true => super::ffn_gate_up::interleaved_row(v.n.saturating_sub(1), false) + v.first,
+            false => v.first + v.n.saturating_sub(1),
+        };
+        if w.parts.len() != 1 || v.n == 0 || last >= w.n {
+            return Err(Error::InvalidArgument(format!(
+                "matmul view {v:?} of {} ({} rows, {} parts)",
+                w.name,
+                w.n,
+                w.parts.len()
+            )));
+        }
+    }
+    let n_out = view.map_or(w.n, |v| v.n);
     if !w.k.is_multiple_of(128) {
         return Err(Error::BadTensor {
             name: w.name.clone(),
@@ -66,25 +106,36 @@ pub fn build(
     }
     let t = max_tokens.max(1);
     check_binding(b.x, 4 * t * w.k, &format!("matmul_q1_0 {} x", w.name))?;
-    check_binding(b.y, 4 * t * w.n, &format!("matmul_q1_0 {} y", w.name))?;
+    check_binding(b.y, 4 * t * n_out, &format!("matmul_q1_0 {} y", w.name))?;
     let token_groups = max_tokens.max(1).div_ceil(TOKENS_PER_WORKGROUP) as u32;
     let kernels = w
         .parts
         .iter()
         .map(|part| {
+            let (row0, n_rows) = match view {
+                Some(_) => (0, n_out),
+                None => (part.row0, part.n_rows),
+            };
+            let v = view.unwrap_or(RowView {
+                n: n_out,
+                first: 0,
+                paired: false,
+            });
             Kernel::new(
                 ctx,
                 cache,
                 KernelSpec {
-                    label: format!("matmul_q1_0 {}[{}..]", w.name, part.row0),
+                    label: format!("matmul_q1_0 {}[{}..]", w.name, row0 + v.first),
                     shader: Shader::MatmulQ1_0,
                     entry: "main",
                     overrides: &[
                         ("K", w.k as f64),
-                        ("N", w.n as f64),
-                        ("ROW0", part.row0 as f64),
-                        ("N_ROWS", part.n_rows as f64),
+                        ("N", n_out as f64),
+                        ("ROW0", row0 as f64),
+                        ("N_ROWS", n_rows as f64),
                         ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
+                        ("W_ROW0", v.first as f64),
+                        ("W_PAIRED", if v.paired { 1.0 } else { 0.0 }),
                     ],
                     bindings: &[
                         b.step.as_entire_binding(),
@@ -94,7 +145,7 @@ pub fn build(
                         b.y.as_entire_binding(),
                     ],
                     workgroups: [
-                        part.n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
+                        n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
                         token_groups,
                         1,
                     ],

@@ -10,25 +10,21 @@ use crate::error::{Error, Result};
 use crate::gpu::timer::PassTimer;
 
 /// Op categories of a decode step in forward order, as [`Session::profile_decode`] reports them.
-pub const PROFILE_CATEGORIES: [&str; 13] = [
+/// The fused plan's dispatches: D1..D5 per layer, and embed + head outside the layers.
+pub const PROFILE_CATEGORIES: [&str; 8] = [
     "embed",
-    "attn_norm",
-    "qkv matvec",
-    "rope+kv",
-    "attention",
-    "wo matvec",
-    "ffn_norm",
-    "gate/up matvec",
-    "silu_mul",
-    "down matvec",
-    "head norm",
-    "head matvec",
-    "argmax",
+    "norm+qkv+rope+kv (D1)",
+    "attention partials (D2)",
+    "merge+wo+residual (D3)",
+    "norm+gate/up+silu (D4)",
+    "down+residual (D5)",
+    "norm+head+argmax1",
+    "argmax2",
 ];
 
-/// Timed passes per layer (attn_norm .. down matvec) and outside the layers (embed, head).
-const PASSES_PER_LAYER: usize = 9;
-const PASSES_OUTSIDE_LAYERS: usize = 4;
+/// Timed passes per layer (D1 .. D5) and outside the layers (embed, head, argmax stage 2).
+const PASSES_PER_LAYER: usize = 5;
+const PASSES_OUTSIDE_LAYERS: usize = 3;
 
 impl Session {
     /// Runs one decode step of `token` at position n_past with every op category in its own
@@ -47,10 +43,12 @@ impl Session {
                 ctx.info.name
             )));
         };
+        self.check_idle()?;
         self.check_tokens(&[token])?;
+        self.pending_refeed = false;
+        self.history.push(token);
         self.write_step(&[token]);
 
-        let n_ff = self.model.config.n_ff as u32;
         let n_kv = (self.n_past + 1) as u32;
         let mut encoder = ctx
             .device
@@ -66,32 +64,25 @@ impl Session {
                 ops(&mut pass);
             };
             // The same kernels, in the same order, as `encode_decode` and the head.
-            timed("embed", &|p| self.embed.encode_tokens(p, 1));
+            let [embed, d1, d2, d3, d4, d5, head, argmax2] = PROFILE_CATEGORIES;
+            timed(embed, &|p| self.embed.encode_tokens(p, 1));
             for l in &self.layers {
-                let w = &l.decode;
-                timed("attn_norm", &|p| l.attn_norm.encode_rows(p, 1));
-                timed("qkv matvec", &|p| {
-                    w.wq.encode(p);
-                    w.wk.encode(p);
-                    w.wv.encode(p);
-                });
-                timed("rope+kv", &|p| l.attention.rope_decode.encode(p));
-                timed("attention", &|p| l.attention.decode.encode_kv(p, n_kv));
-                timed("wo matvec", &|p| w.wo.encode(p));
-                timed("ffn_norm", &|p| l.ffn_norm.encode_rows(p, 1));
-                timed("gate/up matvec", &|p| {
-                    w.w_gate.encode(p);
-                    w.w_up.encode(p);
-                });
-                timed("silu_mul", &|p| l.silu_mul.encode_len(p, n_ff));
-                timed("down matvec", &|p| w.w_down.encode(p));
+                let d = &l.decode;
+                timed(d1, &|p| d.qkv_rope.encode(p));
+                timed(d2, &|p| l.attention.decode.encode_partial_kv(p, n_kv));
+                timed(d3, &|p| d.wo_merge.encode(p));
+                timed(d4, &|p| d.gate_up.encode(p));
+                timed(d5, &|p| d.down.encode(p));
             }
-            timed("head norm", &|p| self.head.norm_decode.encode(p));
-            timed("head matvec", &|p| self.head.output.encode(p));
-            timed("argmax", &|p| self.head.argmax.encode(p));
+            timed(head, &|p| {
+                for k in &self.head.decode.parts {
+                    k.encode(p);
+                }
+            });
+            timed(argmax2, &|p| self.head.decode.stage2.encode(p));
         }
         self.token_readback
-            .encode_copy(&mut encoder, &self.head.argmax.result, 0, 4);
+            .encode_copy(&mut encoder, &self.a.tokens, 0, 4);
         timer.resolve(&mut encoder);
         ctx.queue.submit([encoder.finish()]);
         self.n_past += 1;
