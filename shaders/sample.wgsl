@@ -36,7 +36,7 @@ const NONE_IDX: u32 = 0xffffffffu;
 @group(0) @binding(4) var<storage, read_write> tokens: array<u32>; // (>= 1) the chosen id at [0]
 
 // Jarzynski & Olano's PCG hash ("Hash Functions for GPU Rendering", 2020). Mirrored by
-// `gpu::ops::sampler::uniform` on the CPU.
+// `gpu::ops::sampler::random_unit` on the CPU.
 fn pcg_hash(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
     let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -44,7 +44,7 @@ fn pcg_hash(v: u32) -> u32 {
 }
 
 // Uniform in [0, 1) with 24 random bits: draw `counter` of the stream `seed`.
-fn uniform(counter: u32) -> f32 {
+fn random_unit(counter: u32) -> f32 {
     let key = pcg_hash(params.seed_lo ^ pcg_hash(params.seed_hi));
     return f32(pcg_hash(counter ^ key) >> 8u) * (1.0 / 16777216.0);
 }
@@ -94,7 +94,7 @@ fn main() {
         for (var i = 0u; i < n; i++) {
             sum += exp((cand_val[i] - best) / t);
         }
-        let u = uniform(counter) * sum;
+        let u = random_unit(counter) * sum;
         var cum = 0.0;
         choice = n - 1u;
         for (var i = 0u; i < n; i++) {

@@ -78,7 +78,7 @@ fn load() -> Fixture {
 
 fn session(f: &Fixture) -> Session {
     let opts = SessionOptions {
-        n_ctx: 96,
+        n_ctx: 32,
         ..SessionOptions::default()
     };
     Session::new(Arc::clone(&f.model), opts).expect("session")
@@ -127,6 +127,9 @@ fn check_same(
     let la = block_on(resident.logits()).expect("logits");
     let lb = block_on(stepped.logits()).expect("logits");
     assert!(la == lb, "{what}: logits after the reply differ");
+    if resident.n_past() + NEXT_TURN.len() > resident.n_ctx() {
+        return a; // a full context takes no next turn
+    }
     block_on(resident.feed(&NEXT_TURN)).expect("feed");
     block_on(stepped.feed(&NEXT_TURN)).expect("feed");
     let la = block_on(resident.logits()).expect("logits");
@@ -167,7 +170,7 @@ fn greedy_resident_generation_equals_step_by_step() {
     }
     // The callback stops the reply; and the end of the context.
     check_same(&f, "callback", &none, &options(greedy.clone(), 12, &[]), Some(3));
-    let out = check_same(&f, "context", &none, &options(greedy, 200, &[]), None);
+    let out = check_same(&f, "context", &none, &options(greedy, 100, &[]), None);
     assert_eq!(out.stop_reason, StopReason::ContextFull);
 }
 

@@ -2,7 +2,7 @@
 //! top-k (`topk.wgsl`), and the draw (`sample.wgsl`), so sampled generation needs no host work
 //! between steps. The CPU [`Sampler`](crate::sampler::Sampler) stays the reference: the same
 //! chain in the same order, tested for the same distribution (tests/gpu_fused.rs). The two
-//! draw different random numbers (this one a counter-based hash, see [`uniform`]), so the same
+//! draw different random numbers (this one a counter-based hash, see [`random_unit`]), so the same
 //! seed gives the same text per engine, not across engines.
 
 use crate::gpu::context::GpuContext;
@@ -180,8 +180,8 @@ pub fn pcg_hash(v: u32) -> u32 {
 }
 
 /// The uniform number in `[0, 1)` that draw `counter` of a generation seeded with `seed` uses
-/// (sample.wgsl's `uniform`, bit for bit).
-pub fn uniform(seed: u64, counter: u32) -> f32 {
+/// (sample.wgsl's `random_unit`, bit for bit).
+pub fn random_unit(seed: u64, counter: u32) -> f32 {
     let key = pcg_hash(seed as u32 ^ pcg_hash((seed >> 32) as u32));
     (pcg_hash(counter ^ key) >> 8) as f32 * (1.0 / 16_777_216.0)
 }
