@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 use crate::gpu::attention::{AttentionBuffers, LayerAttention};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
-use crate::gpu::op::{Readback, StepParams, storage_buffer, uniform_buffer_init};
-use crate::gpu::op::Kernel;
+use crate::gpu::op::{Kernel, Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::elementwise::Elementwise;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
@@ -21,14 +19,16 @@ use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
 use crate::gpu::ops::rmsnorm::Rmsnorm;
 use crate::gpu::ops::sampler::GpuSampler;
 use crate::gpu::ops::topk::{MAX_K, TopK};
-use crate::sampler::SamplerConfig;
 use crate::gpu::ops::{ffn_gate_up, qkv_rope, silu_mul, wo_merge};
 
+mod engine;
 mod profile;
 mod queued;
+mod stats;
 
 pub use profile::PROFILE_CATEGORIES;
 pub use queued::RING;
+pub use stats::DecodeStats;
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -50,36 +50,6 @@ impl Default for SessionOptions {
             n_ctx: DEFAULT_N_CTX,
             max_batch: DEFAULT_MAX_BATCH,
         }
-    }
-}
-
-/// What the decode steps of a session cost the host, summed since the session was made or
-/// [`Session::reset_decode_stats`] (`bench` prints them per token).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DecodeStats {
-    /// Decode steps (one token each) recorded.
-    pub steps: u64,
-    /// Compute dispatches recorded by those steps.
-    pub dispatches: u64,
-    /// Compute passes recorded by those steps.
-    pub passes: u64,
-    /// Host time spent recording and submitting them, in nanoseconds (0 on wasm: no clock).
-    pub host_ns: u64,
-    /// Blocking waits for a decode step's result while no later step was queued, i.e. the GPU
-    /// had nothing to do until the host recorded more (the step-by-step path: one per token).
-    pub host_waits: u64,
-}
-
-impl DecodeStats {
-    /// `(dispatches, passes, host µs, host waits)` per decode step (zeros before any step).
-    pub fn per_token(&self) -> (f64, f64, f64, f64) {
-        let n = self.steps.max(1) as f64;
-        (
-            self.dispatches as f64 / n,
-            self.passes as f64 / n,
-            self.host_ns as f64 / 1e3 / n,
-            self.host_waits as f64 / n,
-        )
     }
 }
 
@@ -137,7 +107,7 @@ struct Head {
     topk: TopK,          // logits -> the MAX_K largest (value, id), on demand
 }
 
-/// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`Engine`].
+/// A KV cache and the forward pass over a shared [`GpuModel`]; implements [`crate::Engine`].
 pub struct Session {
     model: Arc<GpuModel>,
     kv: KvCache,
@@ -523,7 +493,7 @@ impl Session {
         }
     }
 
-    /// Feeds `tokens` at n_past (the work of [`Engine::feed`]).
+    /// Feeds `tokens` at n_past (the work of [`crate::Engine::feed`]).
     fn feed_tokens(&mut self, tokens: &[u32]) -> Result<()> {
         self.check_tokens(tokens)?;
         self.history.extend_from_slice(tokens);
@@ -550,126 +520,5 @@ impl Session {
             ));
         }
         Ok(())
-    }
-}
-
-impl Engine for Session {
-    fn n_vocab(&self) -> usize {
-        self.model.config.n_vocab
-    }
-
-    fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
-    }
-
-    fn n_past(&self) -> usize {
-        self.n_past
-    }
-
-    async fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        self.check_idle()?;
-        self.pending_refeed = false;
-        self.feed_tokens(tokens)
-    }
-
-    async fn logits(&mut self) -> Result<Vec<f32>> {
-        self.check_idle()?;
-        self.ensure_head().await?;
-        self.check_head()?;
-        let ctx = &*self.model.ctx;
-        let n = self.model.config.n_vocab;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("logits readback"),
-            });
-        self.logits_readback
-            .encode_copy(&mut encoder, &self.a.logits, 0, n as u64 * 4);
-        ctx.queue.submit([encoder.finish()]);
-        self.stats.host_waits += 1;
-        self.logits_readback.read(ctx, n).await
-    }
-
-    async fn greedy(&mut self) -> Result<u32> {
-        self.check_idle()?;
-        self.ensure_head().await?;
-        self.check_head()?;
-        self.stats.host_waits += 1;
-        let id = self.token_readback.read::<u32>(&self.model.ctx, 1).await?[0];
-        if id as usize >= self.model.config.n_vocab {
-            return Err(Error::Gpu(format!(
-                "argmax returned {id}: logits are not finite"
-            )));
-        }
-        Ok(id)
-    }
-
-    /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
-    /// reads back all logits.
-    async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
-        self.check_idle()?;
-        self.ensure_head().await?;
-        self.check_head()?;
-        if k > self.head.topk.k as usize {
-            let logits = self.logits().await?;
-            return Ok(top_k_of(&logits, k));
-        }
-        let ctx = &*self.model.ctx;
-        let kk = self.head.topk.k as u64;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("top-k"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("top-k"),
-                timestamp_writes: None,
-            });
-            self.head.topk.encode(&mut pass);
-        }
-        let (values, ids) = self.head.topk.result();
-        let staging = &self.topk_readback.staging;
-        encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
-        encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
-        ctx.queue.submit([encoder.finish()]);
-        self.stats.host_waits += 1;
-        let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
-        let (values, ids) = words.split_at(kk as usize);
-        Ok(ids
-            .iter()
-            .zip(values)
-            .filter(|&(&id, _)| (id as usize) < self.model.config.n_vocab)
-            .map(|(&id, &v)| (id, f32::from_bits(v)))
-            .take(k)
-            .collect())
-    }
-
-    fn truncate(&mut self, n_past: usize) -> Result<()> {
-        self.check_idle()?;
-        check_truncate(n_past, self.n_past)?;
-        if n_past < self.n_past {
-            self.head_valid = false;
-            self.pending_refeed = false;
-        }
-        self.n_past = n_past;
-        self.history.truncate(n_past);
-        Ok(())
-    }
-
-    async fn begin_queued(&mut self, config: &SamplerConfig, history: &[u32]) -> Result<bool> {
-        self.begin_queued_impl(config, history).await
-    }
-
-    fn queue_step(&mut self) -> Result<()> {
-        self.queue_step_impl()
-    }
-
-    async fn next_queued(&mut self) -> Result<u32> {
-        self.next_queued_impl().await
-    }
-
-    async fn end_queued(&mut self, n_past: usize) -> Result<()> {
-        self.end_queued_impl(n_past).await
     }
 }
