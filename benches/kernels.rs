@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use bonsai_wgpu::gpu::op::{Kernel, StepParams, storage_buffer, uniform_buffer_init};
+use bonsai_wgpu::gpu::buffers::{StepParams, storage_buffer, uniform_buffer_init};
+use bonsai_wgpu::gpu::kernel::Kernel;
 use bonsai_wgpu::gpu::ops::matmul_q1_0::{self, MatmulQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;

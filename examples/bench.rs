@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::session::{DEFAULT_MAX_BATCH, DecodeStats};
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::model::config::Qwen3Config;
 use clap::Parser;
 use pollster::block_on;
 use rand::{Rng, SeedableRng, rngs::StdRng};

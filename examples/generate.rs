@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bonsai_wgpu::chat::Conversation;
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::generate::GenerateOptions;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::ChatTemplate;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -23,12 +23,12 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| "Write a haiku about the sea.".into());
 
     let gguf = Gguf::open(&path)?;
-    let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let template = ChatTemplate::from_gguf(&gguf)?;
+    let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
+    let template = Arc::new(ChatTemplate::from_gguf(&gguf)?);
     pollster::block_on(async {
         let gpu = Arc::new(GpuContext::new(&GpuOptions::default()).await?);
         let mut engine = Session::new(GpuModel::load(gpu, &gguf)?, SessionOptions::default())?;
-        let mut chat = Conversation::new(&tokenizer, &template);
+        let mut chat = Conversation::new(tokenizer.clone(), template.clone());
         let outcome = chat
             .send(&mut engine, &prompt, &GenerateOptions::default(), |piece| {
                 print!("{}", piece.text);

@@ -10,7 +10,7 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::{Engine, argmax};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 
 #[derive(Parser)]

@@ -4,7 +4,8 @@
 //! pick the device.
 
 use anyhow::Result;
-use bonsai_wgpu::gpu::op::{Kernel, storage_buffer, storage_buffer_init};
+use bonsai_wgpu::gpu::buffers::{storage_buffer, storage_buffer_init};
+use bonsai_wgpu::gpu::kernel::Kernel;
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, Reduce};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::timer::PassTimer;

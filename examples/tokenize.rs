@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;

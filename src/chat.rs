@@ -11,13 +11,13 @@
 //! [`PieceKind::Thinking`], the rest [`PieceKind::Answer`], so a UI can dim or hide the thinking.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use crate::Result;
-use crate::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
-use crate::detok::Vocab;
 use crate::engine::Engine;
 use crate::generate::{GenerateOptions, GenerateOutcome, StopReason, generate};
-use crate::tokenizer::Tokenizer;
+use crate::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use crate::text::tokenizer::Tokenizer;
 
 const THINK_OPEN: &str = "<think>";
 const THINK_CLOSE: &str = "</think>";
@@ -124,25 +124,11 @@ impl ThinkSplitter {
     }
 }
 
-impl Vocab for Tokenizer {
-    fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
-        Tokenizer::token_bytes(self, id)
-    }
-
-    fn stop_tokens(&self) -> Vec<u32> {
-        self.eog_ids().to_vec()
-    }
-
-    fn is_control(&self, id: u32) -> bool {
-        Tokenizer::is_control(self, id)
-    }
-}
-
 /// A conversation with a model: system prompt, messages, thinking switch, and a mirror of the
 /// tokens in the engine's KV cache.
-pub struct Conversation<'m> {
-    tokenizer: &'m Tokenizer,
-    template: &'m ChatTemplate,
+pub struct Conversation {
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
     system: Option<String>,
     messages: Vec<ChatMessage>,
     enable_thinking: bool,
@@ -150,7 +136,7 @@ pub struct Conversation<'m> {
     cached: Vec<u32>,
 }
 
-impl std::fmt::Debug for Conversation<'_> {
+impl std::fmt::Debug for Conversation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversation")
             .field("system", &self.system)
@@ -161,9 +147,10 @@ impl std::fmt::Debug for Conversation<'_> {
     }
 }
 
-impl<'m> Conversation<'m> {
-    /// An empty conversation, thinking on, no system prompt.
-    pub fn new(tokenizer: &'m Tokenizer, template: &'m ChatTemplate) -> Self {
+impl Conversation {
+    /// An empty conversation, thinking on, no system prompt. The tokenizer and template are
+    /// shared (several conversations over one model hold the same ones).
+    pub fn new(tokenizer: Arc<Tokenizer>, template: Arc<ChatTemplate>) -> Self {
         Self {
             tokenizer,
             template,
@@ -267,7 +254,7 @@ impl<'m> Conversation<'m> {
         let prompt = self.pending_prompt(engine)?;
         let mut splitter = ThinkSplitter::new();
         let mut flow = ControlFlow::Continue(());
-        let outcome = generate(engine, self.tokenizer, &prompt, options, |text| {
+        let outcome = generate(engine, &*self.tokenizer, &prompt, options, |text| {
             for (text, kind) in splitter.push(text) {
                 if on_piece(Piece { text: &text, kind }).is_break() {
                     flow = ControlFlow::Break(());

@@ -115,8 +115,9 @@ pub enum Error {
     #[error("GPU adapter: {0}")]
     Adapter(String),
 
-    /// Requesting the device failed, or it was lost.
-    #[error("GPU device: {0}")]
+    /// Requesting the device failed, or it was lost (the message says which, e.g.
+    /// "GPU: device lost (Destroyed): ...").
+    #[error("GPU: device {0}")]
     Device(String),
 
     /// A model or buffer exceeds what the adapter allows.

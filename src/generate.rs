@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::detok::{Detokenizer, Vocab};
 use crate::engine::Engine;
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::text::detok::{Detokenizer, Vocab};
 use crate::{Error, Result};
 
 /// Prompt tokens fed per [`Engine::feed`] call, so a cancel is noticed during long prompts.

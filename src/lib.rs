@@ -2,14 +2,16 @@
 //! wgpu: Vulkan, Metal, DX12 and browser WebGPU (wasm32), from one code base.
 //!
 //! What it does:
-//! - reads GGUF files ([`gguf`]) and checks them against the Qwen3 layout ([`config`]);
+//! - reads GGUF files ([`gguf`]) and checks them against the Qwen3 layout ([`model`]);
 //! - keeps Q1_0 weights 1-bit on the GPU: WGSL kernels ([`gpu::ops`]) unpack sign bits and
 //!   per-128 f16 scales inside the matrix products, attention and norms;
 //! - runs the whole forward pass on the GPU ([`gpu::Session`]): one submit per decoded token and
 //!   a few bytes read back; prompts in batches;
-//! - tokenizes ([`tokenizer`]), renders the model's chat template ([`chat_template`]), samples
-//!   ([`sampler`]), streams text ([`generate`], [`detok`]) and keeps conversations in the KV cache
+//! - tokenizes, detokenizes and renders the model's chat template ([`text`]), samples
+//!   ([`sampler`]), streams text ([`generate`]) and keeps conversations in the KV cache
 //!   ([`chat`]);
+//! - exports a Bonsai GGUF as a Hugging Face checkpoint (FP16, or lossless AWQ int4) that
+//!   vLLM, sglang and transformers serve ([`export`], native only);
 //! - carries a plain CPU reference of the forward pass ([`cpu`]), the oracle the GPU is tested
 //!   against (and that is tested against llama.cpp).
 //!
@@ -23,7 +25,7 @@
 //! use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 //!
 //! let gguf = bonsai_wgpu::gguf::Gguf::open("Bonsai-1.7B-Q1_0.gguf")?;
-//! let tokenizer = bonsai_wgpu::tokenizer::Tokenizer::from_gguf(&gguf)?;
+//! let tokenizer = bonsai_wgpu::text::tokenizer::Tokenizer::from_gguf(&gguf)?;
 //! let ctx = Arc::new(GpuContext::new(&GpuOptions::default()).await?);
 //! let mut session = Session::new(GpuModel::load(ctx, &gguf)?, SessionOptions::default())?;
 //! session.feed(&tokenizer.encode("The capital of France is", true)?).await?;
@@ -34,19 +36,19 @@
 #![warn(missing_docs)]
 
 pub mod chat;
-pub mod chat_template;
-pub mod config;
 pub mod cpu;
-pub mod detok;
 pub mod engine;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;
+pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod synth;
-pub mod tokenizer;
+pub mod text;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 

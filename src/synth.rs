@@ -10,18 +10,17 @@
 use std::io::Write;
 use std::str::FromStr;
 
-use half::f16;
-
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
-use crate::quant::QK1_0;
+use crate::model::config::Qwen3Config;
+use crate::model::rope::RopeParams;
+use crate::model::weights::{TensorRole, tensor_table};
+use crate::quant::q1_0::{BlockQ1_0, QK1_0};
 
 /// Vocabulary of every Bonsai model (rows of `token_embd.weight`, entries of `tokenizer.ggml.tokens`).
 pub const BONSAI_N_VOCAB: usize = 151_669;
 /// `general.file_type` of Bonsai files (mostly Q1_0).
 pub const FILE_TYPE_Q1_0: u32 = 41;
-/// Bytes of one Q1_0 block: f16 scale + 16 bytes of sign bits.
-const Q1_0_BLOCK_BYTES: usize = 18;
 /// Q1_0 blocks generated per write call (~72 KiB).
 const BLOCKS_PER_CHUNK: usize = 4096;
 /// Block scale of linear weights in units of `1/sqrt(K)`: unit-RMS input gives unit-RMS output.
@@ -78,6 +77,30 @@ pub struct SynthParams {
     pub rms_eps: f32,
     /// No `output.weight`: the head reuses `token_embd.weight`.
     pub tied_head: bool,
+}
+
+impl SynthParams {
+    /// The config a file with these parameters reads as.
+    pub fn config(&self) -> Qwen3Config {
+        Qwen3Config {
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            head_dim: self.head_dim,
+            n_vocab: self.n_vocab,
+            n_ctx_train: self.n_ctx_train,
+            rms_eps: self.rms_eps,
+            rope: RopeParams::yarn(
+                self.head_dim,
+                self.freq_base,
+                self.yarn_factor,
+                self.n_ctx_orig,
+            ),
+            tied_head: self.tied_head,
+        }
+    }
 }
 
 impl SynthShape {
@@ -178,44 +201,20 @@ pub struct SynthTensor {
     pub ggml_type: GgmlType,
 }
 
-/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai.
+/// The tensor table of `shape` in file order: names, dims (ne0 first) and types as in Bonsai
+/// (the model's own table, [`tensor_table`], with Q1_0 matrices and F32 norms).
 pub fn synthetic_tensor_table(shape: SynthShape) -> Vec<SynthTensor> {
-    let p = shape.params();
-    let (d, q, kv, ff, hd, nv) = (
-        p.n_embd as u64,
-        (p.n_head * p.head_dim) as u64,
-        (p.n_head_kv * p.head_dim) as u64,
-        p.n_ff as u64,
-        p.head_dim as u64,
-        p.n_vocab as u64,
-    );
-    let t = |name: String, dims: Vec<u64>, ggml_type| SynthTensor {
-        name,
-        dims,
-        ggml_type,
-    };
-    let mut table = vec![t("token_embd.weight".into(), vec![d, nv], GgmlType::Q1_0)];
-    for l in 0..p.n_layer {
-        let n = |w: &str| format!("blk.{l}.{w}.weight");
-        table.extend([
-            t(n("attn_norm"), vec![d], GgmlType::F32),
-            t(n("attn_q"), vec![d, q], GgmlType::Q1_0),
-            t(n("attn_k"), vec![d, kv], GgmlType::Q1_0),
-            t(n("attn_v"), vec![d, kv], GgmlType::Q1_0),
-            t(n("attn_q_norm"), vec![hd], GgmlType::F32),
-            t(n("attn_k_norm"), vec![hd], GgmlType::F32),
-            t(n("attn_output"), vec![q, d], GgmlType::Q1_0),
-            t(n("ffn_norm"), vec![d], GgmlType::F32),
-            t(n("ffn_gate"), vec![d, ff], GgmlType::Q1_0),
-            t(n("ffn_up"), vec![d, ff], GgmlType::Q1_0),
-            t(n("ffn_down"), vec![ff, d], GgmlType::Q1_0),
-        ]);
-    }
-    table.push(t("output_norm.weight".into(), vec![d], GgmlType::F32));
-    if !p.tied_head {
-        table.push(t("output.weight".into(), vec![d, nv], GgmlType::Q1_0));
-    }
-    table
+    tensor_table(&shape.params().config())
+        .into_iter()
+        .map(|t| SynthTensor {
+            name: t.name,
+            dims: t.dims.iter().map(|&d| d as u64).collect(),
+            ggml_type: match t.role {
+                TensorRole::Matrix => GgmlType::Q1_0,
+                TensorRole::Norm => GgmlType::F32,
+            },
+        })
+        .collect()
 }
 
 /// A writer holding the metadata and (lazily generated) tensors of a synthetic model; its
@@ -309,18 +308,19 @@ fn write_random_q1_0(
     seed: u64,
 ) -> std::io::Result<()> {
     let mut rng = seed;
-    let mut chunk = vec![0u8; BLOCKS_PER_CHUNK * Q1_0_BLOCK_BYTES];
+    let mut chunk = Vec::with_capacity(BLOCKS_PER_CHUNK);
     let mut left = n_blocks;
     while left > 0 {
         let n = left.min(BLOCKS_PER_CHUNK);
-        for block in chunk[..n * Q1_0_BLOCK_BYTES].chunks_exact_mut(Q1_0_BLOCK_BYTES) {
-            let r = splitmix64(&mut rng);
-            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(r) - 1.0);
-            block[..2].copy_from_slice(&f16::from_f32(scale * spread).to_le_bytes());
-            block[2..10].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-            block[10..18].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
-        }
-        out.write_all(&chunk[..n * Q1_0_BLOCK_BYTES])?;
+        chunk.clear();
+        chunk.extend((0..n).map(|_| {
+            let spread = 1.0 + SCALE_SPREAD * (2.0 * unit_f32(splitmix64(&mut rng)) - 1.0);
+            let mut qs = [0u8; 16];
+            qs[..8].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
+            qs[8..].copy_from_slice(&splitmix64(&mut rng).to_le_bytes());
+            BlockQ1_0::new(scale * spread, qs)
+        }));
+        out.write_all(bytemuck::cast_slice(&chunk))?;
         left -= n;
     }
     Ok(())

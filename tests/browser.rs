@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::ops::matvec_q1_0;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use serde_json::Value;
 
 const FIXTURE_MODEL: &str = concat!(

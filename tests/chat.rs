@@ -5,15 +5,16 @@ mod fake;
 
 use std::ops::ControlFlow;
 use std::process::Command;
+use std::sync::Arc;
 
 use bonsai_wgpu::chat::{Conversation, PieceKind, ThinkSplitter};
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, StopReason};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::sampler::SamplerConfig;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::ChatTemplate;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use fake::ScriptedEngine;
 
 const TINY: &str = concat!(
@@ -57,11 +58,11 @@ fn think_block_is_split_out_even_when_tags_arrive_in_parts() {
     assert_eq!(split_all(&["a <"]), (String::new(), "a <".into()));
 }
 
-fn tiny() -> (Gguf, Tokenizer, ChatTemplate) {
+fn tiny() -> (Gguf, Arc<Tokenizer>, Arc<ChatTemplate>) {
     let gguf = Gguf::open(TINY).expect("tiny-bonsai-dev.gguf fixture");
     let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
     let template = ChatTemplate::from_gguf(&gguf).unwrap();
-    (gguf, tokenizer, template)
+    (gguf, Arc::new(tokenizer), Arc::new(template))
 }
 
 /// The fixture case "multi-turn with earlier reasoning stripped": the reply's `<think>` block is
@@ -74,7 +75,7 @@ fn thinking_is_dropped_from_history_and_the_cache_follows() {
         .unwrap();
     let mut engine = ScriptedEngine::new(tokenizer.n_vocab(), 4096, reply);
     engine.stop = tokenizer.eos_id();
-    let mut conv = Conversation::new(&tokenizer, &template);
+    let mut conv = Conversation::new(tokenizer.clone(), template.clone());
     let (mut think, mut answer) = (String::new(), String::new());
     let options = GenerateOptions {
         sampler: SamplerConfig::greedy(),
@@ -109,7 +110,7 @@ fn thinking_is_dropped_from_history_and_the_cache_follows() {
 
 #[test]
 fn replies_stop_on_im_end_and_endoftext() {
-    use bonsai_wgpu::detok::Vocab;
+    use bonsai_wgpu::text::detok::Vocab;
     let (_, tokenizer, _) = tiny();
     let stops = tokenizer.stop_tokens();
     for (name, id) in [("<|im_end|>", 151645), ("<|endoftext|>", 151643)] {
@@ -119,7 +120,7 @@ fn replies_stop_on_im_end_and_endoftext() {
     // Control tokens are markup, never streamed as text; <think> is text the splitter sees.
     assert!(tokenizer.is_control(151644));
     assert!(!Vocab::is_control(
-        &tokenizer,
+        &*tokenizer,
         tokenizer.token_id("<think>").unwrap()
     ));
 }
@@ -140,7 +141,7 @@ fn second_turn_reuses_cache_and_matches_a_fresh_prefill() {
     let (gguf, tokenizer, template) = tiny();
     let model = CpuModel::from_gguf(&gguf).unwrap();
     let mut engine = CpuSession::new(model.clone(), 512).unwrap();
-    let mut conv = Conversation::new(&tokenizer, &template);
+    let mut conv = Conversation::new(tokenizer.clone(), template.clone());
     conv.set_system(Some("You are terse.".into()));
     let mut pieces = 0;
     for (i, text) in ["Hi there!", "What is 2+2?"].iter().enumerate() {
@@ -159,7 +160,7 @@ fn second_turn_reuses_cache_and_matches_a_fresh_prefill() {
     let pending = conv.pending_prompt(&mut engine).unwrap();
     // Everything up to the second reply is reused; only the changed tail is fed again.
     let first_turn_len = {
-        let mut c = Conversation::new(&tokenizer, &template);
+        let mut c = Conversation::new(tokenizer.clone(), template.clone());
         c.set_system(Some("You are terse.".into()));
         c.push_user("Hi there!");
         c.prompt_tokens().unwrap().len()
@@ -197,7 +198,7 @@ fn same_seed_same_reply() {
     let model = CpuModel::from_gguf(&gguf).unwrap();
     let reply = |seed| {
         let mut engine = CpuSession::new(model.clone(), 256).unwrap();
-        let mut conv = Conversation::new(&tokenizer, &template);
+        let mut conv = Conversation::new(tokenizer.clone(), template.clone());
         let out = pollster::block_on(conv.send(&mut engine, "Hello", &options(seed), |_| {
             ControlFlow::Continue(())
         }))

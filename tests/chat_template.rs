@@ -6,8 +6,8 @@
 //! (`json.dumps(ensure_ascii=False)`) and `raise_exception`.
 
 use bonsai_wgpu::Error;
-use bonsai_wgpu::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use bonsai_wgpu::gguf::Gguf;
+use bonsai_wgpu::text::chat_template::{ChatMessage, ChatTemplate, TemplateOptions};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bonsai_wgpu::Error;
-use bonsai_wgpu::detok::Utf8Stream;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopMatcher, StopReason, generate};
 use bonsai_wgpu::sampler::SamplerConfig;
+use bonsai_wgpu::text::detok::Utf8Stream;
 use fake::{FakeVocab, ScriptedEngine};
 
 const PROMPT: [u32; 3] = [1, 1, 1];

@@ -276,7 +276,8 @@ fn truncated_fixture_is_an_error_not_a_panic() {
 
 #[test]
 fn fixture_q1_0_rows_dequantize_to_plus_minus_scale() {
-    use bonsai_wgpu::quant::{BlockQ1_0, dequantize_row};
+    use bonsai_wgpu::quant::dequantize_row;
+    use bonsai_wgpu::quant::q1_0::BlockQ1_0;
     let g = Gguf::open(TINY).unwrap();
     let t = g.tensor_info("blk.0.attn_q.weight").unwrap();
     let data = g.tensor_data(&t.name).unwrap();

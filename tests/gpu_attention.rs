@@ -4,13 +4,12 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::cpu::rope::RopeParams;
+use bonsai_wgpu::gpu::buffers::{StepParams, read_buffer, storage_buffer};
+use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
-use bonsai_wgpu::gpu::op::{
-    PipelineCache, StepParams, read_buffer, storage_buffer, submit_kernels,
-};
 use bonsai_wgpu::gpu::ops::{attention_decode, attention_prefill, qk_norm_rope};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::{Error, Result};
 use common::{gpu_test, random_f32};
 use rand::SeedableRng;
@@ -74,11 +73,11 @@ async fn ctx() -> GpuContext {
 }
 
 fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
-    bonsai_wgpu::gpu::op::storage_buffer_init(ctx, label, data).expect("buffer")
+    bonsai_wgpu::gpu::buffers::storage_buffer_init(ctx, label, data).expect("buffer")
 }
 
 fn step_buffer(ctx: &GpuContext) -> wgpu::Buffer {
-    bonsai_wgpu::gpu::op::uniform_buffer_init(ctx, "step", &StepParams::default())
+    bonsai_wgpu::gpu::buffers::uniform_buffer_init(ctx, "step", &StepParams::default())
 }
 
 fn set_step(ctx: &GpuContext, step: &wgpu::Buffer, pos: usize, n_tokens: usize) {

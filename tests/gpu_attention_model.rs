@@ -8,15 +8,15 @@ mod common;
 
 use bonsai_wgpu::cpu::CpuModel;
 use bonsai_wgpu::cpu::CpuSession;
-use bonsai_wgpu::cpu::math::{rmsnorm, silu};
+use bonsai_wgpu::cpu::ops::{rmsnorm, silu};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::attention::{AttentionBuffers, LayerAttention};
-use bonsai_wgpu::gpu::kv_cache::KvCache;
-use bonsai_wgpu::gpu::op::{
-    PipelineCache, StepParams, read_buffer, storage_buffer, storage_buffer_init,
-    uniform_buffer_init,
+use bonsai_wgpu::gpu::buffers::{
+    StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
+use bonsai_wgpu::gpu::kernel::PipelineCache;
+use bonsai_wgpu::gpu::kv_cache::KvCache;
 use bonsai_wgpu::gpu::ops::attention_decode;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
@@ -51,6 +51,7 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
     let step = uniform_buffer_init(&ctx, "step", &StepParams::default());
     let scratch = attention_decode::DecodeScratch::new(&ctx, kv.dims, n_ctx).unwrap();
     let norms: Vec<_> = model
+        .weights
         .layers
         .iter()
         .map(|w| {
@@ -83,12 +84,15 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
             .iter()
             .map(|&t| {
                 let mut x = vec![0.0; c.n_embd];
-                bonsai_wgpu::quant::dequantize_row_q1_0(model.token_embd.row(t as usize), &mut x);
+                bonsai_wgpu::quant::q1_0::dequantize_row_q1_0(
+                    model.weights.token_embd.row(t as usize),
+                    &mut x,
+                );
                 x
             })
             .collect();
         let mut xb = vec![0.0; c.n_embd];
-        for (l, w) in model.layers.iter().enumerate() {
+        for (l, w) in model.weights.layers.iter().enumerate() {
             let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
             for x in &xs {
                 rmsnorm(&mut xb, x, &w.attn_norm, c.rms_eps);
@@ -132,9 +136,9 @@ fn f16_kv_attention_on_gpu_matches_cpu_forward() {
                 x.iter_mut().zip(&xb2).for_each(|(x, d)| *x += d);
             }
         }
-        rmsnorm(&mut xb, &xs[n - 1], &model.output_norm, c.rms_eps);
+        rmsnorm(&mut xb, &xs[n - 1], &model.weights.output_norm, c.rms_eps);
         let mut logits = vec![0.0; c.n_vocab];
-        model.head().matvec(&mut logits, &xb);
+        model.weights.head().matvec(&mut logits, &xb);
         logits
     };
 

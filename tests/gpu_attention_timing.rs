@@ -4,16 +4,15 @@
 
 use std::time::Instant;
 
-use bonsai_wgpu::cpu::rope::RopeParams;
+use bonsai_wgpu::gpu::buffers::{StepParams, storage_buffer, uniform_buffer_init};
+use bonsai_wgpu::gpu::kernel::{Kernel, PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache};
-use bonsai_wgpu::gpu::op::{
-    Kernel, PipelineCache, StepParams, storage_buffer, submit_kernels, uniform_buffer_init,
-};
 use bonsai_wgpu::gpu::ops::{
     attention_decode, attention_prefill, matmul_q1_0, matvec_q1_0, qk_norm_rope,
 };
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::model::rope::RopeParams;
 
 const DIMS: AttnDims = AttnDims {
     n_head: 16,

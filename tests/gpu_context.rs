@@ -1,8 +1,8 @@
 //! Adapter choice and error reporting of the GPU context.
 
 use bonsai_wgpu::Error;
+use bonsai_wgpu::gpu::buffers::{read_buffer, storage_buffer};
 use bonsai_wgpu::gpu::context::parse_backend;
-use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer};
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
 
 fn env_overrides_set() -> bool {

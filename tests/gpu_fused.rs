@@ -4,12 +4,12 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::cpu::rope::RopeParams;
+use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
-use bonsai_wgpu::gpu::op::{
-    PipelineCache, StepParams, read_buffer, storage_buffer, storage_buffer_init, submit_kernels,
-    uniform_buffer_init,
+use bonsai_wgpu::gpu::buffers::{
+    StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
+use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::ops::attention_decode::{self, DecodeScratch};
 use bonsai_wgpu::gpu::ops::sampler::GpuSampler;
 use bonsai_wgpu::gpu::ops::topk::{MAX_K, TopK};

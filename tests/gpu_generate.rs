@@ -8,13 +8,13 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use bonsai_wgpu::detok::Vocab;
+use bonsai_wgpu::text::detok::Vocab;
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason, generate};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use bonsai_wgpu::Result;
 use common::fixture;
 use pollster::block_on;

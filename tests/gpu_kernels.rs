@@ -4,9 +4,9 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::gpu::op::storage_buffer;
-use bonsai_wgpu::gpu::op::{read_buffer, storage_buffer_init, submit_kernels};
-use bonsai_wgpu::gpu::ops::add;
+use bonsai_wgpu::gpu::buffers::storage_buffer;
+use bonsai_wgpu::gpu::buffers::{read_buffer, storage_buffer_init};
+use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::argmax::{self, Argmax};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{self, EmbedQ1_0};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{self, MatvecOptions, MatvecQ1_0, Reduce};
@@ -31,8 +31,6 @@ const EMBED_TOL: f32 = 0.0;
 const RMSNORM_TOL: f32 = 1e-5;
 /// GPU exp vs libm exp (WGSL allows a few ulp).
 const SILU_TOL: f32 = 1e-5;
-/// One f32 add, correctly rounded on both sides.
-const ADD_TOL: f32 = 0.0;
 
 /// Initial y of non-accumulating matvecs: a row left unwritten shows up as this value (finite:
 /// WGSL lets GPUs assume no NaN).
@@ -357,7 +355,7 @@ async fn rmsnorm_vector_batch_and_inplace() {
 }
 
 #[gpu_test]
-async fn silu_mul_and_add_elementwise() {
+async fn silu_mul_elementwise() {
     let ctx = ctx().await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64(22);
@@ -370,18 +368,10 @@ async fn silu_mul_and_add_elementwise() {
     let hb = storage_buffer_init(&ctx, "hb", &gate).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
     let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n as u32).unwrap();
-    let x0 = random_f32(&mut rng, n, 1.0);
-    let xb2v = random_f32(&mut rng, n, 1.0);
-    let x = storage_buffer_init(&ctx, "x", &x0).unwrap();
-    let xb2 = storage_buffer_init(&ctx, "xb2", &xb2v).unwrap();
-    let add_op = add::build(&ctx, &cache, &x, &xb2, n as u32).unwrap();
-    submit_kernels(&ctx, "elementwise", &[&silu.kernel, &add_op.kernel]);
+    submit_kernels(&ctx, "elementwise", &[&silu.kernel]);
     let mut want = gate.clone();
     silu_mul::run_cpu(&mut want, &up);
     assert_close("silu_mul", &read_f32(&ctx, &hb, n).await, &want, SILU_TOL);
-    let mut want = x0.clone();
-    add::run_cpu(&mut want, &xb2v);
-    assert_close("add", &read_f32(&ctx, &x, n).await, &want, ADD_TOL);
 }
 
 async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
@@ -444,7 +434,7 @@ async fn repacked_layout_dequantizes_like_quant_rs() {
     let bytes = gguf.tensor_data(name).unwrap();
     let (signs, scales) = repack_q1_0(bytes, k, n).unwrap();
     let mut want = vec![0.0f32; k * n];
-    bonsai_wgpu::quant::dequantize_row_q1_0(bytes, &mut want);
+    bonsai_wgpu::quant::q1_0::dequantize_row_q1_0(bytes, &mut want);
     for (i, w) in want.iter().enumerate() {
         let half = (scales[i / 256] >> (16 * ((i / 128) % 2))) as u16;
         let d = half::f16::from_bits(half).to_f32();
@@ -472,7 +462,9 @@ async fn fixture_head_matvec_argmax_and_embedding() {
     let x = random_f32(&mut rng, k, 1.0);
     let row_bytes = k / 128 * 18;
     let want: Vec<f32> = (0..n)
-        .map(|r| bonsai_wgpu::quant::dot_q1_0_f32(&bytes[r * row_bytes..(r + 1) * row_bytes], &x))
+        .map(|r| {
+            bonsai_wgpu::quant::q1_0::dot_q1_0_f32(&bytes[r * row_bytes..(r + 1) * row_bytes], &x)
+        })
         .collect();
     for reduce in [Reduce::Shared, Reduce::Subgroup] {
         if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
@@ -507,7 +499,7 @@ async fn fixture_head_matvec_argmax_and_embedding() {
     let mut want = vec![0.0; k * tokens.len()];
     for (t, &tok) in tokens.iter().enumerate() {
         let r = tok as usize;
-        bonsai_wgpu::quant::dequantize_row_q1_0(
+        bonsai_wgpu::quant::q1_0::dequantize_row_q1_0(
             &bytes[r * row_bytes..(r + 1) * row_bytes],
             &mut want[t * k..(t + 1) * k],
         );
@@ -607,11 +599,9 @@ async fn batched_ops_encode_shorter_batches() {
     let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n * max_rows]).unwrap();
     let hb = storage_buffer_init(&ctx, "hb", &x).unwrap();
     let hb2 = storage_buffer_init(&ctx, "hb2", &up).unwrap();
-    let acc = storage_buffer_init(&ctx, "acc", &x).unwrap();
     let (n32, max32) = (n as u32, max_rows as u32);
     let norm = Rmsnorm::new(&ctx, &cache, &wb, Some(&xb), &yb, n32, max32, 1e-6).unwrap();
     let silu = silu_mul::build(&ctx, &cache, &hb, &hb2, n32 * max32).unwrap();
-    let add_op = add::build(&ctx, &cache, &acc, &hb2, n32 * max32).unwrap();
 
     let mut bytes_rng = StdRng::seed_from_u64(51);
     let (k, vocab) = (128, 40);
@@ -627,7 +617,6 @@ async fn batched_ops_encode_shorter_batches() {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         norm.encode_rows(&mut pass, rows as u32);
         silu.encode_len(&mut pass, (n * rows) as u32);
-        add_op.encode_len(&mut pass, (n * rows) as u32);
         embed.encode_tokens(&mut pass, rows as u32);
     }
     ctx.queue.submit([encoder.finish()]);
@@ -647,12 +636,6 @@ async fn batched_ops_encode_shorter_batches() {
     let got = read_f32(&ctx, &hb, n * max_rows).await;
     assert_close("silu_mul first rows", &got[..split], &want, SILU_TOL);
     assert_eq!(got[split..], x[split..], "silu_mul wrote past row {rows}");
-
-    let mut want = x[..split].to_vec();
-    add::run_cpu(&mut want, &up[..split]);
-    let got = read_f32(&ctx, &acc, n * max_rows).await;
-    assert_close("add first rows", &got[..split], &want, ADD_TOL);
-    assert_eq!(got[split..], x[split..], "add wrote past row {rows}");
 
     let got = read_f32(&ctx, &eb, k * max_rows).await;
     for (t, &tok) in tokens.iter().enumerate().take(rows) {

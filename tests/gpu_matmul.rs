@@ -4,10 +4,10 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::gpu::op::{
-    PipelineCache, StepParams, read_buffer, storage_buffer_init, submit_kernels,
-    uniform_buffer_init,
+use bonsai_wgpu::gpu::buffers::{
+    StepParams, read_buffer, storage_buffer_init, uniform_buffer_init,
 };
+use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::ops::matmul_q1_0;
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
@@ -158,7 +158,7 @@ async fn matmul_q1_0_fixture_weights_match_quant_dot() {
         for t in 0..n_tokens {
             for r in 0..n {
                 let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
-                let mut want = bonsai_wgpu::quant::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
+                let mut want = bonsai_wgpu::quant::q1_0::dot_q1_0_f32(row, &x[t * k..(t + 1) * k]);
                 if accumulate {
                     want += y0[t * n + r];
                 }

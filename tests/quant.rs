@@ -3,8 +3,9 @@
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gguf::GgmlType;
-use bonsai_wgpu::quant::{
-    BlockQ1_0, QK1_0, dequantize_row, dequantize_row_q1_0, dot_q1_0_f32, quantize_row_q1_0,
+use bonsai_wgpu::quant::dequantize_row;
+use bonsai_wgpu::quant::q1_0::{
+    BlockQ1_0, QK1_0, dequantize_row_q1_0, dot_q1_0_f32, quantize_row_q1_0,
 };
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};

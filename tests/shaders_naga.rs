@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use bonsai_wgpu::gpu::op::Shader;
+use bonsai_wgpu::gpu::kernel::Shader;
 use naga::back::{PipelineConstants, hlsl, msl, pipeline_constants, spv};
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 
@@ -46,7 +46,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             vec![("N", 2048.0), ("EPS", 1e-6)],
             vec![("N", 128.0), ("EPS", 1e-5)],
         ],
-        "silu_mul" | "add" => vec![vec![("N", 6144.0)], vec![("N", 1.0)]],
+        "silu_mul" => vec![vec![("N", 6144.0)], vec![("N", 1.0)]],
         "argmax" => vec![
             vec![("N", 151669.0), ("ITEMS", 8.0)],
             vec![("N", 75.0), ("ITEMS", 1.0), ("USE_IDX", 1.0)],
@@ -191,15 +191,12 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
     }
 }
 
-fn capabilities(needs: bonsai_wgpu::gpu::op::ShaderNeeds) -> Capabilities {
+fn capabilities(needs: bonsai_wgpu::gpu::kernel::ShaderNeeds) -> Capabilities {
     // unpack2x16float (Q1_0 scales) is core WGSL; naga gates it behind this capability, which
     // every back end wgpu uses supports.
     let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if needs.subgroups {
         caps |= Capabilities::SUBGROUP;
-    }
-    if needs.f16 {
-        caps |= Capabilities::SHADER_FLOAT16;
     }
     caps
 }

@@ -6,10 +6,10 @@ mod common;
 
 use std::io::Write;
 
-use bonsai_wgpu::config::Qwen3Config;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::argmax;
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufWriter};
+use bonsai_wgpu::model::config::Qwen3Config;
 use bonsai_wgpu::synth::{
     BONSAI_N_VOCAB, SynthShape, synthetic_tensor_table, synthetic_writer, write_synthetic_model,
 };

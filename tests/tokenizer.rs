@@ -1,11 +1,16 @@
 //! Tokenizer tests against llama.cpp: its Qwen2 vocabulary test vectors and its tokenization of
 //! the tiny-bonsai-dev prompts.
 
+mod common;
+
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gguf::{Gguf, GgufValue, GgufWriter};
-use bonsai_wgpu::tokenizer::{Tokenizer, Utf8Stream};
+use bonsai_wgpu::text::detok::Utf8Stream;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use common::vocab_cases;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
 
@@ -29,39 +34,6 @@ fn qwen2_vocab() -> &'static Tokenizer {
 fn bonsai() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| load("tiny-bonsai-dev.gguf"))
-}
-
-/// The .inp/.out pairs, split exactly as llama.cpp's tests/test-tokenizer-0.cpp does: cases are
-/// separated by "\n__ggml_vocab_test__\n" (so each case loses only the newline before the
-/// separator line), and the .out has one line of space-separated ids per case.
-fn vocab_cases() -> Vec<(String, Vec<u32>)> {
-    let inp = std::fs::read_to_string(fixture("ggml-vocab-qwen2.gguf.inp")).expect("read .inp");
-    let out = std::fs::read_to_string(fixture("ggml-vocab-qwen2.gguf.out")).expect("read .out");
-    let sep = "\n__ggml_vocab_test__\n";
-    let mut inputs = Vec::new();
-    let mut pos = 0;
-    while pos < inp.len() {
-        match inp[pos..].find(sep) {
-            Some(next) => {
-                inputs.push(inp[pos..pos + next].to_string());
-                pos += next + sep.len();
-            }
-            None => {
-                inputs.push(inp[pos..].to_string());
-                break;
-            }
-        }
-    }
-    let outputs: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .map(|t| t.parse().expect("token id"))
-                .collect()
-        })
-        .collect();
-    assert_eq!(inputs.len(), outputs.len(), ".inp and .out case counts");
-    inputs.into_iter().zip(outputs).collect()
 }
 
 #[test]
@@ -320,5 +292,5 @@ fn utf8_stream_holds_back_split_characters() {
 fn tokenizer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();
-    check::<bonsai_wgpu::chat_template::ChatTemplate>();
+    check::<bonsai_wgpu::text::chat_template::ChatTemplate>();
 }

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use bonsai_wgpu::Error;
 use bonsai_wgpu::chat::{Conversation, PieceKind};
-use bonsai_wgpu::chat_template::ChatTemplate;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason};
@@ -30,7 +29,8 @@ use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
-use bonsai_wgpu::tokenizer::Tokenizer;
+use bonsai_wgpu::text::chat_template::ChatTemplate;
+use bonsai_wgpu::text::tokenizer::Tokenizer;
 use clap::Parser;
 
 const DEFAULT_REPO: &str = "prism-ml/Bonsai-1.7B-gguf";
@@ -257,10 +257,10 @@ fn sampler_config(args: &Args) -> SamplerConfig {
 fn run(args: Args) -> Result<()> {
     let path = resolve_model(&args)?;
     let gguf = Gguf::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&gguf).context("loading the tokenizer")?;
-    let template = ChatTemplate::from_gguf(&gguf).context("loading the chat template")?;
+    let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).context("loading the tokenizer")?);
+    let template = Arc::new(ChatTemplate::from_gguf(&gguf).context("loading the chat template")?);
     let mut engine = open_engine(&args, &gguf)?;
-    let mut conv = Conversation::new(&tokenizer, &template);
+    let mut conv = Conversation::new(tokenizer.clone(), template.clone());
     conv.set_system(args.system.clone());
     conv.set_thinking(!args.no_think);
     let cancel = Arc::new(AtomicBool::new(false));
@@ -302,7 +302,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn interactive(
-    conv: &mut Conversation<'_>,
+    conv: &mut Conversation,
     engine: &mut AnyEngine,
     options: &mut GenerateOptions,
     cancel: &AtomicBool,
@@ -401,7 +401,7 @@ fn is_overflow(e: &anyhow::Error) -> bool {
 
 /// One user message in, the streamed reply out.
 fn turn(
-    conv: &mut Conversation<'_>,
+    conv: &mut Conversation,
     engine: &mut AnyEngine,
     text: &str,
     options: &GenerateOptions,

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::cpu::math::{rmsnorm, rmsnorm_heads, silu, softmax};
 use crate::cpu::model::CpuModel;
-use crate::cpu::rope::rope_neox;
+use crate::cpu::ops::{rmsnorm, rmsnorm_heads, rope_neox, silu, softmax};
 use crate::engine::{Engine, argmax, check_truncate, top_k_of};
 use crate::error::{Error, Result};
 
@@ -103,9 +102,12 @@ impl CpuSession {
         let s = &mut self.s;
 
         // token embedding: one Q1_0 row of token_embd
-        crate::quant::dequantize_row_q1_0(model.token_embd.row(token as usize), &mut s.x);
+        crate::quant::q1_0::dequantize_row_q1_0(
+            model.weights.token_embd.row(token as usize),
+            &mut s.x,
+        );
 
-        for (l, w) in model.layers.iter().enumerate() {
+        for (l, w) in model.weights.layers.iter().enumerate() {
             // attention: rmsnorm, q/k/v projections, per-head q/k norm, RoPE
             rmsnorm(&mut s.xb[..c.n_embd], &s.x, &w.attn_norm, c.rms_eps);
             w.wq.matvec(&mut s.q, &s.xb[..c.n_embd]);
@@ -165,8 +167,16 @@ impl CpuSession {
         self.logits_valid = want_logits;
         if want_logits {
             // final norm, then the (possibly tied) LM head
-            rmsnorm(&mut s.xb[..c.n_embd], &s.x, &model.output_norm, c.rms_eps);
-            model.head().matvec(&mut s.logits, &s.xb[..c.n_embd]);
+            rmsnorm(
+                &mut s.xb[..c.n_embd],
+                &s.x,
+                &model.weights.output_norm,
+                c.rms_eps,
+            );
+            model
+                .weights
+                .head()
+                .matvec(&mut s.logits, &s.xb[..c.n_embd]);
         }
         Ok(())
     }
@@ -182,10 +192,11 @@ impl CpuSession {
             rmsnorm(
                 &mut self.s.xb[..c.n_embd],
                 &self.s.x,
-                &self.model.output_norm,
+                &self.model.weights.output_norm,
                 c.rms_eps,
             );
             self.model
+                .weights
                 .head()
                 .matvec(&mut self.s.logits, &self.s.xb[..c.n_embd]);
             self.logits_valid = true;

@@ -159,7 +159,7 @@ impl GgmlType {
         match self {
             F32 | F16 | BF16 | I8 | I16 | I32 | I64 | F64 => 1,
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL | MXFP4 => 32,
-            Q1_0 => 128,
+            Q1_0 => crate::quant::q1_0::QK1_0,
             Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ3_S
             | IQ2_S | IQ4_XS | IQ1_M | TQ1_0 | TQ2_0 => 256,
         }
@@ -199,7 +199,7 @@ impl GgmlType {
             TQ1_0 => 54,
             TQ2_0 => 66,
             MXFP4 => 17,
-            Q1_0 => 18,
+            Q1_0 => crate::quant::q1_0::Q1_0_BLOCK_BYTES,
         }
     }
 

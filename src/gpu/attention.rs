@@ -10,8 +10,8 @@
 //! Separate decode kernels keep the per-token path free of workgroups sized for a batch.
 
 use super::context::GpuContext;
+use super::kernel::{Kernel, PipelineCache};
 use super::kv_cache::KvCache;
-use super::op::{Kernel, PipelineCache};
 use super::ops::attention_decode::{self, AttentionDecode, DecodeScratch};
 use super::ops::{attention_prefill, qk_norm_rope};
 use crate::Result;
@@ -113,13 +113,7 @@ impl LayerAttention {
     }
 
     /// Records the decode path: `q`, `k`, `v` hold one token; `out` gets its attention output.
-    /// Dispatched for the whole cache; see [`Self::encode_decode_kv`].
-    pub fn encode_decode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.rope_decode.encode(pass);
-        self.decode.encode(pass);
-    }
-
-    /// As [`Self::encode_decode`], dispatching only the cache chunks that hold keys: `n_kv` must
+    /// Dispatches only the cache chunks that hold keys: `n_kv` must
     /// be the step's `step.n_kv` (the token's position + 1).
     pub fn encode_decode_kv(&self, pass: &mut wgpu::ComputePass<'_>, n_kv: u32) {
         self.rope_decode.encode(pass);

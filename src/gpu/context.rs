@@ -29,7 +29,7 @@ pub struct GpuOptions {
     /// Accept CPU adapters (lavapipe, WARP, SwiftShader) when no GPU is usable.
     pub allow_cpu: bool,
     /// Build every kernel with wgpu's runtime bounds checks, also the trusted ones
-    /// ([`crate::gpu::op::Shader::trusted`]); for tests and debugging (`BONSAI_CHECKED_SHADERS=1`
+    /// ([`crate::gpu::kernel::Shader::trusted`]); for tests and debugging (`BONSAI_CHECKED_SHADERS=1`
     /// sets it too).
     pub checked_shaders: bool,
 }
@@ -302,7 +302,7 @@ impl GpuContext {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::Device(format!("request_device on {}: {e}", describe(&info))))?;
+            .map_err(|e| Error::Device(format!("request failed on {}: {e}", describe(&info))))?;
         let features = GpuFeatures {
             has_f16: required.contains(wgpu::Features::SHADER_F16),
             has_subgroups: required.contains(wgpu::Features::SUBGROUP),

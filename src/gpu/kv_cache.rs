@@ -17,10 +17,10 @@
 //!   the reference's angles; WGSL only bounds `sin`/`cos` error inside `[-pi, pi]`, and positions
 //!   up to 32k give angles up to 32k radians. Cost: `n_ctx * n_rot * 4` bytes (16 MiB at 32k).
 
+use super::buffers::{storage_buffer, storage_buffer_init};
 use super::context::GpuContext;
-use super::op::{storage_buffer, storage_buffer_init};
-use crate::config::Qwen3Config;
-use crate::cpu::rope::RopeParams;
+use crate::model::config::Qwen3Config;
+use crate::model::rope::RopeParams;
 use crate::{Error, Result};
 
 /// Attention shape shared by the attention ops.
@@ -223,16 +223,4 @@ pub fn unpack_f16(words: &[u32]) -> Vec<f32> {
             ]
         })
         .collect()
-}
-
-/// Fails unless `buf` holds at least `bytes`: shaders clamp out-of-bounds accesses silently, so
-/// a too-small buffer must be caught when the kernel is built.
-pub(crate) fn check_binding(buf: &wgpu::Buffer, bytes: usize, what: &str) -> Result<()> {
-    if buf.size() < bytes as u64 {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: buffer of {} bytes, the kernel needs {bytes}",
-            buf.size()
-        )));
-    }
-    Ok(())
 }

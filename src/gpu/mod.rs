@@ -10,10 +10,10 @@
 //! let mut pass = encoder.begin_compute_pass(..);
 //! up.encode(&mut pass);
 //! ```
-//! An op is a value (pipeline + static bind group + workgroup counts, see [`op::Kernel`]) built
-//! at load time; nothing is created per step. Shapes are WGSL `override` constants, so each
+//! An op is a value (pipeline + static bind group + workgroup counts, see [`kernel::Kernel`])
+//! built at load time; nothing is created per step. Shapes are WGSL `override` constants, so each
 //! distinct shape is one cached pipeline. Per-step values (position, token count) belong in one
-//! [`op::StepParams`] uniform written with `queue.write_buffer`.
+//! [`buffers::StepParams`] uniform written with `queue.write_buffer`.
 //!
 //! # Decisions
 //! - **Q1_0 on the GPU** ([`q1_0`]): GGUF's 18-byte blocks are repacked into u32 sign words
@@ -31,25 +31,27 @@
 //!   add for attn_output / ffn_down.
 //! - **Sampling on the GPU**: argmax (two stages) and top-k (k <= 64) so a decode step reads
 //!   back 4 bytes or k pairs, not 600 KB of logits.
-//! - **Portability**: 256 threads per workgroup, <= 4 storage bindings per op (WebGPU allows 8),
-//!   no u64, no f16 arithmetic; every shader and specialisation is compiled to SPIR-V, MSL and
+//! - **Portability**: 256 threads per workgroup, <= 8 storage bindings per op (WebGPU's default
+//!   limit; `qk_norm_rope` uses all 8), no u64, no f16 arithmetic; every shader and specialisation is compiled to SPIR-V, MSL and
 //!   HLSL by `tests/shaders_naga.rs`. Naga rejects `enable subgroups;`, browsers require it:
-//!   [`op::Shader::source_for`] prepends it on browser WebGPU only.
+//!   [`kernel::Shader::source_for`] prepends it on browser WebGPU only.
 //! - **Errors**: wgpu reports validation errors asynchronously; the context keeps the first one
 //!   and read-backs return it as [`crate::Error::Gpu`] ([`GpuContext::take_error`]).
 
 pub mod attention;
+pub mod buffers;
 pub mod context;
+pub mod kernel;
 pub mod kv_cache;
-pub mod op;
+pub mod model;
 pub mod ops;
 pub mod q1_0;
+pub mod session;
 pub mod timer;
 
+pub use buffers::{Readback, StepParams};
 pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
-pub use op::{Kernel, KernelSpec, PipelineCache, Readback, Shader, StepParams};
-pub mod model;
-pub mod session;
+pub use kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 
 pub use model::GpuModel;
 pub use session::{Session, SessionOptions};

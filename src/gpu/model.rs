@@ -1,43 +1,22 @@
 //! Model weights on the GPU: Q1_0 matrices repacked into sign words + f16 scales (never
 //! expanded), norms in f32. Shared by every [`crate::gpu::Session`] of the model.
+//!
+//! The decode kernels read q|k|v as one weight and gate|up as one interleaved weight
+//! ([`FusedLayer`]); those rows are uploaded once, fused, while the file is read, and the
+//! separate `wq wk wv w_gate w_up` of [`GpuModel::weights`] are left without parts (prefill
+//! reads the fused weights through row views).
 
 use std::sync::Arc;
 
-use crate::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::gpu::buffers::storage_buffer_init;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{PipelineCache, storage_buffer_init};
+use crate::gpu::kernel::PipelineCache;
 use crate::gpu::ops::{ffn_gate_up, qkv_rope};
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::quant::dequantize_row;
-
-/// One transformer block's weights on the GPU.
-pub struct GpuLayer {
-    /// RMSNorm weight applied before attention: (n_embd) f32.
-    pub attn_norm: wgpu::Buffer,
-    /// Query, key and value projections as one weight, rows q | k | v
-    /// ([`qkv_rope::fuse_weights`]): (q_dim + 2 * kv_dim, n_embd). Prefill reads each part
-    /// through a row view; decode runs all of it in one dispatch.
-    pub wqkv: Q1_0Weight,
-    /// Per-head RMSNorm weight on queries (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
-    pub attn_q_norm: wgpu::Buffer,
-    /// Per-head RMSNorm weight on keys (Qwen3 QK-norm), shared by all heads: (head_dim) f32.
-    pub attn_k_norm: wgpu::Buffer,
-    /// attn_norm | attn_q_norm | attn_k_norm in one binding for the decode kernel
-    /// ([`qkv_rope::fuse_norms`]; a copy of the three above, 9 KiB per layer on 1.7B):
-    /// (n_embd + 2 * head_dim) f32.
-    pub attn_norms: wgpu::Buffer,
-    /// Attention output projection: (n_embd, n_head * head_dim).
-    pub wo: Q1_0Weight,
-    /// RMSNorm weight applied before the feed-forward block: (n_embd) f32.
-    pub ffn_norm: wgpu::Buffer,
-    /// SwiGLU gate and up projections interleaved in pairs of rows
-    /// ([`ffn_gate_up::interleave_weights`]): (2 * n_ff, n_embd).
-    pub w_gate_up: Q1_0Weight,
-    /// SwiGLU down projection: (n_embd, n_ff).
-    pub w_down: Q1_0Weight,
-}
+use crate::model::config::Qwen3Config;
+use crate::model::weights::{Placement, Weights};
 
 /// A Qwen3 model loaded onto a GPU.
 pub struct GpuModel {
@@ -47,14 +26,100 @@ pub struct GpuModel {
     pub config: Qwen3Config,
     /// Compiled compute pipelines, shared by every session of this model.
     pub pipelines: PipelineCache,
-    /// Token embedding table, one row per token: (n_vocab, n_embd).
-    pub token_embd: Q1_0Weight,
-    /// The transformer blocks, in order (`config.n_layer` of them).
-    pub layers: Vec<GpuLayer>,
-    /// Final RMSNorm weight: (n_embd) f32.
-    pub output_norm: wgpu::Buffer,
-    /// LM head projecting to logits: (n_vocab, n_embd); None when tied to token_embd.
-    pub output: Option<Q1_0Weight>,
+    /// Every weight: Q1_0 matrices in the GPU layout, norms as (n) f32 storage buffers; `wq wk
+    /// wv w_gate w_up` have no parts (their rows are in [`Self::fused`]).
+    pub weights: Weights<Q1_0Weight, wgpu::Buffer>,
+    /// Per layer, the weights of the fused decode kernels: (n_layer).
+    pub fused: Vec<FusedLayer>,
+}
+
+/// One layer's weights as the fused decode kernels read them.
+pub struct FusedLayer {
+    /// q, k and v projections, rows q | k | v ([`qkv_rope::fuse_weights`]):
+    /// (q_dim + 2 * kv_dim, n_embd).
+    pub wqkv: Q1_0Weight,
+    /// attn_norm | attn_q_norm | attn_k_norm in one binding ([`qkv_rope::fuse_norms`]; a copy
+    /// of the three norms, 9 KiB per layer on 1.7B): (n_embd + 2 * head_dim) f32.
+    pub attn_norms: wgpu::Buffer,
+    /// gate and up projections interleaved in pairs of rows
+    /// ([`ffn_gate_up::interleave_weights`]): (2 * n_ff, n_embd).
+    pub w_gate_up: Q1_0Weight,
+}
+
+/// Uploads each tensor to the device, fusing q|k|v and gate|up as they arrive (the table gives
+/// each layer's tensors in file order: attn_norm, q, k, v, q_norm, k_norm, o, ffn_norm, gate, up,
+/// down).
+struct Device<'a> {
+    ctx: &'a GpuContext,
+    /// Q1_0 bytes of q (then q|k), or of gate, waiting for the rest of their fused weight.
+    pending: Vec<u8>,
+    /// attn_norm, then attn_q_norm, waiting for attn_k_norm.
+    norms: Vec<f32>,
+    wqkv: Option<Q1_0Weight>,
+    attn_norms: Option<wgpu::Buffer>,
+    fused: &'a mut Vec<FusedLayer>,
+}
+
+/// The name of `name`'s layer tensor `tensor` (`blk.3.attn_q.weight` -> `blk.3.<tensor>.weight`).
+fn sibling(name: &str, tensor: &str) -> String {
+    let layer = name.split('.').take(2).collect::<Vec<_>>().join(".");
+    format!("{layer}.{tensor}.weight")
+}
+
+impl Placement for Device<'_> {
+    type Matrix = Q1_0Weight;
+    type Vector = wgpu::Buffer;
+
+    fn matrix(&mut self, name: &str, bytes: &[u8], k: usize, n: usize) -> Result<Q1_0Weight> {
+        let is = |t: &str| name.ends_with(&format!(".{t}.weight"));
+        let in_fused = || Q1_0Weight {
+            name: format!("{name} (rows in the fused weight)"),
+            k,
+            n,
+            parts: Vec::new(),
+        };
+        if is("attn_q") || is("attn_k") || is("ffn_gate") {
+            self.pending.extend_from_slice(bytes);
+            return Ok(in_fused());
+        }
+        if is("attn_v") {
+            let qkv = qkv_rope::fuse_weights(&std::mem::take(&mut self.pending), &[], bytes);
+            let rows = qkv.len() / crate::quant::q1_0::row_bytes(k);
+            let fused = sibling(name, "attn_qkv");
+            self.wqkv = Some(Q1_0Weight::upload(self.ctx, &fused, &qkv, k, rows)?);
+            return Ok(in_fused());
+        }
+        if is("ffn_up") {
+            let gate = std::mem::take(&mut self.pending);
+            let fused = ffn_gate_up::interleave_weights(&gate, bytes, k, n)?;
+            let w_gate_up =
+                Q1_0Weight::upload(self.ctx, &sibling(name, "ffn_gate_up"), &fused, k, 2 * n)?;
+            let (Some(wqkv), Some(attn_norms)) = (self.wqkv.take(), self.attn_norms.take()) else {
+                return Err(Error::MissingTensor(sibling(name, "attn_v")));
+            };
+            self.fused.push(FusedLayer {
+                wqkv,
+                attn_norms,
+                w_gate_up,
+            });
+            return Ok(in_fused());
+        }
+        Q1_0Weight::upload(self.ctx, name, bytes, k, n)
+    }
+
+    fn norm(&mut self, name: &str, values: Vec<f32>) -> Result<wgpu::Buffer> {
+        let is = |t: &str| name.ends_with(&format!(".{t}.weight"));
+        if is("attn_norm") {
+            self.norms = values.clone();
+        } else if is("attn_q_norm") {
+            self.norms.extend_from_slice(&values);
+        } else if is("attn_k_norm") {
+            self.norms.extend_from_slice(&values);
+            let fused = sibling(name, "attn_norms");
+            self.attn_norms = Some(storage_buffer_init(self.ctx, &fused, &self.norms)?);
+        }
+        storage_buffer_init(self.ctx, name, &values)
+    }
 }
 
 impl GpuModel {
@@ -65,61 +130,19 @@ impl GpuModel {
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn load(ctx: Arc<GpuContext>, gguf: &Gguf) -> Result<Arc<GpuModel>> {
         let config = Qwen3Config::from_gguf(gguf)?;
-        config.validate_tensors(gguf)?;
-        let q1 = |name: &str| upload_q1_0(&ctx, gguf, name);
-        let values = |name: &str| read_f32(gguf, name);
-        let upload = |name: &str, v: &[f32]| storage_buffer_init(&ctx, name, v);
-        let data = |name: &str| gguf.tensor_data(name);
-        let (k, n_ff) = (config.n_embd, config.n_ff);
-        let layers = (0..config.n_layer)
-            .map(|l| {
-                let name = |w: &str| format!("blk.{l}.{w}.weight");
-                let attn_norm = values(&name("attn_norm"))?;
-                let q_norm = values(&name("attn_q_norm"))?;
-                let k_norm = values(&name("attn_k_norm"))?;
-                let qkv = qkv_rope::fuse_weights(
-                    data(&name("attn_q"))?,
-                    data(&name("attn_k"))?,
-                    data(&name("attn_v"))?,
-                );
-                let gate_up = ffn_gate_up::interleave_weights(
-                    data(&name("ffn_gate"))?,
-                    data(&name("ffn_up"))?,
-                    k,
-                    n_ff,
-                )?;
-                let q_rows = config.q_dim() + 2 * config.kv_dim();
-                Ok(GpuLayer {
-                    attn_norm: upload(&name("attn_norm"), &attn_norm)?,
-                    wqkv: Q1_0Weight::upload(&ctx, &name("attn_qkv"), &qkv, k, q_rows)?,
-                    attn_norms: upload(
-                        &name("attn_norms"),
-                        &qkv_rope::fuse_norms(&attn_norm, &q_norm, &k_norm),
-                    )?,
-                    attn_q_norm: upload(&name("attn_q_norm"), &q_norm)?,
-                    attn_k_norm: upload(&name("attn_k_norm"), &k_norm)?,
-                    wo: q1(&name("attn_output"))?,
-                    ffn_norm: upload(&name("ffn_norm"), &values(&name("ffn_norm"))?)?,
-                    w_gate_up: Q1_0Weight::upload(
-                        &ctx,
-                        &name("ffn_gate_up"),
-                        &gate_up,
-                        k,
-                        2 * n_ff,
-                    )?,
-                    w_down: q1(&name("ffn_down"))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let output = match config.tied_head {
-            true => None,
-            false => Some(q1("output.weight")?),
+        let mut fused = Vec::with_capacity(config.n_layer);
+        let device = Device {
+            ctx: &ctx,
+            pending: Vec::new(),
+            norms: Vec::new(),
+            wqkv: None,
+            attn_norms: None,
+            fused: &mut fused,
         };
+        let weights = Weights::load(gguf, &config, device)?;
         let model = GpuModel {
-            token_embd: q1("token_embd.weight")?,
-            output_norm: upload("output_norm.weight", &values("output_norm.weight")?)?,
-            layers,
-            output,
+            weights,
+            fused,
             config,
             pipelines: PipelineCache::new(),
             ctx,
@@ -128,53 +151,17 @@ impl GpuModel {
         Ok(Arc::new(model))
     }
 
-    /// The LM head: `output.weight`, or `token_embd.weight` when tied.
-    pub fn head(&self) -> &Q1_0Weight {
-        self.output.as_ref().unwrap_or(&self.token_embd)
-    }
-
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        let q1: u64 = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down])
-            .chain(std::iter::once(&self.token_embd))
-            .chain(self.output.as_ref())
+        let fused = self.fused.iter();
+        let q1: u64 = (self.weights.matrices())
+            .chain(fused.clone().flat_map(|f| [&f.wqkv, &f.w_gate_up]))
             .map(Q1_0Weight::gpu_bytes)
             .sum();
-        let norms: u64 = self
-            .layers
-            .iter()
-            .flat_map(|l| {
-                [
-                    &l.attn_norm,
-                    &l.attn_q_norm,
-                    &l.attn_k_norm,
-                    &l.attn_norms,
-                    &l.ffn_norm,
-                ]
-            })
-            .chain(std::iter::once(&self.output_norm))
+        let norms: u64 = (self.weights.norms())
+            .chain(fused.map(|f| &f.attn_norms))
             .map(wgpu::Buffer::size)
             .sum();
         q1 + norms
     }
-}
-
-fn upload_q1_0(ctx: &GpuContext, gguf: &Gguf, name: &str) -> Result<Q1_0Weight> {
-    let info = gguf
-        .tensor_info(name)
-        .ok_or_else(|| Error::MissingTensor(name.into()))?;
-    let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
-    Q1_0Weight::upload(ctx, name, gguf.tensor_data(name)?, k, n)
-}
-
-fn read_f32(gguf: &Gguf, name: &str) -> Result<Vec<f32>> {
-    let info = gguf
-        .tensor_info(name)
-        .ok_or_else(|| Error::MissingTensor(name.into()))?;
-    let mut values = vec![0.0f32; info.n_elements() as usize];
-    dequantize_row(info.ggml_type, gguf.tensor_data(name)?, &mut values)?;
-    Ok(values)
 }

@@ -8,52 +8,27 @@
 //! - `scales`: `(N * K/128)` f16 block scales, two per u32 (low half first), read in WGSL with
 //!   `unpack2x16float`, so no shader-f16 is needed.
 //!
+//! The block format itself (size, bit order) is [`crate::quant::q1_0`]'s; this module only
+//! rearranges it.
+//!
 //! A part (a run of rows) must fit one storage binding; bigger tensors (the 8B head) are split
 //! into several parts, each with its own pair of buffers.
 
+use super::buffers::storage_buffer_init;
 use super::context::GpuContext;
-use super::op::storage_buffer_init;
+use crate::quant::q1_0;
 use crate::{Error, Result};
-
-/// Weights per Q1_0 block.
-pub const Q1_0_BLOCK: usize = 128;
-/// Bytes per Q1_0 block (f16 scale + 16 sign bytes).
-pub const Q1_0_BLOCK_BYTES: usize = 18;
-
-fn check_shape(name: &str, len: usize, k: usize, n: usize) -> Result<()> {
-    let bad = |reason: String| {
-        Err(Error::BadTensor {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if k == 0 || !k.is_multiple_of(Q1_0_BLOCK) {
-        return bad(format!(
-            "Q1_0 row length {k} is not a positive multiple of 128"
-        ));
-    }
-    let want = (k / Q1_0_BLOCK)
-        .checked_mul(n)
-        .and_then(|b| b.checked_mul(Q1_0_BLOCK_BYTES));
-    if want != Some(len) {
-        return bad(format!("Q1_0 [{k}, {n}] needs {want:?} bytes, got {len}"));
-    }
-    Ok(())
-}
 
 /// Repacks GGUF Q1_0 bytes of a `[k, n]` tensor into `(signs, scales)` (see module docs).
 /// `scales` has `ceil(n * k / 256)` words; an odd count of halves is padded with a zero half.
 pub fn repack_q1_0(bytes: &[u8], k: usize, n: usize) -> Result<(Vec<u32>, Vec<u32>)> {
-    check_shape("q1_0", bytes.len(), k, n)?;
-    let n_blocks = n * k / Q1_0_BLOCK;
-    let mut signs = Vec::with_capacity(n_blocks * 4);
-    let mut scales = vec![0u32; n_blocks.div_ceil(2)];
-    for (i, block) in bytes.chunks_exact(Q1_0_BLOCK_BYTES).enumerate() {
-        let d = u16::from_le_bytes([block[0], block[1]]) as u32;
-        scales[i / 2] |= d << (16 * (i % 2));
-        for w in block[2..].chunks_exact(4) {
-            signs.push(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-        }
+    q1_0::check_shape("q1_0", bytes.len(), k, n)?;
+    let blocks = q1_0::blocks(bytes);
+    let mut signs = Vec::with_capacity(blocks.len() * 4);
+    let mut scales = vec![0u32; blocks.len().div_ceil(2)];
+    for (i, block) in blocks.iter().enumerate() {
+        scales[i / 2] |= u32::from(block.scale_bits()) << (16 * (i % 2));
+        signs.extend(block.sign_words());
     }
     Ok((signs, scales))
 }
@@ -82,7 +57,7 @@ pub struct Q1_0Part {
     pub n_rows: usize,
     /// Sign words, one bit per weight: (n_rows, k/32) u32.
     pub signs: wgpu::Buffer,
-    /// Block scales: (n_rows * k/128) f16 scales, 2 per u32.
+    /// Block scales: (n_rows * k / q1_0::QK1_0) f16 scales, 2 per u32.
     pub scales: wgpu::Buffer,
 }
 
@@ -91,7 +66,7 @@ pub struct Q1_0Part {
 pub struct Q1_0Weight {
     /// Tensor name in the GGUF file (for labels and errors).
     pub name: String,
-    /// Row length: weights per row, a multiple of 128.
+    /// Row length: weights per row, a multiple of [`q1_0::QK1_0`].
     pub k: usize,
     /// Number of rows (output width of a matvec).
     pub n: usize,
@@ -114,9 +89,9 @@ impl Q1_0Weight {
         n: usize,
         max_binding: u64,
     ) -> Result<Self> {
-        check_shape(name, bytes.len(), k, n)?;
+        q1_0::check_shape(name, bytes.len(), k, n)?;
         let rows = rows_per_part(k, n, max_binding.min(ctx.max_binding_bytes()))?;
-        let row_bytes = k / Q1_0_BLOCK * Q1_0_BLOCK_BYTES;
+        let row_bytes = q1_0::row_bytes(k);
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < n {

@@ -1,8 +1,8 @@
 //! Per-pass GPU timing with timestamp queries, for profiling (one compute pass per op in a
 //! debug/profile run). Absent when the adapter has no `TIMESTAMP_QUERY`.
 
+use super::buffers::Readback;
 use super::context::GpuContext;
-use super::op::Readback;
 use crate::{Error, Result};
 
 /// Timestamps at the start and end of up to `capacity` compute passes.

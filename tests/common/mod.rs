@@ -16,6 +16,39 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")).join(name)
 }
 
+/// The .inp/.out pairs, split exactly as llama.cpp's tests/test-tokenizer-0.cpp does: cases are
+/// separated by "\n__ggml_vocab_test__\n" (so each case loses only the newline before the
+/// separator line), and the .out has one line of space-separated ids per case.
+pub fn vocab_cases() -> Vec<(String, Vec<u32>)> {
+    let inp = std::fs::read_to_string(fixture("ggml-vocab-qwen2.gguf.inp")).expect("read .inp");
+    let out = std::fs::read_to_string(fixture("ggml-vocab-qwen2.gguf.out")).expect("read .out");
+    let sep = "\n__ggml_vocab_test__\n";
+    let mut inputs = Vec::new();
+    let mut pos = 0;
+    while pos < inp.len() {
+        match inp[pos..].find(sep) {
+            Some(next) => {
+                inputs.push(inp[pos..pos + next].to_string());
+                pos += next + sep.len();
+            }
+            None => {
+                inputs.push(inp[pos..].to_string());
+                break;
+            }
+        }
+    }
+    let outputs: Vec<Vec<u32>> = out
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.parse().expect("token id"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(inputs.len(), outputs.len(), ".inp and .out case counts");
+    inputs.into_iter().zip(outputs).collect()
+}
+
 #[derive(Deserialize)]
 pub struct LlamaPrompt {
     pub text: String,

@@ -1,8 +1,8 @@
 //! Test doubles shared by the generation and chat tests: a scripted engine and a byte vocabulary.
 #![allow(dead_code)]
 
-use bonsai_wgpu::detok::Vocab;
 use bonsai_wgpu::engine::Engine;
+use bonsai_wgpu::text::detok::Vocab;
 use bonsai_wgpu::{Error, Result};
 
 /// A vocabulary whose token `i` is `pieces[i]`; token 0 is the stop token.

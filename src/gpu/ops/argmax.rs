@@ -1,8 +1,9 @@
 //! Greedy sampling on the GPU (`argmax.wgsl`, two stages): the index of the largest logit, so a
 //! decode step reads back 4 bytes instead of 600 KB of logits.
 
+use crate::gpu::buffers::storage_buffer;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups, storage_buffer};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// Threads per workgroup and values per thread of stage 1.

@@ -9,9 +9,11 @@
 //! parallel.
 
 use super::attention_prefill;
+use crate::gpu::buffers::check_binding;
+use crate::gpu::buffers::storage_buffer;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, storage_buffer};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::{Error, Result};
 
 /// Cache positions per workgroup on GPUs. Smaller chunks mean more workgroups at short contexts

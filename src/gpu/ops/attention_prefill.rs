@@ -2,9 +2,10 @@
 //! (`shaders/attention_prefill.wgsl`), and the naive CPU reference shared with decode.
 
 use crate::Result;
+use crate::gpu::buffers::check_binding;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kv_cache::{AttnDims, KvCache};
 
 /// (token, head) rows per workgroup; must equal `ROWS` in the shader.
 const PREFILL_ROWS: usize = 16;

@@ -1,8 +1,8 @@
 //! The element-wise ops over two f32 buffers, `a = f(a, b)` for n values (256 threads per
-//! workgroup): [`add`](crate::gpu::ops::add) and [`silu_mul`](crate::gpu::ops::silu_mul).
+//! workgroup): [`silu_mul`](crate::gpu::ops::silu_mul).
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// An element-wise kernel built for a fixed element count; encodable for fewer (shorter batch).

@@ -1,8 +1,9 @@
 //! Token embedding: `x[t, :] = token_embd[tokens[t], :]` from a Q1_0 table (`embed_q1_0.wgsl`).
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::q1_0::{Q1_0_BLOCK, Q1_0_BLOCK_BYTES, Q1_0Weight};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::q1_0::Q1_0Weight;
+use crate::quant::q1_0;
 use crate::{Error, Result};
 
 /// One kernel per table part; encode them all (exactly one part holds each token).
@@ -80,13 +81,9 @@ impl EmbedQ1_0 {
 
 /// CPU reference from GGUF Q1_0 bytes: row `token` of a `[k, n]` table into `x` (k values).
 pub fn run_cpu(table_bytes: &[u8], k: usize, token: usize, x: &mut [f32]) {
-    let row_bytes = k / Q1_0_BLOCK * Q1_0_BLOCK_BYTES;
-    let row = &table_bytes[token * row_bytes..(token + 1) * row_bytes];
-    for (b, block) in row.chunks_exact(Q1_0_BLOCK_BYTES).enumerate() {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        for j in 0..Q1_0_BLOCK {
-            let bit = (block[2 + j / 8] >> (j % 8)) & 1;
-            x[b * Q1_0_BLOCK + j] = if bit == 1 { d } else { -d };
-        }
-    }
+    let row_bytes = q1_0::row_bytes(k);
+    q1_0::dequantize_row_q1_0(
+        &table_bytes[token * row_bytes..(token + 1) * row_bytes],
+        &mut x[..k],
+    );
 }

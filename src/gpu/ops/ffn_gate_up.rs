@@ -2,19 +2,20 @@
 //! `xb = rmsnorm(x) * ffn_norm` folded in, over gate and up rows interleaved at load time.
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::check_binding;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::buffers::check_binding;
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::fused::{check_input, rows_per_workgroup, single_part};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm, silu_mul};
-use crate::gpu::q1_0::{Q1_0_BLOCK, Q1_0_BLOCK_BYTES, Q1_0Weight};
+use crate::gpu::q1_0::Q1_0Weight;
+use crate::quant::q1_0::{QK1_0, row_bytes};
 use crate::{Error, Result};
 
 /// Gate and up as one `[k, 2 * n_ff]` tensor whose rows go in fours: gate rows 2p, 2p+1, then
 /// up rows 2p, 2p+1 (so a group of 4 rows in the kernel yields both factors of two outputs).
 /// `gate` and `up` are GGUF Q1_0 bytes of `[k, n_ff]`; `n_ff` must be even.
 pub fn interleave_weights(gate: &[u8], up: &[u8], k: usize, n_ff: usize) -> Result<Vec<u8>> {
-    let row = k / Q1_0_BLOCK * Q1_0_BLOCK_BYTES;
-    if !k.is_multiple_of(Q1_0_BLOCK)
+    let row = row_bytes(k);
+    if !k.is_multiple_of(QK1_0)
         || !n_ff.is_multiple_of(2)
         || gate.len() != row * n_ff
         || up.len() != gate.len()

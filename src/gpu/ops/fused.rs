@@ -2,10 +2,10 @@
 //! shape, and the checks every fused kernel makes before it is built.
 //!
 //! The fused kernels are built without wgpu's runtime bounds checks (see
-//! [`Shader::trusted`](crate::gpu::op::Shader::trusted)), so these host checks are what keeps their
+//! [`Shader::trusted`](crate::gpu::kernel::Shader::trusted)), so these host checks are what keeps their
 //! indices in range: each kernel's WGSL header says which index each check bounds.
 
-use crate::gpu::kv_cache::check_binding;
+use crate::gpu::buffers::check_binding;
 use crate::gpu::q1_0::{Q1_0Part, Q1_0Weight};
 use crate::{Error, Result};
 

@@ -5,8 +5,9 @@
 
 use crate::engine::argmax;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::check_binding;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups, storage_buffer};
+use crate::gpu::buffers::check_binding;
+use crate::gpu::buffers::storage_buffer;
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::fused::{WG, check_input, rows_per_workgroup};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;

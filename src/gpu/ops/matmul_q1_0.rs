@@ -1,10 +1,11 @@
 //! Batched Q1_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
 //! (`shaders/matmul_q1_0.wgsl`). Each workgroup reads its 128 weight rows once per 16 tokens.
 
+use crate::gpu::buffers::check_binding;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::check_binding;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::q1_0::Q1_0Weight;
+use crate::quant::q1_0::QK1_0;
 use crate::{Error, Result};
 
 /// Weight rows per workgroup; must equal `WG * RPT` in the shader.
@@ -98,10 +99,10 @@ pub fn build_view(
         }
     }
     let n_out = view.map_or(w.n, |v| v.n);
-    if !w.k.is_multiple_of(128) {
+    if !w.k.is_multiple_of(QK1_0) {
         return Err(Error::BadTensor {
             name: w.name.clone(),
-            reason: format!("row length {} is not a multiple of 128", w.k),
+            reason: format!("row length {} is not a multiple of {QK1_0}", w.k),
         });
     }
     let t = max_tokens.max(1);

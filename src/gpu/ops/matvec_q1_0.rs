@@ -3,8 +3,9 @@
 //! `matvec_q1_0_subgroup.wgsl` (subgroupAdd, when the adapter has subgroups).
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
-use crate::gpu::q1_0::{Q1_0_BLOCK, Q1_0_BLOCK_BYTES, Q1_0Weight};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::q1_0::Q1_0Weight;
+use crate::quant::q1_0;
 use crate::{Error, Result};
 
 /// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
@@ -141,24 +142,9 @@ impl MatvecQ1_0 {
 
 /// CPU reference straight from GGUF Q1_0 bytes: `y (=|+=) W x` for `W` `[k, n]`.
 pub fn run_cpu(w_bytes: &[u8], k: usize, n: usize, x: &[f32], y: &mut [f32], accumulate: bool) {
-    let row_bytes = k / Q1_0_BLOCK * Q1_0_BLOCK_BYTES;
+    let row_bytes = q1_0::row_bytes(k);
     for (r, out) in y.iter_mut().enumerate().take(n) {
-        let row = &w_bytes[r * row_bytes..(r + 1) * row_bytes];
-        let mut sum = 0.0f64;
-        for (b, block) in row.chunks_exact(Q1_0_BLOCK_BYTES).enumerate() {
-            let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32() as f64;
-            let mut s = 0.0f64;
-            for j in 0..Q1_0_BLOCK {
-                let bit = (block[2 + j / 8] >> (j % 8)) & 1;
-                let xv = x[b * Q1_0_BLOCK + j] as f64;
-                s += if bit == 1 { xv } else { -xv };
-            }
-            sum += d * s;
-        }
-        *out = if accumulate {
-            *out + sum as f32
-        } else {
-            sum as f32
-        };
+        let dot = q1_0::dot_q1_0_f32(&w_bytes[r * row_bytes..(r + 1) * row_bytes], x);
+        *out = if accumulate { *out + dot } else { dot };
     }
 }

@@ -1,6 +1,5 @@
-//! One module per op: a wrapper that builds a [`Kernel`](super::op::Kernel) and a plain CPU
+//! One module per op: a wrapper that builds a [`Kernel`](super::kernel::Kernel) and a plain CPU
 //! reference `run_cpu` that the op's test compares against.
-pub mod add;
 pub mod argmax;
 pub mod attention_decode;
 pub mod attention_prefill;

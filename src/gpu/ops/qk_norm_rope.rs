@@ -2,10 +2,12 @@
 //! (`shaders/qk_norm_rope.wgsl`).
 
 use crate::Result;
-use crate::cpu::rope::{RopeParams, rope_neox};
+use crate::cpu::ops::rope_neox;
+use crate::gpu::buffers::check_binding;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::model::rope::RopeParams;
 
 /// The buffers one layer's kernel binds.
 pub struct QkNormRopeBindings<'a> {

@@ -3,10 +3,11 @@
 //! write, in the epilogue of the workgroup that owns the head.
 
 use crate::Result;
-use crate::cpu::rope::RopeParams;
+use crate::model::rope::RopeParams;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, KvCache, check_binding};
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::buffers::check_binding;
+use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::ops::fused::{WG, check_input, single_part};
 use crate::gpu::ops::{matvec_q1_0, qk_norm_rope, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;

@@ -1,7 +1,7 @@
 //! RMSNorm over rows (`rmsnorm.wgsl`): `y = x / sqrt(mean(x^2) + eps) * w`.
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// A kernel normalising `n_rows` rows of `n` values.

@@ -6,8 +6,9 @@
 //! seed gives the same text per engine, not across engines.
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::check_binding;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, storage_buffer};
+use crate::gpu::buffers::check_binding;
+use crate::gpu::buffers::storage_buffer;
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::ops::topk::TopK;
 use crate::sampler::SamplerConfig;
 use crate::{Error, Result};

@@ -2,7 +2,7 @@
 
 use crate::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{PipelineCache, Shader};
+use crate::gpu::kernel::{PipelineCache, Shader};
 use crate::gpu::ops::elementwise::Elementwise;
 
 /// Kernel for `hb = silu(hb) * hb2` over the first `n` elements (n_tokens * n_ff).

@@ -1,8 +1,9 @@
 //! Top-k logits on the GPU (`topk.wgsl`, k <= 64): the sampler reads back k (value, index)
 //! pairs instead of all 151,669 logits.
 
+use crate::gpu::buffers::storage_buffer;
 use crate::gpu::context::GpuContext;
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups, storage_buffer};
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
 
 /// Largest k the shader supports (its round count; workgroup-uniform loop).

@@ -4,8 +4,9 @@
 
 use crate::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kv_cache::{AttnDims, check_binding};
-use crate::gpu::op::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::buffers::check_binding;
+use crate::gpu::kv_cache::AttnDims;
+use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::attention_decode::{self, DecodeScratch};
 use crate::gpu::ops::fused::{rows_per_workgroup, single_part};
 use crate::gpu::ops::matvec_q1_0;

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::Session;
 use crate::error::{Error, Result};
-use crate::gpu::op::StepParams;
+use crate::gpu::buffers::StepParams;
 use crate::sampler::SamplerConfig;
 
 /// Read-back slots: at most this many steps are queued at once.

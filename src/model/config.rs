@@ -1,8 +1,9 @@
 //! Qwen3 hyperparameters read from GGUF metadata, and the tensor table checked against them.
 
-use crate::cpu::rope::RopeParams;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
+use crate::model::rope::{DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, DEFAULT_FREQ_BASE, RopeParams};
+use crate::model::weights::tensor_table;
 
 /// The only architecture this crate runs.
 pub const ARCHITECTURE: &str = "qwen3";
@@ -151,36 +152,11 @@ impl Qwen3Config {
         Ok(())
     }
 
-    /// Checks that every tensor the forward pass reads is present with the expected type and shape.
+    /// Checks that every tensor the forward pass reads ([`tensor_table`]) is present with the
+    /// expected type and shape.
     pub fn validate_tensors(&self, g: &Gguf) -> Result<()> {
-        let (d, q, kv, ff, hd, nv) = (
-            self.n_embd,
-            self.q_dim(),
-            self.kv_dim(),
-            self.n_ff,
-            self.head_dim,
-            self.n_vocab,
-        );
-        let weight = [GgmlType::Q1_0];
-        let norm = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
-        check_tensor(g, "token_embd.weight", &[d, nv], &weight)?;
-        check_tensor(g, "output_norm.weight", &[d], &norm)?;
-        if !self.tied_head {
-            check_tensor(g, "output.weight", &[d, nv], &weight)?;
-        }
-        for l in 0..self.n_layer {
-            let t = |name: &str| format!("blk.{l}.{name}.weight");
-            check_tensor(g, &t("attn_norm"), &[d], &norm)?;
-            check_tensor(g, &t("attn_q"), &[d, q], &weight)?;
-            check_tensor(g, &t("attn_k"), &[d, kv], &weight)?;
-            check_tensor(g, &t("attn_v"), &[d, kv], &weight)?;
-            check_tensor(g, &t("attn_q_norm"), &[hd], &norm)?;
-            check_tensor(g, &t("attn_k_norm"), &[hd], &norm)?;
-            check_tensor(g, &t("attn_output"), &[q, d], &weight)?;
-            check_tensor(g, &t("ffn_norm"), &[d], &norm)?;
-            check_tensor(g, &t("ffn_gate"), &[d, ff], &weight)?;
-            check_tensor(g, &t("ffn_up"), &[d, ff], &weight)?;
-            check_tensor(g, &t("ffn_down"), &[ff, d], &weight)?;
+        for t in tensor_table(self) {
+            check_tensor(g, &t.name, &t.dims, t.role.types())?;
         }
         Ok(())
     }
@@ -222,7 +198,7 @@ fn rope_params_from_gguf(g: &Gguf, head_dim: usize) -> Result<RopeParams> {
             None => Ok(default),
         }
     };
-    let freq_base = f32_or("rope.freq_base", 10_000.0)?;
+    let freq_base = f32_or("rope.freq_base", DEFAULT_FREQ_BASE)?;
     let n_ctx_train = g.get_u32(&k("context_length"))? as usize;
     let scaling = match g.get(&k("rope.scaling.type")) {
         Some(_) => g.get_str(&k("rope.scaling.type"))?,
@@ -265,8 +241,8 @@ fn rope_params_from_gguf(g: &Gguf, head_dim: usize) -> Result<RopeParams> {
         freq_scale,
         ext_factor,
         attn_factor: f32_or("rope.scaling.attn_factor", 1.0)?,
-        beta_fast: f32_or("rope.scaling.yarn_beta_fast", 32.0)?,
-        beta_slow: f32_or("rope.scaling.yarn_beta_slow", 1.0)?,
+        beta_fast: f32_or("rope.scaling.yarn_beta_fast", DEFAULT_BETA_FAST)?,
+        beta_slow: f32_or("rope.scaling.yarn_beta_slow", DEFAULT_BETA_SLOW)?,
         n_ctx_orig,
     })
 }

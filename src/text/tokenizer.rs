@@ -457,65 +457,16 @@ impl Tokenizer {
     }
 }
 
-/// Streaming detokenization: feed it [`Tokenizer::token_bytes`] of each generated token and it
-/// returns only complete UTF-8 text, holding back a character split across tokens until its
-/// last byte arrives. Invalid byte sequences become U+FFFD, as in [`Tokenizer::decode`].
-#[derive(Clone, Debug, Default)]
-pub struct Utf8Stream {
-    /// Bytes of an incomplete character at the end of the stream (at most 3).
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    /// An empty stream.
-    pub fn new() -> Utf8Stream {
-        Utf8Stream::default()
+impl crate::text::detok::Vocab for Tokenizer {
+    fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        Tokenizer::token_bytes(self, id)
     }
 
-    /// Appends `bytes` and returns the text completed by them (possibly empty).
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        let mut start = 0;
-        loop {
-            match std::str::from_utf8(&self.pending[start..]) {
-                Ok(s) => {
-                    out.push_str(s);
-                    start = self.pending.len();
-                    break;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // Cannot fail: `from_utf8` validated these bytes.
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[start..start + valid])
-                            .unwrap_or_default(),
-                    );
-                    start += valid;
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            start += n;
-                        }
-                        // An incomplete character at the end: keep it for the next push.
-                        None => break,
-                    }
-                }
-            }
-        }
-        self.pending.drain(..start);
-        out
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.eog_ids().to_vec()
     }
 
-    /// Ends the stream, returning any incomplete character left as U+FFFD.
-    pub fn finish(&mut self) -> String {
-        let out = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        out
-    }
-
-    /// Whether bytes of an incomplete character are held back.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    fn is_control(&self, id: u32) -> bool {
+        Tokenizer::is_control(self, id)
     }
 }

@@ -1,6 +1,16 @@
-//! Rotary position embedding, NEOX layout, with YaRN context extension: ggml's `rope_yarn`.
+//! Rotary position embedding parameters, NEOX layout, with YaRN context extension: ggml's
+//! `rope_yarn` angles. Part of the model description: the CPU reference rotates with
+//! [`RopeParams::cos_sin`] ([`crate::cpu::ops::rope_neox`]) and the GPU's RoPE table is filled
+//! from it ([`crate::gpu::kv_cache`]).
 
 use std::f32::consts::PI;
+
+/// YaRN `beta_fast` when the file has no `rope.scaling.yarn_beta_fast` (llama.cpp's default).
+pub const DEFAULT_BETA_FAST: f32 = 32.0;
+/// YaRN `beta_slow` when the file has no `rope.scaling.yarn_beta_slow` (llama.cpp's default).
+pub const DEFAULT_BETA_SLOW: f32 = 1.0;
+/// Base frequency when the file has no `rope.freq_base`.
+pub const DEFAULT_FREQ_BASE: f32 = 10_000.0;
 
 /// Everything RoPE needs; the same numbers drive the CPU reference and the GPU kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +34,21 @@ pub struct RopeParams {
 }
 
 impl RopeParams {
+    /// YaRN scaling by `factor` from a pre-training context of `n_ctx_orig`, with llama.cpp's
+    /// defaults for everything the file may leave out (ext_factor 1, attn_factor 1, betas).
+    pub fn yarn(n_rot: usize, freq_base: f32, factor: f32, n_ctx_orig: usize) -> RopeParams {
+        RopeParams {
+            n_rot,
+            freq_base,
+            freq_scale: 1.0 / factor,
+            ext_factor: 1.0,
+            attn_factor: 1.0,
+            beta_fast: DEFAULT_BETA_FAST,
+            beta_slow: DEFAULT_BETA_SLOW,
+            n_ctx_orig,
+        }
+    }
+
     /// ggml's `rope_yarn_corr_dims`: the first and last dimension of the interpolation ramp.
     pub fn corr_dims(&self) -> [f32; 2] {
         let corr_dim = |n_rotations: f32| {
@@ -69,22 +94,4 @@ impl RopeParams {
 fn yarn_ramp(low: f32, high: f32, i0: usize) -> f32 {
     let y = (i0 as f32 / 2.0 - low) / (high - low).max(0.001);
     1.0 - y.clamp(0.0, 1.0)
-}
-
-/// Rotates every head of `x` in place; NEOX pairs dimension i with i + n_rot/2.
-pub fn rope_neox(
-    x: &mut [f32], /* (n_heads, head_dim) */
-    head_dim: usize,
-    pos: usize,
-    p: &RopeParams,
-) {
-    let half = p.n_rot / 2;
-    let cos_sin: Vec<(f32, f32)> = (0..half).map(|i| p.cos_sin(pos, 2 * i)).collect();
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
-            let (x0, x1) = (head[i], head[i + half]);
-            head[i] = x0 * cos - x1 * sin;
-            head[i + half] = x0 * sin + x1 * cos;
-        }
-    }
 }

@@ -1,14 +1,13 @@
-//! Small f32 kernels of the reference forward pass.
+//! The CPU references of the forward pass's ops: plain f32, written to be read. The model
+//! oracle ([`super::session`]) runs them, and each GPU op's test compares its kernel with them.
 
-use crate::quant::{QK1_0, dot_q1_0_f32};
-
-/// Bytes of one Q1_0 block (f16 scale + 16 bytes of sign bits).
-const Q1_0_BLOCK_BYTES: usize = 18;
+use crate::model::rope::RopeParams;
+use crate::quant::q1_0::{self, dot_q1_0_f32};
 
 /// A Q1_0 weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]).
 #[derive(Clone)]
 pub struct Q1Matrix {
-    /// (n, k / 128) blocks of 18 bytes
+    /// (n, k / 128) Q1_0 blocks
     pub data: Vec<u8>,
     /// Input width (GGUF ne0).
     pub k: usize,
@@ -19,7 +18,7 @@ pub struct Q1Matrix {
 impl Q1Matrix {
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.k / QK1_0 * Q1_0_BLOCK_BYTES
+        q1_0::row_bytes(self.k)
     }
 
     /// The Q1_0 bytes of row `i`.
@@ -96,4 +95,22 @@ pub fn softmax(x: &mut [f32]) {
 /// SiLU: x * sigmoid(x).
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// Rotates every head of `x` in place; NEOX pairs dimension i with i + n_rot/2.
+pub fn rope_neox(
+    x: &mut [f32], /* (n_heads, head_dim) */
+    head_dim: usize,
+    pos: usize,
+    p: &RopeParams,
+) {
+    let half = p.n_rot / 2;
+    let cos_sin: Vec<(f32, f32)> = (0..half).map(|i| p.cos_sin(pos, 2 * i)).collect();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
+            let (x0, x1) = (head[i], head[i + half]);
+            head[i] = x0 * cos - x1 * sin;
+            head[i + half] = x0 * sin + x1 * cos;
+        }
+    }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::attention::{AttentionBuffers, LayerAttention};
+use crate::gpu::buffers::{Readback, StepParams, storage_buffer, uniform_buffer_init};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
-use crate::gpu::op::{Kernel, Readback, StepParams, storage_buffer, uniform_buffer_init};
+use crate::gpu::kernel::Kernel;
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::elementwise::Elementwise;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
@@ -181,7 +182,7 @@ impl Session {
         let mut layers = Vec::with_capacity(c.n_layer);
         let dims = kv.dims;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
-        for (l, w) in model.layers.iter().enumerate() {
+        for (l, (w, f)) in model.weights.layers.iter().zip(&model.fused).enumerate() {
             let mm = |w, view, x, y, accumulate| {
                 let b = MatmulQ1_0Bindings {
                     step: &a.step,
@@ -239,8 +240,8 @@ impl Session {
                         &qkv_rope::QkvRopeBindings {
                             step: &a.step,
                             x: &a.x,
-                            norms: &w.attn_norms,
-                            w: &w.wqkv,
+                            norms: &f.attn_norms,
+                            w: &f.wqkv,
                             q: &a.q,
                             kv: &kv,
                             layer: l,
@@ -264,19 +265,19 @@ impl Session {
                         &ffn_gate_up::FfnGateUpBindings {
                             x: &a.x,
                             norm: &w.ffn_norm,
-                            w: &w.w_gate_up,
+                            w: &f.w_gate_up,
                             hb: &a.hb,
                         },
                     )?,
                     down: MatvecQ1_0::new(ctx, cache, &w.w_down, &a.hb, &a.x, acc)?,
                 },
                 prefill: Projections {
-                    wq: mm(&w.wqkv, rows(q_dim, 0, false), &a.xb, &a.q, false)?,
-                    wk: mm(&w.wqkv, rows(kv_dim, q_dim, false), &a.xb, &a.k, false)?,
-                    wv: mm(&w.wqkv, rows(kv_dim, q_dim + kv_dim, false), &a.xb, &a.v, false)?,
+                    wq: mm(&f.wqkv, rows(q_dim, 0, false), &a.xb, &a.q, false)?,
+                    wk: mm(&f.wqkv, rows(kv_dim, q_dim, false), &a.xb, &a.k, false)?,
+                    wv: mm(&f.wqkv, rows(kv_dim, q_dim + kv_dim, false), &a.xb, &a.v, false)?,
                     wo: mm(&w.wo, None, &a.xb, &a.x, true)?,
-                    w_gate: mm(&w.w_gate_up, rows(n_ff, 0, true), &a.xb, &a.hb, false)?,
-                    w_up: mm(&w.w_gate_up, rows(n_ff, 2, true), &a.xb, &a.hb2, false)?,
+                    w_gate: mm(&f.w_gate_up, rows(n_ff, 0, true), &a.xb, &a.hb, false)?,
+                    w_up: mm(&f.w_gate_up, rows(n_ff, 2, true), &a.xb, &a.hb2, false)?,
                     w_down: mm(&w.w_down, None, &a.hb, &a.x, true)?,
                 },
             });
@@ -288,8 +289,8 @@ impl Session {
                 eps,
                 &HeadArgmaxBindings {
                     x,
-                    norm: &model.output_norm,
-                    w: model.head(),
+                    norm: &model.weights.output_norm,
+                    w: model.weights.head(),
                     logits: &a.logits,
                     token: &a.tokens,
                 },
@@ -309,7 +310,7 @@ impl Session {
         let embed = EmbedQ1_0::new(
             ctx,
             cache,
-            &model.token_embd,
+            &model.weights.token_embd,
             &a.tokens,
             &a.x,
             max_batch as u32,
