@@ -6,8 +6,9 @@
 //
 // Layout of the work: rows go in groups of 4 that share each load of x (a thread loads 32
 // inputs, one sign word's worth, once and applies them to 4 rows); the WG / (ROWS_PER_WG / 4)
-// threads of a group stride over the K/32 sign words and are summed by a tree in workgroup
-// memory. No subgroups: one path for every adapter.
+// threads of a group stride over the K/32 sign words. Their sums are reduced by the file
+// prepended after this one: q1_0_reduce_shared.wgsl (a tree in workgroup memory, every
+// adapter) or q1_0_reduce_subgroup.wgsl (one subgroupAdd, no barrier).
 //
 // Why the indices stay in range (these kernels are built without runtime bounds checks):
 // rows are clamped to N - 1 before indexing signs/scales, words run below K/32, `load_x` gets
@@ -18,8 +19,6 @@ override N: u32;                  // rows of the weight
 override ROWS_PER_WG: u32 = 32u;  // 4 * power of two, at most 4 * WG / 4 = WG
 
 const WG: u32 = 256u;
-
-var<workgroup> partial: array<vec4<f32>, WG>;
 
 fn block_scale(i: u32) -> f32 {
     let pair = unpack2x16float(scales[i >> 1u]);
@@ -47,50 +46,4 @@ fn word_dots(first_row: u32, w: u32) -> vec4<f32> {
         dots[i] = block_scale(r * (K / 128u) + w / 4u) * ((acc.x + acc.y) + (acc.z + acc.w));
     }
     return dots;
-}
-
-// Threads per row group.
-fn row_group_threads() -> u32 {
-    return WG / (ROWS_PER_WG / 4u);
-}
-
-// Rows row0 + 4 * (lid / threads) .. + 3: every thread calls this (it has barriers); the
-// returned dots are valid in the group's first thread (lid % row_group_threads() == 0).
-fn row_group_dots(lid: u32, row0: u32) -> vec4<f32> {
-    let tpg = row_group_threads();
-    let lane = lid % tpg;
-    let first_row = row0 + 4u * (lid / tpg);
-    var sum = vec4<f32>(0.0);
-    if first_row < N {
-        for (var w = lane; w < K / 32u; w += tpg) {
-            sum += word_dots(first_row, w);
-        }
-    }
-    partial[lid] = sum;
-    workgroupBarrier();
-    for (var s = tpg / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[lid];
-}
-
-var<workgroup> red: array<f32, WG>;
-
-// Sum of `v` over the workgroup (every thread calls it; every thread gets the sum).
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    workgroupBarrier();
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
 }

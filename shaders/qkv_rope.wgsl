@@ -3,7 +3,7 @@
 //
 // The q, k and v weights are concatenated at load time (rows: n_head q heads, then n_head_kv k
 // heads, then n_head_kv v heads; see src/gpu/ops/qkv_rope.rs), so one workgroup owns exactly one
-// head: ROWS_PER_WG = HEAD_DIM rows. Each workgroup recomputes 1/rms(x) (K floats from cache),
+// head: HEAD_DIM rows, in HEAD_DIM / ROWS_PER_WG rounds of the row core. Each workgroup recomputes 1/rms(x) (K floats from cache),
 // loads x * attn_norm, and scales the dot products by 1/rms at the end (a scalar commutes with
 // the matvec). Then a q head is normalised, rotated and stored in `q`; a k head is normalised,
 // rotated and stored in the f16 K cache at step.pos; a v head goes to the f16 V cache as is.
@@ -22,7 +22,7 @@ struct StepParams {
     _pad: u32,
 }
 
-override HEAD_DIM: u32 = 128u; // = ROWS_PER_WG, a power of two in 16 ..= 256
+override HEAD_DIM: u32 = 128u; // a multiple of ROWS_PER_WG, at most MAX_HEAD_DIM
 override N_ROT: u32 = 128u;    // rotated dims (even, <= HEAD_DIM)
 override N_HEAD: u32 = 16u;
 override N_HEAD_KV: u32 = 8u;
@@ -58,12 +58,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let inv_rms = inverseSqrt(workgroup_sum(lid, ss) / f32(K) + EPS);
 
-    let dots = row_group_dots(lid, head * HEAD_DIM);
     let tpg = row_group_threads();
-    if lid % tpg == 0u {
-        let d0 = 4u * (lid / tpg);
-        for (var i = 0u; i < 4u; i++) {
-            ys[d0 + i] = dots[i] * inv_rms;
+    for (var round = 0u; round < HEAD_DIM / ROWS_PER_WG; round++) {
+        let dots = row_group_dots(lid, head * HEAD_DIM + round * ROWS_PER_WG);
+        if lid % tpg == 0u {
+            let d0 = round * ROWS_PER_WG + 4u * (lid / tpg);
+            for (var i = 0u; i < 4u; i++) {
+                ys[d0 + i] = dots[i] * inv_rms;
+            }
         }
     }
     workgroupBarrier();

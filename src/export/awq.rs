@@ -9,7 +9,7 @@
 //! - `scales`: f16 `(in / 128, out)`, the scale of each group of 128 inputs of each output.
 
 use crate::error::{Error, Result};
-use crate::quant::{BlockQ1_0, Q1_0_BLOCK_BYTES, QK1_0};
+use crate::quant::q1_0::{BlockQ1_0, Q1_0_BLOCK_BYTES, QK1_0};
 
 /// Inputs per AWQ group: one scale and zero per group. Equal to the Q1_0 block, which makes
 /// the repack exact.

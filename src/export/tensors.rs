@@ -10,7 +10,8 @@ use super::names::{WeightKind, qwen3_tensors};
 use crate::model::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
-use crate::quant::{Q1_0_BLOCK_BYTES, dequantize_row};
+use crate::quant::dequantize_row;
+use crate::quant::q1_0::Q1_0_BLOCK_BYTES;
 
 /// How one output tensor's bytes are made from its GGUF tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,17 +47,27 @@ pub enum Shader {
     FfnGateUp,
     /// LM head: RMSNorm + head matvec + argmax stage 1.
     HeadArgmax,
+    /// [`Shader::QkvRope`] reduced with `subgroupAdd` (fixed subgroup size).
+    QkvRopeSubgroup,
+    /// [`Shader::WoMerge`] reduced with `subgroupAdd` (fixed subgroup size).
+    WoMergeSubgroup,
+    /// [`Shader::FfnGateUp`] reduced with `subgroupAdd` (fixed subgroup size).
+    FfnGateUpSubgroup,
+    /// [`Shader::HeadArgmax`] reduced with `subgroupAdd` (fixed subgroup size).
+    HeadArgmaxSubgroup,
     /// GPU sampling: penalties on the logits of the window's tokens.
     SamplePenalties,
     /// GPU sampling: top-p, min-p, temperature and the draw over the top-k candidates.
     Sample,
 }
 
-/// The shared Q1_0 row core followed by one fused kernel's file.
+/// The shared Q1_0 row core, a row-group reduction (`shared` or `subgroup`), then one fused
+/// kernel's file.
 macro_rules! fused {
-    ($file:literal) => {
+    ($reduce:literal, $file:literal) => {
         concat!(
             include_str!("../../shaders/q1_0_rows.wgsl"),
+            include_str!(concat!("../../shaders/q1_0_reduce_", $reduce, ".wgsl")),
             include_str!(concat!("../../shaders/", $file))
         )
     };
@@ -89,6 +99,10 @@ impl Shader {
         Shader::WoMerge,
         Shader::FfnGateUp,
         Shader::HeadArgmax,
+        Shader::QkvRopeSubgroup,
+        Shader::WoMergeSubgroup,
+        Shader::FfnGateUpSubgroup,
+        Shader::HeadArgmaxSubgroup,
         Shader::SamplePenalties,
         Shader::Sample,
     ];
@@ -112,6 +126,10 @@ impl Shader {
             Shader::WoMerge => "wo_merge",
             Shader::FfnGateUp => "ffn_gate_up",
             Shader::HeadArgmax => "head_argmax",
+            Shader::QkvRopeSubgroup => "qkv_rope_subgroup",
+            Shader::WoMergeSubgroup => "wo_merge_subgroup",
+            Shader::FfnGateUpSubgroup => "ffn_gate_up_subgroup",
+            Shader::HeadArgmaxSubgroup => "head_argmax_subgroup",
             Shader::SamplePenalties => "sample_penalties",
             Shader::Sample => "sample",
         }
@@ -134,10 +152,14 @@ impl Shader {
             Shader::Topk => include_str!("../../shaders/topk.wgsl"),
             // The fused matvecs share the Q1_0 row core (`q1_0_rows.wgsl`), prepended at compile
             // time: WGSL has no includes.
-            Shader::QkvRope => fused!("qkv_rope.wgsl"),
-            Shader::WoMerge => fused!("wo_merge.wgsl"),
-            Shader::FfnGateUp => fused!("ffn_gate_up.wgsl"),
-            Shader::HeadArgmax => fused!("head_argmax.wgsl"),
+            Shader::QkvRope => fused!("shared", "qkv_rope.wgsl"),
+            Shader::WoMerge => fused!("shared", "wo_merge.wgsl"),
+            Shader::FfnGateUp => fused!("shared", "ffn_gate_up.wgsl"),
+            Shader::HeadArgmax => fused!("shared", "head_argmax.wgsl"),
+            Shader::QkvRopeSubgroup => fused!("subgroup", "qkv_rope.wgsl"),
+            Shader::WoMergeSubgroup => fused!("subgroup", "wo_merge.wgsl"),
+            Shader::FfnGateUpSubgroup => fused!("subgroup", "ffn_gate_up.wgsl"),
+            Shader::HeadArgmaxSubgroup => fused!("subgroup", "head_argmax.wgsl"),
             Shader::SamplePenalties => include_str!("../../shaders/sample_penalties.wgsl"),
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
         }
@@ -151,14 +173,48 @@ impl Shader {
     pub fn trusted(self) -> bool {
         matches!(
             self,
-            Shader::QkvRope | Shader::WoMerge | Shader::FfnGateUp | Shader::HeadArgmax
+            Shader::QkvRope
+                | Shader::WoMerge
+                | Shader::FfnGateUp
+                | Shader::HeadArgmax
+                | Shader::QkvRopeSubgroup
+                | Shader::WoMergeSubgroup
+                | Shader::FfnGateUpSubgroup
+                | Shader::HeadArgmaxSubgroup
         )
+    }
+
+    /// The `shaders/` file stem holding this shader's own code (a fused kernel's two variants
+    /// share one file and differ in the prepended reduction).
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::QkvRopeSubgroup => "qkv_rope",
+            Shader::WoMergeSubgroup => "wo_merge",
+            Shader::FfnGateUpSubgroup => "ffn_gate_up",
+            Shader::HeadArgmaxSubgroup => "head_argmax",
+            s => s.name(),
+        }
+    }
+
+    /// The variant of a fused kernel that reduces with `subgroupAdd`.
+    pub fn with_subgroups(self) -> Shader {
+        match self {
+            Shader::QkvRope => Shader::QkvRopeSubgroup,
+            Shader::WoMerge => Shader::WoMergeSubgroup,
+            Shader::FfnGateUp => Shader::FfnGateUpSubgroup,
+            Shader::HeadArgmax => Shader::HeadArgmaxSubgroup,
+            s => s,
+        }
     }
 
     /// Device capabilities the file needs.
     pub fn needs(self) -> ShaderNeeds {
         match self {
-            Shader::MatvecQ1_0Subgroup => ShaderNeeds { subgroups: true },
+            Shader::MatvecQ1_0Subgroup
+            | Shader::QkvRopeSubgroup
+            | Shader::WoMergeSubgroup
+            | Shader::FfnGateUpSubgroup
+            | Shader::HeadArgmaxSubgroup => ShaderNeeds { subgroups: true },
             _ => ShaderNeeds::default(),
         }
     }

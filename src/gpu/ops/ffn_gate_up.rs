@@ -4,7 +4,7 @@
 use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
-use crate::gpu::ops::fused::{check_input, rows_per_workgroup, single_part};
+use crate::gpu::ops::fused::{RowPlan, check_input, single_part};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm, silu_mul};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::quant::q1_0::{QK1_0, row_bytes};
@@ -69,21 +69,22 @@ pub fn build(
     check_input(b.w, b.x, "ffn_gate_up x")?;
     check_binding(b.norm, 4 * b.w.k, "ffn_gate_up norm")?;
     check_binding(b.hb, 4 * b.w.n / 2, "ffn_gate_up hb")?;
-    let rows = rows_per_workgroup(b.w.k);
-    let groups = (b.w.n as u32).div_ceil(rows);
+    let plan = RowPlan::new(ctx, b.w.k);
+    let groups = (b.w.n as u32).div_ceil(plan.rows_per_wg);
+    let mut overrides = plan.overrides();
+    overrides.extend([
+        ("K", b.w.k as f64),
+        ("N", b.w.n as f64),
+        ("EPS", eps as f64),
+    ]);
     Kernel::new(
         ctx,
         cache,
         KernelSpec {
             label: format!("ffn_gate_up {}", b.w.name),
-            shader: Shader::FfnGateUp,
+            shader: plan.shader(Shader::FfnGateUp),
             entry: "main",
-            overrides: &[
-                ("K", b.w.k as f64),
-                ("N", b.w.n as f64),
-                ("ROWS_PER_WG", rows as f64),
-                ("EPS", eps as f64),
-            ],
+            overrides: &overrides,
             bindings: &[
                 b.x.as_entire_binding(),
                 b.norm.as_entire_binding(),

@@ -6,18 +6,71 @@
 //! indices in range: each kernel's WGSL header says which index each check bounds.
 
 use crate::gpu::buffers::check_binding;
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::Shader;
 use crate::gpu::q1_0::{Q1_0Part, Q1_0Weight};
 use crate::{Error, Result};
 
 /// Threads per workgroup of the row core (`const WG`).
 pub const WG: u32 = 256;
 
-/// Rows per workgroup for a row length of `k`: threads per group of 4 rows is a power of two up
-/// to 64 and at most the row's sign words (as in the unfused shared-memory matvec).
-pub fn rows_per_workgroup(k: usize) -> u32 {
-    let words = (k / 32).max(1) as u32;
-    let threads = 1u32 << words.min(64).ilog2();
-    4 * WG / threads
+/// How a fused kernel reduces its row groups, and how many weight rows a workgroup owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowPlan {
+    /// `Some(size)`: `q1_0_reduce_subgroup.wgsl` with `SG = size` (one subgroup per group of 4
+    /// rows, no barriers); `None`: the workgroup-memory tree of `q1_0_reduce_shared.wgsl`.
+    pub subgroup: Option<u32>,
+    /// Weight rows per workgroup (`ROWS_PER_WG`).
+    pub rows_per_wg: u32,
+}
+
+impl RowPlan {
+    /// Subgroups when the adapter has them at one fixed size (then a subgroup is a known run of
+    /// invocations), else the workgroup-memory tree, for rows of length `k`.
+    pub fn new(ctx: &GpuContext, k: usize) -> RowPlan {
+        let (lo, hi) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+        if ctx.features.has_subgroups && lo == hi && lo.is_power_of_two() && (4..=64).contains(&lo)
+        {
+            return RowPlan {
+                subgroup: Some(lo),
+                rows_per_wg: 4 * WG / lo,
+            };
+        }
+        RowPlan::shared(ctx, k)
+    }
+
+    /// The workgroup-memory tree: threads per group of 4 rows a power of two up to 64 (8 on CPU
+    /// adapters, which pay for every barrier round: 3 rounds instead of 6) and at most the
+    /// row's sign words.
+    pub fn shared(ctx: &GpuContext, k: usize) -> RowPlan {
+        let words = (k / 32).max(1) as u32;
+        let cap = match ctx.info.device_type {
+            wgpu::DeviceType::Cpu => 8,
+            _ => 64,
+        };
+        let threads = cap.min(1 << words.ilog2());
+        RowPlan {
+            subgroup: None,
+            rows_per_wg: 4 * WG / threads,
+        }
+    }
+
+    /// The variant of `shader` (a fused kernel) this plan runs.
+    pub fn shader(&self, shader: Shader) -> Shader {
+        match self.subgroup {
+            Some(_) => shader.with_subgroups(),
+            None => shader,
+        }
+    }
+
+    /// The plan's override constants (`ROWS_PER_WG`, and `SG` for subgroups).
+    pub fn overrides(&self) -> Vec<(&'static str, f64)> {
+        let mut o = vec![("ROWS_PER_WG", self.rows_per_wg as f64)];
+        if let Some(sg) = self.subgroup {
+            o.push(("SG", sg as f64));
+        }
+        o
+    }
 }
 
 /// The single part of a fused weight. Fused weights are small next to the binding limit (the

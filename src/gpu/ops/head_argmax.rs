@@ -8,7 +8,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
 use crate::gpu::buffers::storage_buffer;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
-use crate::gpu::ops::fused::{WG, check_input, rows_per_workgroup};
+use crate::gpu::ops::fused::{RowPlan, WG, check_input};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::Result;
@@ -69,7 +69,8 @@ pub fn build(
     check_binding(b.norm, 4 * w.k, "head_argmax norm")?;
     check_binding(b.logits, 4 * w.n, "head_argmax logits")?;
     check_binding(b.token, 4, "head_argmax token")?;
-    let rows = rows_per_workgroup(w.k);
+    let plan = RowPlan::new(ctx, w.k);
+    let rows = plan.rows_per_wg;
     let groups: Vec<u32> = w
         .parts
         .iter()
@@ -83,21 +84,22 @@ pub fn build(
     let mut group_offset = 0;
     let mut parts = Vec::with_capacity(w.parts.len());
     for (part, &n_groups) in w.parts.iter().zip(&groups) {
+        let mut overrides = plan.overrides();
+        overrides.extend([
+            ("K", w.k as f64),
+            ("N", part.n_rows as f64),
+            ("EPS", eps as f64),
+            ("Y_OFFSET", part.row0 as f64),
+            ("GROUP_OFFSET", group_offset as f64),
+        ]);
         parts.push(Kernel::new(
             ctx,
             cache,
             KernelSpec {
                 label: format!("head_argmax {}[{}..]", w.name, part.row0),
-                shader: Shader::HeadArgmax,
+                shader: plan.shader(Shader::HeadArgmax),
                 entry: "main",
-                overrides: &[
-                    ("K", w.k as f64),
-                    ("N", part.n_rows as f64),
-                    ("ROWS_PER_WG", rows as f64),
-                    ("EPS", eps as f64),
-                    ("Y_OFFSET", part.row0 as f64),
-                    ("GROUP_OFFSET", group_offset as f64),
-                ],
+                overrides: &overrides,
                 bindings: &[
                     b.x.as_entire_binding(),
                     b.norm.as_entire_binding(),

@@ -8,7 +8,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
 use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
-use crate::gpu::ops::fused::{WG, check_input, single_part};
+use crate::gpu::ops::fused::{RowPlan, WG, check_input, single_part};
 use crate::gpu::ops::{matvec_q1_0, qk_norm_rope, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::Error;
@@ -73,22 +73,30 @@ pub fn build(
     check_input(b.w, b.x, "qkv_rope x")?;
     check_binding(b.norms, 4 * (b.w.k + 2 * hd), "qkv_rope norms")?;
     check_binding(b.q, 4 * dims.q_dim(), "qkv_rope q")?;
-    let overrides = [
+    // Subgroups when their row count divides a head; else the tree over one head of rows.
+    let plan = match RowPlan::new(ctx, b.w.k) {
+        p if p.subgroup.is_some() && hd.is_multiple_of(p.rows_per_wg as usize) => p,
+        _ => RowPlan {
+            subgroup: None,
+            rows_per_wg: hd as u32,
+        },
+    };
+    let mut overrides = plan.overrides();
+    overrides.extend([
         ("K", b.w.k as f64),
         ("N", b.w.n as f64),
-        ("ROWS_PER_WG", hd as f64),
         ("HEAD_DIM", hd as f64),
         ("N_ROT", b.kv.n_rot as f64),
         ("N_HEAD", dims.n_head as f64),
         ("N_HEAD_KV", dims.n_head_kv as f64),
         ("EPS", eps as f64),
-    ];
+    ]);
     Kernel::new(
         ctx,
         cache,
         KernelSpec {
             label: format!("qkv_rope[{}]", b.layer),
-            shader: Shader::QkvRope,
+            shader: plan.shader(Shader::QkvRope),
             entry: "main",
             overrides: &overrides,
             bindings: &[

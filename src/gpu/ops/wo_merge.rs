@@ -8,7 +8,7 @@ use crate::gpu::buffers::check_binding;
 use crate::gpu::kv_cache::AttnDims;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::attention_decode::{self, DecodeScratch};
-use crate::gpu::ops::fused::{rows_per_workgroup, single_part};
+use crate::gpu::ops::fused::{RowPlan, single_part};
 use crate::gpu::ops::matvec_q1_0;
 use crate::gpu::q1_0::Q1_0Weight;
 use crate::Error;
@@ -47,24 +47,25 @@ pub fn build(
     let s = b.scratch;
     check_binding(&s.part_ml, 8 * dims.n_head * s.max_chunks, "wo_merge part_ml")?;
     check_binding(&s.part_o, 4 * dims.q_dim() * s.max_chunks, "wo_merge part_o")?;
-    let rows = rows_per_workgroup(b.w.k);
-    let groups = (b.w.n as u32).div_ceil(rows);
+    let plan = RowPlan::new(ctx, b.w.k);
+    let groups = (b.w.n as u32).div_ceil(plan.rows_per_wg);
+    let mut overrides = plan.overrides();
+    overrides.extend([
+        ("K", b.w.k as f64),
+        ("N", b.w.n as f64),
+        ("HEAD_DIM", dims.head_dim as f64),
+        ("N_HEAD", dims.n_head as f64),
+        ("CHUNK", s.chunk as f64),
+        ("MAX_CHUNKS", s.max_chunks as f64),
+    ]);
     Kernel::new(
         ctx,
         cache,
         KernelSpec {
             label: format!("wo_merge {}", b.w.name),
-            shader: Shader::WoMerge,
+            shader: plan.shader(Shader::WoMerge),
             entry: "main",
-            overrides: &[
-                ("K", b.w.k as f64),
-                ("N", b.w.n as f64),
-                ("ROWS_PER_WG", rows as f64),
-                ("HEAD_DIM", dims.head_dim as f64),
-                ("N_HEAD", dims.n_head as f64),
-                ("CHUNK", s.chunk as f64),
-                ("MAX_CHUNKS", s.max_chunks as f64),
-            ],
+            overrides: &overrides,
             bindings: &[
                 b.step.as_entire_binding(),
                 s.part_o.as_entire_binding(),
