@@ -4,19 +4,19 @@
 #[macro_use]
 mod common;
 
-use bonsai_wgpu::model::rope::RopeParams;
-use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
 use bonsai_wgpu::gpu::buffers::{
     StepParams, read_buffer, storage_buffer, storage_buffer_init, uniform_buffer_init,
 };
 use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
+use bonsai_wgpu::gpu::kv_cache::{AttnDims, KvCache, pack_f16, unpack_f16};
 use bonsai_wgpu::gpu::ops::attention_decode::{self, DecodeScratch};
 use bonsai_wgpu::gpu::ops::sampler::GpuSampler;
 use bonsai_wgpu::gpu::ops::topk::{MAX_K, TopK};
 use bonsai_wgpu::gpu::ops::{ffn_gate_up, head_argmax, qkv_rope, wo_merge};
-use bonsai_wgpu::sampler::{Sampler, SamplerConfig};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
 use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::model::rope::RopeParams;
+use bonsai_wgpu::sampler::{Sampler, SamplerConfig};
 use common::{gpu_test, random_f32, random_q1_0};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -82,7 +82,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let mut worst = (0.0f32, 0usize);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs() / w.abs().max(1.0);
-        assert!(err <= tol, "{what}: index {i}: got {g}, want {w} (tol {tol})");
+        assert!(
+            err <= tol,
+            "{what}: index {i}: got {g}, want {w} (tol {tol})"
+        );
         if err > worst.0 {
             worst = (err, i);
         }
@@ -261,7 +264,12 @@ async fn check_ffn_gate_up(n_embd: usize, n_ff: usize, seed: u64) {
     submit_kernels(&ctx, "ffn_gate_up", &[&kernel]);
     let want = ffn_gate_up::run_cpu(&x, &norm, EPS, &gate, &up, n_ff);
     let got = read_f32(&ctx, &hb, 0, n_ff).await;
-    assert_close(&format!("ffn_gate_up {n_embd}x{n_ff}"), &got, &want, TOL_F32);
+    assert_close(
+        &format!("ffn_gate_up {n_embd}x{n_ff}"),
+        &got,
+        &want,
+        TOL_F32,
+    );
     ctx.take_error().expect("no wgpu error");
 }
 
@@ -348,7 +356,9 @@ async fn gpu_draws(
         encoder.copy_buffer_to_buffer(&tokens, 0, &out, 4 * i as u64, 4);
     }
     ctx.queue.submit([encoder.finish()]);
-    let got = read_buffer::<u32>(ctx, &out, 0, draws).await.expect("draws");
+    let got = read_buffer::<u32>(ctx, &out, 0, draws)
+        .await
+        .expect("draws");
     ctx.take_error().expect("no wgpu error");
     got
 }

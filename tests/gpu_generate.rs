@@ -8,14 +8,14 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use bonsai_wgpu::text::detok::Vocab;
+use bonsai_wgpu::Result;
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason, generate};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
+use bonsai_wgpu::text::detok::Vocab;
 use bonsai_wgpu::text::tokenizer::Tokenizer;
-use bonsai_wgpu::Result;
 use common::fixture;
 use pollster::block_on;
 
@@ -117,7 +117,11 @@ fn check_same(
     let mut stepped = StepByStep(session(f));
     let a = run(&mut resident, vocab, &PROMPT, options, break_after);
     let b = run(&mut stepped, vocab, &PROMPT, options, break_after);
-    eprintln!("{what}: {:?} after {} tokens", a.stop_reason, a.tokens.len());
+    eprintln!(
+        "{what}: {:?} after {} tokens",
+        a.stop_reason,
+        a.tokens.len()
+    );
     assert_eq!(a.tokens, b.tokens, "{what}: tokens");
     assert_eq!(a.text, b.text, "{what}: text");
     assert_eq!(a.stop_reason, b.stop_reason, "{what}: stop reason");
@@ -152,24 +156,52 @@ fn greedy_resident_generation_equals_step_by_step() {
     let f = load();
     let none = Stops(&f.tokenizer, vec![]);
     let greedy = SamplerConfig::greedy();
-    let base = check_same(&f, "max tokens", &none, &options(greedy.clone(), 12, &[]), None);
+    let base = check_same(
+        &f,
+        "max tokens",
+        &none,
+        &options(greedy.clone(), 12, &[]),
+        None,
+    );
     assert_eq!(base.stop_reason, StopReason::MaxTokens);
     assert_eq!(base.tokens.len(), 12);
     // A stop token in the middle of the reply: steps queued after it are rolled back.
     let eos = Stops(&f.tokenizer, vec![base.tokens[5]]);
-    let first = base.tokens.iter().position(|&t| t == base.tokens[5]).unwrap();
-    let out = check_same(&f, "stop token", &eos, &options(greedy.clone(), 12, &[]), None);
+    let first = base
+        .tokens
+        .iter()
+        .position(|&t| t == base.tokens[5])
+        .unwrap();
+    let out = check_same(
+        &f,
+        "stop token",
+        &eos,
+        &options(greedy.clone(), 12, &[]),
+        None,
+    );
     assert_eq!(out.stop_reason, StopReason::Eos);
     assert_eq!(out.tokens, base.tokens[..first]);
     // A stop string made of the text of tokens 3 and 4.
     let text = |ids: &[u32]| f.tokenizer.decode(ids, false).expect("decode");
     let stop = text(&base.tokens[3..5]);
     if !stop.trim().is_empty() {
-        let out = check_same(&f, "stop string", &none, &options(greedy.clone(), 12, &[stop]), None);
+        let out = check_same(
+            &f,
+            "stop string",
+            &none,
+            &options(greedy.clone(), 12, &[stop]),
+            None,
+        );
         assert!(matches!(out.stop_reason, StopReason::StopString(_)));
     }
     // The callback stops the reply; and the end of the context.
-    check_same(&f, "callback", &none, &options(greedy.clone(), 12, &[]), Some(3));
+    check_same(
+        &f,
+        "callback",
+        &none,
+        &options(greedy.clone(), 12, &[]),
+        Some(3),
+    );
     let out = check_same(&f, "context", &none, &options(greedy, 100, &[]), None);
     assert_eq!(out.stop_reason, StopReason::ContextFull);
 }
@@ -194,14 +226,7 @@ fn sampled_generation_is_gpu_resident_and_seeded() {
     let b = run(&mut second, &none, &PROMPT, &opts, None);
     assert_eq!(a.tokens, b.tokens, "same seed, same tokens");
     assert_eq!(a.text, b.text);
-    let other = options(
-        SamplerConfig {
-            seed: 7,
-            ..sampler
-        },
-        16,
-        &[],
-    );
+    let other = options(SamplerConfig { seed: 7, ..sampler }, 16, &[]);
     let c = run(&mut session(&f), &none, &PROMPT, &other, None);
     assert_ne!(a.tokens, c.tokens, "another seed, other tokens");
     // After a sampled reply the logits are the plain (unpenalised) ones of the last position,

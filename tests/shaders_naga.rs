@@ -13,7 +13,10 @@ use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFl
 fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
     // A fused kernel's subgroup variant: its specialisations with subgroups of 8 and 32 lanes
     // (ROWS_PER_WG = 4 * 256 / SG).
-    if let Some(base) = name.strip_suffix("_subgroup").filter(|b| *b != "matvec_q1_0") {
+    if let Some(base) = name
+        .strip_suffix("_subgroup")
+        .filter(|b| *b != "matvec_q1_0")
+    {
         return [8.0, 32.0]
             .iter()
             .flat_map(|&sg| {
@@ -189,11 +192,26 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             ]),
         ],
         "ffn_gate_up" => vec![
-            vec![("K", 2048.0), ("N", 12288.0), ("ROWS_PER_WG", 16.0), ("EPS", 1e-6)],
-            vec![("K", 128.0), ("N", 4.0), ("ROWS_PER_WG", 256.0), ("EPS", 1e-5)],
+            vec![
+                ("K", 2048.0),
+                ("N", 12288.0),
+                ("ROWS_PER_WG", 16.0),
+                ("EPS", 1e-6),
+            ],
+            vec![
+                ("K", 128.0),
+                ("N", 4.0),
+                ("ROWS_PER_WG", 256.0),
+                ("EPS", 1e-5),
+            ],
         ],
         "head_argmax" => vec![
-            vec![("K", 2048.0), ("N", 151669.0), ("ROWS_PER_WG", 16.0), ("EPS", 1e-6)],
+            vec![
+                ("K", 2048.0),
+                ("N", 151669.0),
+                ("ROWS_PER_WG", 16.0),
+                ("EPS", 1e-6),
+            ],
             vec![
                 ("K", 4096.0),
                 ("N", 65536.0),

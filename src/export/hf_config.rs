@@ -4,9 +4,9 @@ use serde_json::{Value, json};
 
 use super::ExportFormat;
 use super::awq::AWQ_GROUP_SIZE;
-use crate::model::config::{ARCHITECTURE, Qwen3Config};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::model::config::{ARCHITECTURE, Qwen3Config};
 use crate::text::tokenizer::Tokenizer;
 
 /// The transformers release that introduced Qwen3 (written as `transformers_version`).

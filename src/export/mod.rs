@@ -26,9 +26,9 @@ use std::str::FromStr;
 
 pub use shards::{INDEX_FILE, SINGLE_FILE};
 
-use crate::model::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::model::config::Qwen3Config;
 use crate::text::tokenizer::Tokenizer;
 
 /// Largest shard written by default: 5 GB, as `transformers`' `save_pretrained`. A checkpoint

@@ -7,9 +7,9 @@ use safetensors::Dtype;
 use super::ExportFormat;
 use super::awq::{awq_qweight, awq_qzeros, awq_scales, awq_shapes, check_awq_shape};
 use super::names::{WeightKind, qwen3_tensors};
-use crate::model::config::Qwen3Config;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf};
+use crate::model::config::Qwen3Config;
 use crate::quant::dequantize_row;
 use crate::quant::q1_0::Q1_0_BLOCK_BYTES;
 

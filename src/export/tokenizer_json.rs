@@ -14,9 +14,9 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use crate::text::chat_template::CHAT_TEMPLATE_KEY;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::text::chat_template::CHAT_TEMPLATE_KEY;
 use crate::text::tokenizer::{QWEN2_PRE_REGEX, Tokenizer};
 
 /// llama.cpp spells Qwen2's case-insensitive contractions out by hand ...

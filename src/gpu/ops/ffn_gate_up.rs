@@ -1,8 +1,8 @@
 //! Decode step D4 (`shaders/ffn_gate_up.wgsl`): `hb = silu(Wgate xb) * (Wup xb)` with
 //! `xb = rmsnorm(x) * ffn_norm` folded in, over gate and up rows interleaved at load time.
 
-use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
+use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::fused::{RowPlan, check_input, single_part};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm, silu_mul};

@@ -3,15 +3,15 @@
 //! which writes the winning id straight into a buffer the caller chooses: the next step's token
 //! input, so greedy decoding never needs the host between steps.
 
+use crate::Result;
 use crate::engine::argmax;
-use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
 use crate::gpu::buffers::storage_buffer;
+use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
 use crate::gpu::ops::fused::{RowPlan, WG, check_input};
 use crate::gpu::ops::{matvec_q1_0, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::Result;
 
 /// The head kernels and their pair buffers.
 #[derive(Clone, Debug)]

@@ -145,11 +145,7 @@ pub fn build_view(
                         part.scales.as_entire_binding(),
                         b.y.as_entire_binding(),
                     ],
-                    workgroups: [
-                        n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32,
-                        token_groups,
-                        1,
-                    ],
+                    workgroups: [n_rows.div_ceil(ROWS_PER_WORKGROUP) as u32, token_groups, 1],
                 },
             )
         })

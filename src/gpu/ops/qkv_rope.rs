@@ -2,16 +2,16 @@
 //! matvec over the q|k|v rows, then per head QK-norm, NEOX RoPE (YaRN table) and the KV cache
 //! write, in the epilogue of the workgroup that owns the head.
 
+use crate::Error;
 use crate::Result;
-use crate::model::rope::RopeParams;
-use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
-use crate::gpu::kv_cache::{AttnDims, KvCache};
+use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
+use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::gpu::ops::fused::{RowPlan, WG, check_input, single_part};
 use crate::gpu::ops::{matvec_q1_0, qk_norm_rope, rmsnorm};
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::Error;
+use crate::model::rope::RopeParams;
 
 /// The q|k|v weight as one tensor: the rows of `wq`, then `wk`, then `wv` (GGUF Q1_0 bytes, rows
 /// are contiguous), so one dispatch covers all three and workgroup `h` owns head `h`.

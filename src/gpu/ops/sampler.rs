@@ -5,9 +5,9 @@
 //! draw different random numbers (this one a counter-based hash, see [`random_unit`]), so the same
 //! seed gives the same text per engine, not across engines.
 
-use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
 use crate::gpu::buffers::storage_buffer;
+use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 use crate::gpu::ops::topk::TopK;
 use crate::sampler::SamplerConfig;

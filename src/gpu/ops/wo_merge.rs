@@ -2,16 +2,16 @@
 //! merge of `attention_decode`'s per-chunk partials, computed in the matvec's input load (so no
 //! merge pass and no attention output buffer between the two).
 
+use crate::Error;
 use crate::Result;
-use crate::gpu::context::GpuContext;
 use crate::gpu::buffers::check_binding;
-use crate::gpu::kv_cache::AttnDims;
+use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, PipelineCache, Shader, split_workgroups};
+use crate::gpu::kv_cache::AttnDims;
 use crate::gpu::ops::attention_decode::{self, DecodeScratch};
 use crate::gpu::ops::fused::{RowPlan, single_part};
 use crate::gpu::ops::matvec_q1_0;
 use crate::gpu::q1_0::Q1_0Weight;
-use crate::Error;
 
 /// Most query heads the kernel merges (`MAX_HEADS` in the WGSL).
 pub const MAX_HEADS: usize = 128;
@@ -45,8 +45,16 @@ pub fn build(
     let part = single_part(b.w)?;
     check_binding(b.x, 4 * b.w.n, "wo_merge x")?;
     let s = b.scratch;
-    check_binding(&s.part_ml, 8 * dims.n_head * s.max_chunks, "wo_merge part_ml")?;
-    check_binding(&s.part_o, 4 * dims.q_dim() * s.max_chunks, "wo_merge part_o")?;
+    check_binding(
+        &s.part_ml,
+        8 * dims.n_head * s.max_chunks,
+        "wo_merge part_ml",
+    )?;
+    check_binding(
+        &s.part_o,
+        4 * dims.q_dim() * s.max_chunks,
+        "wo_merge part_o",
+    )?;
     let plan = RowPlan::new(ctx, b.w.k);
     let groups = (b.w.n as u32).div_ceil(plan.rows_per_wg);
     let mut overrides = plan.overrides();

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::attention::{AttentionBuffers, LayerAttention};
 use crate::gpu::buffers::{Readback, StepParams, storage_buffer, uniform_buffer_init};
+use crate::gpu::kernel::Kernel;
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
-use crate::gpu::kernel::Kernel;
 use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::elementwise::Elementwise;
 use crate::gpu::ops::embed_q1_0::EmbedQ1_0;
@@ -83,11 +83,11 @@ struct Projections {
 
 /// The five decode dispatches of one layer (ARCHITECTURE.md, "A decode step").
 struct DecodeLayer {
-    qkv_rope: Kernel,   // D1: q, k/v cache <- rope(qk_norm(Wqkv rmsnorm(x)))
+    qkv_rope: Kernel, // D1: q, k/v cache <- rope(qk_norm(Wqkv rmsnorm(x)))
     // D2 is the layer's `attention.decode` partial kernel: per-chunk attention partials
-    wo_merge: Kernel,   // D3: x += Wo merge(partials)
-    gate_up: Kernel,    // D4: hb = silu(Wgate rmsnorm(x)) * (Wup rmsnorm(x))
-    down: MatvecQ1_0,   // D5: x += Wdown hb
+    wo_merge: Kernel, // D3: x += Wo merge(partials)
+    gate_up: Kernel,  // D4: hb = silu(Wgate rmsnorm(x)) * (Wup rmsnorm(x))
+    down: MatvecQ1_0, // D5: x += Wdown hb
 }
 
 /// Every kernel of one layer. Prefill norms and SiLU are built for `max_batch` rows and
@@ -192,13 +192,7 @@ impl Session {
                 };
                 matmul_q1_0::build_view(ctx, cache, max_batch, accumulate, &b, view)
             };
-            let rows = |n, first, paired| {
-                Some(RowView {
-                    n,
-                    first,
-                    paired,
-                })
-            };
+            let rows = |n, first, paired| Some(RowView { n, first, paired });
             let n_ff = c.n_ff;
             layers.push(Layer {
                 attn_norm: Rmsnorm::new(
@@ -274,7 +268,13 @@ impl Session {
                 prefill: Projections {
                     wq: mm(&f.wqkv, rows(q_dim, 0, false), &a.xb, &a.q, false)?,
                     wk: mm(&f.wqkv, rows(kv_dim, q_dim, false), &a.xb, &a.k, false)?,
-                    wv: mm(&f.wqkv, rows(kv_dim, q_dim + kv_dim, false), &a.xb, &a.v, false)?,
+                    wv: mm(
+                        &f.wqkv,
+                        rows(kv_dim, q_dim + kv_dim, false),
+                        &a.xb,
+                        &a.v,
+                        false,
+                    )?,
                     wo: mm(&w.wo, None, &a.xb, &a.x, true)?,
                     w_gate: mm(&f.w_gate_up, rows(n_ff, 0, true), &a.xb, &a.hb, false)?,
                     w_up: mm(&f.w_gate_up, rows(n_ff, 2, true), &a.xb, &a.hb2, false)?,
