@@ -18,7 +18,7 @@ use bonsai_wgpu::export::{
     ExportFormat, ExportOptions, ExportReport, INDEX_FILE, SINGLE_FILE, export_checkpoint,
 };
 use bonsai_wgpu::gguf::{GgmlType, Gguf, GgufValue, GgufWriter};
-use bonsai_wgpu::quant::dequantize_row_q1_0;
+use bonsai_wgpu::quant::q1_0::dequantize_row_q1_0;
 use common::*;
 use half::f16;
 use safetensors::{Dtype, SafeTensors};
