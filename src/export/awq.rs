@@ -81,12 +81,11 @@ fn row_nibbles(ty: GgmlType, row: &[u8], nibbles: &mut [u32], scales: &mut [u16]
     match ty {
         GgmlType::Q1_0 => {
             for (b, block) in q1_0::blocks(row).iter().enumerate() {
-                let d = u16::from_le_bytes(block.d);
                 for j in 0..QK1_0 {
-                    let bit = u32::from((block.qs[j / 8] >> (j % 8)) & 1);
-                    // bit 1 = +d -> 9, bit 0 = -d -> 7.
-                    nibbles[b * QK1_0 + j] = AWQ_ZERO - 1 + 2 * bit;
-                    scales[b * QK1_0 + j] = d;
+                    // +d -> 9, -d -> 7.
+                    let plus = u32::from(block.is_positive(j));
+                    nibbles[b * QK1_0 + j] = AWQ_ZERO - 1 + 2 * plus;
+                    scales[b * QK1_0 + j] = block.scale_bits();
                 }
             }
         }
@@ -94,9 +93,8 @@ fn row_nibbles(ty: GgmlType, row: &[u8], nibbles: &mut [u32], scales: &mut [u16]
             for (b, block) in q2_0::blocks(row).iter().enumerate() {
                 let d = u16::from_le_bytes(block.d);
                 for j in 0..QK2_0 {
-                    let code = u32::from((block.qs[j / 4] >> (2 * (j % 4))) & 3);
                     // (code - 1) * d = (nibble - 8) * d.
-                    nibbles[b * QK2_0 + j] = code + AWQ_ZERO - 1;
+                    nibbles[b * QK2_0 + j] = u32::from(block.code(j)) + AWQ_ZERO - 1;
                     scales[b * QK2_0 + j] = d;
                 }
             }

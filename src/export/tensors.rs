@@ -169,10 +169,7 @@ fn fp16_source(gguf: &Gguf, name: &str, ty: GgmlType) -> Result<Source> {
         GgmlType::Q2_0 => {
             for block in q2_0::blocks(gguf.tensor_data(name)?) {
                 let d = f16::from_le_bytes(block.d);
-                let has_2d = block
-                    .qs
-                    .iter()
-                    .any(|&q| (0..4).any(|j| (q >> (2 * j)) & 3 == 3));
+                let has_2d = (0..q2_0::QK2_0).any(|j| block.code(j) == 3);
                 if has_2d && (2.0 * d.to_f32()).abs() > f16::MAX.to_f32() {
                     return Err(refuse(format!(
                         "a +2d code with d = {d} is outside the f16 range, so f16 cannot hold it exactly"
