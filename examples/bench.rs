@@ -12,8 +12,13 @@
 //! or with `--fast-depth` (GPU) the position is advanced without computing it
 //! (`Session::advance_uncomputed`): the same attention work per step, for slow adapters.
 //!
+//! `--decode-plan fused,unfused` (GPU) runs every test with each decode plan
+//! ([`DecodePlan`]): the fused 5-kernels-per-layer step and the one-kernel-per-op step, side by
+//! side in one run.
+//!
 //! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-d 0] [-r 5] [-b 256]
-//!     [--cache-type f16,q8_0] [--ctx N] [--fast-depth] [--json] [--cpu] [--profile]
+//!     [--cache-type f16,q8_0] [--decode-plan fused,unfused] [--ctx N] [--fast-depth] [--json]
+//!     [--cpu] [--profile]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
 use bonsai_wgpu::gpu::memory_plan::MemoryLimits;
 use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::model::config::Qwen3Config;
 use clap::Parser;
 use pollster::block_on;
@@ -66,6 +71,9 @@ struct Args {
     /// KV cache types to test, comma separated: f16, q8_0.
     #[arg(long = "cache-type", value_delimiter = ',', default_value = "f16")]
     cache_type: Vec<CacheType>,
+    /// GPU decode plans to test, comma separated: fused, unfused.
+    #[arg(long = "decode-plan", value_delimiter = ',', default_value = "fused")]
+    decode_plan: Vec<DecodePlan>,
     /// KV cache size of every session (default: what each test needs).
     #[arg(long)]
     ctx: Option<usize>,
@@ -118,6 +126,7 @@ struct Test {
     /// Tokens in the context before the timed part.
     depth: usize,
     cache_type: CacheType,
+    plan: DecodePlan,
 }
 
 impl Test {
@@ -175,16 +184,24 @@ fn main() -> anyhow::Result<()> {
         .chain(args.n_gen.iter().map(|&n| Kind::Gen(n)))
         .collect();
     let mut tests = Vec::new();
+    // The CPU reference has one plan.
+    let plans = match args.cpu {
+        true => &args.decode_plan[..1],
+        false => &args.decode_plan[..],
+    };
     for &cache_type in &args.cache_type {
         for &kind in &kinds {
             for &depth in &args.n_depth {
-                let test = Test {
-                    kind,
-                    depth,
-                    cache_type,
-                };
-                if test.n_tokens() > 0 {
-                    tests.push(test);
+                for &plan in plans {
+                    let test = Test {
+                        kind,
+                        depth,
+                        cache_type,
+                        plan,
+                    };
+                    if test.n_tokens() > 0 {
+                        tests.push(test);
+                    }
                 }
             }
         }
@@ -268,6 +285,7 @@ async fn bench_gpu(
             n_ctx: args.ctx.unwrap_or(test.n_ctx()),
             max_batch,
             cache_type: test.cache_type,
+            decode_plan: test.plan,
         };
         if !planned.contains(&(opts.n_ctx, opts.cache_type)) {
             planned.push((opts.n_ctx, opts.cache_type));
@@ -295,6 +313,7 @@ async fn profile_gpu(args: &Args, model: &Arc<GpuModel>) -> anyhow::Result<Profi
         n_ctx: TG_PROMPT_TOKENS + 1 + steps,
         max_batch: args.batch_size,
         cache_type: args.cache_type.first().copied().unwrap_or_default(),
+        decode_plan: args.decode_plan.first().copied().unwrap_or_default(),
     };
     let mut session = Session::new(Arc::clone(model), opts)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -485,17 +504,18 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
     } else {
         format!("{:.2} MiB", model.size as f64 / (1u64 << 20) as f64)
     };
-    println!("| model | size | params | backend | adapter | cache | test | t/s |");
-    println!("| --- | ---: | ---: | --- | --- | --- | ---: | ---: |");
+    println!("| model | size | params | backend | adapter | cache | decode | test | t/s |");
+    println!("| --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: |");
     for r in results {
         let (ts, ts_std) = mean_std(&samples_ts(r));
         println!(
-            "| {} | {size} | {:.2} B | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
+            "| {} | {size} | {:.2} B | {} | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
             model.model_type,
             model.n_params as f64 / 1e9,
             backend.backends,
             backend.adapter,
             r.test.cache_type,
+            r.test.plan,
             r.test.name()
         );
     }
@@ -529,6 +549,7 @@ fn print_json(
                 "n_depth": r.test.depth,
                 "type_k": r.test.cache_type.name(),
                 "type_v": r.test.cache_type.name(),
+                "decode_plan": r.test.plan.to_string(),
                 "avg_ns": avg_ns.round() as u64,
                 "stddev_ns": stddev_ns.round() as u64,
                 "avg_ts": avg_ts,

@@ -13,6 +13,13 @@
 //
 // The cache is f16 pairs or (KV_Q8) Q8_0 blocks (layout in kv_cache.rs); k8 / v8 read 8 values
 // of a row either way, straight from the cache.
+//
+// ROPE (the fused decode plan): `q` is the q|k|v matvec output of the token at pos = n_kv - 1,
+// and the prologue does what qk_norm_rope.wgsl does for one token: each workgroup normalises
+// and rotates its group's query heads into q_sh, and the one workgroup whose chunk holds pos
+// (per kv head) normalises and rotates k, writes k and v into the cache at pos, and makes the
+// writes visible to its own threads (storageBarrier) before it reads the chunk. No other
+// workgroup reads position pos, so no ordering between workgroups is needed.
 
 struct StepParams {
     n_tokens: u32,
@@ -29,6 +36,9 @@ override MAX_CHUNKS: u32 = 512u; // ceil(n_ctx / CHUNK): stride of the partial b
 override SCALE: f32 = 0.08838834764831845; // 1 / sqrt(head_dim)
 override KV_Q8: bool = false;  // cache type: f16 pairs (false) or Q8_0 (true)
 override SCALE_BASE: u32 = 0u; // Q8_0: word offset of the scale region in k_cache / v_cache
+override ROPE: bool = false;   // q is q|k|v of one token: QK-norm, RoPE and the cache write here
+override N_ROT: u32 = 128u;    // ROPE: rotated dims (even, <= HEAD_DIM)
+override EPS: f32 = 1e-6;      // ROPE: QK-norm epsilon
 
 const WG: u32 = 128u;
 const MAX_GROUP: u32 = 8u;
@@ -37,16 +47,24 @@ const MAX_CHUNK: u32 = 128u;
 const NEG_BIG: f32 = -1.0e30;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
-@group(0) @binding(1) var<storage, read> q: array<f32>;                 // (n_head, head_dim)
-@group(0) @binding(2) var<storage, read> k_cache: array<vec4<u32>>;     // f16: (n_ctx, n_head_kv, head_dim/8) 4 x f16x2; Q8_0: quants, scales
-@group(0) @binding(3) var<storage, read> v_cache: array<vec4<u32>>;     // same layout as k_cache
+@group(0) @binding(1) var<storage, read> q: array<f32>;                 // (n_head, head_dim); ROPE: q|k|v (n_head + 2 n_head_kv, head_dim)
+@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<u32>>; // f16: (n_ctx, n_head_kv, head_dim/8) 4 x f16x2; Q8_0: quants, scales
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<u32>>; // same layout as k_cache
 @group(0) @binding(4) var<storage, read_write> part_o: array<f32>;      // (n_head, max_chunks, head_dim)
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>; // (n_head, max_chunks) (max, sum)
+@group(0) @binding(6) var<storage, read> q_norm: array<f32>;            // ROPE: (head_dim)
+@group(0) @binding(7) var<storage, read> k_norm: array<f32>;            // ROPE: (head_dim)
+@group(0) @binding(8) var<storage, read> rope: array<vec2<f32>>;        // ROPE: (n_ctx, n_rot/2) (cos, sin)
 
 var<workgroup> q_sh: array<f32, MAX_Q>;                  // (group, head_dim)
 var<workgroup> p_sh: array<f32, MAX_GROUP * MAX_CHUNK>;  // (group, chunk) scores, then exp(score - m)
 var<workgroup> scratch: array<f32, WG * 8u>;             // (thread, group) lane scores, then (thread, 8) V sums
 var<workgroup> m_sh: array<f32, MAX_GROUP>;              // (group) chunk max
+var<workgroup> kv_sh: array<f32, 2u * MAX_HEAD>;         // ROPE: k then v of the token
+var<workgroup> ds: array<f32, 2u * MAX_HEAD / 32u>;      // ROPE, Q8_0: scales of k's blocks, then v's
+
+const MAX_HEAD: u32 = 256u;
+const QK: u32 = 32u; // Q8_0 block
 
 fn unpack8(w: vec4<u32>) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(
@@ -94,6 +112,118 @@ fn v8(row: u32, w4: u32) -> array<vec4<f32>, 2> {
     return unpack8(v_cache[row * (HEAD_DIM / 8u) + w4]);
 }
 
+// ROPE: RMSNorm (weight `k_norm` when is_k, else `q_norm`) and NEOX RoPE at `pos`, in place,
+// of the head row at `off` of q_sh (queries) or kv_sh (is_k). Every thread calls it.
+fn norm_rope(lid: u32, off: u32, is_k: bool, pos: u32) {
+    var ss = 0.0;
+    for (var i = lid; i < HEAD_DIM; i += WG) {
+        let x = select(q_sh[off + i], kv_sh[i], is_k);
+        ss += x * x;
+    }
+    scratch[lid] = ss;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            scratch[lid] += scratch[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(scratch[0] / f32(HEAD_DIM) + EPS);
+    workgroupBarrier();
+    let half_rot = N_ROT / 2u;
+    for (var i = lid; i < HEAD_DIM; i += WG) {
+        // Each thread normalises and rotates pairs (i, i + half_rot) it owns: i < half_rot.
+        if (i < half_rot) {
+            let w0 = select(q_norm[i], k_norm[i], is_k);
+            let w1 = select(q_norm[i + half_rot], k_norm[i + half_rot], is_k);
+            let x0 = select(q_sh[off + i], kv_sh[i], is_k) * scale * w0;
+            let x1 = select(q_sh[off + i + half_rot], kv_sh[i + half_rot], is_k) * scale * w1;
+            let cs = rope[pos * half_rot + i];
+            let r0 = x0 * cs.x - x1 * cs.y;
+            let r1 = x0 * cs.y + x1 * cs.x;
+            if (is_k) {
+                kv_sh[i] = r0;
+                kv_sh[i + half_rot] = r1;
+            } else {
+                q_sh[off + i] = r0;
+                q_sh[off + i + half_rot] = r1;
+            }
+        } else if (i >= N_ROT) {
+            let w = select(q_norm[i], k_norm[i], is_k);
+            if (is_k) {
+                kv_sh[i] = kv_sh[i] * scale * w;
+            } else {
+                q_sh[off + i] = q_sh[off + i] * scale * w;
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+// Q8_0 of four values with the block's f32 scale d: round(x / d) half away from zero (as
+// qk_norm_rope.wgsl and llama.cpp's quantize_row_q8_0_ref), packed little-endian as four i8.
+fn quant4(x: vec4<f32>, d: f32) -> u32 {
+    let id = select(0.0, 1.0 / d, d != 0.0);
+    let y = x * id;
+    let qv = vec4<i32>(sign(y) * floor(abs(y) + 0.5));
+    let b = bitcast<vec4<u32>>(qv) & vec4<u32>(0xffu);
+    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// ROPE: k (normalised, rotated) and v of kv head `kvh` from kv_sh into the cache at `pos`.
+fn write_kv(lid: u32, kvh: u32, pos: u32) {
+    let row = pos * N_HEAD_KV + kvh;
+    if (KV_Q8) {
+        let nb = HEAD_DIM / QK;
+        if (lid < 2u * nb) {
+            let base = select(0u, HEAD_DIM, lid >= nb) + (lid % nb) * QK;
+            var amax = 0.0;
+            for (var j = 0u; j < QK; j++) {
+                amax = max(amax, abs(kv_sh[base + j]));
+            }
+            ds[lid] = amax / 127.0;
+        }
+        workgroupBarrier();
+        // Quants: word w of the row's HEAD_DIM / 4 words holds values 4w .. 4w + 4.
+        let quarter = HEAD_DIM / 4u;
+        for (var w = lid; w < quarter; w += WG) {
+            let i = 4u * w;
+            let b = i / QK;
+            let word = row * quarter + w;
+            let kq = quant4(vec4<f32>(kv_sh[i], kv_sh[i + 1u], kv_sh[i + 2u], kv_sh[i + 3u]), ds[b]);
+            let j = HEAD_DIM + i;
+            let vq = quant4(vec4<f32>(kv_sh[j], kv_sh[j + 1u], kv_sh[j + 2u], kv_sh[j + 3u]), ds[nb + b]);
+            k_cache[word >> 2u][word & 3u] = kq;
+            v_cache[word >> 2u][word & 3u] = vq;
+        }
+        let sw = (nb + 1u) / 2u;
+        for (var w = lid; w < sw; w += WG) {
+            let hi = 2u * w + 1u < nb;
+            let k_hi = select(0.0, ds[min(2u * w + 1u, nb - 1u)], hi);
+            let v_hi = select(0.0, ds[nb + min(2u * w + 1u, nb - 1u)], hi);
+            let word = SCALE_BASE + row * sw + w;
+            k_cache[word >> 2u][word & 3u] = pack2x16float(vec2<f32>(ds[2u * w], k_hi));
+            v_cache[word >> 2u][word & 3u] = pack2x16float(vec2<f32>(ds[nb + 2u * w], v_hi));
+        }
+    } else {
+        // 8 values (4 f16 pairs) per vec4 word.
+        for (var w = lid; w < HEAD_DIM / 8u; w += WG) {
+            let i = 8u * w;
+            var kw: vec4<u32>;
+            var vw: vec4<u32>;
+            for (var e = 0u; e < 4u; e++) {
+                kw[e] = pack2x16float(vec2<f32>(kv_sh[i + 2u * e], kv_sh[i + 2u * e + 1u]));
+                vw[e] = pack2x16float(vec2<f32>(kv_sh[HEAD_DIM + i + 2u * e], kv_sh[HEAD_DIM + i + 2u * e + 1u]));
+            }
+            k_cache[row * (HEAD_DIM / 8u) + w] = kw;
+            v_cache[row * (HEAD_DIM / 8u) + w] = vw;
+        }
+    }
+    // The chunk loop below reads this row back through the cache.
+    storageBarrier();
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let kvh = wid.x;
@@ -107,10 +237,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let row_vec4 = HEAD_DIM / 8u;
     let head0 = kvh * GROUP; // the group's query heads are head0 .. head0 + GROUP
 
-    for (var i = lid; i < GROUP * HEAD_DIM; i += WG) {
-        q_sh[i] = q[head0 * HEAD_DIM + i];
+    if (ROPE) {
+        let pos = n_kv - 1u;
+        let q_dim = N_HEAD_KV * GROUP * HEAD_DIM;
+        for (var i = lid; i < GROUP * HEAD_DIM; i += WG) {
+            q_sh[i] = q[head0 * HEAD_DIM + i];
+        }
+        if (start + CHUNK > pos) {
+            // This workgroup's chunk holds pos: it writes the token's k and v.
+            let k0 = q_dim + kvh * HEAD_DIM;
+            let v0 = q_dim + N_HEAD_KV * HEAD_DIM + kvh * HEAD_DIM;
+            for (var i = lid; i < HEAD_DIM; i += WG) {
+                kv_sh[i] = q[k0 + i];
+                kv_sh[HEAD_DIM + i] = q[v0 + i];
+            }
+        }
+        workgroupBarrier();
+        for (var g = 0u; g < GROUP; g++) {
+            norm_rope(lid, g * HEAD_DIM, false, pos);
+        }
+        if (start + CHUNK > pos) {
+            norm_rope(lid, 0u, true, pos);
+            write_kv(lid, kvh, pos);
+        }
+    } else {
+        for (var i = lid; i < GROUP * HEAD_DIM; i += WG) {
+            q_sh[i] = q[head0 * HEAD_DIM + i];
+        }
+        workgroupBarrier();
     }
-    workgroupBarrier();
 
     // Scores: `lanes` threads per position, each over every lanes-th 8 dims of the K row.
     let lanes = WG / CHUNK;

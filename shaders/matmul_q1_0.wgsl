@@ -20,6 +20,7 @@ override K: u32 = 2048u;          // input dim, multiple of 128
 override N: u32 = 2048u;          // output row length of y (all parts)
 override ROW0: u32 = 0u;          // first row of this part
 override N_ROWS: u32 = 2048u;     // rows in this part
+override W_ROW0: u32 = 0u;        // first row of this part in the weight buffers (row views)
 override ACCUMULATE: bool = false; // y += W x (fused residual) instead of y = W x
 
 const WG: u32 = 64u;
@@ -73,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             bits[q] = vec4<u32>(0u);
             d[q] = 0.0;
             if (r < N_ROWS) {
-                let bi = r * blocks + b;
+                let bi = (W_ROW0 + r) * blocks + b;
                 bits[q] = signs[bi];
                 d[q] = unpack2x16float(scales[bi / 2u])[bi % 2u];
             }

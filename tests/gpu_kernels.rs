@@ -13,7 +13,9 @@ use bonsai_wgpu::gpu::kernel::Op;
 use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
-use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, Reduce};
+use bonsai_wgpu::gpu::ops::matvec_q1_0::{
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Reduce,
+};
 use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
 use bonsai_wgpu::gpu::ops::topk::{TopK, TopKBindings};
@@ -396,7 +398,8 @@ async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
         n: logits.len() as u32,
     };
     let op = Argmax::new(ctx, &cache, &b).unwrap();
-    submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
+    let stage1 = op.stage1.as_ref().expect("stage 1");
+    submit_kernels(ctx, "argmax", &[stage1, &op.stage2]);
     read_buffer::<u32>(ctx, &op.result, 0, 1).await.unwrap()[0]
 }
 
@@ -507,7 +510,7 @@ async fn fixture_head_matvec_argmax_and_embedding() {
         };
         let am = Argmax::new(&ctx, &cache, &b).unwrap();
         let mut kernels: Vec<_> = head.kernels.iter().collect();
-        kernels.extend([&am.stage1, &am.stage2]);
+        kernels.extend([am.stage1.as_ref().expect("stage 1"), &am.stage2]);
         let t = now_ms();
         submit_kernels(&ctx, "head", &kernels);
         let got_idx = read_buffer::<u32>(&ctx, &am.result, 0, 1).await.unwrap()[0];
@@ -719,4 +722,181 @@ async fn batched_ops_encode_shorter_batches() {
         got[k * rows..].iter().all(|v| *v == SENTINEL),
         "embed wrote past token {rows}"
     );
+}
+
+/// The fused decode plan's matvec options (`shaders/lib/matvec_common.wgsl`) against the
+/// unfused CPU references they replace, with either reduction: the RMSNorm folded into the
+/// input with `silu(gate) * up` as the epilogue of a [gate; up] weight (row views of it as the
+/// separate weights), argmax stage 1 in the epilogue, and the attention merge in the input.
+async fn check_fused_matvec(reduce: Reduce) {
+    let ctx = ctx().await;
+    if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+        note!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let cache = PipelineCache::new();
+    let opts = MatvecOptions {
+        reduce,
+        ..Default::default()
+    };
+    let (k, n_ff, eps) = (256usize, 96usize, 1e-6f32);
+    let mut rng = StdRng::seed_from_u64(77);
+    let gate = random_q1_0(&mut rng, k, n_ff, WEIGHT_SCALES);
+    let up = random_q1_0(&mut rng, k, n_ff, WEIGHT_SCALES);
+    let x = random_f32(&mut rng, k, 1.0);
+    let g: Vec<f32> = (0..k).map(|_| rng.random_range(0.5..1.5)).collect();
+
+    // CPU: xn = rmsnorm(x) * g; hb = silu(Wgate xn) * (Wup xn); argmax of Wgate xn.
+    let mut xn = vec![0.0; k];
+    cpu::rmsnorm(&mut xn, &x, &g, eps);
+    let gate_y = cpu_matvec(&gate, k, n_ff, &xn, &[], false);
+    let up_y = cpu_matvec(&up, k, n_ff, &xn, &[], false);
+    let want_hb: Vec<f32> = gate_y
+        .iter()
+        .zip(&up_y)
+        .map(|(&a, &b)| cpu::silu(a) * b)
+        .collect();
+
+    let wg = Q1_0Weight::upload(&ctx, "gate", &gate, k, n_ff).unwrap();
+    let wu = Q1_0Weight::upload(&ctx, "up", &up, k, n_ff).unwrap();
+    let joined = Q1_0Weight::concat(&ctx, "gate_up", &[&wg, &wu])
+        .unwrap()
+        .expect("joinable");
+    let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
+    let gb = storage_buffer_init(&ctx, "g", &g).unwrap();
+    let hb = storage_buffer_init(&ctx, "hb", &vec![SENTINEL; n_ff]).unwrap();
+    let glu = MatvecQ1_0::fused(
+        &ctx,
+        &cache,
+        &MatvecQ1_0Bindings {
+            w: &joined,
+            x: &xb,
+            y: &hb,
+            opts,
+        },
+        &Fusion {
+            norm: Some((&gb, eps)),
+            glu: true,
+            ..Fusion::default()
+        },
+    )
+    .unwrap();
+    // A row view of the joined weight (gate), with argmax stage 1 and stage 2 over its partials.
+    let gate_view = joined.view("gate view", 0, n_ff).unwrap();
+    let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n_ff]).unwrap();
+    let n_partials = MatvecQ1_0::argmax_partials(&ctx, &gate_view, &opts);
+    let argmax = Argmax::over_partials(&ctx, &cache, n_partials).unwrap();
+    let head = MatvecQ1_0::fused(
+        &ctx,
+        &cache,
+        &MatvecQ1_0Bindings {
+            w: &gate_view,
+            x: &xb,
+            y: &yb,
+            opts,
+        },
+        &Fusion {
+            norm: Some((&gb, eps)),
+            argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
+            ..Fusion::default()
+        },
+    )
+    .unwrap();
+    let step = StepParams::default();
+    let ops: Vec<&dyn Op> = vec![&glu, &head, &argmax];
+    bonsai_wgpu::gpu::kernel::submit(&ctx, "fused matvecs", &ops, &step);
+    let got_hb = read_f32(&ctx, &hb, n_ff).await;
+    assert_close(
+        &format!("norm + silu(gate) * up {reduce:?}"),
+        &got_hb,
+        &want_hb,
+        MATVEC_TOL,
+    );
+    let got_y = read_f32(&ctx, &yb, n_ff).await;
+    assert_close(
+        &format!("norm + gate view {reduce:?}"),
+        &got_y,
+        &gate_y,
+        MATVEC_TOL,
+    );
+    let got_idx = read_buffer::<u32>(&ctx, &argmax.result, 0, 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        got_idx,
+        cpu::argmax(&got_y),
+        "argmax folded into the matvec {reduce:?}"
+    );
+
+    // Merge: 2 heads of 64, 3 live chunks of 16 positions out of 4: x = sum_c w_c o_c.
+    let (head_dim, n_head, chunk, max_chunks, live) = (64usize, 2usize, 16usize, 4usize, 3usize);
+    let kq = n_head * head_dim;
+    let wo = random_q1_0(&mut rng, kq, 8, WEIGHT_SCALES);
+    let part_o = random_f32(&mut rng, n_head * max_chunks * head_dim, 1.0);
+    let part_ml: Vec<f32> = (0..n_head * max_chunks)
+        .flat_map(|_| [rng.random_range(-3.0..3.0), rng.random_range(0.5..4.0)])
+        .collect();
+    let mut merged = vec![0.0; kq];
+    for h in 0..n_head {
+        let ml = |c: usize| {
+            (
+                part_ml[2 * (h * max_chunks + c)],
+                part_ml[2 * (h * max_chunks + c) + 1],
+            )
+        };
+        let m = (0..live).map(|c| ml(c).0).fold(f32::MIN, f32::max);
+        let l: f32 = (0..live).map(|c| (ml(c).0 - m).exp() * ml(c).1).sum();
+        for d in 0..head_dim {
+            merged[h * head_dim + d] = (0..live)
+                .map(|c| (ml(c).0 - m).exp() * part_o[(h * max_chunks + c) * head_dim + d])
+                .sum::<f32>()
+                / l;
+        }
+    }
+    let y0 = random_f32(&mut rng, 8, 1.0);
+    let want_o = cpu_matvec(&wo, kq, 8, &merged, &y0, true);
+    let w = Q1_0Weight::upload(&ctx, "wo", &wo, kq, 8).unwrap();
+    let ob = storage_buffer_init(&ctx, "part_o", &part_o).unwrap();
+    let mlb = storage_buffer_init(&ctx, "part_ml", &part_ml).unwrap();
+    let step_params = StepParams::new(live * chunk - 5, 1);
+    let stepb = bonsai_wgpu::gpu::buffers::uniform_buffer_init(&ctx, "step", &step_params);
+    let yo = storage_buffer_init(&ctx, "y", &y0).unwrap();
+    let merge_opts = MatvecOptions {
+        accumulate: true,
+        ..opts
+    };
+    let op = MatvecQ1_0::fused(
+        &ctx,
+        &cache,
+        &MatvecQ1_0Bindings {
+            w: &w,
+            x: &ob,
+            y: &yo,
+            opts: merge_opts,
+        },
+        &Fusion {
+            merge: Some(MergeInput {
+                step: &stepb,
+                part_ml: &mlb,
+                head_dim,
+                chunk,
+                max_chunks,
+            }),
+            ..Fusion::default()
+        },
+    )
+    .unwrap();
+    bonsai_wgpu::gpu::kernel::submit(&ctx, "merge matvec", &[&op], &step_params);
+    let got_o = read_f32(&ctx, &yo, 8).await;
+    assert_close(&format!("Wo merge {reduce:?}"), &got_o, &want_o, 1e-4);
+}
+
+#[gpu_test]
+async fn matvec_fused_options_shared() {
+    check_fused_matvec(Reduce::Shared).await;
+}
+
+#[gpu_test]
+async fn matvec_fused_options_subgroup() {
+    check_fused_matvec(Reduce::Subgroup).await;
 }

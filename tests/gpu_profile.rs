@@ -8,17 +8,18 @@ use std::sync::Arc;
 use bonsai_wgpu::Error;
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::session::PROFILE_CATEGORIES;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::session::{FUSED_PROFILE_CATEGORIES, PROFILE_CATEGORIES};
+use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use common::*;
 use pollster::block_on;
 
 /// Decode steps profiled after the prompt.
 const PROFILED_STEPS: usize = 3;
 
-fn session(model: &Arc<GpuModel>) -> Session {
+fn session(model: &Arc<GpuModel>, decode_plan: DecodePlan) -> Session {
     let opts = SessionOptions {
         n_ctx: 64,
+        decode_plan,
         ..SessionOptions::default()
     };
     Session::new(Arc::clone(model), opts).expect("session")
@@ -26,6 +27,15 @@ fn session(model: &Arc<GpuModel>) -> Session {
 
 #[test]
 fn profile_decode_times_every_category_and_matches_feed() {
+    profile(DecodePlan::Fused, &FUSED_PROFILE_CATEGORIES);
+}
+
+#[test]
+fn profile_decode_times_every_category_of_the_unfused_plan() {
+    profile(DecodePlan::Unfused, &PROFILE_CATEGORIES);
+}
+
+fn profile(plan: DecodePlan, categories: &[&str]) {
     let gguf = Gguf::open(fixture("tiny-bonsai-dev.gguf")).expect("open fixture");
     let ctx =
         block_on(GpuContext::new(&GpuOptions::default())).expect("GPU adapter (lavapipe in CI)");
@@ -34,8 +44,10 @@ fn profile_decode_times_every_category_and_matches_feed() {
     let model = GpuModel::load(Arc::new(ctx), &gguf).expect("load on GPU");
     let prompt = &llama_fixture().prompts[0].tokens;
 
-    let mut profiled = session(&model);
-    let mut plain = session(&model);
+    let mut profiled = session(&model, plan);
+    let mut plain = session(&model, plan);
+    assert_eq!(profiled.decode_plan(), plan);
+    assert_eq!(profiled.profile_categories(), categories);
     block_on(profiled.feed(prompt)).expect("feed");
     block_on(plain.feed(prompt)).expect("feed");
     if !has_timestamps {
@@ -60,10 +72,7 @@ fn profile_decode_times_every_category_and_matches_feed() {
         eprintln!("step {step}: {times:?}");
 
         let names: Vec<&str> = times.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names, PROFILE_CATEGORIES,
-            "every category, in forward order"
-        );
+        assert_eq!(names, categories, "every category, in forward order");
         for (name, ms) in &times {
             assert!(ms.is_finite() && *ms >= 0.0, "{name}: {ms} ms");
         }

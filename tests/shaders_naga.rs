@@ -26,24 +26,61 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         v.extend_from_slice(rest);
         v
     };
+    // The fused decode plan's matvecs (lib/matvec_common.wgsl): qkv with the norm folded in,
+    // gate|up with silu, Wo over merged attention partials, the head with argmax stage 1.
+    let fused = |rows: f64| {
+        vec![
+            [matvec(2048.0, 4096.0, 0.0, rows), vec![("NORM", 1.0)]].concat(),
+            [
+                matvec(2048.0, 12288.0, 0.0, rows),
+                vec![("NORM", 1.0), ("GLU", 1.0)],
+            ]
+            .concat(),
+            [
+                matvec(2048.0, 2048.0, 1.0, rows),
+                vec![("MERGE", 1.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 256.0)],
+            ]
+            .concat(),
+            [
+                matvec(4096.0, 151669.0, 0.0, rows),
+                vec![("NORM", 1.0), ("ARGMAX", 1.0), ("ARG_BASE", 0.0)],
+            ]
+            .concat(),
+        ]
+    };
+    let with_iters = |v: Vec<Vec<(&'static str, f64)>>| -> Vec<Vec<(&'static str, f64)>> {
+        v.into_iter()
+            .map(|o| [o, vec![("ITERS", 2.0)]].concat())
+            .collect()
+    };
     match name {
-        "matvec_q1_0_subgroup" | "matvec_q2_0_subgroup" => vec![
-            [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
-            [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
-            [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
-        ],
+        "matvec_q1_0_subgroup" | "matvec_q2_0_subgroup" => [
+            vec![
+                [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
+                [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
+                [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+            ],
+            with_iters(fused(128.0)),
+        ]
+        .concat(),
         "matvec_q2_0" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 16.0),
             matvec(4096.0, 151669.0, 0.0, 64.0),
             matvec(64.0, 1.0, 1.0, 256.0),
-        ],
+        ]
+        .into_iter()
+        .chain(fused(32.0))
+        .collect(),
         "matvec_q1_0" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 32.0),
             matvec(4096.0, 151669.0, 0.0, 128.0),
             matvec(128.0, 1.0, 1.0, 256.0),
-        ],
+        ]
+        .into_iter()
+        .chain(fused(32.0))
+        .collect(),
         "matvec_f32" => vec![
             vec![
                 ("K", 2048.0),
@@ -161,15 +198,16 @@ fn capabilities(needs: bonsai_wgpu::gpu::kernel::ShaderNeeds) -> Capabilities {
 
 fn compile_all_backends(shader: Shader, overrides: &[(&'static str, f64)]) -> Result<(), String> {
     let name = shader.name();
-    let module = naga::front::wgsl::parse_str(shader.source())
-        .map_err(|e| format!("{name}: WGSL parse: {}", e.emit_to_string(shader.source())))?;
+    let source = shader.source();
+    let module = naga::front::wgsl::parse_str(&source)
+        .map_err(|e| format!("{name}: WGSL parse: {}", e.emit_to_string(&source)))?;
     let mut validator = Validator::new(ValidationFlags::all(), capabilities(shader.needs()));
     validator
         .subgroup_stages(ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::all());
     let info = validator
         .validate(&module)
-        .map_err(|e| format!("{name}: validate: {}", e.emit_to_string(shader.source())))?;
+        .map_err(|e| format!("{name}: validate: {}", e.emit_to_string(&source)))?;
     let mut constants = PipelineConstants::default();
     for &(k, v) in overrides {
         constants.insert(k.to_string(), v);
@@ -213,17 +251,42 @@ fn every_shader_file_is_registered() {
             name.strip_suffix(".wgsl").map(str::to_string)
         })
         .collect();
-    let registered: BTreeSet<String> = Shader::ALL.iter().map(|s| s.name().to_string()).collect();
+    let registered: BTreeSet<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
     assert_eq!(files, registered, "shaders/*.wgsl vs Shader::ALL");
+    let mut parts = BTreeSet::new();
     for s in Shader::ALL {
-        let on_disk = std::fs::read_to_string(format!("{dir}/{}.wgsl", s.name())).unwrap();
+        let on_disk = std::fs::read_to_string(format!("{dir}/{}.wgsl", s.file())).unwrap();
+        assert_eq!(on_disk, s.main_part(), "{} differs from the file", s.name());
+        let mut joined = String::new();
+        for (part, text) in s.parts() {
+            let on_disk = std::fs::read_to_string(format!("{dir}/lib/{part}.wgsl")).unwrap();
+            assert_eq!(
+                &on_disk, text,
+                "lib/{part}.wgsl differs from the embedded text"
+            );
+            joined.push_str(text);
+            parts.insert(part.to_string());
+        }
+        joined.push_str(&on_disk);
         assert_eq!(
-            on_disk,
+            joined,
             s.source(),
-            "{} source differs from the file",
+            "{}: source is its parts then its file",
             s.name()
         );
     }
+    let lib: BTreeSet<String> = std::fs::read_dir(format!("{dir}/lib"))
+        .expect("shaders/lib/ directory")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".wgsl").map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        lib, parts,
+        "shaders/lib/*.wgsl vs the parts the shaders use"
+    );
 }
 
 #[test]

@@ -146,7 +146,7 @@ impl Shader {
         Shader::Topk,
     ];
 
-    /// File stem in `shaders/`.
+    /// Name in labels and errors.
     pub fn name(self) -> &'static str {
         match self {
             Shader::MatvecQ1_0 => "matvec_q1_0",
@@ -154,6 +154,16 @@ impl Shader {
             Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::MatvecQ2_0 => "matvec_q2_0",
             Shader::MatvecQ2_0Subgroup => "matvec_q2_0_subgroup",
+            _ => self.file(),
+        }
+    }
+
+    /// File stem in `shaders/` of the main part (the part with the entry point).
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::MatvecQ1_0 | Shader::MatvecQ2_0 => "matvec_shared",
+            Shader::MatvecQ1_0Subgroup | Shader::MatvecQ2_0Subgroup => "matvec_subgroup",
+            Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::EmbedQ2_0 => "embed_q2_0",
             Shader::MatmulQ2_0 => "matmul_q2_0",
             Shader::MatvecF32 => "matvec_f32",
@@ -171,28 +181,61 @@ impl Shader {
         }
     }
 
-    /// WGSL source text.
-    pub fn source(self) -> &'static str {
+    /// The main part's WGSL text (`shaders/<file>.wgsl`).
+    pub fn main_part(self) -> &'static str {
+        match self.file() {
+            "matvec_shared" => include_str!("../../shaders/matvec_shared.wgsl"),
+            "matvec_subgroup" => include_str!("../../shaders/matvec_subgroup.wgsl"),
+            "embed_q1_0" => include_str!("../../shaders/embed_q1_0.wgsl"),
+            "embed_q2_0" => include_str!("../../shaders/embed_q2_0.wgsl"),
+            "matmul_q2_0" => include_str!("../../shaders/matmul_q2_0.wgsl"),
+            "matvec_f32" => include_str!("../../shaders/matvec_f32.wgsl"),
+            "matmul_f32" => include_str!("../../shaders/matmul_f32.wgsl"),
+            "embed_f32" => include_str!("../../shaders/embed_f32.wgsl"),
+            "rmsnorm" => include_str!("../../shaders/rmsnorm.wgsl"),
+            "silu_mul" => include_str!("../../shaders/silu_mul.wgsl"),
+            "argmax" => include_str!("../../shaders/argmax.wgsl"),
+            "qk_norm_rope" => include_str!("../../shaders/qk_norm_rope.wgsl"),
+            "attention_decode" => include_str!("../../shaders/attention_decode.wgsl"),
+            "attention_merge" => include_str!("../../shaders/attention_merge.wgsl"),
+            "attention_prefill" => include_str!("../../shaders/attention_prefill.wgsl"),
+            "matmul_q1_0" => include_str!("../../shaders/matmul_q1_0.wgsl"),
+            "topk" => include_str!("../../shaders/topk.wgsl"),
+            other => unreachable!("shaders/{other}.wgsl is not included"),
+        }
+    }
+
+    /// Library parts (`shaders/lib/`) joined before the main part, in order. WGSL has no
+    /// includes: the matvec kernels share their format cores and options this way.
+    pub fn parts(self) -> &'static [(&'static str, &'static str)] {
+        const Q1_0_DOTS: (&str, &str) = (
+            "q1_0_dots",
+            include_str!("../../shaders/lib/q1_0_dots.wgsl"),
+        );
+        const Q2_0_DOTS: (&str, &str) = (
+            "q2_0_dots",
+            include_str!("../../shaders/lib/q2_0_dots.wgsl"),
+        );
+        const COMMON: (&str, &str) = (
+            "matvec_common",
+            include_str!("../../shaders/lib/matvec_common.wgsl"),
+        );
         match self {
-            Shader::MatvecQ1_0 => include_str!("../../shaders/matvec_q1_0.wgsl"),
-            Shader::MatvecQ1_0Subgroup => include_str!("../../shaders/matvec_q1_0_subgroup.wgsl"),
-            Shader::EmbedQ1_0 => include_str!("../../shaders/embed_q1_0.wgsl"),
-            Shader::MatvecQ2_0 => include_str!("../../shaders/matvec_q2_0.wgsl"),
-            Shader::MatvecQ2_0Subgroup => include_str!("../../shaders/matvec_q2_0_subgroup.wgsl"),
-            Shader::EmbedQ2_0 => include_str!("../../shaders/embed_q2_0.wgsl"),
-            Shader::MatmulQ2_0 => include_str!("../../shaders/matmul_q2_0.wgsl"),
-            Shader::MatvecF32 => include_str!("../../shaders/matvec_f32.wgsl"),
-            Shader::MatmulF32 => include_str!("../../shaders/matmul_f32.wgsl"),
-            Shader::EmbedF32 => include_str!("../../shaders/embed_f32.wgsl"),
-            Shader::Rmsnorm => include_str!("../../shaders/rmsnorm.wgsl"),
-            Shader::SiluMul => include_str!("../../shaders/silu_mul.wgsl"),
-            Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
-            Shader::QkNormRope => include_str!("../../shaders/qk_norm_rope.wgsl"),
-            Shader::AttentionDecode => include_str!("../../shaders/attention_decode.wgsl"),
-            Shader::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl"),
-            Shader::AttentionPrefill => include_str!("../../shaders/attention_prefill.wgsl"),
-            Shader::MatmulQ1_0 => include_str!("../../shaders/matmul_q1_0.wgsl"),
-            Shader::Topk => include_str!("../../shaders/topk.wgsl"),
+            Shader::MatvecQ1_0 | Shader::MatvecQ1_0Subgroup => &[Q1_0_DOTS, COMMON],
+            Shader::MatvecQ2_0 | Shader::MatvecQ2_0Subgroup => &[Q2_0_DOTS, COMMON],
+            _ => &[],
+        }
+    }
+
+    /// WGSL source text: the library parts, then the main part.
+    pub fn source(self) -> std::borrow::Cow<'static, str> {
+        match self.parts() {
+            [] => self.main_part().into(),
+            parts => {
+                let mut s: String = parts.iter().map(|(_, text)| *text).collect();
+                s.push_str(self.main_part());
+                s.into()
+            }
         }
     }
 
@@ -213,7 +256,7 @@ impl Shader {
         if self.needs().subgroups && backend == wgpu::Backend::BrowserWebGpu {
             format!("enable subgroups;\n{}", self.source()).into()
         } else {
-            self.source().into()
+            self.source()
         }
     }
 }
@@ -234,6 +277,17 @@ struct PipelineKey {
 pub struct PipelineCache {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    unused: Mutex<Option<UnusedBindings>>,
+}
+
+/// Buffers bound where a kernel's options leave a binding unread or unwritten (a pipeline's
+/// layout lists every binding its entry point mentions, whatever the override constants).
+#[derive(Clone, Debug)]
+pub struct UnusedBindings {
+    /// A 16-byte uniform.
+    pub uniform: wgpu::Buffer,
+    /// Two distinct 16-byte storage buffers (writable bindings must not alias).
+    pub storage: [wgpu::Buffer; 2],
 }
 
 impl PipelineCache {
@@ -245,6 +299,34 @@ impl PipelineCache {
     /// Number of distinct pipelines built so far.
     pub fn len(&self) -> usize {
         self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// The placeholder buffers of [`UnusedBindings`], made once per cache.
+    pub fn unused(&self, ctx: &GpuContext) -> Result<UnusedBindings> {
+        let mut unused = self
+            .unused
+            .lock()
+            .map_err(|_| Error::Gpu("pipeline cache lock poisoned".into()))?;
+        if let Some(u) = unused.as_ref() {
+            return Ok(u.clone());
+        }
+        let buffer = |label: &str, usage: wgpu::BufferUsages| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let u = UnusedBindings {
+            uniform: buffer("unused uniform", wgpu::BufferUsages::UNIFORM),
+            storage: [
+                buffer("unused storage 0", wgpu::BufferUsages::STORAGE),
+                buffer("unused storage 1", wgpu::BufferUsages::STORAGE),
+            ],
+        };
+        *unused = Some(u.clone());
+        Ok(u)
     }
 
     /// Whether no pipeline has been built yet.

@@ -13,6 +13,16 @@ use crate::gpu::q1_0::Q1_0Weight;
 use crate::model::config::Qwen3Config;
 use crate::model::weights::{Placement, Weights};
 
+/// One layer's weights joined for the fused decode plan (ARCHITECTURE.md, "A decode step");
+/// the layer's own `wq`, `wk`, `wv`, `w_gate` and `w_up` become row views of these, so every
+/// weight is stored once.
+pub struct FusedLayer {
+    /// Rows of `wq`, then `wk`, then `wv`: one matvec for all three.
+    pub wqkv: Q1_0Weight,
+    /// Rows of `w_gate`, then `w_up`: one matvec with the `silu(gate) * up` epilogue.
+    pub w_gate_up: Q1_0Weight,
+}
+
 /// A Qwen3 model loaded onto a GPU.
 pub struct GpuModel {
     /// The device the weights live on.
@@ -23,6 +33,9 @@ pub struct GpuModel {
     pub pipelines: PipelineCache,
     /// Every weight: matrices in the GPU layout of their type, norms as (n) f32 storage buffers.
     pub weights: Weights<Q1_0Weight, wgpu::Buffer>,
+    /// Joined weights of every layer, when all of them could be joined (packed formats, one
+    /// binding each); `None` means sessions decode with the unfused plan.
+    pub fused: Option<Vec<FusedLayer>>,
 }
 
 /// Uploads each tensor to the device.
@@ -57,9 +70,11 @@ impl GpuModel {
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn load(ctx: Arc<GpuContext>, gguf: &Gguf) -> Result<Arc<GpuModel>> {
         let config = Qwen3Config::from_gguf(gguf)?;
-        let weights = Weights::load(gguf, &config, Device(&ctx))?;
+        let mut weights = Weights::load(gguf, &config, Device(&ctx))?;
+        let fused = fuse_layers(&ctx, &mut weights)?;
         let model = GpuModel {
             weights,
+            fused,
             config,
             pipelines: PipelineCache::new(),
             ctx,
@@ -70,8 +85,55 @@ impl GpuModel {
 
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> u64 {
-        let q1: u64 = self.weights.matrices().map(Q1_0Weight::gpu_bytes).sum();
+        let fused: u64 = self
+            .fused
+            .iter()
+            .flatten()
+            .map(|f| f.wqkv.gpu_bytes() + f.w_gate_up.gpu_bytes())
+            .sum();
+        let q1: u64 = self
+            .weights
+            .matrices()
+            .map(Q1_0Weight::gpu_bytes)
+            .sum::<u64>()
+            + fused;
         let norms: u64 = self.weights.norms().map(wgpu::Buffer::size).sum();
         q1 + norms
     }
+}
+
+/// Joins every layer's q|k|v and gate|up on the GPU and replaces the parts by row views, or
+/// leaves the weights alone (`None`) when any layer's cannot be joined (dense or split weights,
+/// an odd n_ff).
+fn fuse_layers(
+    ctx: &GpuContext,
+    weights: &mut Weights<Q1_0Weight, wgpu::Buffer>,
+) -> Result<Option<Vec<FusedLayer>>> {
+    let joinable = weights.layers.iter().all(|l| {
+        Q1_0Weight::joinable(ctx, &[&l.wq, &l.wk, &l.wv])
+            && Q1_0Weight::joinable(ctx, &[&l.w_gate, &l.w_up])
+            && l.w_gate.n.is_multiple_of(2)
+    });
+    if !joinable {
+        return Ok(None);
+    }
+    let mut fused = Vec::with_capacity(weights.layers.len());
+    for (i, l) in weights.layers.iter_mut().enumerate() {
+        let join = |name: String, ws: &[&Q1_0Weight]| -> Result<Q1_0Weight> {
+            Q1_0Weight::concat(ctx, &name, ws)?.ok_or_else(|| {
+                crate::Error::InvalidArgument(format!("{name}: weights cannot be joined"))
+            })
+        };
+        let wqkv = join(format!("blk.{i}.attn_qkv"), &[&l.wq, &l.wk, &l.wv])?;
+        let w_gate_up = join(format!("blk.{i}.ffn_gate_up"), &[&l.w_gate, &l.w_up])?;
+        let (nq, nk, nv) = (l.wq.n, l.wk.n, l.wv.n);
+        l.wq = wqkv.view(&l.wq.name, 0, nq)?;
+        l.wk = wqkv.view(&l.wk.name, nq, nk)?;
+        l.wv = wqkv.view(&l.wv.name, nq + nk, nv)?;
+        let n_ff = l.w_gate.n;
+        l.w_gate = w_gate_up.view(&l.w_gate.name, 0, n_ff)?;
+        l.w_up = w_gate_up.view(&l.w_up.name, n_ff, n_ff)?;
+        fused.push(FusedLayer { wqkv, w_gate_up });
+    }
+    Ok(Some(fused))
 }

@@ -160,6 +160,12 @@ pub struct Q1_0Part {
     pub row0: usize,
     /// Rows in this part.
     pub n_rows: usize,
+    /// Row of the buffers where this part starts: 0, or the offset of a row view into a fused
+    /// weight's buffers ([`Q1_0Weight::concat`]).
+    pub w_row0: usize,
+    /// Whether the buffers belong to another weight (a row view): not counted in
+    /// [`Q1_0Weight::gpu_bytes`].
+    pub is_view: bool,
     /// Packed: code words, (n_rows, k * bits / 32) u32 (Q1_0: one sign bit per weight).
     /// Dense: the rows, (n_rows, k) f32.
     pub signs: wgpu::Buffer,
@@ -247,6 +253,8 @@ impl Q1_0Weight {
             parts.push(Q1_0Part {
                 row0,
                 n_rows,
+                w_row0: 0,
+                is_view: false,
                 signs,
                 scales,
             });
@@ -266,11 +274,111 @@ impl Q1_0Weight {
         self.k / self.format.weights_per_word()
     }
 
-    /// Total bytes on the GPU (packed: the GGUF size, up to per-part padding to 4 bytes).
+    /// Total bytes on the GPU (packed: the GGUF size, up to per-part padding to 4 bytes); 0
+    /// for a row view.
     pub fn gpu_bytes(&self) -> u64 {
         self.parts
             .iter()
+            .filter(|p| !p.is_view)
             .map(|p| p.signs.size() + p.scales.as_ref().map_or(0, wgpu::Buffer::size))
             .sum()
+    }
+
+    /// The rows of `ws` in order as one weight named `name`, copied on the GPU (the fused decode
+    /// plan's q|k|v and gate|up), or `None` when they cannot be joined: a dense or split weight,
+    /// different formats or row lengths, or a weight whose scales end mid-word.
+    pub fn concat(ctx: &GpuContext, name: &str, ws: &[&Q1_0Weight]) -> Result<Option<Q1_0Weight>> {
+        if !Self::joinable(ctx, ws) {
+            return Ok(None);
+        }
+        let (format, k) = (ws[0].format, ws[0].k);
+        let n: usize = ws.iter().map(|w| w.n).sum();
+        let code_bytes = |w: &Q1_0Weight| (w.n * w.words_per_row() * 4) as u64;
+        let scale_bytes = |w: &Q1_0Weight| (w.n * k / format.block() * 2) as u64;
+        let total_codes: u64 = ws.iter().map(|w| code_bytes(w)).sum();
+        let total_scales: u64 = ws.iter().map(|w| scale_bytes(w)).sum();
+        let signs = super::buffers::storage_buffer(ctx, &format!("{name}.codes"), total_codes)?;
+        let scales = super::buffers::storage_buffer(ctx, &format!("{name}.scales"), total_scales)?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("concat weights"),
+            });
+        let (mut at_codes, mut at_scales) = (0, 0);
+        for w in ws {
+            let part = &w.parts[0];
+            let Some(src_scales) = part.scales.as_ref() else {
+                return Ok(None);
+            };
+            encoder.copy_buffer_to_buffer(&part.signs, 0, &signs, at_codes, code_bytes(w));
+            encoder.copy_buffer_to_buffer(src_scales, 0, &scales, at_scales, scale_bytes(w));
+            at_codes += code_bytes(w);
+            at_scales += scale_bytes(w);
+        }
+        ctx.queue.submit([encoder.finish()]);
+        Ok(Some(Q1_0Weight {
+            name: name.to_string(),
+            format,
+            k,
+            n,
+            parts: vec![Q1_0Part {
+                row0: 0,
+                n_rows: n,
+                w_row0: 0,
+                is_view: false,
+                signs,
+                scales: Some(scales),
+            }],
+        }))
+    }
+
+    /// Whether [`Self::concat`] can join `ws`: packed, one part each (not views), the same
+    /// format and row length, scales ending on a word, and the result within one binding.
+    pub fn joinable(ctx: &GpuContext, ws: &[&Q1_0Weight]) -> bool {
+        let Some(first) = ws.first() else {
+            return false;
+        };
+        let (format, k) = (first.format, first.k);
+        let codes: u64 = ws
+            .iter()
+            .map(|w| (w.n * w.words_per_row() * 4) as u64)
+            .sum();
+        codes <= ctx.max_binding_bytes()
+            && ws.iter().all(|w| {
+                w.format == format
+                    && w.format.has_scales()
+                    && w.k == k
+                    && w.parts.len() == 1
+                    && !w.parts[0].is_view
+                    && (w.n * k / format.block()).is_multiple_of(2)
+            })
+    }
+
+    /// Rows `first .. first + n` of this single-part weight as a weight of its own that shares
+    /// the buffers (kernels offset their row index by `first`).
+    pub fn view(&self, name: &str, first: usize, n: usize) -> Result<Q1_0Weight> {
+        match self.parts.as_slice() {
+            [part] if first + n <= part.n_rows => Ok(Q1_0Weight {
+                name: name.to_string(),
+                format: self.format,
+                k: self.k,
+                n,
+                parts: vec![Q1_0Part {
+                    row0: 0,
+                    n_rows: n,
+                    w_row0: part.w_row0 + first,
+                    is_view: true,
+                    signs: part.signs.clone(),
+                    scales: part.scales.clone(),
+                }],
+            }),
+            _ => Err(Error::InvalidArgument(format!(
+                "rows {first}..{} of {} ({} rows in {} parts): not a view of one part",
+                first + n,
+                self.name,
+                self.n,
+                self.parts.len()
+            ))),
+        }
     }
 }

@@ -262,6 +262,7 @@ fn start_scheduler(
                         n_ctx,
                         max_batch: chunk,
                         cache_type,
+                        ..SessionOptions::default()
                     };
                     let sessions = (0..slots)
                         .map(|_| Session::new(model.clone(), options))

@@ -22,8 +22,9 @@ pub struct ArgmaxBindings<'a> {
 /// Both stages and their buffers; `result` holds the winning index (u32) after encoding.
 #[derive(Clone, Debug)]
 pub struct Argmax {
-    /// Reduces the logits to one (max, index) pair per workgroup.
-    pub stage1: Kernel,
+    /// Reduces the logits to one (max, index) pair per workgroup; `None` when another kernel
+    /// writes the pairs ([`Argmax::over_partials`]).
+    pub stage1: Option<Kernel>,
     /// Reduces stage 1's pairs with one workgroup.
     pub stage2: Kernel,
     /// Stage 1 maxima: (n_groups) f32.
@@ -72,29 +73,46 @@ impl Argmax {
                 ),
             },
         )?;
-        let stage2 = Kernel::new(
+        let stage2 = stage2_kernel(
             ctx,
             cache,
-            KernelSpec {
-                label: format!("argmax stage 2 over {n_groups}"),
-                shader: Shader::Argmax,
-                entry: "main",
-                overrides: &[
-                    ("N", n_groups as f64),
-                    ("ITEMS", n_groups.div_ceil(WG) as f64),
-                    ("USE_IDX", 1.0),
-                ],
-                bindings: &[
-                    partial_val.as_entire_binding(),
-                    partial_idx.as_entire_binding(),
-                    result_val.as_entire_binding(),
-                    result.as_entire_binding(),
-                ],
-                workgroups: [1, 1, 1],
-            },
+            n_groups,
+            &partial_val,
+            &partial_idx,
+            &result_val,
+            &result,
         )?;
         Ok(Argmax {
-            stage1,
+            stage1: Some(stage1),
+            stage2,
+            partial_val,
+            partial_idx,
+            result_val,
+            result,
+        })
+    }
+
+    /// Stage 2 alone, over `n_groups` (value, index) pairs that another kernel writes into
+    /// `partial_val` / `partial_idx` (the fused LM head's epilogue: stage 1 there).
+    pub fn over_partials(ctx: &GpuContext, cache: &PipelineCache, n_groups: u32) -> Result<Argmax> {
+        if n_groups == 0 {
+            return Err(Error::InvalidArgument("argmax over 0 partials".into()));
+        }
+        let partial_val = storage_buffer(ctx, "argmax partial_val", 4 * n_groups as u64)?;
+        let partial_idx = storage_buffer(ctx, "argmax partial_idx", 4 * n_groups as u64)?;
+        let result_val = storage_buffer(ctx, "argmax result_val", 4)?;
+        let result = storage_buffer(ctx, "argmax result", 4)?;
+        let stage2 = stage2_kernel(
+            ctx,
+            cache,
+            n_groups,
+            &partial_val,
+            &partial_idx,
+            &result_val,
+            &result,
+        )?;
+        Ok(Argmax {
+            stage1: None,
             stage2,
             partial_val,
             partial_idx,
@@ -104,10 +122,45 @@ impl Argmax {
     }
 }
 
+/// Reduces `n_groups` (value, index) pairs with one workgroup into `result_val` / `result`.
+fn stage2_kernel(
+    ctx: &GpuContext,
+    cache: &PipelineCache,
+    n_groups: u32,
+    partial_val: &wgpu::Buffer,
+    partial_idx: &wgpu::Buffer,
+    result_val: &wgpu::Buffer,
+    result: &wgpu::Buffer,
+) -> Result<Kernel> {
+    Kernel::new(
+        ctx,
+        cache,
+        KernelSpec {
+            label: format!("argmax stage 2 over {n_groups}"),
+            shader: Shader::Argmax,
+            entry: "main",
+            overrides: &[
+                ("N", n_groups as f64),
+                ("ITEMS", n_groups.div_ceil(WG) as f64),
+                ("USE_IDX", 1.0),
+            ],
+            bindings: &[
+                partial_val.as_entire_binding(),
+                partial_idx.as_entire_binding(),
+                result_val.as_entire_binding(),
+                result.as_entire_binding(),
+            ],
+            workgroups: [1, 1, 1],
+        },
+    )
+}
+
 /// Both stages, whatever the step.
 impl Op for Argmax {
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
-        self.stage1.encode(pass, step);
+        if let Some(stage1) = &self.stage1 {
+            stage1.encode(pass, step);
+        }
         self.stage2.encode(pass, step);
     }
 }

@@ -112,6 +112,37 @@ pub struct AttentionDecodeBindings<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
+/// The QK-norm weights the fused attention's prologue applies ([`AttentionDecode::fused`]).
+#[derive(Clone, Copy)]
+pub struct RopeInput<'a> {
+    /// `attn_q_norm`: (head_dim) f32.
+    pub q_norm: &'a wgpu::Buffer,
+    /// `attn_k_norm`: (head_dim) f32.
+    pub k_norm: &'a wgpu::Buffer,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+/// The fused decode plan's attention: one kernel that QK-normalises and rotates the token's
+/// q|k|v, writes k and v into the cache and computes the per-chunk partials; the merge is
+/// folded into the Wo matvec's input ([`crate::gpu::ops::matvec_q1_0::Fusion::merge`]).
+#[derive(Clone, Debug)]
+pub struct FusedAttention {
+    /// `attention_decode.wgsl` with `ROPE`, one workgroup per kv head and chunk.
+    pub partial: Kernel,
+    /// Cache positions per workgroup.
+    pub chunk: u32,
+}
+
+/// Dispatches only the chunks that hold keys, as [`AttentionDecode`] does.
+impl Op for FusedAttention {
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
+        let chunks = step.n_kv.div_ceil(self.chunk);
+        self.partial
+            .dispatch_groups(pass, [self.partial.workgroups[0], chunks, 1]);
+    }
+}
+
 impl AttentionDecode {
     /// Builds the partial and merge kernels of one layer; errors if the layer, the scratch or a
     /// buffer does not fit the cache's shape.
@@ -121,48 +152,10 @@ impl AttentionDecode {
         b: &AttentionDecodeBindings<'_>,
     ) -> Result<AttentionDecode> {
         let dims = b.kv.dims;
-        dims.check()?;
-        let layer = b.kv.layer(b.layer)?;
-        let chunk = b.scratch.chunk;
-        let n_chunks = b.kv.n_ctx.div_ceil(chunk);
-        if b.scratch.max_chunks < n_chunks {
-            return Err(Error::InvalidArgument(format!(
-                "decode scratch holds {} chunks, the cache needs {n_chunks}",
-                b.scratch.max_chunks
-            )));
-        }
         check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
-        check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
+        let partial = partial_kernel(ctx, cache, b, None)?;
         let max_chunks = b.scratch.max_chunks as f64;
-        let [kv_q8, scale_base] = b.kv.overrides();
-        let partial = Kernel::new(
-            ctx,
-            cache,
-            KernelSpec {
-                label: format!("attention_decode[{}]", b.layer),
-                shader: Shader::AttentionDecode,
-                entry: "main",
-                overrides: &[
-                    ("HEAD_DIM", dims.head_dim as f64),
-                    ("N_HEAD_KV", dims.n_head_kv as f64),
-                    ("GROUP", dims.group() as f64),
-                    ("CHUNK", chunk as f64),
-                    ("MAX_CHUNKS", max_chunks),
-                    ("SCALE", dims.scale() as f64),
-                    kv_q8,
-                    scale_base,
-                ],
-                bindings: &[
-                    b.step.as_entire_binding(),
-                    b.q.as_entire_binding(),
-                    layer.k.as_entire_binding(),
-                    layer.v.as_entire_binding(),
-                    b.scratch.part_o.as_entire_binding(),
-                    b.scratch.part_ml.as_entire_binding(),
-                ],
-                workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
-            },
-        )?;
+        let chunk = b.scratch.chunk;
         let merge = Kernel::new(
             ctx,
             cache,
@@ -190,4 +183,99 @@ impl AttentionDecode {
             chunk: chunk as u32,
         })
     }
+
+    /// The fused plan's kernel: `b.q` holds the token's q|k|v matvec output
+    /// ((n_head + 2 n_head_kv) * head_dim f32); `b.out` is unused (the partials are the output).
+    pub fn fused(
+        ctx: &GpuContext,
+        cache: &PipelineCache,
+        b: &AttentionDecodeBindings<'_>,
+        rope: &RopeInput<'_>,
+    ) -> Result<FusedAttention> {
+        let dims = b.kv.dims;
+        if dims.head_dim > 256 || b.kv.n_rot > dims.head_dim || b.kv.n_rot % 2 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "fused attention: head_dim {} (at most 256), n_rot {}",
+                dims.head_dim, b.kv.n_rot
+            )));
+        }
+        check_binding(
+            b.q,
+            4 * (dims.q_dim() + 2 * dims.kv_dim()),
+            "fused attention q|k|v",
+        )?;
+        check_binding(rope.q_norm, 4 * dims.head_dim, "fused attention q_norm")?;
+        check_binding(rope.k_norm, 4 * dims.head_dim, "fused attention k_norm")?;
+        Ok(FusedAttention {
+            partial: partial_kernel(ctx, cache, b, Some(rope))?,
+            chunk: b.scratch.chunk as u32,
+        })
+    }
+}
+
+/// `attention_decode.wgsl` for one layer, with the ROPE prologue when `rope` is given.
+fn partial_kernel(
+    ctx: &GpuContext,
+    cache: &PipelineCache,
+    b: &AttentionDecodeBindings<'_>,
+    rope: Option<&RopeInput<'_>>,
+) -> Result<Kernel> {
+    let dims = b.kv.dims;
+    dims.check()?;
+    let layer = b.kv.layer(b.layer)?;
+    let chunk = b.scratch.chunk;
+    let n_chunks = b.kv.n_ctx.div_ceil(chunk);
+    if b.scratch.max_chunks < n_chunks {
+        return Err(Error::InvalidArgument(format!(
+            "decode scratch holds {} chunks, the cache needs {n_chunks}",
+            b.scratch.max_chunks
+        )));
+    }
+    check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
+    let max_chunks = b.scratch.max_chunks as f64;
+    let [kv_q8, scale_base] = b.kv.overrides();
+    let unused = cache.unused(ctx)?;
+    let (q_norm, k_norm, table, eps) = match rope {
+        Some(r) => (r.q_norm, r.k_norm, &b.kv.rope, r.eps),
+        None => (
+            &unused.storage[0],
+            &unused.storage[0],
+            &unused.storage[0],
+            0.0,
+        ),
+    };
+    Kernel::new(
+        ctx,
+        cache,
+        KernelSpec {
+            label: format!("attention_decode[{}]", b.layer),
+            shader: Shader::AttentionDecode,
+            entry: "main",
+            overrides: &[
+                ("HEAD_DIM", dims.head_dim as f64),
+                ("N_HEAD_KV", dims.n_head_kv as f64),
+                ("GROUP", dims.group() as f64),
+                ("CHUNK", chunk as f64),
+                ("MAX_CHUNKS", max_chunks),
+                ("SCALE", dims.scale() as f64),
+                kv_q8,
+                scale_base,
+                ("ROPE", if rope.is_some() { 1.0 } else { 0.0 }),
+                ("N_ROT", b.kv.n_rot as f64),
+                ("EPS", eps as f64),
+            ],
+            bindings: &[
+                b.step.as_entire_binding(),
+                b.q.as_entire_binding(),
+                layer.k.as_entire_binding(),
+                layer.v.as_entire_binding(),
+                b.scratch.part_o.as_entire_binding(),
+                b.scratch.part_ml.as_entire_binding(),
+                q_norm.as_entire_binding(),
+                k_norm.as_entire_binding(),
+                table.as_entire_binding(),
+            ],
+            workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
+        },
+    )
 }

@@ -81,6 +81,16 @@ impl MatmulQ1_0 {
                 let mut bindings = vec![b.step.as_entire_binding(), b.x.as_entire_binding()];
                 bindings.extend(part.bindings());
                 bindings.push(b.y.as_entire_binding());
+                let mut overrides = vec![
+                    ("K", w.k as f64),
+                    ("N", w.n as f64),
+                    ("ROW0", part.row0 as f64),
+                    ("N_ROWS", part.n_rows as f64),
+                    ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
+                ];
+                if w.format.has_scales() {
+                    overrides.push(("W_ROW0", part.w_row0 as f64));
+                }
                 Kernel::new(
                     ctx,
                     cache,
@@ -88,13 +98,7 @@ impl MatmulQ1_0 {
                         label: format!("{} {}[{}..]", shader.name(), w.name, part.row0),
                         shader,
                         entry: "main",
-                        overrides: &[
-                            ("K", w.k as f64),
-                            ("N", w.n as f64),
-                            ("ROW0", part.row0 as f64),
-                            ("N_ROWS", part.n_rows as f64),
-                            ("ACCUMULATE", if accumulate { 1.0 } else { 0.0 }),
-                        ],
+                        overrides: &overrides,
                         bindings: &bindings,
                         workgroups: [
                             part.n_rows.div_ceil(rows_per_workgroup) as u32,

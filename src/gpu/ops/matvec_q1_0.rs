@@ -1,11 +1,16 @@
 //! `y = W x` (or `y += W x`) for a Q1_0 or Q2_0 weight: the op that dominates decode time.
-//! Shaders: `matvec_q1_0.wgsl` / `matvec_q2_0.wgsl` (workgroup-memory reduction, every adapter)
-//! and `matvec_q1_0_subgroup.wgsl` / `matvec_q2_0_subgroup.wgsl` (subgroupAdd, when the adapter
-//! has subgroups), picked by the weight's [`WeightFormat`]; `matvec_f32.wgsl` for the dense rows
-//! of F32 / F16 / BF16 weights.
-//! CPU reference: [`crate::cpu::ops::Matrix::matvec`].
+//! Shaders: `shaders/lib/q1_0_dots.wgsl` or `q2_0_dots.wgsl` (the weight format, picked by the
+//! weight's [`WeightFormat`]) + `lib/matvec_common.wgsl` (input and output options) +
+//! `matvec_shared.wgsl` (workgroup-memory reduction, every adapter) or `matvec_subgroup.wgsl`
+//! (subgroupAdd, when the adapter has subgroups); `matvec_f32.wgsl` for the dense rows of F32 /
+//! F16 / BF16 weights.
+//!
+//! [`MatvecQ1_0::fused`] builds the fused decode plan's variants ([`Fusion`]): the RMSNorm
+//! folded into the input, the attention merge folded into the input, `silu(gate) * up` as the
+//! epilogue of a [gate; up] weight, argmax stage 1 as the epilogue of the LM head.
+//! CPU reference: [`crate::cpu::ops::Matrix::matvec`] and the unfused ops it replaces.
 
-use crate::gpu::buffers::StepParams;
+use crate::gpu::buffers::{StepParams, check_binding};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
@@ -57,12 +62,43 @@ pub struct MatvecQ1_0Bindings<'a> {
     pub opts: MatvecOptions,
 }
 
+/// What a fused matvec does beyond `y (+)= W x` (see `shaders/lib/matvec_common.wgsl`).
+#[derive(Clone, Copy, Default)]
+pub struct Fusion<'a> {
+    /// `Some((g, eps))`: the input is `rmsnorm(x) * g` (`g`: (k) f32).
+    pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// The input is the attention output merged from the decode partials (`x` is `part_o`).
+    pub merge: Option<MergeInput<'a>>,
+    /// The weight is [gate; up]: `y[i] = silu(gate_i . x) * (up_i . x)` for the n/2 outputs.
+    pub glu: bool,
+    /// Argmax stage 1 of the outputs into these (value, index) partials, one per workgroup
+    /// ([`MatvecQ1_0::argmax_partials`] of them); argmax.wgsl's stage 2 reduces them.
+    pub argmax: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// The attention partials a [`Fusion::merge`] reads (`attention_decode.wgsl`'s outputs).
+#[derive(Clone, Copy)]
+pub struct MergeInput<'a> {
+    /// `StepParams` uniform: `n_kv` gives the live chunks.
+    pub step: &'a wgpu::Buffer,
+    /// Per-chunk (max, sum): (n_head, max_chunks) `vec2<f32>`.
+    pub part_ml: &'a wgpu::Buffer,
+    /// Head size (k / head_dim heads, at most 64).
+    pub head_dim: usize,
+    /// Positions per chunk.
+    pub chunk: usize,
+    /// Chunk stride of the partial buffers.
+    pub max_chunks: usize,
+}
+
 /// One kernel per weight part; encode them all (they write disjoint ranges of y). Runs every
 /// [`WeightFormat`] (the weight's format picks the shader).
 #[derive(Clone, Debug)]
 pub struct MatvecQ1_0 {
     /// One kernel per weight part.
     pub kernels: Vec<Kernel>,
+    /// Workgroups of every part together: with [`Fusion::argmax`], the partials written.
+    pub n_workgroups: u32,
 }
 
 impl MatvecQ1_0 {
@@ -72,74 +108,127 @@ impl MatvecQ1_0 {
         cache: &PipelineCache,
         b: &MatvecQ1_0Bindings<'_>,
     ) -> Result<MatvecQ1_0> {
+        Self::fused(ctx, cache, b, &Fusion::default())
+    }
+
+    /// Workgroups of the packed kernels for `n` rows: the size of [`Fusion::argmax`]'s partials.
+    pub fn argmax_partials(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> u32 {
+        let (_, rows_per_wg, _) = plan(ctx, w, opts);
+        w.parts
+            .iter()
+            .map(|p| (p.n_rows as u32).div_ceil(rows_per_wg))
+            .sum()
+    }
+
+    /// As [`Self::new`] with the fused decode options `f` (packed formats only; `x` is the
+    /// residual stream for [`Fusion::norm`], `part_o` for [`Fusion::merge`]).
+    pub fn fused(
+        ctx: &GpuContext,
+        cache: &PipelineCache,
+        b: &MatvecQ1_0Bindings<'_>,
+        f: &Fusion<'_>,
+    ) -> Result<MatvecQ1_0> {
         let (w, x, y, opts) = (b.w, b.x, b.y, b.opts);
-        if x.size() < (w.k * 4) as u64 || y.size() < (w.n * 4) as u64 {
+        let fused = f.norm.is_some() || f.merge.is_some() || f.glu || f.argmax.is_some();
+        if fused && w.format == WeightFormat::F32 {
+            return Err(Error::InvalidArgument(format!(
+                "matvec {}: fused options need a packed (Q1_0 / Q2_0) weight",
+                w.name
+            )));
+        }
+        let n_out = if f.glu { w.n / 2 } else { w.n };
+        if f.glu && (!w.n.is_multiple_of(4) || w.parts.len() != 1) {
+            return Err(Error::InvalidArgument(format!(
+                "matvec {}: silu(gate) * up needs one part of a multiple of 4 rows, got {} rows in {} parts",
+                w.name,
+                w.n,
+                w.parts.len()
+            )));
+        }
+        let x_bytes = match &f.merge {
+            Some(m) => {
+                if !w.k.is_multiple_of(m.head_dim) || w.k / m.head_dim > 64 || m.head_dim % 4 != 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "matvec {}: merge of {} inputs in heads of {}",
+                        w.name, w.k, m.head_dim
+                    )));
+                }
+                let heads = w.k / m.head_dim;
+                check_binding(m.part_ml, 8 * heads * m.max_chunks, "matvec merge part_ml")?;
+                4 * w.k * m.max_chunks
+            }
+            None => 4 * w.k,
+        };
+        if let Some((g, _)) = f.norm {
+            check_binding(g, 4 * w.k, "matvec norm weight")?;
+        }
+        if x.size() < x_bytes as u64 || y.size() < (n_out * 4) as u64 {
             return Err(Error::InvalidArgument(format!(
                 "matvec {}: x has {} bytes (need {}), y has {} bytes (need {})",
                 w.name,
                 x.size(),
-                w.k * 4,
+                x_bytes,
                 y.size(),
-                w.n * 4
+                n_out * 4
             )));
         }
-        let subgroup = match opts.reduce {
-            Reduce::Auto => ctx.features.has_subgroups,
-            Reduce::Shared => false,
-            Reduce::Subgroup => true,
-        };
-        // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each
-        // load of x; the dense one has a fixed 4 rows per workgroup.
-        let (shader, rows_per_wg, iters) = match (w.format, subgroup) {
-            (WeightFormat::F32, _) => (Shader::MatvecF32, DENSE_ROWS_PER_WG, None),
-            (format, true) => {
-                // Enough row groups for the smallest subgroup size, and enough rounds that the
-                // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
-                let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
-                let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
-                    (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
-                        (lo.clamp(4, 128), hi.clamp(4, 128))
-                    }
-                    _ => (4, 128),
-                };
-                let shader = match format {
-                    WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
-                    _ => Shader::MatvecQ2_0Subgroup,
-                };
-                (shader, ROWS_PER_GROUP * WG / sg_min, Some(sg_max / sg_min))
-            }
-            (format, false) => {
-                // Threads per row group: a power of two up to 64, at most the row's word count.
-                let words = w.words_per_row() as u32;
-                let tpg = 1u32 << words.min(64).ilog2();
-                let shader = match format {
-                    WeightFormat::Q1_0 => Shader::MatvecQ1_0,
-                    _ => Shader::MatvecQ2_0,
-                };
-                (shader, ROWS_PER_GROUP * WG / tpg, None)
-            }
-        };
+        let (shader, rows_per_wg, iters) = plan(ctx, w, &opts);
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
             m => m.min(ctx.limits.max_compute_workgroups_per_dimension),
         };
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        let unused = cache.unused(ctx)?;
         let mut kernels = Vec::with_capacity(w.parts.len());
+        let mut n_workgroups = 0;
         for part in &w.parts {
             let mut overrides = vec![
                 ("K", w.k as f64),
                 ("N", part.n_rows as f64),
                 ("Y_OFFSET", part.row0 as f64),
-                ("ACCUMULATE", if opts.accumulate { 1.0 } else { 0.0 }),
+                ("ACCUMULATE", flag(opts.accumulate)),
             ];
+            let mut bindings = part.bindings();
+            bindings.extend([x.as_entire_binding(), y.as_entire_binding()]);
             if w.format != WeightFormat::F32 {
-                overrides.push(("ROWS_PER_WG", rows_per_wg as f64));
+                overrides.extend([
+                    ("ROWS_PER_WG", rows_per_wg as f64),
+                    ("W_ROW0", part.w_row0 as f64),
+                    ("NORM", flag(f.norm.is_some())),
+                    ("MERGE", flag(f.merge.is_some())),
+                    ("GLU", flag(f.glu)),
+                    ("ARGMAX", flag(f.argmax.is_some())),
+                    ("ARG_BASE", n_workgroups as f64),
+                ]);
+                if let Some((_, eps)) = f.norm {
+                    overrides.push(("EPS", eps as f64));
+                }
+                if let Some(m) = &f.merge {
+                    overrides.extend([
+                        ("HEAD_DIM", m.head_dim as f64),
+                        ("CHUNK", m.chunk as f64),
+                        ("MAX_CHUNKS", m.max_chunks as f64),
+                    ]);
+                }
+                let aux = match (f.norm, &f.merge) {
+                    (Some((g, _)), _) => g,
+                    (None, Some(m)) => m.part_ml,
+                    (None, None) => x,
+                };
+                let step = f.merge.as_ref().map_or(&unused.uniform, |m| m.step);
+                let (val, idx) = f.argmax.unwrap_or((&unused.storage[0], &unused.storage[1]));
+                bindings.extend([
+                    aux.as_entire_binding(),
+                    step.as_entire_binding(),
+                    val.as_entire_binding(),
+                    idx.as_entire_binding(),
+                ]);
             }
             if let Some(iters) = iters {
                 overrides.push(("ITERS", iters as f64));
             }
-            let mut bindings = part.bindings();
-            bindings.extend([x.as_entire_binding(), y.as_entire_binding()]);
             let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
+            n_workgroups += n_groups;
             kernels.push(Kernel::new(
                 ctx,
                 cache,
@@ -153,7 +242,54 @@ impl MatvecQ1_0 {
                 },
             )?);
         }
-        Ok(MatvecQ1_0 { kernels })
+        if let Some((val, idx)) = f.argmax {
+            check_binding(val, 4 * n_workgroups as usize, "matvec argmax values")?;
+            check_binding(idx, 4 * n_workgroups as usize, "matvec argmax indices")?;
+        }
+        Ok(MatvecQ1_0 {
+            kernels,
+            n_workgroups,
+        })
+    }
+}
+
+/// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
+fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {
+    let subgroup = match opts.reduce {
+        Reduce::Auto => ctx.features.has_subgroups,
+        Reduce::Shared => false,
+        Reduce::Subgroup => true,
+    };
+    // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
+    // x; the dense one has a fixed 4 rows per workgroup.
+    match (w.format, subgroup) {
+        (WeightFormat::F32, _) => (Shader::MatvecF32, DENSE_ROWS_PER_WG, None),
+        (format, true) => {
+            // Enough row groups for the smallest subgroup size, and enough rounds that the
+            // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
+            let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+            let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
+                (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
+                    (lo.clamp(4, 128), hi.clamp(4, 128))
+                }
+                _ => (4, 128),
+            };
+            let shader = match format {
+                WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
+                _ => Shader::MatvecQ2_0Subgroup,
+            };
+            (shader, ROWS_PER_GROUP * WG / sg_min, Some(sg_max / sg_min))
+        }
+        (format, false) => {
+            // Threads per row group: a power of two up to 64, at most the row's word count.
+            let words = w.words_per_row() as u32;
+            let tpg = 1u32 << words.min(64).ilog2();
+            let shader = match format {
+                WeightFormat::Q1_0 => Shader::MatvecQ1_0,
+                _ => Shader::MatvecQ2_0,
+            };
+            (shader, ROWS_PER_GROUP * WG / tpg, None)
+        }
     }
 }
 

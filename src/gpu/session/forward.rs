@@ -1,8 +1,12 @@
 //! The forward pass on the GPU, written once: the run state (llama2.c names) and every step in
 //! order, each built with the buffers it reads and writes. Decode (one token), prefill (a batch
 //! of up to `max_batch`) and the profile encode this same list; a step picks its single-token or
-//! batched kernels from the step's token count ([`DecodeOrPrefill`]). Fusing kernels later
-//! changes this file only.
+//! batched kernels from the step's token count ([`DecodeOrPrefill`]).
+//!
+//! [`FusedDecode`] is the decode step of the fused plan (ARCHITECTURE.md, "A decode step"): 5
+//! kernels per layer and 3 outside them, over the joined weights of [`GpuModel::fused`]. The
+//! session uses it for one-token steps when the model and options allow, and the unfused list
+//! otherwise (prefill, mixed-type files, `DecodePlan::Unfused`).
 
 use crate::Result;
 use crate::gpu::attention::{AttentionBindings, LayerAttention};
@@ -12,10 +16,14 @@ use crate::gpu::kernel::{DecodeOrPrefill, Op, PipelineCache};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::model::GpuModel;
 use crate::gpu::ops::argmax::{Argmax, ArgmaxBindings};
-use crate::gpu::ops::attention_decode::DecodeScratch;
+use crate::gpu::ops::attention_decode::{
+    AttentionDecode, AttentionDecodeBindings, DecodeScratch, RopeInput,
+};
 use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
-use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings};
+use crate::gpu::ops::matvec_q1_0::{
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput,
+};
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
 use crate::gpu::q1_0::Q1_0Weight;
@@ -33,6 +41,7 @@ pub(super) struct Activations {
     pub hb: wgpu::Buffer,     // (max_batch, n_ff) gate, then silu(gate) * up
     pub hb2: wgpu::Buffer,    // (max_batch, n_ff) up
     pub logits: wgpu::Buffer, // (n_vocab)
+    pub qkv: wgpu::Buffer,    // (q_dim + 2 kv_dim) fused decode: q|k|v of the token
 }
 
 impl Activations {
@@ -51,6 +60,7 @@ impl Activations {
             hb: storage_buffer(ctx, "hb", f32s(c.n_ff))?,
             hb2: storage_buffer(ctx, "hb2", f32s(c.n_ff))?,
             logits: storage_buffer(ctx, "logits", c.n_vocab as u64 * 4)?,
+            qkv: storage_buffer(ctx, "qkv", (c.q_dim() + 2 * c.kv_dim()) as u64 * 4)?,
         })
     }
 }
@@ -265,6 +275,154 @@ impl Forward {
             head: f.steps,
             token,
         })
+    }
+}
+
+/// The fused plan's decode step (one token): what [`Forward`] computes for `n_tokens == 1`, in
+/// 5 kernels per layer plus embed, LM head and argmax.
+pub(super) struct FusedDecode {
+    /// Embedding and every layer's 5 kernels.
+    pub layers: Vec<Step>,
+    /// LM head (final norm folded in, argmax stage 1 in its epilogue) and argmax stage 2.
+    pub head: Vec<Step>,
+    /// The argmax's result: (1) u32, the chosen token.
+    pub token: wgpu::Buffer,
+}
+
+impl FusedDecode {
+    /// Builds the fused decode step, or `None` when the model has no joined weights or its LM
+    /// head is a dense matrix (then the unfused list decodes).
+    pub fn new(
+        model: &GpuModel,
+        a: &Activations,
+        kv: &KvCache,
+        scratch: &DecodeScratch,
+    ) -> Result<Option<FusedDecode>> {
+        let (ctx, c, weights) = (&*model.ctx, &model.config, &model.weights);
+        let Some(fused) = &model.fused else {
+            return Ok(None);
+        };
+        let head_w = weights.head();
+        if !head_w.format.has_scales() {
+            return Ok(None);
+        }
+        let cache = &model.pipelines;
+        let eps = c.rms_eps;
+        let mut f = Builder {
+            ctx,
+            cache,
+            a,
+            max_batch: 1,
+            eps,
+            steps: Vec::new(),
+        };
+        let embed = EmbedQ1_0Bindings {
+            table: &weights.token_embd,
+            tokens: &a.tokens,
+            x: &a.x,
+            max_tokens: 1,
+        };
+        f.push("embed", EmbedQ1_0::new(ctx, cache, &embed)?);
+        let plain = MatvecOptions::default();
+        let residual = MatvecOptions {
+            accumulate: true,
+            ..MatvecOptions::default()
+        };
+        for (l, (w, j)) in weights.layers.iter().zip(fused).enumerate() {
+            // D1: q|k|v = Wqkv (rmsnorm(x) * attn_norm)
+            let qkv = MatvecQ1_0Bindings {
+                w: &j.wqkv,
+                x: &a.x,
+                y: &a.qkv,
+                opts: plain,
+            };
+            let norm = Fusion {
+                norm: Some((&w.attn_norm, eps)),
+                ..Fusion::default()
+            };
+            f.push("qkv", MatvecQ1_0::fused(ctx, cache, &qkv, &norm)?);
+            // D2: q, k = rope(qk_norm(q, k)); cache[pos] <- k, v; per-chunk attention partials
+            let attention = AttentionDecodeBindings {
+                step: &a.step,
+                q: &a.qkv,
+                kv,
+                layer: l,
+                scratch,
+                out: &a.xb,
+            };
+            let rope = RopeInput {
+                q_norm: &w.attn_q_norm,
+                k_norm: &w.attn_k_norm,
+                eps,
+            };
+            f.push(
+                "attention",
+                AttentionDecode::fused(ctx, cache, &attention, &rope)?,
+            );
+            // D3: x += Wo merge(partials)
+            let wo = MatvecQ1_0Bindings {
+                w: &w.wo,
+                x: &scratch.part_o,
+                y: &a.x,
+                opts: residual,
+            };
+            let merge = Fusion {
+                merge: Some(MergeInput {
+                    step: &a.step,
+                    part_ml: &scratch.part_ml,
+                    head_dim: kv.dims.head_dim,
+                    chunk: scratch.chunk,
+                    max_chunks: scratch.max_chunks,
+                }),
+                ..Fusion::default()
+            };
+            f.push("wo", MatvecQ1_0::fused(ctx, cache, &wo, &merge)?);
+            // D4: hb = silu(Wgate xn) * (Wup xn), xn = rmsnorm(x) * ffn_norm
+            let gate_up = MatvecQ1_0Bindings {
+                w: &j.w_gate_up,
+                x: &a.x,
+                y: &a.hb,
+                opts: plain,
+            };
+            let glu = Fusion {
+                norm: Some((&w.ffn_norm, eps)),
+                glu: true,
+                ..Fusion::default()
+            };
+            f.push("gate/up", MatvecQ1_0::fused(ctx, cache, &gate_up, &glu)?);
+            // D5: x += Wdown hb
+            let down = MatvecQ1_0Bindings {
+                w: &w.w_down,
+                x: &a.hb,
+                y: &a.x,
+                opts: residual,
+            };
+            f.push("down", MatvecQ1_0::new(ctx, cache, &down)?);
+        }
+        let layers = std::mem::take(&mut f.steps);
+
+        // logits = Wout (rmsnorm(x) * output_norm), argmax stage 1 per workgroup; stage 2.
+        let n_partials = MatvecQ1_0::argmax_partials(ctx, head_w, &plain);
+        let argmax = Argmax::over_partials(ctx, cache, n_partials)?;
+        let head = MatvecQ1_0Bindings {
+            w: head_w,
+            x: &a.x,
+            y: &a.logits,
+            opts: plain,
+        };
+        let head_fusion = Fusion {
+            norm: Some((&weights.output_norm, eps)),
+            argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
+            ..Fusion::default()
+        };
+        f.push("head", MatvecQ1_0::fused(ctx, cache, &head, &head_fusion)?);
+        let token = argmax.result.clone();
+        f.push("argmax", argmax);
+        Ok(Some(FusedDecode {
+            layers,
+            head: f.steps,
+            token,
+        }))
     }
 }
 

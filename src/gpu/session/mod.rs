@@ -1,6 +1,7 @@
 //! One conversation on the GPU: activations, KV cache, and every kernel of the forward pass
 //! ([`forward`]), built once at session creation. A decode step is one encoder, one compute pass
-//! for the layers and one for the head, one submit, and a 4-byte read-back of the chosen token.
+//! (the fused plan: 5 kernels per layer + 3), one submit, and a 4-byte read-back of the chosen
+//! token; a prefill step runs the unfused list in two passes (layers, head).
 
 use std::sync::Arc;
 
@@ -19,9 +20,9 @@ use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
 mod forward;
 mod profile;
 
-use forward::{Activations, Forward};
+use forward::{Activations, Forward, FusedDecode, Step};
 
-pub use profile::PROFILE_CATEGORIES;
+pub use profile::{FUSED_PROFILE_CATEGORIES, PROFILE_CATEGORIES};
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -37,6 +38,52 @@ pub struct SessionOptions {
     pub max_batch: usize,
     /// How the KV cache stores K and V.
     pub cache_type: CacheType,
+    /// Which kernels a one-token step runs.
+    pub decode_plan: DecodePlan,
+}
+
+/// The kernels of a decode (one-token) step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodePlan {
+    /// 5 kernels per layer and 3 outside them (RMSNorm folded into the matvecs, q|k|v and
+    /// gate|up joined, QK-norm + RoPE + cache write in the attention prologue, the attention
+    /// merge in Wo's input, argmax stage 1 in the LM head), when the model's weights allow
+    /// (packed and joinable: every Bonsai file); else as `Unfused`.
+    #[default]
+    Fused,
+    /// One kernel per op (13 per layer), the same list prefill runs: the reference the fused
+    /// plan is tested against.
+    Unfused,
+}
+
+impl DecodePlan {
+    /// The name the tools accept and print.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodePlan::Fused => "fused",
+            DecodePlan::Unfused => "unfused",
+        }
+    }
+}
+
+impl std::fmt::Display for DecodePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DecodePlan {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fused" => Ok(DecodePlan::Fused),
+            "unfused" => Ok(DecodePlan::Unfused),
+            other => Err(Error::InvalidArgument(format!(
+                "decode plan `{other}`: expected fused or unfused"
+            ))),
+        }
+    }
 }
 
 impl Default for SessionOptions {
@@ -45,6 +92,7 @@ impl Default for SessionOptions {
             n_ctx: DEFAULT_N_CTX,
             max_batch: DEFAULT_MAX_BATCH,
             cache_type: CacheType::default(),
+            decode_plan: DecodePlan::default(),
         }
     }
 }
@@ -64,6 +112,7 @@ pub struct Session {
     _scratch: DecodeScratch,
     plan: MemoryPlan,
     forward: Forward,
+    fused: Option<FusedDecode>,
     topk: TopK, // logits -> the MAX_K largest (value, id), on demand
     token_readback: Readback,
     logits_readback: Readback,
@@ -94,6 +143,10 @@ impl Session {
         let kv = KvCache::new(ctx, c, opts.n_ctx, opts.cache_type)?;
         let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
         let forward = Forward::new(&model, &a, &kv, &scratch, max_batch)?;
+        let fused = match opts.decode_plan {
+            DecodePlan::Fused => FusedDecode::new(&model, &a, &kv, &scratch)?,
+            DecodePlan::Unfused => None,
+        };
         let topk = TopK::new(
             ctx,
             &model.pipelines,
@@ -108,6 +161,7 @@ impl Session {
             logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
             topk_readback: Readback::new(ctx, "top-k readback", MAX_K as u64 * 8),
             forward,
+            fused,
             topk,
             kv,
             a,
@@ -154,6 +208,26 @@ impl Session {
         Ok(())
     }
 
+    /// The plan one-token steps run.
+    pub fn decode_plan(&self) -> DecodePlan {
+        match self.fused {
+            Some(_) => DecodePlan::Fused,
+            None => DecodePlan::Unfused,
+        }
+    }
+
+    /// The steps of a decode (layers, head) and the buffer its token lands in.
+    fn decode_steps(&self) -> (&[Step], &[Step], &wgpu::Buffer) {
+        match &self.fused {
+            Some(f) => (&f.layers, &f.head, &f.token),
+            None => (
+                &self.forward.layers,
+                &self.forward.head,
+                &self.forward.token,
+            ),
+        }
+    }
+
     /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
     /// ending with the LM head and argmax of the last token.
     fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
@@ -166,6 +240,22 @@ impl Session {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
             });
+        if t == 1 {
+            let (layers, head, token) = self.decode_steps();
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("decode"),
+                    timestamp_writes: None,
+                });
+                forward::encode(layers, &mut pass, &step);
+                forward::encode(head, &mut pass, &step);
+            }
+            self.token_readback.encode_copy(&mut encoder, token, 0, 4);
+            ctx.queue.submit([encoder.finish()]);
+            self.n_past += t;
+            self.head_valid = true;
+            return Ok(());
+        }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("layers"),

@@ -28,22 +28,43 @@ pub const PROFILE_CATEGORIES: [&str; 13] = [
     "argmax",
 ];
 
+/// Kernel categories of a decode step of the fused plan ([`super::DecodePlan::Fused`]).
+pub const FUSED_PROFILE_CATEGORIES: [&str; 8] = [
+    "embed",
+    "qkv",
+    "attention",
+    "wo",
+    "gate/up",
+    "down",
+    "head",
+    "argmax",
+];
+
 /// Consecutive steps of one category: one timed pass each.
 fn runs(steps: &[Step]) -> impl Iterator<Item = &[Step]> {
     steps.chunk_by(|a, b| a.category == b.category)
 }
 
 impl Session {
+    /// The categories [`Self::profile_decode`] reports for this session's decode plan:
+    /// [`FUSED_PROFILE_CATEGORIES`] or [`PROFILE_CATEGORIES`].
+    pub fn profile_categories(&self) -> &'static [&'static str] {
+        match self.decode_plan() {
+            super::DecodePlan::Fused => &FUSED_PROFILE_CATEGORIES,
+            super::DecodePlan::Unfused => &PROFILE_CATEGORIES,
+        }
+    }
+
     /// Runs one decode step of `token` at position n_past with every op category in its own
     /// timed compute pass and advances the session as `feed(&[token])` would (`greedy`,
     /// `logits` and `top_k` then see this position). Returns milliseconds of GPU time per
-    /// category of [`PROFILE_CATEGORIES`], in that order, summed over the layers.
+    /// category of [`Self::profile_categories`], in that order, summed over the layers.
     ///
     /// Fails with [`Error::Gpu`] ("timestamps unsupported") when the adapter has no timestamp
     /// queries.
     pub async fn profile_decode(&mut self, token: u32) -> Result<Vec<(String, f64)>> {
         let ctx = &*self.model.ctx;
-        let (layers, head) = (&self.forward.layers, &self.forward.head);
+        let (layers, head, token_buffer) = self.decode_steps();
         let capacity = runs(layers).count() + runs(head).count();
         let Some(mut timer) = PassTimer::new(ctx, capacity as u32) else {
             return Err(Error::Gpu(format!(
@@ -69,7 +90,7 @@ impl Session {
             forward::encode(run, &mut pass, &step);
         }
         self.token_readback
-            .encode_copy(&mut encoder, &self.forward.token, 0, 4);
+            .encode_copy(&mut encoder, token_buffer, 0, 4);
         timer.resolve(&mut encoder);
         ctx.queue.submit([encoder.finish()]);
         self.n_past += 1;
@@ -82,7 +103,8 @@ impl Session {
                 passes.len()
             )));
         }
-        Ok(PROFILE_CATEGORIES
+        Ok(self
+            .profile_categories()
             .iter()
             .map(|&category| {
                 let ms = passes

@@ -1,0 +1,47 @@
+// y = W x for one part of a Q1_0 or Q2_0 weight, reduced through workgroup memory: the main
+// part of the MatvecQ1_0 / MatvecQ2_0 shaders, after lib/q*_dots.wgsl (the weight format) and
+// lib/matvec_common.wgsl (input and output options: plain, NORM, MERGE, GLU, ARGMAX). Works on
+// every adapter; matvec_subgroup.wgsl is the faster variant.
+//
+// Threads work on groups of 4 rows: a thread loads one code word's worth of x once and applies
+// it to the 4 rows, so x traffic per weight is 4x lower than row-at-a-time. The
+// THREADS_PER_GROUP = 256 / (ROWS_PER_WG / 4) threads of a row group (a power of two) stride
+// over the code words, so neighbouring threads read neighbouring words.
+
+var<workgroup> partial: array<vec4<f32>, WG>;
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    prologue(lid);
+    let threads_per_group = WG / (ROWS_PER_WG / 4u);
+    let lane = lid % threads_per_group;
+    let group = wid.x + wid.y * nwg.x;
+    let first_row = group * ROWS_PER_WG + 4u * (lid / threads_per_group);
+
+    var sum = vec4<f32>(0.0);
+    if first_row < N {
+        for (var w = lane; w < K / WEIGHTS_PER_WORD; w += threads_per_group) {
+            sum += word_dots(first_row, w);
+        }
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var s = threads_per_group / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
+    var bi = NONE;
+    if lane == 0u && first_row < N {
+        finish(first_row, partial[lid], &bv, &bi);
+    }
+    if ARGMAX {
+        argmax_store(lid, group, bv, bi);
+    }
+}

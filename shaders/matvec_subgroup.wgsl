@@ -1,0 +1,51 @@
+// y = W x for one part of a Q1_0 or Q2_0 weight, reduced with subgroupAdd: the main part of
+// the MatvecQ1_0Subgroup / MatvecQ2_0Subgroup shaders, after lib/q*_dots.wgsl and
+// lib/matvec_common.wgsl (same options and row groups as matvec_shared.wgsl).
+//
+// One subgroup per group of 4 rows: its lanes stride over the rows' code words (each lane loads
+// a word's worth of x once for the 4 rows), then one subgroupAdd of a vec4 gives the 4 dot
+// products; no workgroup memory, no barriers (but the options' prologue and argmax). The
+// subgroup size is only known at run time (within the adapter's min..max), so each subgroup
+// takes every (256 / subgroup_size)-th row group. Subgroups are assumed to be consecutive runs
+// of local_invocation_index (true on every known driver).
+// Needs the subgroups feature; `enable subgroups;` is prepended on browser WebGPU only (naga
+// rejects the directive), see Shader::source_for.
+
+override ITERS: u32 = 1u;            // row-group rounds per subgroup (see main)
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+) {
+    prologue(lid);
+    let group = wid.x + wid.y * nwg.x;
+    let row0 = group * ROWS_PER_WG;
+    // The trip count depends on overrides only, so subgroupAdd stays in workgroup-uniform
+    // control flow (browsers reject it elsewhere). The host sets ROWS_PER_WG = 4 * 256 /
+    // min_subgroup_size and ITERS = max_subgroup_size / min_subgroup_size, which covers every
+    // row group whatever subgroup size the driver picks; surplus iterations add zeros.
+    let n_groups = ROWS_PER_WG / 4u;
+    var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
+    var bi = NONE;
+    for (var it = 0u; it < ITERS; it++) {
+        let g = lid / sg_size + it * (WG / sg_size);
+        let first_row = row0 + 4u * g;
+        var sum = vec4<f32>(0.0);
+        if g < n_groups && first_row < N {
+            for (var w = sg_lane; w < K / WEIGHTS_PER_WORD; w += sg_size) {
+                sum += word_dots(first_row, w);
+            }
+        }
+        let total = subgroupAdd(sum);
+        if sg_lane == 0u && g < n_groups && first_row < N {
+            finish(first_row, total, &bv, &bi);
+        }
+    }
+    if ARGMAX {
+        argmax_store(lid, group, bv, bi);
+    }
+}
