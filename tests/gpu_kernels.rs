@@ -14,7 +14,7 @@ use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Reduce,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Norm, Reduce,
 };
 use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -775,7 +775,7 @@ async fn check_fused_matvec(reduce: Reduce) {
             opts,
         },
         &Fusion {
-            norm: Some((&gb, eps)),
+            norm: Some(Norm::Load { g: &gb, eps }),
             glu: true,
             ..Fusion::default()
         },
@@ -784,6 +784,9 @@ async fn check_fused_matvec(reduce: Reduce) {
     // A row view of the joined weight (gate), with argmax stage 1 and stage 2 over its partials.
     let gate_view = joined.view("gate view", 0, n_ff).unwrap();
     let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n_ff]).unwrap();
+    // Norm::Scaled reads x * g (what a norm_out epilogue writes) and takes the RMS of x.
+    let xg: Vec<f32> = x.iter().zip(&g).map(|(a, b)| a * b).collect();
+    let xgb = storage_buffer_init(&ctx, "x * g", &xg).unwrap();
     let n_partials = MatvecQ1_0::argmax_partials(&ctx, &gate_view, &opts);
     let argmax = Argmax::over_partials(&ctx, &cache, n_partials).unwrap();
     let head = MatvecQ1_0::fused(
@@ -791,12 +794,12 @@ async fn check_fused_matvec(reduce: Reduce) {
         &cache,
         &MatvecQ1_0Bindings {
             w: &gate_view,
-            x: &xb,
+            x: &xgb,
             y: &yb,
             opts,
         },
         &Fusion {
-            norm: Some((&gb, eps)),
+            norm: Some(Norm::Scaled { residual: &xb, eps }),
             argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
             ..Fusion::default()
         },
@@ -855,6 +858,10 @@ async fn check_fused_matvec(reduce: Reduce) {
     }
     let y0 = random_f32(&mut rng, 8, 1.0);
     let want_o = cpu_matvec(&wo, kq, 8, &merged, &y0, true);
+    let g_next: Vec<f32> = (0..8).map(|_| rng.random_range(0.5..1.5)).collect();
+    let want_scaled: Vec<f32> = want_o.iter().zip(&g_next).map(|(a, b)| a * b).collect();
+    let gnb = storage_buffer_init(&ctx, "g_next", &g_next).unwrap();
+    let scaled = storage_buffer_init(&ctx, "scaled", &vec![SENTINEL; 8]).unwrap();
     let w = Q1_0Weight::upload(&ctx, "wo", &wo, kq, 8).unwrap();
     let ob = storage_buffer_init(&ctx, "part_o", &part_o).unwrap();
     let mlb = storage_buffer_init(&ctx, "part_ml", &part_ml).unwrap();
@@ -882,6 +889,7 @@ async fn check_fused_matvec(reduce: Reduce) {
                 chunk,
                 max_chunks,
             }),
+            norm_out: Some((&gnb, &scaled)),
             ..Fusion::default()
         },
     )
@@ -889,6 +897,13 @@ async fn check_fused_matvec(reduce: Reduce) {
     bonsai_wgpu::gpu::kernel::submit(&ctx, "merge matvec", &[&op], &step_params);
     let got_o = read_f32(&ctx, &yo, 8).await;
     assert_close(&format!("Wo merge {reduce:?}"), &got_o, &want_o, 1e-4);
+    let got_scaled = read_f32(&ctx, &scaled, 8).await;
+    assert_close(
+        &format!("norm_out {reduce:?}"),
+        &got_scaled,
+        &want_scaled,
+        1e-4,
+    );
 }
 
 #[gpu_test]

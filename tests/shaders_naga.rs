@@ -31,6 +31,8 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
     let fused = |rows: f64| {
         vec![
             [matvec(2048.0, 4096.0, 0.0, rows), vec![("NORM", 1.0)]].concat(),
+            [matvec(2048.0, 4096.0, 0.0, rows), vec![("NORM_LOAD", 1.0)]].concat(),
+            [matvec(6144.0, 2048.0, 1.0, rows), vec![("NORM_OUT", 1.0)]].concat(),
             [
                 matvec(2048.0, 12288.0, 0.0, rows),
                 vec![("NORM", 1.0), ("GLU", 1.0)],
@@ -38,7 +40,12 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             .concat(),
             [
                 matvec(2048.0, 2048.0, 1.0, rows),
-                vec![("MERGE", 1.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 256.0)],
+                vec![
+                    ("MERGE", 1.0),
+                    ("CHUNK", 128.0),
+                    ("MAX_CHUNKS", 256.0),
+                    ("NORM_OUT", 1.0),
+                ],
             ]
             .concat(),
             [

@@ -4,9 +4,14 @@
 //
 // Plain: y[Y_OFFSET + r] (+)= W[W_ROW0 + r] . x for the N rows of one weight part.
 // The fused decode plan (ARCHITECTURE.md, "A decode step") switches on, by override:
-// - NORM: the input is rmsnorm(x) * g. Every workgroup computes 1/rms(x) in its prologue (K
-//   values, from cache), loads x * g, and scales its dot products by 1/rms at the end (a scalar
-//   commutes with the matvec). No normed copy of x, no norm dispatch.
+// - NORM: the input is rmsnorm(r) * g for the residual r: `x` holds r * g (written by the
+//   previous kernel's NORM_OUT epilogue), `aux` holds r. Every workgroup computes 1/rms(r) in
+//   its prologue (K values, from cache) and scales its dot products by it at the end (a scalar
+//   commutes with the matvec): the dot products themselves cost what a plain matvec's do.
+// - NORM_LOAD: as NORM where no kernel wrote r * g (the first layer, after the embedding):
+//   `x` is r, `aux` is g, and every x load is multiplied by g.
+// - NORM_OUT: the epilogue also writes out_f[o] = y[o] * g_next[o], the next NORM's input
+//   (the residual-adding Wo and down kernels: the next norm's weight times the new residual).
 // - MERGE: the input is the attention output, merged from attention_decode's per-chunk partials
 //   (x = part_o, aux = part_ml): per head the prologue takes M = max_c m_c and
 //   L = sum_c exp(m_c - M) l_c; a load combines the live chunks with weights exp(m_c - M) / L.
@@ -14,8 +19,10 @@
 // - GLU: the weight is [gate; up] (N = 2 n_ff rows); row group p owns gate rows 2p, 2p + 1 and
 //   up rows N/2 + 2p, N/2 + 2p + 1 and writes y[2p + i] = silu(gate_i) * up_i.
 // - ARGMAX: also writes the workgroup's (max, lowest index) of its outputs to
-//   arg_val / arg_idx[ARG_BASE + workgroup]: stage 1 of argmax.wgsl's two-stage reduction, with
-//   its rule (ties to the lowest index; NaN and -inf never win).
+//   out_f / out_u[ARG_BASE + workgroup], stage 1 of argmax.wgsl's two-stage reduction, with its
+//   rule (ties to the lowest index; NaN and -inf never win).
+// Bindings unused by the options get small placeholder buffers (UnusedBindings): 8 storage
+// buffers at most, WebGPU's default limit.
 //
 // Indices: rows are clamped to N - 1 (weight_row) and outputs checked against N; x loads stay
 // below K / 4 because the reduction walks words w < K / WEIGHTS_PER_WORD; the host checks every
@@ -35,7 +42,9 @@ override W_ROW0: u32 = 0u;           // first row of this part in the weight buf
 override ROWS_PER_WG: u32 = 32u;     // multiple of 4
 override ACCUMULATE: bool = false;   // y += W x (residual add) instead of y = W x
 override NORM: bool = false;
-override EPS: f32 = 1e-6;            // NORM: RMSNorm epsilon
+override NORM_LOAD: bool = false;
+override NORM_OUT: bool = false;
+override EPS: f32 = 1e-6;            // NORM, NORM_LOAD: RMSNorm epsilon
 override MERGE: bool = false;
 override HEAD_DIM: u32 = 128u;       // MERGE: K / HEAD_DIM heads, at most MAX_HEADS
 override CHUNK: u32 = 128u;          // MERGE: positions per attention chunk
@@ -49,12 +58,13 @@ const MAX_HEADS: u32 = 64u;
 const MAX_WEIGHTS: u32 = 2048u;      // MERGE: (head, chunk) weights kept in workgroup memory
 const NONE: u32 = 0xffffffffu;
 
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); NORM: r * g; MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;       // (Y_OFFSET + outputs)
-@group(0) @binding(4) var<storage, read> aux: array<f32>;           // NORM: g (K); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
+@group(0) @binding(4) var<storage, read> aux: array<f32>;           // NORM: r (K); NORM_LOAD: g (K); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
 @group(0) @binding(5) var<uniform> step: StepParams;                // MERGE: n_kv
-@group(0) @binding(6) var<storage, read_write> arg_val: array<f32>; // ARGMAX: (partials)
-@group(0) @binding(7) var<storage, read_write> arg_idx: array<u32>; // ARGMAX: (partials)
+@group(0) @binding(6) var<storage, read_write> out_f: array<f32>;   // ARGMAX: values (partials); NORM_OUT: y * g_next
+@group(0) @binding(7) var<storage, read_write> out_u: array<u32>;   // ARGMAX: indices (partials)
+@group(0) @binding(8) var<storage, read> g_next: array<f32>;        // NORM_OUT: the next norm's weight
 
 var<workgroup> red: array<f32, WG>;
 var<workgroup> inv_rms: f32;
@@ -77,7 +87,7 @@ fn merge_weight(h: u32, c: u32, nc: u32) -> f32 {
 
 // Input values 4i .. 4i + 4.
 fn load_x(i: u32) -> vec4<f32> {
-    if (NORM) {
+    if (NORM_LOAD) {
         let e = 4u * i;
         return x[i] * vec4<f32>(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]);
     }
@@ -107,10 +117,16 @@ fn weight_row(first_row: u32, i: u32) -> u32 {
 
 // Run by every thread before the dot products (workgroup-uniform: overrides only).
 fn prologue(lid: u32) {
-    if (NORM) {
+    if (NORM || NORM_LOAD) {
         var ss = 0.0;
         for (var i = lid; i < K / 4u; i += WG) {
-            let v = x[i];
+            var v: vec4<f32>;
+            if (NORM) {
+                let e = 4u * i;
+                v = vec4<f32>(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]);
+            } else {
+                v = x[i];
+            }
             ss += dot(v, v);
         }
         red[lid] = ss;
@@ -150,7 +166,9 @@ fn prologue(lid: u32) {
             }
         }
     }
-    workgroupBarrier();
+    if (NORM || NORM_LOAD || MERGE) {
+        workgroupBarrier();
+    }
 }
 
 fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
@@ -161,7 +179,7 @@ fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
 // best output in (bv, bi).
 fn finish(first_row: u32, total: vec4<f32>, bv: ptr<function, f32>, bi: ptr<function, u32>) {
     var d = total;
-    if (NORM) {
+    if (NORM || NORM_LOAD) {
         d *= inv_rms;
     }
     if (GLU) {
@@ -181,6 +199,9 @@ fn finish(first_row: u32, total: vec4<f32>, bv: ptr<function, f32>, bi: ptr<func
             let o = Y_OFFSET + first_row + i;
             let v = select(0.0, y[o], ACCUMULATE) + d[i];
             y[o] = v;
+            if (NORM_OUT) {
+                out_f[o] = v * g_next[o];
+            }
             if (ARGMAX && better(v, o, *bv, *bi)) {
                 *bv = v;
                 *bi = o;
@@ -202,7 +223,7 @@ fn argmax_store(lid: u32, group: u32, bv: f32, bi: u32) {
         workgroupBarrier();
     }
     if (lid == 0u && group < (N + ROWS_PER_WG - 1u) / ROWS_PER_WG) {
-        arg_val[ARG_BASE + group] = best_val[0];
-        arg_idx[ARG_BASE + group] = best_idx[0];
+        out_f[ARG_BASE + group] = best_val[0];
+        out_u[ARG_BASE + group] = best_idx[0];
     }
 }

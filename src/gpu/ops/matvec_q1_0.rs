@@ -65,8 +65,11 @@ pub struct MatvecQ1_0Bindings<'a> {
 /// What a fused matvec does beyond `y (+)= W x` (see `shaders/lib/matvec_common.wgsl`).
 #[derive(Clone, Copy, Default)]
 pub struct Fusion<'a> {
-    /// `Some((g, eps))`: the input is `rmsnorm(x) * g` (`g`: (k) f32).
-    pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// The input is `rmsnorm(r) * g` of a residual `r`.
+    pub norm: Option<Norm<'a>>,
+    /// `Some((g_next, out))`: the epilogue also writes `out[o] = y[o] * g_next[o]` (both (n)
+    /// f32): the next [`Norm::Scaled`]'s input.
+    pub norm_out: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// The input is the attention output merged from the decode partials (`x` is `part_o`).
     pub merge: Option<MergeInput<'a>>,
     /// The weight is [gate; up]: `y[i] = silu(gate_i . x) * (up_i . x)` for the n/2 outputs.
@@ -74,6 +77,42 @@ pub struct Fusion<'a> {
     /// Argmax stage 1 of the outputs into these (value, index) partials, one per workgroup
     /// ([`MatvecQ1_0::argmax_partials`] of them); argmax.wgsl's stage 2 reduces them.
     pub argmax: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// Where a fused matvec's RMSNorm input comes from.
+#[derive(Clone, Copy)]
+pub enum Norm<'a> {
+    /// The matvec's `x` holds `r * g` (a [`Fusion::norm_out`] wrote it); `residual` is `r`,
+    /// whose RMS every workgroup takes: the dot products cost what a plain matvec's do.
+    Scaled {
+        /// `r`: (k) f32.
+        residual: &'a wgpu::Buffer,
+        /// RMSNorm epsilon.
+        eps: f32,
+    },
+    /// The matvec's `x` is `r` and every load is multiplied by `g` (where no kernel wrote
+    /// `r * g`: the first layer).
+    Load {
+        /// `g`: (k) f32.
+        g: &'a wgpu::Buffer,
+        /// RMSNorm epsilon.
+        eps: f32,
+    },
+}
+
+impl Norm<'_> {
+    fn eps(&self) -> f32 {
+        match *self {
+            Norm::Scaled { eps, .. } | Norm::Load { eps, .. } => eps,
+        }
+    }
+
+    fn buffer(&self) -> &wgpu::Buffer {
+        match *self {
+            Norm::Scaled { residual, .. } => residual,
+            Norm::Load { g, .. } => g,
+        }
+    }
 }
 
 /// The attention partials a [`Fusion::merge`] reads (`attention_decode.wgsl`'s outputs).
@@ -129,7 +168,23 @@ impl MatvecQ1_0 {
         f: &Fusion<'_>,
     ) -> Result<MatvecQ1_0> {
         let (w, x, y, opts) = (b.w, b.x, b.y, b.opts);
-        let fused = f.norm.is_some() || f.merge.is_some() || f.glu || f.argmax.is_some();
+        let fused = f.norm.is_some()
+            || f.norm_out.is_some()
+            || f.merge.is_some()
+            || f.glu
+            || f.argmax.is_some();
+        if f.norm_out.is_some() && (f.argmax.is_some() || f.glu) {
+            return Err(Error::InvalidArgument(format!(
+                "matvec {}: the norm_out epilogue shares its binding with argmax and excludes glu",
+                w.name
+            )));
+        }
+        if f.norm.is_some() && f.merge.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "matvec {}: norm and merge inputs exclude each other",
+                w.name
+            )));
+        }
         if fused && w.format == WeightFormat::F32 {
             return Err(Error::InvalidArgument(format!(
                 "matvec {}: fused options need a packed (Q1_0 / Q2_0) weight",
@@ -159,8 +214,12 @@ impl MatvecQ1_0 {
             }
             None => 4 * w.k,
         };
-        if let Some((g, _)) = f.norm {
-            check_binding(g, 4 * w.k, "matvec norm weight")?;
+        if let Some(norm) = &f.norm {
+            check_binding(norm.buffer(), 4 * w.k, "matvec norm input")?;
+        }
+        if let Some((g_next, out)) = f.norm_out {
+            check_binding(g_next, 4 * n_out, "matvec norm_out weight")?;
+            check_binding(out, 4 * n_out, "matvec norm_out output")?;
         }
         if x.size() < x_bytes as u64 || y.size() < (n_out * 4) as u64 {
             return Err(Error::InvalidArgument(format!(
@@ -194,14 +253,16 @@ impl MatvecQ1_0 {
                 overrides.extend([
                     ("ROWS_PER_WG", rows_per_wg as f64),
                     ("W_ROW0", part.w_row0 as f64),
-                    ("NORM", flag(f.norm.is_some())),
+                    ("NORM", flag(matches!(f.norm, Some(Norm::Scaled { .. })))),
+                    ("NORM_LOAD", flag(matches!(f.norm, Some(Norm::Load { .. })))),
+                    ("NORM_OUT", flag(f.norm_out.is_some())),
                     ("MERGE", flag(f.merge.is_some())),
                     ("GLU", flag(f.glu)),
                     ("ARGMAX", flag(f.argmax.is_some())),
                     ("ARG_BASE", n_workgroups as f64),
                 ]);
-                if let Some((_, eps)) = f.norm {
-                    overrides.push(("EPS", eps as f64));
+                if let Some(norm) = &f.norm {
+                    overrides.push(("EPS", norm.eps() as f64));
                 }
                 if let Some(m) = &f.merge {
                     overrides.extend([
@@ -210,18 +271,24 @@ impl MatvecQ1_0 {
                         ("MAX_CHUNKS", m.max_chunks as f64),
                     ]);
                 }
-                let aux = match (f.norm, &f.merge) {
-                    (Some((g, _)), _) => g,
+                let aux = match (&f.norm, &f.merge) {
+                    (Some(norm), _) => norm.buffer(),
                     (None, Some(m)) => m.part_ml,
                     (None, None) => x,
                 };
                 let step = f.merge.as_ref().map_or(&unused.uniform, |m| m.step);
-                let (val, idx) = f.argmax.unwrap_or((&unused.storage[0], &unused.storage[1]));
+                let (out_f, out_u) = match (f.argmax, f.norm_out) {
+                    (Some((val, idx)), _) => (val, idx),
+                    (None, Some((_, out))) => (out, &unused.storage[1]),
+                    (None, None) => (&unused.storage[0], &unused.storage[1]),
+                };
+                let g_next = f.norm_out.map_or(x, |(g, _)| g);
                 bindings.extend([
                     aux.as_entire_binding(),
                     step.as_entire_binding(),
-                    val.as_entire_binding(),
-                    idx.as_entire_binding(),
+                    out_f.as_entire_binding(),
+                    out_u.as_entire_binding(),
+                    g_next.as_entire_binding(),
                 ]);
             }
             if let Some(iters) = iters {

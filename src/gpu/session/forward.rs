@@ -22,7 +22,7 @@ use crate::gpu::ops::attention_decode::{
 use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Norm,
 };
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -328,16 +328,36 @@ impl FusedDecode {
             accumulate: true,
             ..MatvecOptions::default()
         };
+        // The residual-adding kernels (D3, D5) also write xb = x * (the next norm's weight), so
+        // the next norm-folded matvec reads r * g and only takes 1/rms(r) (Norm::Scaled); the
+        // first layer's D1 multiplies by its norm weight as it loads (Norm::Load).
+        let n_layer = weights.layers.len();
         for (l, (w, j)) in weights.layers.iter().zip(fused).enumerate() {
             // D1: q|k|v = Wqkv (rmsnorm(x) * attn_norm)
+            let (d1_x, d1_norm) = match l {
+                0 => (
+                    &a.x,
+                    Norm::Load {
+                        g: &w.attn_norm,
+                        eps,
+                    },
+                ),
+                _ => (
+                    &a.xb,
+                    Norm::Scaled {
+                        residual: &a.x,
+                        eps,
+                    },
+                ),
+            };
             let qkv = MatvecQ1_0Bindings {
                 w: &j.wqkv,
-                x: &a.x,
+                x: d1_x,
                 y: &a.qkv,
                 opts: plain,
             };
             let norm = Fusion {
-                norm: Some((&w.attn_norm, eps)),
+                norm: Some(d1_norm),
                 ..Fusion::default()
             };
             f.push("qkv", MatvecQ1_0::fused(ctx, cache, &qkv, &norm)?);
@@ -359,7 +379,7 @@ impl FusedDecode {
                 "attention",
                 AttentionDecode::fused(ctx, cache, &attention, &rope)?,
             );
-            // D3: x += Wo merge(partials)
+            // D3: x += Wo merge(partials); xb = x * ffn_norm
             let wo = MatvecQ1_0Bindings {
                 w: &w.wo,
                 x: &scratch.part_o,
@@ -374,30 +394,43 @@ impl FusedDecode {
                     chunk: scratch.chunk,
                     max_chunks: scratch.max_chunks,
                 }),
+                norm_out: Some((&w.ffn_norm, &a.xb)),
                 ..Fusion::default()
             };
             f.push("wo", MatvecQ1_0::fused(ctx, cache, &wo, &merge)?);
             // D4: hb = silu(Wgate xn) * (Wup xn), xn = rmsnorm(x) * ffn_norm
             let gate_up = MatvecQ1_0Bindings {
                 w: &j.w_gate_up,
-                x: &a.x,
+                x: &a.xb,
                 y: &a.hb,
                 opts: plain,
             };
             let glu = Fusion {
-                norm: Some((&w.ffn_norm, eps)),
+                norm: Some(Norm::Scaled {
+                    residual: &a.x,
+                    eps,
+                }),
                 glu: true,
                 ..Fusion::default()
             };
             f.push("gate/up", MatvecQ1_0::fused(ctx, cache, &gate_up, &glu)?);
-            // D5: x += Wdown hb
+            // D5: x += Wdown hb; xb = x * (next layer's attn_norm, or output_norm)
             let down = MatvecQ1_0Bindings {
                 w: &w.w_down,
                 x: &a.hb,
                 y: &a.x,
                 opts: residual,
             };
-            f.push("down", MatvecQ1_0::new(ctx, cache, &down)?);
+            let next_norm = match weights.layers.get(l + 1) {
+                Some(next) => &next.attn_norm,
+                None => &weights.output_norm,
+            };
+            debug_assert!(l + 1 < n_layer || std::ptr::eq(next_norm, &weights.output_norm));
+            let down_fusion = Fusion {
+                norm_out: Some((next_norm, &a.xb)),
+                ..Fusion::default()
+            };
+            f.push("down", MatvecQ1_0::fused(ctx, cache, &down, &down_fusion)?);
         }
         let layers = std::mem::take(&mut f.steps);
 
@@ -406,12 +439,15 @@ impl FusedDecode {
         let argmax = Argmax::over_partials(ctx, cache, n_partials)?;
         let head = MatvecQ1_0Bindings {
             w: head_w,
-            x: &a.x,
+            x: &a.xb,
             y: &a.logits,
             opts: plain,
         };
         let head_fusion = Fusion {
-            norm: Some((&weights.output_norm, eps)),
+            norm: Some(Norm::Scaled {
+                residual: &a.x,
+                eps,
+            }),
             argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
             ..Fusion::default()
         };
