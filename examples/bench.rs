@@ -71,8 +71,9 @@ struct Args {
     /// KV cache types to test, comma separated: f16, q8_0.
     #[arg(long = "cache-type", value_delimiter = ',', default_value = "f16")]
     cache_type: Vec<CacheType>,
-    /// GPU decode plans to test, comma separated: fused, unfused.
-    #[arg(long = "decode-plan", value_delimiter = ',', default_value = "fused")]
+    /// GPU decode plans to test, comma separated: auto (fused on GPUs, unfused on CPU
+    /// adapters), fused, unfused.
+    #[arg(long = "decode-plan", value_delimiter = ',', default_value = "auto")]
     decode_plan: Vec<DecodePlan>,
     /// KV cache size of every session (default: what each test needs).
     #[arg(long)]

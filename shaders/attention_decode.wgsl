@@ -14,8 +14,10 @@
 // The cache is f16 pairs or (KV_Q8) Q8_0 blocks (layout in kv_cache.rs); k8 / v8 read 8 values
 // of a row either way, straight from the cache.
 //
-// ROPE (the fused decode plan): `q` is the q|k|v matvec output of the token at pos = n_kv - 1,
-// and the prologue does what qk_norm_rope.wgsl does for one token: each workgroup normalises
+// ROPE (the fused decode plan): `q` is the q|k|v matvec output of the token at pos = n_kv - 1
+// for the input x_res * attn_norm: the prologue first scales it by 1/rms(x_res) (the attention
+// norm, folded here so that the q|k|v matvec has no barrier), then does what qk_norm_rope.wgsl
+// does for one token: each workgroup normalises
 // and rotates its group's query heads into q_sh, and the one workgroup whose chunk holds pos
 // (per kv head) normalises and rotates k, writes k and v into the cache at pos, and makes the
 // writes visible to its own threads (storageBarrier) before it reads the chunk. No other
@@ -38,7 +40,8 @@ override KV_Q8: bool = false;  // cache type: f16 pairs (false) or Q8_0 (true)
 override SCALE_BASE: u32 = 0u; // Q8_0: word offset of the scale region in k_cache / v_cache
 override ROPE: bool = false;   // q is q|k|v of one token: QK-norm, RoPE and the cache write here
 override N_ROT: u32 = 128u;    // ROPE: rotated dims (even, <= HEAD_DIM)
-override EPS: f32 = 1e-6;      // ROPE: QK-norm epsilon
+override EPS: f32 = 1e-6;      // ROPE: QK-norm and attention-norm epsilon
+override N_EMBD: u32 = 2048u;  // ROPE: length of x_res
 
 const WG: u32 = 128u;
 const MAX_GROUP: u32 = 8u;
@@ -52,9 +55,9 @@ const NEG_BIG: f32 = -1.0e30;
 @group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<u32>>; // same layout as k_cache
 @group(0) @binding(4) var<storage, read_write> part_o: array<f32>;      // (n_head, max_chunks, head_dim)
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>; // (n_head, max_chunks) (max, sum)
-@group(0) @binding(6) var<storage, read> q_norm: array<f32>;            // ROPE: (head_dim)
-@group(0) @binding(7) var<storage, read> k_norm: array<f32>;            // ROPE: (head_dim)
-@group(0) @binding(8) var<storage, read> rope: array<vec2<f32>>;        // ROPE: (n_ctx, n_rot/2) (cos, sin)
+@group(0) @binding(6) var<storage, read> qk_norm: array<f32>;           // ROPE: attn_q_norm (head_dim), then attn_k_norm (head_dim)
+@group(0) @binding(7) var<storage, read> rope: array<vec2<f32>>;        // ROPE: (n_ctx, n_rot/2) (cos, sin)
+@group(0) @binding(8) var<storage, read> x_res: array<vec4<f32>>;       // ROPE: (n_embd / 4) the residual before the attention norm
 
 var<workgroup> q_sh: array<f32, MAX_Q>;                  // (group, head_dim)
 var<workgroup> p_sh: array<f32, MAX_GROUP * MAX_CHUNK>;  // (group, chunk) scores, then exp(score - m)
@@ -112,7 +115,27 @@ fn v8(row: u32, w4: u32) -> array<vec4<f32>, 2> {
     return unpack8(v_cache[row * (HEAD_DIM / 8u) + w4]);
 }
 
-// ROPE: RMSNorm (weight `k_norm` when is_k, else `q_norm`) and NEOX RoPE at `pos`, in place,
+// ROPE: 1/rms(x_res), the attention norm's scale. Every thread calls it.
+fn attn_norm_scale(lid: u32) -> f32 {
+    var ss = 0.0;
+    for (var i = lid; i < N_EMBD / 4u; i += WG) {
+        let v = x_res[i];
+        ss += dot(v, v);
+    }
+    scratch[lid] = ss;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            scratch[lid] += scratch[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(scratch[0] / f32(N_EMBD) + EPS);
+    workgroupBarrier();
+    return scale;
+}
+
+// ROPE: RMSNorm (attn_k_norm when is_k, else attn_q_norm) and NEOX RoPE at `pos`, in place,
 // of the head row at `off` of q_sh (queries) or kv_sh (is_k). Every thread calls it.
 fn norm_rope(lid: u32, off: u32, is_k: bool, pos: u32) {
     var ss = 0.0;
@@ -134,8 +157,9 @@ fn norm_rope(lid: u32, off: u32, is_k: bool, pos: u32) {
     for (var i = lid; i < HEAD_DIM; i += WG) {
         // Each thread normalises and rotates pairs (i, i + half_rot) it owns: i < half_rot.
         if (i < half_rot) {
-            let w0 = select(q_norm[i], k_norm[i], is_k);
-            let w1 = select(q_norm[i + half_rot], k_norm[i + half_rot], is_k);
+            let nw = select(0u, HEAD_DIM, is_k);
+            let w0 = qk_norm[nw + i];
+            let w1 = qk_norm[nw + i + half_rot];
             let x0 = select(q_sh[off + i], kv_sh[i], is_k) * scale * w0;
             let x1 = select(q_sh[off + i + half_rot], kv_sh[i + half_rot], is_k) * scale * w1;
             let cs = rope[pos * half_rot + i];
@@ -149,7 +173,7 @@ fn norm_rope(lid: u32, off: u32, is_k: bool, pos: u32) {
                 q_sh[off + i + half_rot] = r1;
             }
         } else if (i >= N_ROT) {
-            let w = select(q_norm[i], k_norm[i], is_k);
+            let w = qk_norm[select(0u, HEAD_DIM, is_k) + i];
             if (is_k) {
                 kv_sh[i] = kv_sh[i] * scale * w;
             } else {
@@ -240,16 +264,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (ROPE) {
         let pos = n_kv - 1u;
         let q_dim = N_HEAD_KV * GROUP * HEAD_DIM;
+        let an = attn_norm_scale(lid);
         for (var i = lid; i < GROUP * HEAD_DIM; i += WG) {
-            q_sh[i] = q[head0 * HEAD_DIM + i];
+            q_sh[i] = q[head0 * HEAD_DIM + i] * an;
         }
         if (start + CHUNK > pos) {
             // This workgroup's chunk holds pos: it writes the token's k and v.
             let k0 = q_dim + kvh * HEAD_DIM;
             let v0 = q_dim + N_HEAD_KV * HEAD_DIM + kvh * HEAD_DIM;
             for (var i = lid; i < HEAD_DIM; i += WG) {
-                kv_sh[i] = q[k0 + i];
-                kv_sh[HEAD_DIM + i] = q[v0 + i];
+                kv_sh[i] = q[k0 + i] * an;
+                kv_sh[HEAD_DIM + i] = q[v0 + i] * an;
             }
         }
         workgroupBarrier();

@@ -1,7 +1,7 @@
 // y = W x for one part of a Q1_0 or Q2_0 weight, reduced through workgroup memory: the main
 // part of the MatvecQ1_0 / MatvecQ2_0 shaders, after lib/q*_dots.wgsl (the weight format) and
-// lib/matvec_common.wgsl (input and output options: plain, NORM, MERGE, GLU, ARGMAX). Works on
-// every adapter; matvec_subgroup.wgsl is the faster variant.
+// lib/matvec_common.wgsl (input and output options). Works on every adapter;
+// matvec_subgroup.wgsl is the faster variant.
 //
 // Threads work on groups of 4 rows: a thread loads one code word's worth of x once and applies
 // it to the 4 rows, so x traffic per weight is 4x lower than row-at-a-time. The
@@ -16,7 +16,11 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    prologue(lid);
+    prologue(lid, true);
+    var scale = 1.0;
+    if (RMS) {
+        scale = inv_rms_wg;
+    }
     let threads_per_group = WG / (ROWS_PER_WG / 4u);
     let lane = lid % threads_per_group;
     let group = wid.x + wid.y * nwg.x;
@@ -36,12 +40,7 @@ fn main(
         }
         workgroupBarrier();
     }
-    var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
-    var bi = NONE;
     if lane == 0u && first_row < N {
-        finish(first_row, partial[lid], &bv, &bi);
-    }
-    if ARGMAX {
-        argmax_store(lid, group, bv, bi);
+        finish(first_row, partial[lid], scale);
     }
 }

@@ -4,7 +4,7 @@
 //
 // One subgroup per group of 4 rows: its lanes stride over the rows' code words (each lane loads
 // a word's worth of x once for the 4 rows), then one subgroupAdd of a vec4 gives the 4 dot
-// products; no workgroup memory, no barriers (but the options' prologue and argmax). The
+// products; no workgroup memory, no barriers (but the merge table's prologue). The
 // subgroup size is only known at run time (within the adapter's min..max), so each subgroup
 // takes every (256 / subgroup_size)-th row group. Subgroups are assumed to be consecutive runs
 // of local_invocation_index (true on every known driver).
@@ -21,7 +21,13 @@ fn main(
     @builtin(subgroup_size) sg_size: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
-    prologue(lid);
+    prologue(lid, false);
+    // RMS: each subgroup takes the sum of squares itself (no barrier); the host gives RMS
+    // kernels more row groups per subgroup (ITERS) to spread it.
+    var scale = 1.0;
+    if (RMS) {
+        scale = inv_rms(subgroupAdd(rms_partial(sg_lane, sg_size)));
+    }
     let group = wid.x + wid.y * nwg.x;
     let row0 = group * ROWS_PER_WG;
     // The trip count depends on overrides only, so subgroupAdd stays in workgroup-uniform
@@ -29,8 +35,6 @@ fn main(
     // min_subgroup_size and ITERS = max_subgroup_size / min_subgroup_size, which covers every
     // row group whatever subgroup size the driver picks; surplus iterations add zeros.
     let n_groups = ROWS_PER_WG / 4u;
-    var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
-    var bi = NONE;
     for (var it = 0u; it < ITERS; it++) {
         let g = lid / sg_size + it * (WG / sg_size);
         let first_row = row0 + 4u * g;
@@ -42,10 +46,7 @@ fn main(
         }
         let total = subgroupAdd(sum);
         if sg_lane == 0u && g < n_groups && first_row < N {
-            finish(first_row, total, &bv, &bi);
+            finish(first_row, total, scale);
         }
-    }
-    if ARGMAX {
-        argmax_store(lid, group, bv, bi);
     }
 }

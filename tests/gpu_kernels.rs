@@ -14,7 +14,7 @@ use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Norm, Reduce,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Reduce,
 };
 use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -725,9 +725,10 @@ async fn batched_ops_encode_shorter_batches() {
 }
 
 /// The fused decode plan's matvec options (`shaders/lib/matvec_common.wgsl`) against the
-/// unfused CPU references they replace, with either reduction: the RMSNorm folded into the
-/// input with `silu(gate) * up` as the epilogue of a [gate; up] weight (row views of it as the
-/// separate weights), argmax stage 1 in the epilogue, and the attention merge in the input.
+/// unfused CPU references they replace, with either reduction: the RMSNorm folded in (rms of
+/// the residual over an x * g input) with `silu(gate) * up` as the epilogue of a [gate; up]
+/// weight, a row view of it with the gain on its loads and argmax stage 1 in its epilogue, and
+/// the attention merge (several chunks: the table) in the input with the norm_out epilogue.
 async fn check_fused_matvec(reduce: Reduce) {
     let ctx = ctx().await;
     if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
@@ -765,17 +766,20 @@ async fn check_fused_matvec(reduce: Reduce) {
     let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
     let gb = storage_buffer_init(&ctx, "g", &g).unwrap();
     let hb = storage_buffer_init(&ctx, "hb", &vec![SENTINEL; n_ff]).unwrap();
+    // The rms option reads x * g (what a norm_out epilogue writes) and takes the RMS of x.
+    let xg: Vec<f32> = x.iter().zip(&g).map(|(a, b)| a * b).collect();
+    let xgb = storage_buffer_init(&ctx, "x * g", &xg).unwrap();
     let glu = MatvecQ1_0::fused(
         &ctx,
         &cache,
         &MatvecQ1_0Bindings {
             w: &joined,
-            x: &xb,
+            x: &xgb,
             y: &hb,
             opts,
         },
         &Fusion {
-            norm: Some(Norm::Load { g: &gb, eps }),
+            rms: Some((&xb, eps)),
             glu: true,
             ..Fusion::default()
         },
@@ -784,22 +788,19 @@ async fn check_fused_matvec(reduce: Reduce) {
     // A row view of the joined weight (gate), with argmax stage 1 and stage 2 over its partials.
     let gate_view = joined.view("gate view", 0, n_ff).unwrap();
     let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n_ff]).unwrap();
-    // Norm::Scaled reads x * g (what a norm_out epilogue writes) and takes the RMS of x.
-    let xg: Vec<f32> = x.iter().zip(&g).map(|(a, b)| a * b).collect();
-    let xgb = storage_buffer_init(&ctx, "x * g", &xg).unwrap();
-    let n_partials = MatvecQ1_0::argmax_partials(&ctx, &gate_view, &opts);
+    let n_partials = MatvecQ1_0::argmax_partials(&gate_view);
     let argmax = Argmax::over_partials(&ctx, &cache, n_partials).unwrap();
     let head = MatvecQ1_0::fused(
         &ctx,
         &cache,
         &MatvecQ1_0Bindings {
             w: &gate_view,
-            x: &xgb,
+            x: &xb,
             y: &yb,
             opts,
         },
         &Fusion {
-            norm: Some(Norm::Scaled { residual: &xb, eps }),
+            gain: Some(&gb),
             argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
             ..Fusion::default()
         },
@@ -816,10 +817,11 @@ async fn check_fused_matvec(reduce: Reduce) {
         MATVEC_TOL,
     );
     let got_y = read_f32(&ctx, &yb, n_ff).await;
+    let want_y = cpu_matvec(&gate, k, n_ff, &xg, &[], false);
     assert_close(
-        &format!("norm + gate view {reduce:?}"),
+        &format!("gain + gate view {reduce:?}"),
         &got_y,
-        &gate_y,
+        &want_y,
         MATVEC_TOL,
     );
     let got_idx = read_buffer::<u32>(&ctx, &argmax.result, 0, 1)

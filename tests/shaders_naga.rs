@@ -30,12 +30,17 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
     // gate|up with silu, Wo over merged attention partials, the head with argmax stage 1.
     let fused = |rows: f64| {
         vec![
-            [matvec(2048.0, 4096.0, 0.0, rows), vec![("NORM", 1.0)]].concat(),
-            [matvec(2048.0, 4096.0, 0.0, rows), vec![("NORM_LOAD", 1.0)]].concat(),
+            [matvec(2048.0, 4096.0, 0.0, rows), vec![("RMS", 1.0)]].concat(),
+            [matvec(2048.0, 4096.0, 0.0, rows), vec![("GAIN", 1.0)]].concat(),
+            [
+                matvec(2048.0, 2048.0, 1.0, rows),
+                vec![("MERGE_ONE", 1.0), ("NORM_OUT", 1.0), ("MAX_CHUNKS", 16.0)],
+            ]
+            .concat(),
             [matvec(6144.0, 2048.0, 1.0, rows), vec![("NORM_OUT", 1.0)]].concat(),
             [
                 matvec(2048.0, 12288.0, 0.0, rows),
-                vec![("NORM", 1.0), ("GLU", 1.0)],
+                vec![("RMS", 1.0), ("GLU", 1.0)],
             ]
             .concat(),
             [
@@ -50,7 +55,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             .concat(),
             [
                 matvec(4096.0, 151669.0, 0.0, rows),
-                vec![("NORM", 1.0), ("ARGMAX", 1.0), ("ARG_BASE", 0.0)],
+                vec![("RMS", 1.0), ("ARGMAX", 1.0), ("ARG_BASE", 0.0)],
             ]
             .concat(),
         ]

@@ -4,23 +4,24 @@
 //
 // Plain: y[Y_OFFSET + r] (+)= W[W_ROW0 + r] . x for the N rows of one weight part.
 // The fused decode plan (ARCHITECTURE.md, "A decode step") switches on, by override:
-// - NORM: the input is rmsnorm(r) * g for the residual r: `x` holds r * g (written by the
-//   previous kernel's NORM_OUT epilogue), `aux` holds r. Every workgroup computes 1/rms(r) in
-//   its prologue (K values, from cache) and scales its dot products by it at the end (a scalar
-//   commutes with the matvec): the dot products themselves cost what a plain matvec's do.
-// - NORM_LOAD: as NORM where no kernel wrote r * g (the first layer, after the embedding):
-//   `x` is r, `aux` is g, and every x load is multiplied by g.
-// - NORM_OUT: the epilogue also writes out_f[o] = y[o] * g_next[o], the next NORM's input
+// - GAIN: every x load is multiplied by aux (a norm weight g): the input is x * g.
+// - RMS: the outputs are scaled by 1/rms(aux) (aux = the residual r; a scalar commutes with the
+//   matvec). With x = r * g written by the previous kernel's NORM_OUT epilogue, that is
+//   W (rmsnorm(r) * g) at the cost of a plain matvec plus one pass over r per subgroup (or per
+//   workgroup, in the shared reduction).
+// - NORM_OUT: the epilogue also writes out_f[o] = y[o] * g_next[o], the next kernel's r * g
 //   (the residual-adding Wo and down kernels: the next norm's weight times the new residual).
-// - MERGE: the input is the attention output, merged from attention_decode's per-chunk partials
-//   (x = part_o, aux = part_ml): per head the prologue takes M = max_c m_c and
-//   L = sum_c exp(m_c - M) l_c; a load combines the live chunks with weights exp(m_c - M) / L.
-//   With one chunk (short contexts) that is one multiply per value.
+// - MERGE: the input is the attention output merged from attention_decode's per-chunk partials
+//   (x = part_o, aux = part_ml): per head M = max_c m_c and L = sum_c exp(m_c - M) l_c, kept
+//   with the (head, chunk) weights exp(m_c - M) / L in workgroup memory; a load combines the
+//   live chunks. MERGE_ONE: the context is one chunk: a load is part_o / l, no table.
 // - GLU: the weight is [gate; up] (N = 2 n_ff rows); row group p owns gate rows 2p, 2p + 1 and
 //   up rows N/2 + 2p, N/2 + 2p + 1 and writes y[2p + i] = silu(gate_i) * up_i.
-// - ARGMAX: also writes the workgroup's (max, lowest index) of its outputs to
-//   out_f / out_u[ARG_BASE + workgroup], stage 1 of argmax.wgsl's two-stage reduction, with its
+// - ARGMAX: also writes each row group's (max, lowest index) of its outputs to
+//   out_f / out_u[ARG_BASE + row group], stage 1 of argmax.wgsl's two-stage reduction with its
 //   rule (ties to the lowest index; NaN and -inf never win).
+// Only MERGE (the table) and RMS in the shared reduction use workgroup barriers: CPU adapters
+// (lavapipe) compile a kernel with barriers into coroutines, which slows every weight.
 // Bindings unused by the options get small placeholder buffers (UnusedBindings): 8 storage
 // buffers at most, WebGPU's default limit.
 //
@@ -41,38 +42,37 @@ override Y_OFFSET: u32 = 0u;         // index in y of this part's first output
 override W_ROW0: u32 = 0u;           // first row of this part in the weight buffers (row views)
 override ROWS_PER_WG: u32 = 32u;     // multiple of 4
 override ACCUMULATE: bool = false;   // y += W x (residual add) instead of y = W x
-override NORM: bool = false;
-override NORM_LOAD: bool = false;
+override GAIN: bool = false;
+override RMS: bool = false;
 override NORM_OUT: bool = false;
-override EPS: f32 = 1e-6;            // NORM, NORM_LOAD: RMSNorm epsilon
+override EPS: f32 = 1e-6;            // RMS: RMSNorm epsilon
 override MERGE: bool = false;
+override MERGE_ONE: bool = false;
 override HEAD_DIM: u32 = 128u;       // MERGE: K / HEAD_DIM heads, at most MAX_HEADS
 override CHUNK: u32 = 128u;          // MERGE: positions per attention chunk
 override MAX_CHUNKS: u32 = 1u;       // MERGE: chunk stride of the partial buffers
 override GLU: bool = false;
 override ARGMAX: bool = false;
-override ARG_BASE: u32 = 0u;         // ARGMAX: partials of the weight's earlier parts
+override ARG_BASE: u32 = 0u;         // ARGMAX: row groups of the weight's earlier parts
 
 const WG: u32 = 256u;
 const MAX_HEADS: u32 = 64u;
 const MAX_WEIGHTS: u32 = 2048u;      // MERGE: (head, chunk) weights kept in workgroup memory
 const NONE: u32 = 0xffffffffu;
 
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); NORM: r * g; MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;       // (Y_OFFSET + outputs)
-@group(0) @binding(4) var<storage, read> aux: array<f32>;           // NORM: r (K); NORM_LOAD: g (K); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
+@group(0) @binding(4) var<storage, read> aux: array<f32>;           // GAIN: g (K); RMS: r (K); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
 @group(0) @binding(5) var<uniform> step: StepParams;                // MERGE: n_kv
 @group(0) @binding(6) var<storage, read_write> out_f: array<f32>;   // ARGMAX: values (partials); NORM_OUT: y * g_next
 @group(0) @binding(7) var<storage, read_write> out_u: array<u32>;   // ARGMAX: indices (partials)
 @group(0) @binding(8) var<storage, read> g_next: array<f32>;        // NORM_OUT: the next norm's weight
 
 var<workgroup> red: array<f32, WG>;
-var<workgroup> inv_rms: f32;
+var<workgroup> inv_rms_wg: f32;
 var<workgroup> head_max: array<f32, MAX_HEADS>;
 var<workgroup> head_inv_l: array<f32, MAX_HEADS>;
 var<workgroup> merge_w: array<f32, MAX_WEIGHTS>;
-var<workgroup> best_val: array<f32, WG>;
-var<workgroup> best_idx: array<u32, WG>;
 
 fn n_chunks() -> u32 {
     return min((step.n_kv + CHUNK - 1u) / CHUNK, MAX_CHUNKS);
@@ -85,11 +85,20 @@ fn merge_weight(h: u32, c: u32, nc: u32) -> f32 {
     return exp(aux[2u * (h * MAX_CHUNKS + c)] - head_max[h]) * head_inv_l[h];
 }
 
+fn aux4(i: u32) -> vec4<f32> {
+    let e = 4u * i;
+    return vec4<f32>(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]);
+}
+
 // Input values 4i .. 4i + 4.
 fn load_x(i: u32) -> vec4<f32> {
-    if (NORM_LOAD) {
-        let e = 4u * i;
-        return x[i] * vec4<f32>(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]);
+    if (GAIN) {
+        return x[i] * aux4(i);
+    }
+    if (MERGE_ONE) {
+        // One chunk: its partial over its sum (h * MAX_CHUNKS is chunk 0 of head h).
+        let h = 4u * i / HEAD_DIM;
+        return x[(h * MAX_CHUNKS * HEAD_DIM + 4u * i % HEAD_DIM) / 4u] / aux[2u * h * MAX_CHUNKS + 1u];
     }
     if (MERGE) {
         let e = 4u * i;
@@ -115,21 +124,26 @@ fn weight_row(first_row: u32, i: u32) -> u32 {
     return min(first_row + i, N - 1u);
 }
 
-// Run by every thread before the dot products (workgroup-uniform: overrides only).
-fn prologue(lid: u32) {
-    if (NORM || NORM_LOAD) {
-        var ss = 0.0;
-        for (var i = lid; i < K / 4u; i += WG) {
-            var v: vec4<f32>;
-            if (NORM) {
-                let e = 4u * i;
-                v = vec4<f32>(aux[e], aux[e + 1u], aux[e + 2u], aux[e + 3u]);
-            } else {
-                v = x[i];
-            }
-            ss += dot(v, v);
-        }
-        red[lid] = ss;
+// RMS: sum of squares of aux[4i .. 4i + 4] for i = start, start + stride, ...
+fn rms_partial(start: u32, stride: u32) -> f32 {
+    var ss = 0.0;
+    for (var i = start; i < K / 4u; i += stride) {
+        let v = aux4(i);
+        ss += dot(v, v);
+    }
+    return ss;
+}
+
+fn inv_rms(ss: f32) -> f32 {
+    return inverseSqrt(ss / f32(K) + EPS);
+}
+
+// The workgroup-memory parts of the options, run by every thread before the dot products
+// (workgroup-uniform: overrides only): the merge table, and with `rms_tree` the RMS (the shared
+// reduction; the subgroup one takes it per subgroup, without barriers).
+fn prologue(lid: u32, rms_tree: bool) {
+    if (RMS && rms_tree) {
+        red[lid] = rms_partial(lid, WG);
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s >>= 1u) {
             if (lid < s) {
@@ -138,8 +152,9 @@ fn prologue(lid: u32) {
             workgroupBarrier();
         }
         if (lid == 0u) {
-            inv_rms = inverseSqrt(red[0] / f32(K) + EPS);
+            inv_rms_wg = inv_rms(red[0]);
         }
+        workgroupBarrier();
     }
     if (MERGE) {
         let nh = K / HEAD_DIM;
@@ -165,8 +180,6 @@ fn prologue(lid: u32) {
                 merge_w[i] = exp(aux[2u * (h * MAX_CHUNKS + c)] - head_max[h]) * head_inv_l[h];
             }
         }
-    }
-    if (NORM || NORM_LOAD || MERGE) {
         workgroupBarrier();
     }
 }
@@ -175,13 +188,10 @@ fn better(v: f32, i: u32, bv: f32, bi: u32) -> bool {
     return v > bv || (v == bv && i < bi);
 }
 
-// Writes the 4 dot products `total` of the row group at first_row (< N); with ARGMAX keeps the
-// best output in (bv, bi).
-fn finish(first_row: u32, total: vec4<f32>, bv: ptr<function, f32>, bi: ptr<function, u32>) {
-    var d = total;
-    if (NORM || NORM_LOAD) {
-        d *= inv_rms;
-    }
+// Writes the 4 dot products `total` of the row group at first_row (< N), scaled by `scale`
+// (1/rms with RMS, else 1).
+fn finish(first_row: u32, total: vec4<f32>, scale: f32) {
+    let d = total * scale;
     if (GLU) {
         let p = first_row / 4u;
         for (var i = 0u; i < 2u; i++) {
@@ -194,6 +204,8 @@ fn finish(first_row: u32, total: vec4<f32>, bv: ptr<function, f32>, bi: ptr<func
         }
         return;
     }
+    var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
+    var bi = NONE;
     for (var i = 0u; i < 4u; i++) {
         if (first_row + i < N) {
             let o = Y_OFFSET + first_row + i;
@@ -202,28 +214,14 @@ fn finish(first_row: u32, total: vec4<f32>, bv: ptr<function, f32>, bi: ptr<func
             if (NORM_OUT) {
                 out_f[o] = v * g_next[o];
             }
-            if (ARGMAX && better(v, o, *bv, *bi)) {
-                *bv = v;
-                *bi = o;
+            if (better(v, o, bv, bi)) {
+                bv = v;
+                bi = o;
             }
         }
     }
-}
-
-// ARGMAX: the workgroup's best (value, index) into the partials (all threads call it).
-fn argmax_store(lid: u32, group: u32, bv: f32, bi: u32) {
-    best_val[lid] = bv;
-    best_idx[lid] = bi;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && better(best_val[lid + s], best_idx[lid + s], best_val[lid], best_idx[lid])) {
-            best_val[lid] = best_val[lid + s];
-            best_idx[lid] = best_idx[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && group < (N + ROWS_PER_WG - 1u) / ROWS_PER_WG) {
-        out_f[ARG_BASE + group] = best_val[0];
-        out_u[ARG_BASE + group] = best_idx[0];
+    if (ARGMAX) {
+        out_f[ARG_BASE + first_row / 4u] = bv;
+        out_u[ARG_BASE + first_row / 4u] = bi;
     }
 }

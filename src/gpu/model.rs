@@ -21,6 +21,8 @@ pub struct FusedLayer {
     pub wqkv: Q1_0Weight,
     /// Rows of `w_gate`, then `w_up`: one matvec with the `silu(gate) * up` epilogue.
     pub w_gate_up: Q1_0Weight,
+    /// `attn_q_norm` then `attn_k_norm` in one buffer (the fused attention kernel's binding).
+    pub qk_norm: wgpu::Buffer,
 }
 
 /// A Qwen3 model loaded onto a GPU.
@@ -133,7 +135,22 @@ fn fuse_layers(
         let n_ff = l.w_gate.n;
         l.w_gate = w_gate_up.view(&l.w_gate.name, 0, n_ff)?;
         l.w_up = w_gate_up.view(&l.w_up.name, n_ff, n_ff)?;
-        fused.push(FusedLayer { wqkv, w_gate_up });
+        let hd = l.attn_q_norm.size();
+        let qk_norm =
+            crate::gpu::buffers::storage_buffer(ctx, &format!("blk.{i}.qk_norm"), 2 * hd)?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("qk norms"),
+            });
+        encoder.copy_buffer_to_buffer(&l.attn_q_norm, 0, &qk_norm, 0, hd);
+        encoder.copy_buffer_to_buffer(&l.attn_k_norm, 0, &qk_norm, hd, hd);
+        ctx.queue.submit([encoder.finish()]);
+        fused.push(FusedLayer {
+            wqkv,
+            w_gate_up,
+            qk_norm,
+        });
     }
     Ok(Some(fused))
 }

@@ -112,14 +112,17 @@ pub struct AttentionDecodeBindings<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-/// The QK-norm weights the fused attention's prologue applies ([`AttentionDecode::fused`]).
+/// What the fused attention's prologue reads besides q|k|v ([`AttentionDecode::fused`]).
 #[derive(Clone, Copy)]
 pub struct RopeInput<'a> {
-    /// `attn_q_norm`: (head_dim) f32.
-    pub q_norm: &'a wgpu::Buffer,
-    /// `attn_k_norm`: (head_dim) f32.
-    pub k_norm: &'a wgpu::Buffer,
-    /// RMSNorm epsilon.
+    /// `attn_q_norm` then `attn_k_norm`: (2 head_dim) f32 ([`crate::gpu::model::FusedLayer`]).
+    pub qk_norm: &'a wgpu::Buffer,
+    /// The residual the attention norm normalises: (n_embd) f32. q|k|v were computed from
+    /// `x_res * attn_norm`; the prologue scales them by `1 / rms(x_res)`.
+    pub x_res: &'a wgpu::Buffer,
+    /// Its length.
+    pub n_embd: usize,
+    /// RMSNorm epsilon (attention norm and QK-norm).
     pub eps: f32,
 }
 
@@ -204,8 +207,14 @@ impl AttentionDecode {
             4 * (dims.q_dim() + 2 * dims.kv_dim()),
             "fused attention q|k|v",
         )?;
-        check_binding(rope.q_norm, 4 * dims.head_dim, "fused attention q_norm")?;
-        check_binding(rope.k_norm, 4 * dims.head_dim, "fused attention k_norm")?;
+        check_binding(rope.qk_norm, 8 * dims.head_dim, "fused attention qk_norm")?;
+        if !rope.n_embd.is_multiple_of(4) {
+            return Err(Error::InvalidArgument(format!(
+                "fused attention: n_embd {} is not a multiple of 4",
+                rope.n_embd
+            )));
+        }
+        check_binding(rope.x_res, 4 * rope.n_embd, "fused attention x_res")?;
         Ok(FusedAttention {
             partial: partial_kernel(ctx, cache, b, Some(rope))?,
             chunk: b.scratch.chunk as u32,
@@ -235,13 +244,14 @@ fn partial_kernel(
     let max_chunks = b.scratch.max_chunks as f64;
     let [kv_q8, scale_base] = b.kv.overrides();
     let unused = cache.unused(ctx)?;
-    let (q_norm, k_norm, table, eps) = match rope {
-        Some(r) => (r.q_norm, r.k_norm, &b.kv.rope, r.eps),
+    let (qk_norm, table, x_res, eps, n_embd) = match rope {
+        Some(r) => (r.qk_norm, &b.kv.rope, r.x_res, r.eps, r.n_embd),
         None => (
             &unused.storage[0],
             &unused.storage[0],
             &unused.storage[0],
             0.0,
+            4,
         ),
     };
     Kernel::new(
@@ -263,6 +273,7 @@ fn partial_kernel(
                 ("ROPE", if rope.is_some() { 1.0 } else { 0.0 }),
                 ("N_ROT", b.kv.n_rot as f64),
                 ("EPS", eps as f64),
+                ("N_EMBD", n_embd as f64),
             ],
             bindings: &[
                 b.step.as_entire_binding(),
@@ -271,9 +282,9 @@ fn partial_kernel(
                 layer.v.as_entire_binding(),
                 b.scratch.part_o.as_entire_binding(),
                 b.scratch.part_ml.as_entire_binding(),
-                q_norm.as_entire_binding(),
-                k_norm.as_entire_binding(),
+                qk_norm.as_entire_binding(),
                 table.as_entire_binding(),
+                x_res.as_entire_binding(),
             ],
             workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
         },

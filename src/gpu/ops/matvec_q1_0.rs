@@ -65,54 +65,21 @@ pub struct MatvecQ1_0Bindings<'a> {
 /// What a fused matvec does beyond `y (+)= W x` (see `shaders/lib/matvec_common.wgsl`).
 #[derive(Clone, Copy, Default)]
 pub struct Fusion<'a> {
-    /// The input is `rmsnorm(r) * g` of a residual `r`.
-    pub norm: Option<Norm<'a>>,
+    /// Every x load is multiplied by this (a norm weight, (k) f32): the input is `x * g`.
+    pub gain: Option<&'a wgpu::Buffer>,
+    /// `Some((r, eps))`: the outputs are scaled by `1 / rms(r)` (`r`: (k) f32). With `x = r * g`
+    /// (a [`Fusion::norm_out`] wrote it) the matvec computes `W (rmsnorm(r) * g)`.
+    pub rms: Option<(&'a wgpu::Buffer, f32)>,
     /// `Some((g_next, out))`: the epilogue also writes `out[o] = y[o] * g_next[o]` (both (n)
-    /// f32): the next [`Norm::Scaled`]'s input.
+    /// f32): the next norm-folded matvec's `x`.
     pub norm_out: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
     /// The input is the attention output merged from the decode partials (`x` is `part_o`).
     pub merge: Option<MergeInput<'a>>,
     /// The weight is [gate; up]: `y[i] = silu(gate_i . x) * (up_i . x)` for the n/2 outputs.
     pub glu: bool,
-    /// Argmax stage 1 of the outputs into these (value, index) partials, one per workgroup
+    /// Argmax stage 1 of the outputs into these (value, index) partials, one per row group of 4
     /// ([`MatvecQ1_0::argmax_partials`] of them); argmax.wgsl's stage 2 reduces them.
     pub argmax: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-}
-
-/// Where a fused matvec's RMSNorm input comes from.
-#[derive(Clone, Copy)]
-pub enum Norm<'a> {
-    /// The matvec's `x` holds `r * g` (a [`Fusion::norm_out`] wrote it); `residual` is `r`,
-    /// whose RMS every workgroup takes: the dot products cost what a plain matvec's do.
-    Scaled {
-        /// `r`: (k) f32.
-        residual: &'a wgpu::Buffer,
-        /// RMSNorm epsilon.
-        eps: f32,
-    },
-    /// The matvec's `x` is `r` and every load is multiplied by `g` (where no kernel wrote
-    /// `r * g`: the first layer).
-    Load {
-        /// `g`: (k) f32.
-        g: &'a wgpu::Buffer,
-        /// RMSNorm epsilon.
-        eps: f32,
-    },
-}
-
-impl Norm<'_> {
-    fn eps(&self) -> f32 {
-        match *self {
-            Norm::Scaled { eps, .. } | Norm::Load { eps, .. } => eps,
-        }
-    }
-
-    fn buffer(&self) -> &wgpu::Buffer {
-        match *self {
-            Norm::Scaled { residual, .. } => residual,
-            Norm::Load { g, .. } => g,
-        }
-    }
 }
 
 /// The attention partials a [`Fusion::merge`] reads (`attention_decode.wgsl`'s outputs).
@@ -136,8 +103,9 @@ pub struct MergeInput<'a> {
 pub struct MatvecQ1_0 {
     /// One kernel per weight part.
     pub kernels: Vec<Kernel>,
-    /// Workgroups of every part together: with [`Fusion::argmax`], the partials written.
-    pub n_workgroups: u32,
+    /// With [`Fusion::merge`]: the kernels for a context of one attention chunk (a load is the
+    /// chunk's partial over its sum, no table, no barrier), and the chunk size.
+    pub one_chunk: Option<(Vec<Kernel>, u32)>,
 }
 
 impl MatvecQ1_0 {
@@ -150,17 +118,13 @@ impl MatvecQ1_0 {
         Self::fused(ctx, cache, b, &Fusion::default())
     }
 
-    /// Workgroups of the packed kernels for `n` rows: the size of [`Fusion::argmax`]'s partials.
-    pub fn argmax_partials(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> u32 {
-        let (_, rows_per_wg, _) = plan(ctx, w, opts);
-        w.parts
-            .iter()
-            .map(|p| (p.n_rows as u32).div_ceil(rows_per_wg))
-            .sum()
+    /// Row groups (of 4 rows) of every part: the size of [`Fusion::argmax`]'s partials.
+    pub fn argmax_partials(w: &Q1_0Weight) -> u32 {
+        w.parts.iter().map(|p| (p.n_rows as u32).div_ceil(4)).sum()
     }
 
-    /// As [`Self::new`] with the fused decode options `f` (packed formats only; `x` is the
-    /// residual stream for [`Fusion::norm`], `part_o` for [`Fusion::merge`]).
+    /// As [`Self::new`] with the fused decode options `f` (packed formats only; `x` is
+    /// `part_o` for [`Fusion::merge`]).
     pub fn fused(
         ctx: &GpuContext,
         cache: &PipelineCache,
@@ -168,7 +132,8 @@ impl MatvecQ1_0 {
         f: &Fusion<'_>,
     ) -> Result<MatvecQ1_0> {
         let (w, x, y, opts) = (b.w, b.x, b.y, b.opts);
-        let fused = f.norm.is_some()
+        let fused = f.gain.is_some()
+            || f.rms.is_some()
             || f.norm_out.is_some()
             || f.merge.is_some()
             || f.glu
@@ -179,9 +144,10 @@ impl MatvecQ1_0 {
                 w.name
             )));
         }
-        if f.norm.is_some() && f.merge.is_some() {
+        let aux_users = [f.gain.is_some(), f.rms.is_some(), f.merge.is_some()];
+        if aux_users.iter().filter(|&&u| u).count() > 1 {
             return Err(Error::InvalidArgument(format!(
-                "matvec {}: norm and merge inputs exclude each other",
+                "matvec {}: gain, rms and merge share a binding; use one",
                 w.name
             )));
         }
@@ -214,8 +180,11 @@ impl MatvecQ1_0 {
             }
             None => 4 * w.k,
         };
-        if let Some(norm) = &f.norm {
-            check_binding(norm.buffer(), 4 * w.k, "matvec norm input")?;
+        if let Some(g) = f.gain {
+            check_binding(g, 4 * w.k, "matvec gain")?;
+        }
+        if let Some((r, _)) = f.rms {
+            check_binding(r, 4 * w.k, "matvec rms input")?;
         }
         if let Some((g_next, out)) = f.norm_out {
             check_binding(g_next, 4 * n_out, "matvec norm_out weight")?;
@@ -231,94 +200,111 @@ impl MatvecQ1_0 {
                 n_out * 4
             )));
         }
-        let (shader, rows_per_wg, iters) = plan(ctx, w, &opts);
+        let (shader, mut rows_per_wg, mut iters) = plan(ctx, w, &opts);
+        if let (Some(it), Some(_)) = (iters.as_mut(), f.rms) {
+            // Each subgroup takes the RMS itself: give it 4x the row groups to spread that over.
+            *it *= RMS_ROUNDS;
+            rows_per_wg *= RMS_ROUNDS;
+        }
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
             m => m.min(ctx.limits.max_compute_workgroups_per_dimension),
         };
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
         let unused = cache.unused(ctx)?;
-        let mut kernels = Vec::with_capacity(w.parts.len());
-        let mut n_workgroups = 0;
-        for part in &w.parts {
-            let mut overrides = vec![
-                ("K", w.k as f64),
-                ("N", part.n_rows as f64),
-                ("Y_OFFSET", part.row0 as f64),
-                ("ACCUMULATE", flag(opts.accumulate)),
-            ];
-            let mut bindings = part.bindings();
-            bindings.extend([x.as_entire_binding(), y.as_entire_binding()]);
-            if w.format != WeightFormat::F32 {
-                overrides.extend([
-                    ("ROWS_PER_WG", rows_per_wg as f64),
-                    ("W_ROW0", part.w_row0 as f64),
-                    ("NORM", flag(matches!(f.norm, Some(Norm::Scaled { .. })))),
-                    ("NORM_LOAD", flag(matches!(f.norm, Some(Norm::Load { .. })))),
-                    ("NORM_OUT", flag(f.norm_out.is_some())),
-                    ("MERGE", flag(f.merge.is_some())),
-                    ("GLU", flag(f.glu)),
-                    ("ARGMAX", flag(f.argmax.is_some())),
-                    ("ARG_BASE", n_workgroups as f64),
-                ]);
-                if let Some(norm) = &f.norm {
-                    overrides.push(("EPS", norm.eps() as f64));
-                }
-                if let Some(m) = &f.merge {
+        let build = |merge_one: bool| -> Result<Vec<Kernel>> {
+            let mut kernels = Vec::with_capacity(w.parts.len());
+            let mut row_groups = 0;
+            for part in &w.parts {
+                let mut overrides = vec![
+                    ("K", w.k as f64),
+                    ("N", part.n_rows as f64),
+                    ("Y_OFFSET", part.row0 as f64),
+                    ("ACCUMULATE", flag(opts.accumulate)),
+                ];
+                let mut bindings = part.bindings();
+                bindings.extend([x.as_entire_binding(), y.as_entire_binding()]);
+                if w.format != WeightFormat::F32 {
                     overrides.extend([
-                        ("HEAD_DIM", m.head_dim as f64),
-                        ("CHUNK", m.chunk as f64),
-                        ("MAX_CHUNKS", m.max_chunks as f64),
+                        ("ROWS_PER_WG", rows_per_wg as f64),
+                        ("W_ROW0", part.w_row0 as f64),
+                        ("GAIN", flag(f.gain.is_some())),
+                        ("RMS", flag(f.rms.is_some())),
+                        ("NORM_OUT", flag(f.norm_out.is_some())),
+                        ("MERGE", flag(f.merge.is_some() && !merge_one)),
+                        ("MERGE_ONE", flag(merge_one)),
+                        ("GLU", flag(f.glu)),
+                        ("ARGMAX", flag(f.argmax.is_some())),
+                        ("ARG_BASE", row_groups as f64),
+                    ]);
+                    if let Some((_, eps)) = f.rms {
+                        overrides.push(("EPS", eps as f64));
+                    }
+                    if let Some(m) = &f.merge {
+                        overrides.extend([
+                            ("HEAD_DIM", m.head_dim as f64),
+                            ("CHUNK", m.chunk as f64),
+                            ("MAX_CHUNKS", m.max_chunks as f64),
+                        ]);
+                    }
+                    let aux = match (f.gain, f.rms, &f.merge) {
+                        (Some(g), _, _) => g,
+                        (None, Some((r, _)), _) => r,
+                        (None, None, Some(m)) => m.part_ml,
+                        (None, None, None) => x,
+                    };
+                    let step = f.merge.as_ref().map_or(&unused.uniform, |m| m.step);
+                    let (out_f, out_u) = match (f.argmax, f.norm_out) {
+                        (Some((val, idx)), _) => (val, idx),
+                        (None, Some((_, out))) => (out, &unused.storage[1]),
+                        (None, None) => (&unused.storage[0], &unused.storage[1]),
+                    };
+                    let g_next = f.norm_out.map_or(x, |(g, _)| g);
+                    bindings.extend([
+                        aux.as_entire_binding(),
+                        step.as_entire_binding(),
+                        out_f.as_entire_binding(),
+                        out_u.as_entire_binding(),
+                        g_next.as_entire_binding(),
                     ]);
                 }
-                let aux = match (&f.norm, &f.merge) {
-                    (Some(norm), _) => norm.buffer(),
-                    (None, Some(m)) => m.part_ml,
-                    (None, None) => x,
-                };
-                let step = f.merge.as_ref().map_or(&unused.uniform, |m| m.step);
-                let (out_f, out_u) = match (f.argmax, f.norm_out) {
-                    (Some((val, idx)), _) => (val, idx),
-                    (None, Some((_, out))) => (out, &unused.storage[1]),
-                    (None, None) => (&unused.storage[0], &unused.storage[1]),
-                };
-                let g_next = f.norm_out.map_or(x, |(g, _)| g);
-                bindings.extend([
-                    aux.as_entire_binding(),
-                    step.as_entire_binding(),
-                    out_f.as_entire_binding(),
-                    out_u.as_entire_binding(),
-                    g_next.as_entire_binding(),
-                ]);
+                if let Some(iters) = iters {
+                    overrides.push(("ITERS", iters as f64));
+                }
+                let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
+                row_groups += (part.n_rows as u32).div_ceil(4);
+                kernels.push(Kernel::new(
+                    ctx,
+                    cache,
+                    KernelSpec {
+                        label: format!("matvec {} rows {}..", w.name, part.row0),
+                        shader,
+                        entry: "main",
+                        overrides: &overrides,
+                        bindings: &bindings,
+                        workgroups: split_workgroups(n_groups, max_per_dim),
+                    },
+                )?);
             }
-            if let Some(iters) = iters {
-                overrides.push(("ITERS", iters as f64));
-            }
-            let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
-            n_workgroups += n_groups;
-            kernels.push(Kernel::new(
-                ctx,
-                cache,
-                KernelSpec {
-                    label: format!("matvec {} rows {}..", w.name, part.row0),
-                    shader,
-                    entry: "main",
-                    overrides: &overrides,
-                    bindings: &bindings,
-                    workgroups: split_workgroups(n_groups, max_per_dim),
-                },
-            )?);
-        }
+            Ok(kernels)
+        };
         if let Some((val, idx)) = f.argmax {
-            check_binding(val, 4 * n_workgroups as usize, "matvec argmax values")?;
-            check_binding(idx, 4 * n_workgroups as usize, "matvec argmax indices")?;
+            let n = Self::argmax_partials(w) as usize;
+            check_binding(val, 4 * n, "matvec argmax values")?;
+            check_binding(idx, 4 * n, "matvec argmax indices")?;
         }
-        Ok(MatvecQ1_0 {
-            kernels,
-            n_workgroups,
-        })
+        let kernels = build(false)?;
+        let one_chunk = match &f.merge {
+            Some(m) => Some((build(true)?, m.chunk as u32)),
+            None => None,
+        };
+        Ok(MatvecQ1_0 { kernels, one_chunk })
     }
 }
+
+/// Row-group rounds per subgroup of a matvec with [`Fusion::rms`] (each subgroup takes the RMS
+/// of its input once, for all of them).
+const RMS_ROUNDS: u32 = 4;
 
 /// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
 fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {
@@ -363,6 +349,9 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
 /// One token: every part's kernel, whatever the step (they write disjoint ranges of y).
 impl Op for MatvecQ1_0 {
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
-        self.kernels.encode(pass, step);
+        match &self.one_chunk {
+            Some((kernels, chunk)) if step.n_kv <= *chunk => kernels.encode(pass, step),
+            _ => self.kernels.encode(pass, step),
+        }
     }
 }

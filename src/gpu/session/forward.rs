@@ -22,7 +22,7 @@ use crate::gpu::ops::attention_decode::{
 use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Norm,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput,
 };
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -329,26 +329,15 @@ impl FusedDecode {
             ..MatvecOptions::default()
         };
         // The residual-adding kernels (D3, D5) also write xb = x * (the next norm's weight), so
-        // the next norm-folded matvec reads r * g and only takes 1/rms(r) (Norm::Scaled); the
-        // first layer's D1 multiplies by its norm weight as it loads (Norm::Load).
-        let n_layer = weights.layers.len();
+        // a norm-folded matvec reads x * g and only scales its outputs by 1/rms(x): D4 and the
+        // head take the RMS themselves, D1's is taken by the attention prologue (D2), so D1 is a
+        // plain matvec (the first layer's multiplies its loads by attn_norm: no kernel before it
+        // wrote x * g).
         for (l, (w, j)) in weights.layers.iter().zip(fused).enumerate() {
-            // D1: q|k|v = Wqkv (rmsnorm(x) * attn_norm)
-            let (d1_x, d1_norm) = match l {
-                0 => (
-                    &a.x,
-                    Norm::Load {
-                        g: &w.attn_norm,
-                        eps,
-                    },
-                ),
-                _ => (
-                    &a.xb,
-                    Norm::Scaled {
-                        residual: &a.x,
-                        eps,
-                    },
-                ),
+            // D1: qkv = Wqkv (x * attn_norm)
+            let (d1_x, d1_gain) = match l {
+                0 => (&a.x, Some(&w.attn_norm)),
+                _ => (&a.xb, None),
             };
             let qkv = MatvecQ1_0Bindings {
                 w: &j.wqkv,
@@ -356,12 +345,13 @@ impl FusedDecode {
                 y: &a.qkv,
                 opts: plain,
             };
-            let norm = Fusion {
-                norm: Some(d1_norm),
+            let gain = Fusion {
+                gain: d1_gain,
                 ..Fusion::default()
             };
-            f.push("qkv", MatvecQ1_0::fused(ctx, cache, &qkv, &norm)?);
-            // D2: q, k = rope(qk_norm(q, k)); cache[pos] <- k, v; per-chunk attention partials
+            f.push("qkv", MatvecQ1_0::fused(ctx, cache, &qkv, &gain)?);
+            // D2: q, k, v = qkv / rms(x); q, k = rope(qk_norm(q, k)); cache[pos] <- k, v;
+            // per-chunk attention partials
             let attention = AttentionDecodeBindings {
                 step: &a.step,
                 q: &a.qkv,
@@ -371,8 +361,9 @@ impl FusedDecode {
                 out: &a.xb,
             };
             let rope = RopeInput {
-                q_norm: &w.attn_q_norm,
-                k_norm: &w.attn_k_norm,
+                qk_norm: &j.qk_norm,
+                x_res: &a.x,
+                n_embd: c.n_embd,
                 eps,
             };
             f.push(
@@ -398,7 +389,7 @@ impl FusedDecode {
                 ..Fusion::default()
             };
             f.push("wo", MatvecQ1_0::fused(ctx, cache, &wo, &merge)?);
-            // D4: hb = silu(Wgate xn) * (Wup xn), xn = rmsnorm(x) * ffn_norm
+            // D4: hb = silu(Wgate xn) * (Wup xn), xn = (x * ffn_norm) / rms(x)
             let gate_up = MatvecQ1_0Bindings {
                 w: &j.w_gate_up,
                 x: &a.xb,
@@ -406,10 +397,7 @@ impl FusedDecode {
                 opts: plain,
             };
             let glu = Fusion {
-                norm: Some(Norm::Scaled {
-                    residual: &a.x,
-                    eps,
-                }),
+                rms: Some((&a.x, eps)),
                 glu: true,
                 ..Fusion::default()
             };
@@ -425,7 +413,6 @@ impl FusedDecode {
                 Some(next) => &next.attn_norm,
                 None => &weights.output_norm,
             };
-            debug_assert!(l + 1 < n_layer || std::ptr::eq(next_norm, &weights.output_norm));
             let down_fusion = Fusion {
                 norm_out: Some((next_norm, &a.xb)),
                 ..Fusion::default()
@@ -434,8 +421,8 @@ impl FusedDecode {
         }
         let layers = std::mem::take(&mut f.steps);
 
-        // logits = Wout (rmsnorm(x) * output_norm), argmax stage 1 per workgroup; stage 2.
-        let n_partials = MatvecQ1_0::argmax_partials(ctx, head_w, &plain);
+        // logits = Wout (rmsnorm(x) * output_norm), argmax stage 1 per row group; stage 2.
+        let n_partials = MatvecQ1_0::argmax_partials(head_w);
         let argmax = Argmax::over_partials(ctx, cache, n_partials)?;
         let head = MatvecQ1_0Bindings {
             w: head_w,
@@ -444,10 +431,7 @@ impl FusedDecode {
             opts: plain,
         };
         let head_fusion = Fusion {
-            norm: Some(Norm::Scaled {
-                residual: &a.x,
-                eps,
-            }),
+            rms: Some((&a.x, eps)),
             argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
             ..Fusion::default()
         };

@@ -45,11 +45,18 @@ pub struct SessionOptions {
 /// The kernels of a decode (one-token) step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecodePlan {
+    /// `Fused` on GPUs, `Unfused` on CPU adapters (lavapipe, SwiftShader, WARP). Measured on
+    /// lavapipe, the fused kernels are slower per weight than the unfused ones (a kernel with
+    /// workgroup barriers is compiled into coroutines there, and the folded norm and merge add
+    /// work per load), while the dispatches and barriers the fusion saves cost little on a
+    /// CPU; on GPUs the chain of ~370 dependent dispatches per token is the bound the fused
+    /// plan cuts (ARCHITECTURE.md, "A decode step").
+    #[default]
+    Auto,
     /// 5 kernels per layer and 3 outside them (RMSNorm folded into the matvecs, q|k|v and
     /// gate|up joined, QK-norm + RoPE + cache write in the attention prologue, the attention
     /// merge in Wo's input, argmax stage 1 in the LM head), when the model's weights allow
     /// (packed and joinable: every Bonsai file); else as `Unfused`.
-    #[default]
     Fused,
     /// One kernel per op (13 per layer), the same list prefill runs: the reference the fused
     /// plan is tested against.
@@ -60,6 +67,7 @@ impl DecodePlan {
     /// The name the tools accept and print.
     pub fn name(self) -> &'static str {
         match self {
+            DecodePlan::Auto => "auto",
             DecodePlan::Fused => "fused",
             DecodePlan::Unfused => "unfused",
         }
@@ -77,10 +85,11 @@ impl std::str::FromStr for DecodePlan {
 
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(DecodePlan::Auto),
             "fused" => Ok(DecodePlan::Fused),
             "unfused" => Ok(DecodePlan::Unfused),
             other => Err(Error::InvalidArgument(format!(
-                "decode plan `{other}`: expected fused or unfused"
+                "decode plan `{other}`: expected auto, fused or unfused"
             ))),
         }
     }
@@ -143,9 +152,14 @@ impl Session {
         let kv = KvCache::new(ctx, c, opts.n_ctx, opts.cache_type)?;
         let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
         let forward = Forward::new(&model, &a, &kv, &scratch, max_batch)?;
-        let fused = match opts.decode_plan {
-            DecodePlan::Fused => FusedDecode::new(&model, &a, &kv, &scratch)?,
-            DecodePlan::Unfused => None,
+        let fused_wanted = match opts.decode_plan {
+            DecodePlan::Auto => model.ctx.info.device_type != wgpu::DeviceType::Cpu,
+            DecodePlan::Fused => true,
+            DecodePlan::Unfused => false,
+        };
+        let fused = match fused_wanted {
+            true => FusedDecode::new(&model, &a, &kv, &scratch)?,
+            false => None,
         };
         let topk = TopK::new(
             ctx,
@@ -208,7 +222,7 @@ impl Session {
         Ok(())
     }
 
-    /// The plan one-token steps run.
+    /// The plan one-token steps run (`Fused` or `Unfused`, never `Auto`).
     pub fn decode_plan(&self) -> DecodePlan {
         match self.fused {
             Some(_) => DecodePlan::Fused,
