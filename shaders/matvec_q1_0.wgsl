@@ -6,6 +6,12 @@
 // The THREADS_PER_GROUP = 256 / (ROWS_PER_WG / 4) threads of a row group stride over the sign
 // words, so neighbouring threads read neighbouring words. A weight is +x or -x: the inverted
 // sign bit is XORed into the float's sign bit.
+//
+// Indices stay in range by construction (built without runtime checks, `Shader::trusted`): rows
+// are clamped to N - 1 before a load and written only below N; sign words w < K/32 and block
+// scales r * K/128 + w/4 < N * K/128 lie inside the part's buffers (made by the repack for
+// exactly N rows of K); x is read below K/4 vec4s and y written below Y_OFFSET + N, which
+// MatvecQ1_0::new checks against the bound buffers.
 
 override K: u32;                     // input size (multiple of 128)
 override N: u32;                     // rows in this part

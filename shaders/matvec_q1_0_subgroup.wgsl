@@ -8,6 +8,12 @@
 // consecutive runs of local_invocation_index (true on every known driver).
 // Needs the subgroups feature; `enable subgroups;` is prepended on browser WebGPU only (naga
 // rejects the directive), see Shader::source_for.
+//
+// Indices stay in range by construction (built without runtime checks, `Shader::trusted`): rows
+// are clamped to N - 1 before a load and written only below N; sign words w < K/32 and block
+// scales r * K/128 + w/4 < N * K/128 lie inside the part's buffers (made by the repack for
+// exactly N rows of K); x is read below K/4 vec4s and y written below Y_OFFSET + N, which
+// MatvecQ1_0::new checks against the bound buffers.
 
 override K: u32;                     // input size (multiple of 128)
 override N: u32;                     // rows in this part

@@ -5,6 +5,12 @@
 //
 // A weight is (c - 1) d, so a word's dot product is sum(c x) - sum(x): the sum of x is taken
 // once for the 4 rows, and each row only converts its codes to floats and multiplies.
+//
+// Indices stay in range by construction (built without runtime checks, `Shader::trusted`): rows
+// are clamped to N - 1 before a load and written only below N; code words w < K/16 and block
+// scales r * K/64 + w/4 < N * K/64 lie inside the part's buffers (made by the repack for
+// exactly N rows of K); x is read below K/4 vec4s and y written below Y_OFFSET + N, which
+// MatvecQ1_0::new checks against the bound buffers.
 
 override K: u32;                     // input size (multiple of 64)
 override N: u32;                     // rows in this part

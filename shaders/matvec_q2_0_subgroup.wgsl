@@ -4,6 +4,12 @@
 // subgroup size in the adapter's range covers every row group).
 // Needs the subgroups feature; `enable subgroups;` is prepended on browser WebGPU only (naga
 // rejects the directive), see Shader::source_for.
+//
+// Indices stay in range by construction (built without runtime checks, `Shader::trusted`): rows
+// are clamped to N - 1 before a load and written only below N; code words w < K/16 and block
+// scales r * K/64 + w/4 < N * K/64 lie inside the part's buffers (made by the repack for
+// exactly N rows of K); x is read below K/4 vec4s and y written below Y_OFFSET + N, which
+// MatvecQ1_0::new checks against the bound buffers.
 
 override K: u32;                     // input size (multiple of 64)
 override N: u32;                     // rows in this part

@@ -394,6 +394,7 @@ async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
     let b = ArgmaxBindings {
         logits: &lb,
         n: logits.len() as u32,
+        out: None,
     };
     let op = Argmax::new(ctx, &cache, &b).unwrap();
     submit_kernels(ctx, "argmax", &[&op.stage1, &op.stage2]);
@@ -504,6 +505,7 @@ async fn fixture_head_matvec_argmax_and_embedding() {
         let b = ArgmaxBindings {
             logits: &logits,
             n: n as u32,
+            out: None,
         };
         let am = Argmax::new(&ctx, &cache, &b).unwrap();
         let mut kernels: Vec<_> = head.kernels.iter().collect();

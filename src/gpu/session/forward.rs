@@ -17,13 +17,15 @@ use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings};
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
+use crate::gpu::ops::sampler::{GpuSampler, GpuSamplerBindings};
 use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
+use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
 use crate::gpu::q1_0::Q1_0Weight;
 
 /// Activation buffers, llama2.c names; batched ones hold `max_batch` rows.
 pub(super) struct Activations {
     pub step: wgpu::Buffer,   // StepParams uniform: n_tokens, pos, n_kv
-    pub tokens: wgpu::Buffer, // (max_batch) u32
+    pub tokens: wgpu::Buffer, // (max_batch) u32; the head's choice lands in [0] (next step's input)
     pub x: wgpu::Buffer,      // (max_batch, n_embd) residual stream
     pub xb: wgpu::Buffer,     // (max_batch, max(n_embd, q_dim)) normed input / attention output
     pub x_last: wgpu::Buffer, // (n_embd) residual of the last prefill token
@@ -67,8 +69,13 @@ pub(super) struct Forward {
     pub layers: Vec<Step>,
     /// Final norm, LM head and argmax of the last token.
     pub head: Vec<Step>,
-    /// The argmax's result: (1) u32, the chosen token.
+    /// The chosen token: `tokens[0]`, where the argmax (or the sampler) leaves it.
     pub token: wgpu::Buffer,
+    /// logits -> the MAX_K largest (value, id): the sampler's candidates, and `Engine::top_k`.
+    pub topk: TopK,
+    /// Sampled decoding: penalties, top-k and the draw into `tokens[0]`, encoded after the
+    /// head in place of its argmax's choice (GPU-resident sampled generation).
+    pub sample: GpuSampler,
 }
 
 /// What a linear layer does with its result.
@@ -256,14 +263,35 @@ impl Forward {
             &ArgmaxBindings {
                 logits: &a.logits,
                 n: c.n_vocab as u32,
+                out: Some(&a.tokens),
             },
         )?;
-        let token = argmax.result.clone();
-        f.push("argmax", argmax); // token = argmax(logits)
+        f.push("argmax", argmax); // tokens[0] = argmax(logits): the next step's input
+        let topk = TopK::new(
+            ctx,
+            f.cache,
+            &TopKBindings {
+                logits: &a.logits,
+                n: c.n_vocab as u32,
+                k: MAX_K.min(c.n_vocab as u32),
+            },
+        )?;
+        let sample = GpuSampler::new(
+            ctx,
+            f.cache,
+            &GpuSamplerBindings {
+                logits: &a.logits,
+                n_vocab: c.n_vocab as u32,
+                topk: &topk,
+                tokens: &a.tokens,
+            },
+        )?; // tokens[0] = draw(top_k(penalise(logits)))
         Ok(Forward {
             layers,
             head: f.steps,
-            token,
+            token: a.tokens.clone(),
+            topk,
+            sample,
         })
     }
 }
