@@ -202,7 +202,10 @@ fn check_greedy_stops(f: &Fixture, full: bool) {
     let eos = Stops(&f.tokenizer, vec![stop]);
     check_same(f, "stop token, next turn", &eos, &greedy(), None, NextTurn);
     // A stop string made of the text of tokens 3 and 4.
-    let text = f.tokenizer.decode(&base.tokens[3..5], false).expect("decode");
+    let text = f
+        .tokenizer
+        .decode(&base.tokens[3..5], false)
+        .expect("decode");
     if !text.trim().is_empty() {
         let opts = options(SamplerConfig::greedy(), 12, &[text]);
         let out = check_same(f, "stop string", &none, &opts, None, ReadFirst);
@@ -232,7 +235,12 @@ fn resident_greedy_needs_no_host_wait_between_steps() {
     let f = load("tiny-bonsai-dev.gguf", CacheType::F16);
     let none = Stops(&f.tokenizer, vec![]);
     let mut s = session(&f);
-    let out = run(&mut s, &none, &options(SamplerConfig::greedy(), 10, &[]), None);
+    let out = run(
+        &mut s,
+        &none,
+        &options(SamplerConfig::greedy(), 10, &[]),
+        None,
+    );
     assert_eq!(out.tokens.len(), 10);
     let stats = s.decode_stats();
     assert_eq!(stats.steps, 10, "one queued step per token");
@@ -241,7 +249,12 @@ fn resident_greedy_needs_no_host_wait_between_steps() {
     assert_eq!(stats.host_waits, 1, "{stats:?}");
     // Step by step: a wait per token.
     let mut s = StepByStep(session(&f));
-    run(&mut s, &none, &options(SamplerConfig::greedy(), 10, &[]), None);
+    run(
+        &mut s,
+        &none,
+        &options(SamplerConfig::greedy(), 10, &[]),
+        None,
+    );
     assert_eq!(s.0.decode_stats().host_waits, 10);
 }
 
@@ -259,7 +272,11 @@ fn sampled_generation_is_gpu_resident_and_seeded() {
     let opts = options(sampler.clone(), 12, &[]);
     let mut first = session(&f);
     let a = run(&mut first, &none, &opts, None);
-    assert_eq!(first.decode_stats().steps, 12, "every token came from a queued step");
+    assert_eq!(
+        first.decode_stats().steps,
+        12,
+        "every token came from a queued step"
+    );
     let mut second = session(&f);
     let b = run(&mut second, &none, &opts, None);
     assert_eq!(a.tokens, b.tokens, "same seed, same tokens");
@@ -306,11 +323,19 @@ fn checked_shaders_generate_the_same() {
         assert_eq!(f.model.ctx.checked_shaders, checked || env_checked());
         let none = Stops(&f.tokenizer, vec![]);
         let mut s = session(&f);
-        let out = run(&mut s, &none, &options(SamplerConfig::greedy(), 6, &[]), None);
+        let out = run(
+            &mut s,
+            &none,
+            &options(SamplerConfig::greedy(), 6, &[]),
+            None,
+        );
         results.push((out.tokens, block_on(s.logits()).expect("logits")));
     }
     assert_eq!(results[0].0, results[1].0, "tokens");
-    assert!(results[0].1 == results[1].1, "checked and trusted kernels differ");
+    assert!(
+        results[0].1 == results[1].1,
+        "checked and trusted kernels differ"
+    );
 }
 
 fn env_checked() -> bool {

@@ -252,7 +252,12 @@ impl Session {
     }
 
     /// Adds a decode step's cost to the statistics (batches are not decode steps).
-    fn count_step(&mut self, step: &StepParams, (dispatches, passes): (u64, u64), clock: &Stopwatch) {
+    fn count_step(
+        &mut self,
+        step: &StepParams,
+        (dispatches, passes): (u64, u64),
+        clock: &Stopwatch,
+    ) {
         if step.n_tokens == 1 {
             self.stats.steps += 1;
             self.stats.dispatches += dispatches;
