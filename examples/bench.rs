@@ -16,8 +16,10 @@
 //! flight, each token chosen on the GPU and fed to the next step there) unless `--step-by-step`
 //! asks for `feed` + `greedy` per token. For the GPU, tg rows also report what a decoded token
 //! costs the host: dispatches and compute passes recorded, microseconds of host time recording
-//! and submitting, and blocking waits with no later step queued (JSON: `dispatches_per_token`,
-//! `passes_per_token`, `host_us_per_token`, `host_waits_per_token`; null where not measured).
+//! and submitting (and of that, recording alone: lavapipe's submit blocks until the previous
+//! submission is done), and blocking waits with no later step queued (JSON:
+//! `dispatches_per_token`, `passes_per_token`, `host_us_per_token`, `record_us_per_token`,
+//! `host_waits_per_token`; null where not measured).
 //!
 //! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-d 0] [-r 5] [-b 256]
 //!     [--cache-type f16,q8_0] [--ctx N] [--fast-depth] [--json] [--cpu] [--profile]
@@ -563,17 +565,19 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
     };
     println!(
         "| model | size | params | backend | adapter | cache | test | t/s | dispatches/tok | \
-         passes/tok | host µs/tok | host waits/tok |"
+         passes/tok | host µs/tok | record µs/tok | host waits/tok |"
     );
-    println!("| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in results {
         let (ts, ts_std) = mean_std(&samples_ts(r));
         let cost = match r.per_token() {
             Some(c) => format!(
-                "{:.1} | {:.1} | {:.1} | {:.3}",
-                c.dispatches, c.passes, c.host_us, c.host_waits
+                "{:.1} | {:.1} | {:.1} | {:.1} | {:.3}",
+                c.dispatches, c.passes, c.host_us, c.record_us, c.host_waits
             ),
-            None => "- | - | - | -".into(),
+            None => "- | - | - | - | -".into(),
         };
         println!(
             "| {} | {size} | {:.2} B | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} | {cost} |",
@@ -625,6 +629,7 @@ fn print_json(
                 "dispatches_per_token": cost.map(|c| c.dispatches),
                 "passes_per_token": cost.map(|c| c.passes),
                 "host_us_per_token": cost.map(|c| c.host_us),
+                "record_us_per_token": cost.map(|c| c.record_us),
                 "host_waits_per_token": cost.map(|c| c.host_waits),
             })
         })

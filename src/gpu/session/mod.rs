@@ -194,19 +194,13 @@ impl Session {
     /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
     /// ending with the LM head and argmax of the last token.
     fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
-        let clock = Stopwatch::start();
-        let ctx = self.model.ctx.clone();
         let step = self.write_step(tokens);
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("forward"),
-            });
-        let cost = self.encode_forward(&mut encoder, &step, false);
-        self.token_readback
-            .encode_copy(&mut encoder, &self.forward.token, 0, 4);
-        ctx.queue.submit([encoder.finish()]);
-        self.count_step(&step, cost, &clock);
+        self.submit_step("forward", &step, |s, encoder| {
+            let cost = s.encode_forward(encoder, &step, false);
+            s.token_readback
+                .encode_copy(encoder, &s.forward.token, 0, 4);
+            cost
+        });
         Ok(())
     }
 
@@ -251,19 +245,33 @@ impl Session {
         (dispatches_recorded() - before, passes)
     }
 
-    /// Adds a decode step's cost to the statistics (batches are not decode steps).
-    fn count_step(
+    /// Records and submits one step: the host time both take is measured around them, the
+    /// submit apart (a driver may block in it, e.g. lavapipe until the previous submission is
+    /// done). Decode steps are counted in the statistics (batches are not decode steps).
+    fn submit_step(
         &mut self,
+        label: &str,
         step: &StepParams,
-        (dispatches, passes): (u64, u64),
-        clock: &Stopwatch,
-    ) {
+        record: impl FnOnce(&mut Self, &mut wgpu::CommandEncoder) -> (u64, u64),
+    ) -> wgpu::SubmissionIndex {
+        let clock = Stopwatch::start();
+        let ctx = self.model.ctx.clone();
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let (dispatches, passes) = record(self, &mut encoder);
+        let commands = encoder.finish();
+        let recorded = clock.elapsed();
+        let index = ctx.queue.submit([commands]);
         if step.n_tokens == 1 {
-            self.stats.steps += 1;
-            self.stats.dispatches += dispatches;
-            self.stats.passes += passes;
-            self.stats.host_ns += clock.elapsed().as_nanos() as u64;
+            let s = &mut self.stats;
+            s.steps += 1;
+            s.dispatches += dispatches;
+            s.passes += passes;
+            s.record_ns += recorded.as_nanos() as u64;
+            s.host_ns += clock.elapsed().as_nanos() as u64;
         }
+        index
     }
 
     /// Writes the step uniform and token ids for `tokens` (1..=max_batch) at position n_past;

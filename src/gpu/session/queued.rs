@@ -16,7 +16,6 @@ use std::collections::VecDeque;
 use super::Session;
 use crate::engine::check_truncate;
 use crate::error::{Error, Result};
-use crate::generate::Stopwatch;
 use crate::gpu::buffers::StepParams;
 use crate::gpu::kernel::Op;
 use crate::sampler::SamplerConfig;
@@ -138,7 +137,6 @@ impl Session {
                 capacity: self.kv.n_ctx,
             });
         }
-        let clock = Stopwatch::start();
         let ctx = self.model.ctx.clone();
         // The one host write of the step: its position. The token is already on the GPU.
         let step = StepParams::new(self.n_past, 1);
@@ -147,14 +145,11 @@ impl Session {
         let slot = self.queue.next_slot;
         self.queue.next_slot = (slot + 1) % RING;
         let buffer = self.queue.slots[slot].clone();
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("resident step"),
-            });
-        encoder.copy_buffer_to_buffer(&self.a.tokens, 0, &buffer, 0, 4); // the token it feeds
-        let cost = self.encode_forward(&mut encoder, &step, self.queue.sampling);
-        let index = ctx.queue.submit([encoder.finish()]);
+        let sampling = self.queue.sampling;
+        let index = self.submit_step("resident step", &step, |s, encoder| {
+            encoder.copy_buffer_to_buffer(&s.a.tokens, 0, &buffer, 0, 4); // the token it feeds
+            s.encode_forward(encoder, &step, sampling)
+        });
         let (tx, rx) = futures::channel::oneshot::channel();
         buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -164,7 +159,6 @@ impl Session {
             index,
             mapped: rx,
         });
-        self.count_step(&step, cost, &clock);
         Ok(())
     }
 

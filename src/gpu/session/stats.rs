@@ -12,6 +12,9 @@ pub struct DecodeStats {
     pub passes: u64,
     /// Host time spent recording and submitting them, in nanoseconds (0 on wasm: no clock).
     pub host_ns: u64,
+    /// The part of `host_ns` spent recording (encoding) alone: the rest is in `submit`, where
+    /// some drivers block (lavapipe waits there for the previous submission to finish).
+    pub record_ns: u64,
     /// Blocking waits for a result while no later step was queued, so the GPU had nothing to
     /// do until the host recorded more: one per token step by step (`greedy`, `top_k`,
     /// `logits`), only the last few of a GPU-resident generation.
@@ -25,6 +28,7 @@ impl DecodeStats {
         self.dispatches += other.dispatches;
         self.passes += other.passes;
         self.host_ns += other.host_ns;
+        self.record_ns += other.record_ns;
         self.host_waits += other.host_waits;
     }
 
@@ -36,6 +40,7 @@ impl DecodeStats {
             dispatches: self.dispatches as f64 / n,
             passes: self.passes as f64 / n,
             host_us: self.host_ns as f64 / 1e3 / n,
+            record_us: self.record_ns as f64 / 1e3 / n,
             host_waits: self.host_waits as f64 / n,
         }
     }
@@ -50,6 +55,8 @@ pub struct PerToken {
     pub passes: f64,
     /// Host microseconds per token recording and submitting.
     pub host_us: f64,
+    /// Host microseconds per token recording alone.
+    pub record_us: f64,
     /// Host waits per token with nothing queued behind.
     pub host_waits: f64,
 }
