@@ -180,6 +180,8 @@ impl Session {
     /// (`bench -d N --fast-depth` on a CPU adapter): attention's cost depends on how many
     /// positions are cached, not on their values. Everything generated after it is garbage.
     pub fn advance_uncomputed(&mut self, n: usize) -> Result<()> {
+        self.check_idle()?;
+        self.refeed = None;
         if self.n_past + n > self.kv.n_ctx {
             return Err(Error::ContextOverflow {
                 needed: self.n_past + n,

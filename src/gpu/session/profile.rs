@@ -51,7 +51,9 @@ impl Session {
                 ctx.info.name
             )));
         };
+        self.check_idle()?;
         self.check_tokens(&[token])?;
+        self.refeed = None;
         let step = self.write_step(&[token]);
 
         let mut encoder = ctx
