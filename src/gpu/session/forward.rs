@@ -74,7 +74,7 @@ pub(super) struct Forward {
     /// logits -> the MAX_K largest (value, id): the sampler's candidates, and `Engine::top_k`.
     pub topk: TopK,
     /// Sampled decoding: penalties, top-k and the draw into `tokens[0]`, encoded after the
-    /// head in place of its argmax's choice (GPU-resident sampled generation).
+    /// head (GPU-resident sampled generation); the draw replaces the argmax's choice.
     pub sample: GpuSampler,
 }
 
