@@ -1,5 +1,5 @@
 //! llama-bench style throughput benchmark of an [`Engine`]: prompt processing (`ppN`: N random
-//! tokens in one `feed`) and generation (`tgN`: N single-token `feed` + `greedy` steps), each
+//! tokens in one `feed`) and generation (`tgN`: N decode steps, see below), each
 //! repeated on a fresh session, reported as a markdown table or llama-bench's JSON fields.
 //! Runs the GPU engine, or the CPU reference with `--cpu`.
 //!
@@ -12,13 +12,22 @@
 //! or with `--fast-depth` (GPU) the position is advanced without computing it
 //! (`Session::advance_uncomputed`): the same attention work per step, for slow adapters.
 //!
-//! `--decode-plan fused,unfused` (GPU) runs every test with each decode plan
+//! `--decode-plan auto,fused,unfused` (GPU) runs every test with each decode plan
 //! ([`DecodePlan`]): the fused 5-kernels-per-layer step and the one-kernel-per-op step, side by
-//! side in one run.
+//! side in one run (auto: fused on GPUs, unfused on CPU adapters).
+//!
+//! GPU generation runs GPU-resident (the engine's queued steps, as `generate` runs them: two in
+//! flight, each token chosen on the GPU and fed to the next step there) unless `--step-by-step`
+//! asks for `feed` + `greedy` per token. For the GPU, tg rows also report what a decoded token
+//! costs the host: dispatches and compute passes recorded, microseconds of host time recording
+//! and submitting (and of that, recording alone: lavapipe's submit blocks until the previous
+//! submission is done), and blocking waits with no later step queued (JSON:
+//! `dispatches_per_token`, `passes_per_token`, `host_us_per_token`, `record_us_per_token`,
+//! `host_waits_per_token`; null where not measured).
 //!
 //! cargo run --release --example bench -- -m FILE.gguf [-p 512] [-n 128] [-d 0] [-r 5] [-b 256]
-//!     [--cache-type f16,q8_0] [--decode-plan fused,unfused] [--ctx N] [--fast-depth] [--json]
-//!     [--cpu] [--profile]
+//!     [--cache-type f16,q8_0] [--decode-plan auto,fused,unfused] [--ctx N] [--fast-depth]
+//!     [--json] [--cpu] [--profile] [--step-by-step]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,9 +39,10 @@ use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
 use bonsai_wgpu::gpu::memory_plan::MemoryLimits;
-use bonsai_wgpu::gpu::session::DEFAULT_MAX_BATCH;
+use bonsai_wgpu::gpu::session::{DEFAULT_MAX_BATCH, DecodeStats, PerToken};
 use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::model::config::Qwen3Config;
+use bonsai_wgpu::sampler::SamplerConfig;
 use clap::Parser;
 use pollster::block_on;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -108,6 +118,31 @@ struct Args {
     /// Decode steps averaged by `--profile` (after one untimed warm-up step).
     #[arg(long, default_value_t = 8)]
     profile_steps: usize,
+    /// Generate with `feed` + `greedy` per token instead of GPU-resident queued steps.
+    #[arg(long)]
+    step_by_step: bool,
+}
+
+/// GPU-resident steps kept in flight by the tg test (as `generate` does).
+const QUEUE_DEPTH: usize = 2;
+
+/// What decoded tokens cost the host; only the GPU session counts it.
+trait DecodeCost {
+    fn reset_cost(&mut self) {}
+    fn cost(&self) -> Option<DecodeStats> {
+        None
+    }
+}
+
+impl DecodeCost for CpuSession {}
+
+impl DecodeCost for Session {
+    fn reset_cost(&mut self) {
+        self.reset_decode_stats();
+    }
+    fn cost(&self) -> Option<DecodeStats> {
+        Some(self.decode_stats())
+    }
 }
 
 /// Untimed tokens fed before a generation test, so its first step has a predecessor.
@@ -171,6 +206,18 @@ type Profile = Vec<(String, f64)>;
 struct TestResult {
     test: Test,
     samples_ns: Vec<u64>,
+    /// Summed over the timed repetitions (GPU only).
+    cost: Option<DecodeStats>,
+}
+
+impl TestResult {
+    /// What a decoded token cost the host, for tg tests on the GPU.
+    fn per_token(&self) -> Option<PerToken> {
+        match self.test.kind {
+            Kind::Gen(_) => self.cost.map(|c| c.per_token()),
+            Kind::Prompt(_) => None,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -360,7 +407,7 @@ fn profile_table(profile: &Profile, steps: usize) -> String {
 }
 
 /// Runs every test `repetitions` times (after an untimed warm-up), each on a fresh session.
-fn run_tests<E: Engine>(
+fn run_tests<E: Engine + DecodeCost>(
     args: &Args,
     tests: &[Test],
     n_vocab: usize,
@@ -384,12 +431,16 @@ fn run_tests<E: Engine>(
                 },
             };
             let mut session = new_session(warm)?;
-            run_once(&mut session, warm, &mut random_tokens)?;
+            run_once(&mut session, warm, args, &mut random_tokens)?;
         }
         let mut samples_ns = Vec::with_capacity(args.repetitions);
+        let mut cost: Option<DecodeStats> = None;
         for rep in 0..args.repetitions {
             let mut session = new_session(test)?;
-            let ns = run_once(&mut session, test, &mut random_tokens)?;
+            let ns = run_once(&mut session, test, args, &mut random_tokens)?;
+            if let Some(c) = session.cost() {
+                cost.get_or_insert_with(DecodeStats::default).add(&c);
+            }
             eprintln!(
                 "{} rep {}/{}: {:.3} ms, {:.2} t/s",
                 test.name(),
@@ -400,17 +451,22 @@ fn run_tests<E: Engine>(
             );
             samples_ns.push(ns);
         }
-        results.push(TestResult { test, samples_ns });
+        results.push(TestResult {
+            test,
+            samples_ns,
+            cost,
+        });
     }
     Ok(results)
 }
 
 /// One timed run on a fresh session; returns nanoseconds. The depth is filled first, untimed
 /// (already done when the session starts deeper, `--fast-depth`). Every timed section ends with
-/// `greedy`, which waits for the last position's logits (as llama-bench synchronizes).
-fn run_once<E: Engine>(
+/// a read-back that waits for the last position's result (as llama-bench synchronizes).
+fn run_once<E: Engine + DecodeCost>(
     session: &mut E,
     test: Test,
+    args: &Args,
     random_tokens: &mut impl FnMut(usize) -> Vec<u32>,
 ) -> anyhow::Result<u64> {
     let fill = test.depth.saturating_sub(session.n_past());
@@ -427,8 +483,29 @@ fn run_once<E: Engine>(
         }
         Kind::Gen(n) => {
             block_on(session.feed(&random_tokens(TG_PROMPT_TOKENS)))?;
-            let mut token = block_on(session.greedy())?;
+            let queued = !args.step_by_step
+                && block_on(session.begin_queued(&SamplerConfig::greedy(), &[]))?;
+            let mut token = match queued {
+                true => 0,
+                false => block_on(session.greedy())?,
+            };
+            session.reset_cost();
             let start = Instant::now();
+            if queued {
+                // Step n+1 is submitted before step n's token is read.
+                let (mut in_flight, mut done) = (0, 0);
+                while done < n {
+                    while in_flight < QUEUE_DEPTH && done + in_flight < n {
+                        session.queue_step()?;
+                        in_flight += 1;
+                    }
+                    block_on(session.next_queued())?;
+                    (in_flight, done) = (in_flight - 1, done + 1);
+                }
+                let elapsed = start.elapsed().as_nanos() as u64;
+                block_on(session.end_queued(session.n_past()))?;
+                return Ok(elapsed);
+            }
             for _ in 0..n {
                 block_on(session.feed(&[token]))?;
                 token = block_on(session.greedy())?;
@@ -505,12 +582,24 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
     } else {
         format!("{:.2} MiB", model.size as f64 / (1u64 << 20) as f64)
     };
-    println!("| model | size | params | backend | adapter | cache | decode | test | t/s |");
-    println!("| --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: |");
+    println!(
+        "| model | size | params | backend | adapter | cache | decode | test | t/s | \
+         dispatches/tok | passes/tok | host µs/tok | record µs/tok | host waits/tok |"
+    );
+    println!(
+        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in results {
         let (ts, ts_std) = mean_std(&samples_ts(r));
+        let cost = match r.per_token() {
+            Some(c) => format!(
+                "{:.1} | {:.1} | {:.1} | {:.1} | {:.3}",
+                c.dispatches, c.passes, c.host_us, c.record_us, c.host_waits
+            ),
+            None => "- | - | - | - | -".into(),
+        };
         println!(
-            "| {} | {size} | {:.2} B | {} | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} |",
+            "| {} | {size} | {:.2} B | {} | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} | {cost} |",
             model.model_type,
             model.n_params as f64 / 1e9,
             backend.backends,
@@ -538,6 +627,7 @@ fn print_json(
                 Kind::Prompt(n) => (n, 0),
                 Kind::Gen(n) => (0, n),
             };
+            let cost = r.per_token();
             serde_json::json!({
                 "model_filename": model.filename,
                 "model_type": model.model_type,
@@ -557,6 +647,11 @@ fn print_json(
                 "stddev_ts": stddev_ts,
                 "samples_ns": r.samples_ns,
                 "samples_ts": ts,
+                "dispatches_per_token": cost.map(|c| c.dispatches),
+                "passes_per_token": cost.map(|c| c.passes),
+                "host_us_per_token": cost.map(|c| c.host_us),
+                "record_us_per_token": cost.map(|c| c.record_us),
+                "host_waits_per_token": cost.map(|c| c.host_waits),
             })
         })
         .collect();

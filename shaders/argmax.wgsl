@@ -3,6 +3,11 @@
 // buffer bound to `idx`); stage 2 reads stage 1's pairs (USE_IDX = true) with one workgroup.
 // Ties go to the lowest index. On IEEE-exact drivers NaN and -inf never win (only such values:
 // index 0xffffffff); WGSL lets GPUs assume finite floats, so non-finite logits are unspecified.
+//
+// Indices stay in range by construction (built without runtime checks, `Shader::trusted`): reads
+// are guarded by p < N (Argmax::new checks `val` holds N values, stage 2's `idx` holds N) and
+// padding workgroups return before writing, so a workgroup writes its own pair below
+// ceil(N / (256 * ITEMS)), the size of the output buffers.
 
 override N: u32;                 // values to reduce
 override ITEMS: u32 = 8u;        // values per thread

@@ -3,6 +3,7 @@
 //! Implemented by the CPU reference ([`crate::cpu::CpuSession`]) and the GPU session.
 
 use crate::error::{Error, Result};
+use crate::sampler::SamplerConfig;
 
 /// A model with its KV cache. Positions are implicit: each fed token goes at `n_past()`.
 #[allow(async_fn_in_trait)]
@@ -29,6 +30,41 @@ pub trait Engine {
     fn reset(&mut self) {
         let _ = self.truncate(0);
     }
+
+    /// Starts GPU-resident generation when this engine can run `config` on the device: from
+    /// then on each [`Engine::queue_step`] feeds the token the device chose from the last
+    /// logits and chooses the next one there, so the host never sits between two steps.
+    /// `history` fills the penalty window (the prompt, as [`crate::sampler::Sampler::accept`]
+    /// would see it). Returns `false` and changes nothing when unsupported (the default): the
+    /// caller then samples on the host with [`crate::sampler::Sampler`].
+    async fn begin_queued(&mut self, config: &SamplerConfig, history: &[u32]) -> Result<bool> {
+        let _ = (config, history);
+        Ok(false)
+    }
+
+    /// Queues one GPU-resident step (after [`Engine::begin_queued`]): it feeds the token chosen
+    /// from the last position's logits (`n_past` grows by one) and chooses the next. Does not
+    /// wait.
+    fn queue_step(&mut self) -> Result<()> {
+        Err(not_queued())
+    }
+
+    /// Waits for the oldest queued step and returns the token it fed.
+    async fn next_queued(&mut self) -> Result<u32> {
+        Err(not_queued())
+    }
+
+    /// Ends GPU-resident generation: waits for the steps still queued, then cuts the cache back
+    /// to `n_past` (the tokens the caller keeps), so the cache, the logits and the next choice
+    /// are those of the step-by-step path that stopped there.
+    async fn end_queued(&mut self, n_past: usize) -> Result<()> {
+        let _ = n_past;
+        Err(not_queued())
+    }
+}
+
+fn not_queued() -> Error {
+    Error::InvalidArgument("this engine has no GPU-resident generation".into())
 }
 
 /// The check every [`Engine::truncate`] starts with: a cache holding `cached` tokens can be cut

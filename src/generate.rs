@@ -17,6 +17,8 @@ use crate::{Error, Result};
 
 /// Prompt tokens fed per [`Engine::feed`] call, so a cancel is noticed during long prompts.
 const PROMPT_CHUNK: usize = 512;
+/// GPU-resident steps kept queued: step n+1 is submitted before step n's token is read.
+const QUEUE_DEPTH: usize = 2;
 
 /// How to generate.
 #[derive(Clone, Debug)]
@@ -100,20 +102,20 @@ fn rate(n: usize, t: Duration) -> f64 {
 }
 
 /// A stopwatch that is a no-op on wasm (where `std::time::Instant` panics).
-struct Stopwatch {
+pub(crate) struct Stopwatch {
     #[cfg(not(target_arch = "wasm32"))]
     start: std::time::Instant,
 }
 
 impl Stopwatch {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             #[cfg(not(target_arch = "wasm32"))]
             start: std::time::Instant::now(),
         }
     }
 
-    fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         #[cfg(not(target_arch = "wasm32"))]
         return self.start.elapsed();
         #[cfg(target_arch = "wasm32")]
@@ -241,10 +243,6 @@ where
     let prompt_clock = clock;
     outcome.prompt_time = prompt_clock.elapsed();
     let mut clock = Stopwatch::start();
-    let mut sampler = Sampler::new(options.sampler.clone());
-    for &id in prompt_tokens {
-        sampler.accept(id);
-    }
     let stop_tokens = vocab.stop_tokens();
     let mut detok = Detokenizer::new(vocab);
     let mut stops = StopMatcher::new(&options.stop_strings);
@@ -256,37 +254,113 @@ where
         on_piece(text)
     };
 
-    let reason = loop {
-        if cancelled() {
-            break StopReason::Cancelled;
-        }
-        if outcome.n_gen >= options.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if engine.n_past() >= engine.n_ctx() {
-            break StopReason::ContextFull;
-        }
-        let id = sampler.sample_engine(engine).await?;
+    // What happens to a chosen token, the same for both loops below.
+    enum Next {
+        Continue,
+        Stop(StopReason),
+        /// A stop string completed: the text before it was emitted; return at once.
+        StopString(String),
+    }
+    let mut take = |id: u32, outcome: &mut GenerateOutcome| -> Next {
         if outcome.n_gen == 0 {
             outcome.prompt_time = prompt_clock.elapsed();
             clock = Stopwatch::start();
         }
         outcome.n_gen += 1;
         if stop_tokens.contains(&id) {
-            break StopReason::Eos;
+            return Next::Stop(StopReason::Eos);
         }
-        sampler.accept(id);
-        engine.feed(&[id]).await?;
         outcome.tokens.push(id);
         let (text, stop) = stops.push(&detok.push(id));
-        let flow = emit(&text, &mut outcome);
-        if let Some(stop) = stop {
-            outcome.stop_reason = StopReason::StopString(stop);
+        let flow = emit(&text, outcome);
+        match (stop, flow.is_break()) {
+            (Some(stop), _) => Next::StopString(stop),
+            (None, true) => Next::Stop(StopReason::Cancelled),
+            (None, false) => Next::Continue,
+        }
+    };
+
+    let reason = if engine.begin_queued(&options.sampler, prompt_tokens).await? {
+        // GPU-resident: the engine chooses and feeds tokens by itself; keep QUEUE_DEPTH steps
+        // queued and act on each token as it arrives. Steps queued past a stop are rolled back
+        // by end_queued, so the cache ends as the step-by-step loop below leaves it.
+        let base = engine.n_past();
+        let mut queued = 0;
+        let mut result = Ok(());
+        let reason = loop {
+            if cancelled() {
+                break StopReason::Cancelled;
+            }
+            while queued < QUEUE_DEPTH
+                && outcome.n_gen + queued < options.max_tokens
+                && engine.n_past() < engine.n_ctx()
+            {
+                if let Err(e) = engine.queue_step() {
+                    result = Err(e);
+                    break;
+                }
+                queued += 1;
+            }
+            if result.is_err() {
+                break StopReason::Cancelled;
+            }
+            if queued == 0 {
+                break match outcome.n_gen >= options.max_tokens {
+                    true => StopReason::MaxTokens,
+                    false => StopReason::ContextFull,
+                };
+            }
+            let id = match engine.next_queued().await {
+                Ok(id) => id,
+                Err(e) => {
+                    result = Err(e);
+                    break StopReason::Cancelled;
+                }
+            };
+            queued -= 1;
+            match take(id, &mut outcome) {
+                Next::Continue => {}
+                Next::Stop(reason) => break reason,
+                Next::StopString(stop) => break StopReason::StopString(stop),
+            }
+        };
+        engine.end_queued(base + outcome.tokens.len()).await?;
+        result?;
+        if let StopReason::StopString(_) = reason {
+            outcome.stop_reason = reason;
             outcome.gen_time = clock.elapsed();
             return Ok(outcome);
         }
-        if flow.is_break() {
-            break StopReason::Cancelled;
+        reason
+    } else {
+        let mut sampler = Sampler::new(options.sampler.clone());
+        for &id in prompt_tokens {
+            sampler.accept(id);
+        }
+        loop {
+            if cancelled() {
+                break StopReason::Cancelled;
+            }
+            if outcome.n_gen >= options.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if engine.n_past() >= engine.n_ctx() {
+                break StopReason::ContextFull;
+            }
+            let id = sampler.sample_engine(engine).await?;
+            if !stop_tokens.contains(&id) {
+                sampler.accept(id);
+                engine.feed(&[id]).await?;
+            }
+            match take(id, &mut outcome) {
+                Next::Continue => {}
+                Next::Stop(reason) => break reason,
+                Next::StopString(stop) => {
+                    outcome.stop_reason = StopReason::StopString(stop);
+                    outcome.gen_time = clock.elapsed();
+                    return Ok(outcome);
+                }
+            }
         }
     };
     // Not a stop string: flush the unfinished character and anything held back as a prefix.

@@ -3,7 +3,7 @@
 //! chat page in headless Chromium (WebGPU on SwiftShader) over the DevTools protocol, and checks
 //! what the page computes against this process's native results, then checks a screenshot.
 //! A second test runs the GPU kernel unit tests (tests/gpu_kernels.rs, gpu_attention.rs,
-//! gpu_matmul.rs, gpu_q2_0.rs) and the JavaScript API tests (web_api.rs) in the same browser through
+//! gpu_matmul.rs, gpu_q2_0.rs, gpu_sampler.rs) and the JavaScript API tests (web_api.rs) in the same browser through
 //! wasm-bindgen-test.
 //!
 //! Needs `chromium` (or `BONSAI_CHROMIUM`), and `wasm-bindgen` / `wasm-bindgen-test-runner`
@@ -60,6 +60,7 @@ const BROWSER_TEST_BINARIES: &[&str] = &[
     "gpu_attention",
     "gpu_matmul",
     "gpu_q2_0",
+    "gpu_sampler",
     "web_api",
 ];
 /// wasm-bindgen-test-runner's limit for one test binary, seconds (~25 s measured on SwiftShader).

@@ -396,6 +396,7 @@ async fn gpu_argmax(ctx: &GpuContext, logits: &[f32]) -> u32 {
     let b = ArgmaxBindings {
         logits: &lb,
         n: logits.len() as u32,
+        out: None,
     };
     let op = Argmax::new(ctx, &cache, &b).unwrap();
     let stage1 = op.stage1.as_ref().expect("stage 1");
@@ -507,6 +508,7 @@ async fn fixture_head_matvec_argmax_and_embedding() {
         let b = ArgmaxBindings {
             logits: &logits,
             n: n as u32,
+            out: None,
         };
         let am = Argmax::new(&ctx, &cache, &b).unwrap();
         let mut kernels: Vec<_> = head.kernels.iter().collect();
@@ -789,7 +791,7 @@ async fn check_fused_matvec(reduce: Reduce) {
     let gate_view = joined.view("gate view", 0, n_ff).unwrap();
     let yb = storage_buffer_init(&ctx, "y", &vec![SENTINEL; n_ff]).unwrap();
     let n_partials = MatvecQ1_0::argmax_partials(&gate_view);
-    let argmax = Argmax::over_partials(&ctx, &cache, n_partials).unwrap();
+    let argmax = Argmax::over_partials(&ctx, &cache, n_partials, None).unwrap();
     let head = MatvecQ1_0::fused(
         &ctx,
         &cache,

@@ -28,6 +28,10 @@ pub struct GpuOptions {
     pub power: wgpu::PowerPreference,
     /// Accept CPU adapters (lavapipe, WARP, SwiftShader) when no GPU is usable.
     pub allow_cpu: bool,
+    /// Build every kernel with wgpu's runtime bounds checks, the trusted ones too
+    /// ([`crate::gpu::kernel::Shader::trusted`]): for tests and debugging
+    /// (`BONSAI_CHECKED_SHADERS=1` sets it as well).
+    pub checked_shaders: bool,
 }
 
 impl Default for GpuOptions {
@@ -37,6 +41,7 @@ impl Default for GpuOptions {
             adapter_name: None,
             power: wgpu::PowerPreference::HighPerformance,
             allow_cpu: true,
+            checked_shaders: false,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct GpuContext {
     pub features: GpuFeatures,
     /// Limits the device was created with (the adapter's own limits).
     pub limits: wgpu::Limits,
+    /// Every kernel is built with runtime bounds checks ([`GpuOptions::checked_shaders`]).
+    pub checked_shaders: bool,
     /// First uncaptured wgpu error (validation, out of memory) since the last [`Self::take_error`].
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -182,7 +189,11 @@ impl GpuContext {
             desc.backends = backends;
             let instance = wgpu::Instance::new(desc);
             match Self::pick_adapter(&instance, backends, name_filter.as_deref(), opts).await {
-                Ok(adapter) => return Self::from_adapter(adapter).await,
+                Ok(adapter) => {
+                    let mut ctx = Self::from_adapter(adapter).await?;
+                    ctx.checked_shaders |= opts.checked_shaders;
+                    return Ok(ctx);
+                }
                 Err(Error::Adapter(msg)) => failures.push(msg),
                 Err(e) => return Err(e),
             }
@@ -309,6 +320,7 @@ impl GpuContext {
             }
         }));
         Ok(GpuContext {
+            checked_shaders: env_var("BONSAI_CHECKED_SHADERS").is_some_and(|v| v.trim() != "0"),
             errors,
             device,
             queue,

@@ -113,6 +113,10 @@ pub enum Shader {
     MatmulQ1_0,
     /// One stage of the multi-stage top-k for the sampler.
     Topk,
+    /// GPU sampling: penalties on the logits of the window's tokens.
+    SamplePenalties,
+    /// GPU sampling: top-p, min-p, temperature and the draw over the top-k candidates.
+    Sample,
 }
 
 /// What a shader file needs from the device beyond core WebGPU.
@@ -144,6 +148,8 @@ impl Shader {
         Shader::AttentionPrefill,
         Shader::MatmulQ1_0,
         Shader::Topk,
+        Shader::SamplePenalties,
+        Shader::Sample,
     ];
 
     /// Name in labels and errors.
@@ -178,6 +184,8 @@ impl Shader {
             Shader::AttentionPrefill => "attention_prefill",
             Shader::MatmulQ1_0 => "matmul_q1_0",
             Shader::Topk => "topk",
+            Shader::SamplePenalties => "sample_penalties",
+            Shader::Sample => "sample",
         }
     }
 
@@ -201,6 +209,8 @@ impl Shader {
             "attention_prefill" => include_str!("../../shaders/attention_prefill.wgsl"),
             "matmul_q1_0" => include_str!("../../shaders/matmul_q1_0.wgsl"),
             "topk" => include_str!("../../shaders/topk.wgsl"),
+            "sample_penalties" => include_str!("../../shaders/sample_penalties.wgsl"),
+            "sample" => include_str!("../../shaders/sample.wgsl"),
             other => unreachable!("shaders/{other}.wgsl is not included"),
         }
     }
@@ -237,6 +247,25 @@ impl Shader {
                 s.into()
             }
         }
+    }
+
+    /// Whether the kernel is built without wgpu's runtime checks (index clamping, loop bounding),
+    /// with `create_shader_module_trusted`. Only shaders whose WGSL header says why every index
+    /// stays in range by construction: the index bounds are overrides, the host checks each
+    /// bound buffer against them when it builds the kernel, and no index comes from buffer
+    /// contents. [`GpuContext::checked_shaders`] builds them checked again (tests, debugging).
+    ///
+    /// Not trusted: kernels that index by data (embeddings by token id, attention and the
+    /// sampler by positions and ids in buffers) or whose bounds come from `arrayLength`.
+    pub fn trusted(self) -> bool {
+        matches!(
+            self,
+            Shader::MatvecQ1_0
+                | Shader::MatvecQ1_0Subgroup
+                | Shader::MatvecQ2_0
+                | Shader::MatvecQ2_0Subgroup
+                | Shader::Argmax
+        )
     }
 
     /// Device capabilities the file needs.
@@ -366,11 +395,25 @@ impl PipelineCache {
             modules
                 .entry(shader)
                 .or_insert_with(|| {
-                    ctx.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source_for(ctx.info.backend)),
-                        })
+                    let desc = wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source_for(ctx.info.backend)),
+                    };
+                    if shader.trusted() && !ctx.checked_shaders {
+                        // SAFETY: a trusted shader's indices stay in range by construction (its
+                        // WGSL header says why; its op checks every bound buffer against the
+                        // overrides before the kernel is built) and its loops are bounded by
+                        // overrides. The suite runs every kernel checked too
+                        // (`GpuOptions::checked_shaders`, tests/gpu_generate.rs).
+                        unsafe {
+                            ctx.device.create_shader_module_trusted(
+                                desc,
+                                wgpu::ShaderRuntimeChecks::unchecked(),
+                            )
+                        }
+                    } else {
+                        ctx.device.create_shader_module(desc)
+                    }
                 })
                 .clone()
         };
@@ -479,8 +522,21 @@ impl Kernel {
         let [x, y, z] = workgroups;
         if x > 0 && y > 0 && z > 0 {
             pass.dispatch_workgroups(x, y, z);
+            DISPATCHES.with(|n| n.set(n.get() + 1));
         }
     }
+}
+
+thread_local! {
+    /// Dispatches recorded by [`Kernel::dispatch_groups`] on this thread (every op records
+    /// through it), for the session's per-token statistics.
+    static DISPATCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Dispatches this thread has recorded so far: the difference across an encode is what it
+/// recorded.
+pub fn dispatches_recorded() -> u64 {
+    DISPATCHES.with(|n| n.get())
 }
 
 /// Splits `n_groups` workgroups over x and y so that neither exceeds `max_per_dim`.

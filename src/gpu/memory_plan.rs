@@ -30,7 +30,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::kv_cache::{AttnDims, KvCache};
 use crate::gpu::ops::attention_decode::decode_chunk;
 use crate::gpu::ops::topk::MAX_K;
-use crate::gpu::session::SessionOptions;
+use crate::gpu::session::{RING, SessionOptions};
 use crate::model::config::Qwen3Config;
 
 /// What the device allows.
@@ -154,7 +154,9 @@ impl MemoryPlan {
         let part_ml = cfg.n_head as u64 * chunks * 8;
         // top-k's first stage keeps MAX_K (value, id) pairs per 2048 logits; argmax 8 bytes
         let sampling = (cfg.n_vocab as u64).div_ceil(2048) * (MAX_K as u64 * 8 + 8) * 2;
-        let readbacks = logits + MAX_K as u64 * 8 + 4;
+        // logits, top-k and token read-backs; the logits snapshot and token ring of
+        // GPU-resident generation (gpu/session/queued.rs)
+        let readbacks = 2 * logits + MAX_K as u64 * 8 + 4 + RING as u64 * 4;
         let largest_binding = [
             (layer_kv, "one layer's K or V cache"),
             (rope, "the RoPE table"),

@@ -233,6 +233,22 @@ impl Engine for AnyEngine {
     fn truncate(&mut self, n_past: usize) -> bonsai_wgpu::Result<()> {
         each!(self, e => e.truncate(n_past))
     }
+    async fn begin_queued(
+        &mut self,
+        config: &SamplerConfig,
+        history: &[u32],
+    ) -> bonsai_wgpu::Result<bool> {
+        each!(self, e => e.begin_queued(config, history).await)
+    }
+    fn queue_step(&mut self) -> bonsai_wgpu::Result<()> {
+        each!(self, e => e.queue_step())
+    }
+    async fn next_queued(&mut self) -> bonsai_wgpu::Result<u32> {
+        each!(self, e => e.next_queued().await)
+    }
+    async fn end_queued(&mut self, n_past: usize) -> bonsai_wgpu::Result<()> {
+        each!(self, e => e.end_queued(n_past).await)
+    }
 }
 
 fn sampler_config(args: &Args) -> SamplerConfig {

@@ -2,7 +2,7 @@
 //! decode step reads back 4 bytes instead of 600 KB of logits. CPU reference and tie/NaN rule:
 //! [`crate::cpu::ops::argmax`].
 
-use crate::gpu::buffers::{StepParams, storage_buffer};
+use crate::gpu::buffers::{StepParams, check_binding, storage_buffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::{Error, Result};
@@ -17,6 +17,10 @@ pub struct ArgmaxBindings<'a> {
     pub logits: &'a wgpu::Buffer,
     /// Values to reduce.
     pub n: u32,
+    /// Where stage 2 writes the winning index: `out[0]` of this (>= 1) u32 buffer, e.g. the
+    /// session's token input, so the next decode step embeds the chosen token without the
+    /// host; `None`: a buffer of its own.
+    pub out: Option<&'a wgpu::Buffer>,
 }
 
 /// Both stages and their buffers; `result` holds the winning index (u32) after encoding.
@@ -33,7 +37,7 @@ pub struct Argmax {
     pub partial_idx: wgpu::Buffer,
     /// The maximum: (1) f32.
     pub result_val: wgpu::Buffer,
-    /// Its index: (1) u32 (ties: lowest), u32::MAX if none.
+    /// Its index at word 0: u32 (ties: lowest), u32::MAX if none ([`ArgmaxBindings::out`]).
     pub result: wgpu::Buffer,
 }
 
@@ -51,7 +55,13 @@ impl Argmax {
         let partial_val = storage_buffer(ctx, "argmax partial_val", 4 * n_groups as u64)?;
         let partial_idx = storage_buffer(ctx, "argmax partial_idx", 4 * n_groups as u64)?;
         let result_val = storage_buffer(ctx, "argmax result_val", 4)?;
-        let result = storage_buffer(ctx, "argmax result", 4)?;
+        let result = match b.out {
+            Some(out) => {
+                check_binding(out, 4, "argmax out")?;
+                out.clone()
+            }
+            None => storage_buffer(ctx, "argmax result", 4)?,
+        };
         let stage1 = Kernel::new(
             ctx,
             cache,
@@ -60,10 +70,11 @@ impl Argmax {
                 shader: Shader::Argmax,
                 entry: "main",
                 overrides: &[("N", n as f64), ("ITEMS", STAGE1_ITEMS as f64)],
-                // Stage 1 ignores `idx`; any buffer it does not write will do.
+                // Stage 1 ignores `idx`, but `select` loads it: bind the logits again (N values,
+                // read only), so the load stays in range in the unchecked build.
                 bindings: &[
                     logits.as_entire_binding(),
-                    result.as_entire_binding(),
+                    logits.as_entire_binding(),
                     partial_val.as_entire_binding(),
                     partial_idx.as_entire_binding(),
                 ],
@@ -93,15 +104,27 @@ impl Argmax {
     }
 
     /// Stage 2 alone, over `n_groups` (value, index) pairs that another kernel writes into
-    /// `partial_val` / `partial_idx` (the fused LM head's epilogue: stage 1 there).
-    pub fn over_partials(ctx: &GpuContext, cache: &PipelineCache, n_groups: u32) -> Result<Argmax> {
+    /// `partial_val` / `partial_idx` (the fused LM head's epilogue: stage 1 there); the index
+    /// goes to `out[0]` as in [`ArgmaxBindings::out`].
+    pub fn over_partials(
+        ctx: &GpuContext,
+        cache: &PipelineCache,
+        n_groups: u32,
+        out: Option<&wgpu::Buffer>,
+    ) -> Result<Argmax> {
         if n_groups == 0 {
             return Err(Error::InvalidArgument("argmax over 0 partials".into()));
         }
         let partial_val = storage_buffer(ctx, "argmax partial_val", 4 * n_groups as u64)?;
         let partial_idx = storage_buffer(ctx, "argmax partial_idx", 4 * n_groups as u64)?;
         let result_val = storage_buffer(ctx, "argmax result_val", 4)?;
-        let result = storage_buffer(ctx, "argmax result", 4)?;
+        let result = match out {
+            Some(out) => {
+                check_binding(out, 4, "argmax out")?;
+                out.clone()
+            }
+            None => storage_buffer(ctx, "argmax result", 4)?,
+        };
         let stage2 = stage2_kernel(
             ctx,
             cache,

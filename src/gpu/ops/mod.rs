@@ -15,5 +15,6 @@ pub mod matmul_q1_0;
 pub mod matvec_q1_0;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
+pub mod sampler;
 pub mod silu_mul;
 pub mod topk;

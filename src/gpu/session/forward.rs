@@ -25,13 +25,15 @@ use crate::gpu::ops::matvec_q1_0::{
     Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput,
 };
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
+use crate::gpu::ops::sampler::{GpuSampler, GpuSamplerBindings};
 use crate::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
+use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
 use crate::gpu::q1_0::Q1_0Weight;
 
 /// Activation buffers, llama2.c names; batched ones hold `max_batch` rows.
 pub(super) struct Activations {
     pub step: wgpu::Buffer,   // StepParams uniform: n_tokens, pos, n_kv
-    pub tokens: wgpu::Buffer, // (max_batch) u32
+    pub tokens: wgpu::Buffer, // (max_batch) u32; the head's choice lands in [0] (next step's input)
     pub x: wgpu::Buffer,      // (max_batch, n_embd) residual stream
     pub xb: wgpu::Buffer,     // (max_batch, max(n_embd, q_dim)) normed input / attention output
     pub x_last: wgpu::Buffer, // (n_embd) residual of the last prefill token
@@ -77,8 +79,13 @@ pub(super) struct Forward {
     pub layers: Vec<Step>,
     /// Final norm, LM head and argmax of the last token.
     pub head: Vec<Step>,
-    /// The argmax's result: (1) u32, the chosen token.
+    /// The chosen token: `tokens[0]`, where the argmax (or the sampler) leaves it.
     pub token: wgpu::Buffer,
+    /// logits -> the MAX_K largest (value, id): the sampler's candidates, and `Engine::top_k`.
+    pub topk: TopK,
+    /// Sampled decoding: penalties, top-k and the draw into `tokens[0]`, encoded after the
+    /// head (GPU-resident sampled generation); the draw replaces the argmax's choice.
+    pub sample: GpuSampler,
 }
 
 /// What a linear layer does with its result.
@@ -266,14 +273,35 @@ impl Forward {
             &ArgmaxBindings {
                 logits: &a.logits,
                 n: c.n_vocab as u32,
+                out: Some(&a.tokens),
             },
         )?;
-        let token = argmax.result.clone();
-        f.push("argmax", argmax); // token = argmax(logits)
+        f.push("argmax", argmax); // tokens[0] = argmax(logits): the next step's input
+        let topk = TopK::new(
+            ctx,
+            f.cache,
+            &TopKBindings {
+                logits: &a.logits,
+                n: c.n_vocab as u32,
+                k: MAX_K.min(c.n_vocab as u32),
+            },
+        )?;
+        let sample = GpuSampler::new(
+            ctx,
+            f.cache,
+            &GpuSamplerBindings {
+                logits: &a.logits,
+                n_vocab: c.n_vocab as u32,
+                topk: &topk,
+                tokens: &a.tokens,
+            },
+        )?; // tokens[0] = draw(top_k(penalise(logits)))
         Ok(Forward {
             layers,
             head: f.steps,
-            token,
+            token: a.tokens.clone(),
+            topk,
+            sample,
         })
     }
 }
@@ -283,10 +311,9 @@ impl Forward {
 pub(super) struct FusedDecode {
     /// Embedding and every layer's 5 kernels.
     pub layers: Vec<Step>,
-    /// LM head (final norm folded in, argmax stage 1 in its epilogue) and argmax stage 2.
+    /// LM head (final norm folded in, argmax stage 1 in its epilogue) and argmax stage 2,
+    /// which writes the chosen id to `tokens[0]` like the unfused head.
     pub head: Vec<Step>,
-    /// The argmax's result: (1) u32, the chosen token.
-    pub token: wgpu::Buffer,
 }
 
 impl FusedDecode {
@@ -423,7 +450,8 @@ impl FusedDecode {
 
         // logits = Wout (rmsnorm(x) * output_norm), argmax stage 1 per row group; stage 2.
         let n_partials = MatvecQ1_0::argmax_partials(head_w);
-        let argmax = Argmax::over_partials(ctx, cache, n_partials)?;
+        // The chosen id goes to tokens[0], the next step's input, as the unfused head's does.
+        let argmax = Argmax::over_partials(ctx, cache, n_partials, Some(&a.tokens))?;
         let head = MatvecQ1_0Bindings {
             w: head_w,
             x: &a.xb,
@@ -436,12 +464,10 @@ impl FusedDecode {
             ..Fusion::default()
         };
         f.push("head", MatvecQ1_0::fused(ctx, cache, &head, &head_fusion)?);
-        let token = argmax.result.clone();
         f.push("argmax", argmax);
         Ok(Some(FusedDecode {
             layers,
             head: f.steps,
-            token,
         }))
     }
 }

@@ -1,7 +1,8 @@
 //! One conversation on the GPU: activations, KV cache, and every kernel of the forward pass
-//! ([`forward`]), built once at session creation. A decode step is one encoder, one compute pass
-//! (the fused plan: 5 kernels per layer + 3), one submit, and a 4-byte read-back of the chosen
-//! token; a prefill step runs the unfused list in two passes (layers, head).
+//! ([`forward`]), built once at session creation. A decode step is one encoder, one compute
+//! pass, one submit, and a 4-byte read-back of the chosen token, which the head also leaves in
+//! the token input of the next step: GPU-resident generation ([`queued`]) submits step n+1
+//! before it reads step n's token. What steps cost the host is counted in [`DecodeStats`].
 
 use std::sync::Arc;
 
@@ -9,20 +10,27 @@ use crate::cache_type::CacheType;
 use crate::cpu::ops::top_k;
 use crate::engine::{Engine, candidates, check_argmax, check_truncate};
 use crate::error::{Error, Result};
+use crate::generate::Stopwatch;
 use crate::gpu::buffers::{Readback, StepParams};
-use crate::gpu::kernel::Op;
+use crate::gpu::kernel::{Op, dispatches_recorded};
 use crate::gpu::kv_cache::KvCache;
 use crate::gpu::memory_plan::{MemoryLimits, MemoryPlan};
 use crate::gpu::model::GpuModel;
+use crate::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use crate::gpu::ops::attention_decode::DecodeScratch;
-use crate::gpu::ops::topk::{MAX_K, TopK, TopKBindings};
+use crate::gpu::ops::topk::MAX_K;
+use crate::sampler::SamplerConfig;
 
 mod forward;
 mod profile;
+mod queued;
+mod stats;
 
 use forward::{Activations, Forward, FusedDecode, Step};
 
 pub use profile::{FUSED_PROFILE_CATEGORIES, PROFILE_CATEGORIES};
+pub use queued::RING;
+pub use stats::{DecodeStats, PerToken};
 
 /// KV cache length when the caller does not choose one (capped by the model's context).
 pub const DEFAULT_N_CTX: usize = 4096;
@@ -122,7 +130,16 @@ pub struct Session {
     plan: MemoryPlan,
     forward: Forward,
     fused: Option<FusedDecode>,
-    topk: TopK, // logits -> the MAX_K largest (value, id), on demand
+    /// logits -> tokens[0] alone: the first choice of a GPU-resident generation, and the
+    /// choice again after one rolled back to where it began.
+    choose: Argmax,
+    /// (n_vocab) f32: the logits where the current GPU-resident generation began.
+    snapshot: wgpu::Buffer,
+    queue: queued::Queue,
+    /// After a GPU-resident generation rolled back: the token at n_past - 1, fed again (same
+    /// kernels, same bits) when its logits are next needed.
+    refeed: Option<u32>,
+    stats: DecodeStats,
     token_readback: Readback,
     logits_readback: Readback,
     topk_readback: Readback, // (MAX_K) f32 values, then (MAX_K) u32 ids
@@ -161,22 +178,31 @@ impl Session {
             true => FusedDecode::new(&model, &a, &kv, &scratch)?,
             false => None,
         };
-        let topk = TopK::new(
+        let choose = Argmax::new(
             ctx,
             &model.pipelines,
-            &TopKBindings {
+            &ArgmaxBindings {
                 logits: &a.logits,
                 n: c.n_vocab as u32,
-                k: MAX_K.min(c.n_vocab as u32),
+                out: Some(&a.tokens),
             },
         )?;
         let session = Session {
+            snapshot: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("logits snapshot"),
+                size: c.n_vocab as u64 * 4,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            choose,
+            queue: queued::Queue::new(&ctx.device),
+            refeed: None,
+            stats: DecodeStats::default(),
             token_readback: Readback::new(ctx, "token readback", 4),
             logits_readback: Readback::new(ctx, "logits readback", c.n_vocab as u64 * 4),
             topk_readback: Readback::new(ctx, "top-k readback", MAX_K as u64 * 8),
             forward,
             fused,
-            topk,
             kv,
             a,
             _scratch: scratch,
@@ -195,6 +221,16 @@ impl Session {
         &self.model
     }
 
+    /// Host cost of the decode steps so far (see [`DecodeStats`]).
+    pub fn decode_stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Starts [`Self::decode_stats`] again from zero.
+    pub fn reset_decode_stats(&mut self) {
+        self.stats = DecodeStats::default();
+    }
+
     /// Bytes of the KV cache on the GPU.
     pub fn kv_bytes(&self) -> u64 {
         self.kv.total_bytes()
@@ -211,6 +247,8 @@ impl Session {
     /// (`bench -d N --fast-depth` on a CPU adapter): attention's cost depends on how many
     /// positions are cached, not on their values. Everything generated after it is garbage.
     pub fn advance_uncomputed(&mut self, n: usize) -> Result<()> {
+        self.check_idle()?;
+        self.refeed = None;
         if self.n_past + n > self.kv.n_ctx {
             return Err(Error::ContextOverflow {
                 needed: self.n_past + n,
@@ -233,7 +271,7 @@ impl Session {
     /// The steps of a decode (layers, head) and the buffer its token lands in.
     fn decode_steps(&self) -> (&[Step], &[Step], &wgpu::Buffer) {
         match &self.fused {
-            Some(f) => (&f.layers, &f.head, &f.token),
+            Some(f) => (&f.layers, &f.head, &self.forward.token),
             None => (
                 &self.forward.layers,
                 &self.forward.head,
@@ -245,56 +283,91 @@ impl Session {
     /// Records and submits the forward pass for `tokens` (1..=max_batch) at position n_past,
     /// ending with the LM head and argmax of the last token.
     fn submit_batch(&mut self, tokens: &[u32]) -> Result<()> {
-        let ctx = &*self.model.ctx;
-        let t = tokens.len();
         let step = self.write_step(tokens);
+        self.submit_step("forward", &step, |s, encoder| {
+            let cost = s.encode_forward(encoder, &step, false);
+            s.token_readback
+                .encode_copy(encoder, &s.forward.token, 0, 4);
+            cost
+        });
+        Ok(())
+    }
 
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("forward"),
-            });
-        if t == 1 {
-            let (layers, head, token) = self.decode_steps();
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("decode"),
-                    timestamp_writes: None,
-                });
-                forward::encode(layers, &mut pass, &step);
-                forward::encode(head, &mut pass, &step);
+    /// Records the forward pass of `step` (its token ids already in `tokens`: written by the
+    /// host, or for a GPU-resident step by the previous step's head), then the head's choice
+    /// into `tokens[0]`: the argmax, or with `sample` the GPU sampler. A decode step is one
+    /// compute pass; a batch is two, with its last residual row copied between them. Advances
+    /// n_past; returns the dispatches and passes recorded.
+    fn encode_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        step: &StepParams,
+        sample: bool,
+    ) -> (u64, u64) {
+        let before = dispatches_recorded();
+        let t = step.n_tokens as u64;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("forward"),
+            timestamp_writes: None,
+        });
+        let (layers, head) = match t {
+            1 => {
+                let (layers, head, _) = self.decode_steps();
+                (layers, head)
             }
-            self.token_readback.encode_copy(&mut encoder, token, 0, 4);
-            ctx.queue.submit([encoder.finish()]);
-            self.n_past += t;
-            self.head_valid = true;
-            return Ok(());
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("layers"),
-                timestamp_writes: None,
-            });
-            forward::encode(&self.forward.layers, &mut pass, &step);
-        }
-        if t > 1 {
+            _ => (&self.forward.layers[..], &self.forward.head[..]),
+        };
+        forward::encode(layers, &mut pass, step);
+        let passes = if t > 1 {
+            drop(pass);
             // the head only needs the last token's residual row
             let row = self.model.config.n_embd as u64 * 4;
-            encoder.copy_buffer_to_buffer(&self.a.x, (t as u64 - 1) * row, &self.a.x_last, 0, row);
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            encoder.copy_buffer_to_buffer(&self.a.x, (t - 1) * row, &self.a.x_last, 0, row);
+            pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("head"),
                 timestamp_writes: None,
             });
-            forward::encode(&self.forward.head, &mut pass, &step);
+            2
+        } else {
+            1
+        };
+        forward::encode(head, &mut pass, step);
+        if sample {
+            self.forward.sample.encode(&mut pass, step); // tokens[0] = the draw
         }
-        self.token_readback
-            .encode_copy(&mut encoder, &self.forward.token, 0, 4);
-        ctx.queue.submit([encoder.finish()]);
-        self.n_past += t;
+        drop(pass);
+        self.n_past += t as usize;
         self.head_valid = true;
-        Ok(())
+        (dispatches_recorded() - before, passes)
+    }
+
+    /// Records and submits one step: the host time both take is measured around them, the
+    /// submit apart (a driver may block in it, e.g. lavapipe until the previous submission is
+    /// done). Decode steps are counted in the statistics (batches are not decode steps).
+    fn submit_step(
+        &mut self,
+        label: &str,
+        step: &StepParams,
+        record: impl FnOnce(&mut Self, &mut wgpu::CommandEncoder) -> (u64, u64),
+    ) -> wgpu::SubmissionIndex {
+        let clock = Stopwatch::start();
+        let ctx = self.model.ctx.clone();
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let (dispatches, passes) = record(self, &mut encoder);
+        let commands = encoder.finish();
+        let recorded = clock.elapsed();
+        let index = ctx.queue.submit([commands]);
+        if step.n_tokens == 1 {
+            let s = &mut self.stats;
+            s.steps += 1;
+            s.dispatches += dispatches;
+            s.passes += passes;
+            s.record_ns += recorded.as_nanos() as u64;
+            s.host_ns += clock.elapsed().as_nanos() as u64;
+        }
+        index
     }
 
     /// Writes the step uniform and token ids for `tokens` (1..=max_batch) at position n_past;
@@ -324,6 +397,25 @@ impl Session {
         Ok(())
     }
 
+    /// Feeds `tokens` at n_past (the work of [`Engine::feed`]).
+    fn feed_tokens(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.max_batch) {
+            self.submit_batch(chunk)?;
+        }
+        self.model.ctx.take_error()
+    }
+
+    /// No GPU-resident generation is running (its steps own the token input and the logits).
+    fn check_idle(&self) -> Result<()> {
+        if self.queue.active {
+            return Err(Error::InvalidArgument(
+                "a GPU-resident generation is running: call end_queued first".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_head(&self) -> Result<()> {
         if !self.head_valid {
             return Err(Error::InvalidArgument(
@@ -348,14 +440,15 @@ impl Engine for Session {
     }
 
     async fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        self.check_tokens(tokens)?;
-        for chunk in tokens.chunks(self.max_batch) {
-            self.submit_batch(chunk)?;
-        }
-        self.model.ctx.take_error()
+        self.check_idle()?;
+        // The cache entry at n_past - 1 is already right; only its logits were lost.
+        self.refeed = None;
+        self.feed_tokens(tokens)
     }
 
     async fn logits(&mut self) -> Result<Vec<f32>> {
+        self.check_idle()?;
+        self.ensure_head()?;
         self.check_head()?;
         let ctx = &*self.model.ctx;
         let n = self.model.config.n_vocab;
@@ -367,11 +460,15 @@ impl Engine for Session {
         self.logits_readback
             .encode_copy(&mut encoder, &self.a.logits, 0, n as u64 * 4);
         ctx.queue.submit([encoder.finish()]);
+        self.stats.host_waits += 1;
         self.logits_readback.read(ctx, n).await
     }
 
     async fn greedy(&mut self) -> Result<u32> {
+        self.check_idle()?;
+        self.ensure_head()?;
         self.check_head()?;
+        self.stats.host_waits += 1;
         let id = self.token_readback.read::<u32>(&self.model.ctx, 1).await?[0];
         check_argmax(id, self.model.config.n_vocab)
     }
@@ -379,14 +476,17 @@ impl Engine for Session {
     /// Up to [`MAX_K`] candidates are selected on the GPU and 512 bytes read back; a larger `k`
     /// reads back all logits.
     async fn top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>> {
+        self.check_idle()?;
+        self.ensure_head()?;
         self.check_head()?;
         let n_vocab = self.model.config.n_vocab;
-        if k > self.topk.k as usize {
+        let topk = &self.forward.topk;
+        if k > topk.k as usize {
             let logits = self.logits().await?;
             return Ok(candidates(&top_k(&logits, k), n_vocab));
         }
         let ctx = &*self.model.ctx;
-        let kk = self.topk.k as u64;
+        let kk = topk.k as u64;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -397,13 +497,14 @@ impl Engine for Session {
                 label: Some("top-k"),
                 timestamp_writes: None,
             });
-            self.topk.encode(&mut pass, &StepParams::default());
+            topk.encode(&mut pass, &StepParams::default());
         }
-        let (values, ids) = self.topk.result();
+        let (values, ids) = topk.result();
         let staging = &self.topk_readback.staging;
         encoder.copy_buffer_to_buffer(values, 0, staging, 0, kk * 4);
         encoder.copy_buffer_to_buffer(ids, 0, staging, kk * 4, kk * 4);
         ctx.queue.submit([encoder.finish()]);
+        self.stats.host_waits += 1;
         let words = self.topk_readback.read::<u32>(ctx, 2 * kk as usize).await?;
         let (values, ids) = words.split_at(kk as usize);
         let pairs: Vec<(f32, u32)> = values
@@ -416,11 +517,29 @@ impl Engine for Session {
     }
 
     fn truncate(&mut self, n_past: usize) -> Result<()> {
+        self.check_idle()?;
         check_truncate(n_past, self.n_past)?;
         if n_past < self.n_past {
             self.head_valid = false;
+            self.refeed = None;
         }
         self.n_past = n_past;
         Ok(())
+    }
+
+    async fn begin_queued(&mut self, config: &SamplerConfig, history: &[u32]) -> Result<bool> {
+        self.begin_queued_impl(config, history)
+    }
+
+    fn queue_step(&mut self) -> Result<()> {
+        self.queue_step_impl()
+    }
+
+    async fn next_queued(&mut self) -> Result<u32> {
+        self.next_queued_impl().await
+    }
+
+    async fn end_queued(&mut self, n_past: usize) -> Result<()> {
+        self.end_queued_impl(n_past).await
     }
 }

@@ -51,7 +51,7 @@ impl Session {
     pub fn profile_categories(&self) -> &'static [&'static str] {
         match self.decode_plan() {
             super::DecodePlan::Fused => &FUSED_PROFILE_CATEGORIES,
-            super::DecodePlan::Unfused => &PROFILE_CATEGORIES,
+            super::DecodePlan::Unfused | super::DecodePlan::Auto => &PROFILE_CATEGORIES,
         }
     }
 
@@ -63,16 +63,20 @@ impl Session {
     /// Fails with [`Error::Gpu`] ("timestamps unsupported") when the adapter has no timestamp
     /// queries.
     pub async fn profile_decode(&mut self, token: u32) -> Result<Vec<(String, f64)>> {
-        let ctx = &*self.model.ctx;
-        let (layers, head, token_buffer) = self.decode_steps();
-        let capacity = runs(layers).count() + runs(head).count();
-        let Some(mut timer) = PassTimer::new(ctx, capacity as u32) else {
+        let ctx = self.model.ctx.clone();
+        let capacity = {
+            let (layers, head, _) = self.decode_steps();
+            runs(layers).count() + runs(head).count()
+        };
+        let Some(mut timer) = PassTimer::new(&ctx, capacity as u32) else {
             return Err(Error::Gpu(format!(
                 "timestamps unsupported: adapter `{}` has no timestamp queries, cannot profile",
                 ctx.info.name
             )));
         };
+        self.check_idle()?;
         self.check_tokens(&[token])?;
+        self.refeed = None;
         let step = self.write_step(&[token]);
 
         let mut encoder = ctx
@@ -81,6 +85,7 @@ impl Session {
                 label: Some("profiled decode"),
             });
         // The decode step's own list, in order; only the pass boundaries differ.
+        let (layers, head, token_buffer) = self.decode_steps();
         for run in runs(layers).chain(runs(head)) {
             let label = run[0].category;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
