@@ -94,7 +94,10 @@ fn check_q2_0(bytes: &[u8]) {
     let mut direct = vec![0f32; nb * QK2_0];
     dequantize_row_q2_0(src, &mut direct);
     for (j, (&a, &b)) in row.iter().zip(&direct).enumerate() {
-        assert!(a.to_bits() == b.to_bits(), "weight {j}: dequantize_row {a} != q2_0 {b}");
+        assert!(
+            a.to_bits() == b.to_bits(),
+            "weight {j}: dequantize_row {a} != q2_0 {b}"
+        );
     }
     for (b, block) in src.chunks_exact(Q2_0_BLOCK_BYTES).enumerate() {
         // The layout written out by hand: f16 d, then qs[16]; weight j is bits 2 * (j % 4) and
@@ -106,7 +109,10 @@ fn check_q2_0(bytes: &[u8]) {
         for (j, &code) in codes.iter().enumerate() {
             let want = (f32::from(code) - 1.0) * d;
             let got = row[b * QK2_0 + j];
-            assert!(same(got, want), "block {b} weight {j} (code {code}): {got} != {want}");
+            assert!(
+                same(got, want),
+                "block {b} weight {j} (code {code}): {got} != {want}"
+            );
         }
         // The block view decodes the same codes and weights.
         let view = &q2_0::blocks(block)[0];
@@ -114,7 +120,10 @@ fn check_q2_0(bytes: &[u8]) {
         let mut from_view = [0f32; QK2_0];
         view.dequantize(&mut from_view);
         for (j, (&a, &w)) in from_view.iter().zip(&row[b * QK2_0..]).enumerate() {
-            assert!(a.to_bits() == w.to_bits(), "block view weight {j}: {a} != {w}");
+            assert!(
+                a.to_bits() == w.to_bits(),
+                "block view weight {j}: {a} != {w}"
+            );
             assert_eq!(view.code(j), codes[j], "block view code {j}");
         }
         // One-hot x picks out a single weight: the dot product is that weight.
@@ -123,9 +132,15 @@ fn check_q2_0(bytes: &[u8]) {
         x[j] = 1.0;
         let w = row[b * QK2_0 + j];
         let dot = dot_q2_0_f32(block, &x);
-        assert!(dot == w || (dot.is_nan() && w.is_nan()), "dot {dot} != weight {w}");
+        assert!(
+            dot == w || (dot.is_nan() && w.is_nan()),
+            "dot {dot} != weight {w}"
+        );
         let dot = view.dot(&x);
-        assert!(dot == w || (dot.is_nan() && w.is_nan()), "block dot {dot} != weight {w}");
+        assert!(
+            dot == w || (dot.is_nan() && w.is_nan()),
+            "block dot {dot} != weight {w}"
+        );
         // quantize takes d = max |x|: that gives the block back when d is finite and positive,
         // every code is -d, 0 or +d (a +2d code would become the max) and one of them is not 0.
         let round_trips = d.is_finite()
