@@ -160,4 +160,14 @@ pub enum Error {
     /// An argument from the caller is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// An API request body ([`crate::openai`]) is malformed JSON, has a field of the wrong type,
+    /// or asks for something out of range or unsupported; the server answers 400.
+    #[error("invalid request: {message}")]
+    BadRequest {
+        /// The field at fault (`messages[0].role`, `temperature`), or `None` for the whole body.
+        param: Option<String>,
+        /// What is wrong, for the client.
+        message: String,
+    },
 }

@@ -10,6 +10,7 @@
 //! - tokenizes, detokenizes and renders the model's chat template ([`text`]), samples
 //!   ([`sampler`]), streams text ([`generate`]) and keeps conversations in the KV cache
 //!   ([`chat`]);
+//! - parses and checks OpenAI-compatible request bodies ([`openai`]) for `bonsai-server`;
 //! - exports a Bonsai GGUF as a Hugging Face checkpoint (FP16, or lossless AWQ int4) that
 //!   vLLM, sglang and transformers serve ([`export`], native only);
 //! - carries a plain CPU reference of the forward pass ([`cpu`]), the oracle the GPU is tested
@@ -48,6 +49,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
+pub mod openai;
 pub mod quant;
 pub mod sampler;
 #[cfg(not(target_arch = "wasm32"))]

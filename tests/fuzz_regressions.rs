@@ -181,3 +181,48 @@ fn zero_ne0_with_overflowing_row_count_is_rejected() {
         other => panic!("expected BadTensor, got {other:?}"),
     }
 }
+
+#[test]
+fn hostile_request_bodies_are_bad_requests() {
+    use bonsai_wgpu::openai::{GenerationRequest, parse};
+    // The field each body gets wrong (`None`: the body as a whole).
+    let deep = format!(
+        "{{\"tools\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cases: [(&[u8], Option<&str>); 7] = [
+        // Nesting past serde_json's recursion limit stops there, not with a stack overflow.
+        (deep.as_bytes(), None),
+        (b"{\"messages\": [", None),
+        (b"[\"messages\"]", None),
+        // Found by a seed of `server_request`: serde's derived structs also take an array, field
+        // by field, so this was a completions request for "hi". Bodies must be objects.
+        (b" [null, \"hi\"]", None),
+        (
+            b"{\"max_tokens\": 18446744073709551616}",
+            Some("max_tokens"),
+        ),
+        (b"{\"seed\": 1e400}", None),
+        (
+            b"{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": 7}]}]}",
+            Some("messages[0].content"),
+        ),
+    ];
+    for (body, want) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        match parse::<GenerationRequest>(body) {
+            Err(Error::BadRequest { param, message }) => {
+                assert_eq!(param.as_deref(), want, "{shown}: {message}");
+            }
+            other => panic!("{shown}: expected BadRequest, got {other:?}"),
+        }
+    }
+    // Out-of-range values that parse are caught by the checks, named.
+    let body = br#"{"temperature": 1e39, "messages": [{"role": "user", "content": "hi"}]}"#;
+    let request: GenerationRequest = parse(body).expect("parses");
+    match request.params(0) {
+        Err(Error::BadRequest { param, .. }) => assert_eq!(param.as_deref(), Some("temperature")),
+        other => panic!("expected BadRequest for temperature, got {other:?}"),
+    }
+}

@@ -11,16 +11,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bonsai_wgpu::text::chat_template::TemplateOptions;
+use bonsai_wgpu::openai::{
+    DetokenizeRequest, GenerationRequest, PromptInput, TokenizeInput, TokenizeRequest,
+    check_prompt_tokens, parse,
+};
 use bonsai_wgpu::text::prompt::chat_prompt_tokens;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
-use crate::api::{
-    ApiError, GenerationRequest, Message, Prompt, TemplateKwargs, chat_messages, parse,
-    prompt_too_long,
-};
+use crate::api::{ApiError, prompt_too_long};
 use crate::metrics;
 use crate::stream::{Mode, submit};
 
@@ -82,13 +81,9 @@ async fn chat(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: GenerationRequest = parse(&body(&state, raw)?)?;
-    let params = request.params()?;
+    let params = request.params(clock_seed())?;
     let messages = request.chat_messages()?;
-    let options = TemplateOptions {
-        add_generation_prompt: true,
-        enable_thinking: request.enable_thinking(),
-        tools: None,
-    };
+    let options = request.template_options();
     let prompt = chat_prompt_tokens(&state.template, &state.tokenizer, &messages, &options)?;
     if prompt.len() > state.n_ctx {
         return Err(prompt_too_long(prompt.len(), state.n_ctx));
@@ -106,31 +101,12 @@ async fn completions(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: GenerationRequest = parse(&body(&state, raw)?)?;
-    let params = request.params()?;
-    let prompt = match &request.prompt {
-        None => return Err(ApiError::bad(Some("prompt"), "prompt is required")),
-        Some(Prompt::Text(text)) => state.tokenizer.encode(text, true)?,
-        Some(Prompt::Texts(texts)) if texts.len() == 1 => {
-            state.tokenizer.encode(&texts[0], true)?
-        }
-        Some(Prompt::Texts(texts)) => {
-            return Err(ApiError::bad(
-                Some("prompt"),
-                format!("prompt must hold exactly one text, got {}", texts.len()),
-            ));
-        }
-        Some(Prompt::Tokens(tokens)) => tokens.clone(),
+    let params = request.params(clock_seed())?;
+    let prompt = match request.prompt()? {
+        PromptInput::Text(text) => state.tokenizer.encode(text, true)?,
+        PromptInput::Tokens(tokens) => tokens.to_vec(),
     };
-    if prompt.is_empty() {
-        return Err(ApiError::bad(Some("prompt"), "prompt must not be empty"));
-    }
-    let n_vocab = state.tokenizer.n_vocab();
-    if let Some(&id) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
-        return Err(ApiError::bad(
-            Some("prompt"),
-            format!("token {id} is outside the vocabulary of {n_vocab}"),
-        ));
-    }
+    check_prompt_tokens(&prompt, state.tokenizer.n_vocab())?;
     if prompt.len() > state.n_ctx {
         return Err(prompt_too_long(prompt.len(), state.n_ctx));
     }
@@ -178,44 +154,18 @@ async fn metrics_text(State(state): Shared) -> Response {
 
 /// `/tokenize`: `content` (text), or `messages` rendered by the chat template exactly as
 /// `/v1/chat/completions` renders them (vLLM's form).
-#[derive(Deserialize)]
-struct TokenizeRequest {
-    content: Option<String>,
-    /// Parse control tokens written in `content` (default false: they stay text).
-    parse_special: Option<bool>,
-    messages: Option<Vec<Message>>,
-    /// With `messages`: end with the assistant prompt (default true).
-    add_generation_prompt: Option<bool>,
-    chat_template_kwargs: Option<TemplateKwargs>,
-}
-
 async fn tokenize(
     State(state): Shared,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: TokenizeRequest = parse(&body(&state, raw)?)?;
-    let tokens = match (&request.content, &request.messages) {
-        (Some(content), None) => state
-            .tokenizer
-            .encode(content, request.parse_special.unwrap_or(false))?,
-        (None, Some(messages)) => {
-            let options = TemplateOptions {
-                add_generation_prompt: request.add_generation_prompt.unwrap_or(true),
-                enable_thinking: request
-                    .chat_template_kwargs
-                    .as_ref()
-                    .and_then(|k| k.enable_thinking)
-                    .unwrap_or(true),
-                tools: None,
-            };
-            let messages = chat_messages(Some(messages))?;
+    let tokens = match request.input()? {
+        TokenizeInput::Text {
+            content,
+            parse_special,
+        } => state.tokenizer.encode(content, parse_special)?,
+        TokenizeInput::Chat { messages, options } => {
             chat_prompt_tokens(&state.template, &state.tokenizer, &messages, &options)?
-        }
-        _ => {
-            return Err(ApiError::bad(
-                Some("content"),
-                "give either content (text) or messages",
-            ));
         }
     };
     Ok(
@@ -224,30 +174,21 @@ async fn tokenize(
     )
 }
 
-#[derive(Deserialize)]
-struct DetokenizeRequest {
-    tokens: Vec<u32>,
-}
-
 async fn detokenize(
     State(state): Shared,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: DetokenizeRequest = parse(&body(&state, raw)?)?;
-    let n_vocab = state.tokenizer.n_vocab();
-    if let Some((i, id)) = request
-        .tokens
-        .iter()
-        .enumerate()
-        .find(|&(_, &t)| t as usize >= n_vocab)
-    {
-        return Err(ApiError::bad(
-            Some(&format!("tokens[{i}]")),
-            format!("token {id} is outside the vocabulary of {n_vocab}"),
-        ));
-    }
-    let content = state.tokenizer.decode(&request.tokens, false)?;
+    let tokens = request.checked_tokens(state.tokenizer.n_vocab())?;
+    let content = state.tokenizer.decode(tokens, false)?;
     Ok(Json(json!({"content": content})).into_response())
+}
+
+/// Sampling's seed when a request names none: the clock.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos() as u64)
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use bonsai_wgpu::chat::{PieceKind, ThinkSplitter};
+use bonsai_wgpu::openai::Params;
 use bonsai_wgpu::scheduler::{Event, Finish, Request};
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::AppState;
-use crate::api::{ApiError, Params, finish_reason, usage};
+use crate::api::{ApiError, finish_reason, usage};
 
 /// How often an idle stream sends an SSE comment (so a vanished client is noticed while queued).
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
