@@ -14,7 +14,7 @@ use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::generate::{GenerateOptions, GenerateOutcome, StopReason, generate};
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::SamplerConfig;
 use bonsai_wgpu::text::detok::Vocab;
 use bonsai_wgpu::text::tokenizer::Tokenizer;
@@ -68,6 +68,7 @@ struct Fixture {
     model: Arc<GpuModel>,
     tokenizer: Tokenizer,
     cache_type: CacheType,
+    decode_plan: DecodePlan,
 }
 
 fn load_with(file: &str, cache_type: CacheType, opts: &GpuOptions) -> Fixture {
@@ -77,6 +78,7 @@ fn load_with(file: &str, cache_type: CacheType, opts: &GpuOptions) -> Fixture {
         model: GpuModel::load(Arc::new(ctx), &gguf).expect("load"),
         tokenizer: Tokenizer::from_gguf(&gguf).expect("tokenizer"),
         cache_type,
+        decode_plan: DecodePlan::default(),
     }
 }
 
@@ -91,6 +93,7 @@ fn session(f: &Fixture) -> Session {
     let opts = SessionOptions {
         n_ctx: N_CTX,
         cache_type: f.cache_type,
+        decode_plan: f.decode_plan,
         ..SessionOptions::default()
     };
     Session::new(Arc::clone(&f.model), opts).expect("session")
@@ -222,6 +225,17 @@ fn check_greedy_stops(f: &Fixture, full: bool) {
 #[test]
 fn greedy_resident_generation_equals_step_by_step() {
     check_greedy_stops(&load("tiny-bonsai-dev.gguf", CacheType::F16), true);
+}
+
+/// The fused decode plan (the default on GPUs; CPU adapters default to the unfused one) feeds
+/// its argmax into the next step the same way.
+#[test]
+fn greedy_resident_generation_with_the_fused_plan() {
+    for cache_type in [CacheType::F16, CacheType::Q8_0] {
+        let mut f = load("tiny-bonsai-dev.gguf", cache_type);
+        f.decode_plan = DecodePlan::Fused;
+        check_greedy_stops(&f, false);
+    }
 }
 
 #[test]
