@@ -4,6 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
+use bonsai_wgpu::cache_type::CacheType;
+use bonsai_wgpu::cpu::ops::{attention, causal_attention};
+use bonsai_wgpu::cpu::session::MAX_BATCH;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
@@ -87,4 +90,81 @@ fn parity_check_detects_missing_yarn() {
         cos < LLAMA_COSINE_MIN,
         "dropping YaRN should break parity, got cosine {cos:.6}"
     );
+}
+
+/// Logits bit for bit: batching changes which loop runs outside, never a token's arithmetic.
+fn assert_same_bits(what: &str, got: &[f32], want: &[f32]) {
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g.to_bits() != w.to_bits());
+    if let Some(i) = first {
+        panic!("{what}: index {i}: got {}, want {}", got[i], want[i]);
+    }
+}
+
+/// A prompt fed at once (one batch), in two pieces (the second batch over a cache that already
+/// holds the first), and one token at a time (`forward`): the same logits to the last bit, for
+/// the exact cache and both rounded ones.
+#[test]
+fn a_batch_computes_what_its_tokens_do_one_at_a_time() {
+    let model = load_model();
+    let fx = llama_fixture();
+    let p = fx
+        .prompts
+        .iter()
+        .max_by_key(|p| p.tokens.len())
+        .expect("prompts");
+    let tokens = &p.tokens;
+    assert!(tokens.len() > 100 && tokens.len() <= MAX_BATCH);
+    for cache_type in [None, Some(CacheType::F16), Some(CacheType::Q8_0)] {
+        let session = || {
+            CpuSession::with_cache_type(Arc::clone(&model), tokens.len(), cache_type)
+                .expect("session")
+        };
+        let mut one_by_one = session();
+        for &t in tokens {
+            one_by_one.forward(t).expect("forward");
+        }
+        let want = pollster::block_on(one_by_one.logits()).expect("logits");
+
+        let mut batch = session();
+        pollster::block_on(batch.feed(tokens)).expect("feed");
+        let got = pollster::block_on(batch.logits()).expect("logits");
+        assert_same_bits(&format!("{cache_type:?}: one batch"), &got, &want);
+
+        let mut pieces = session();
+        pollster::block_on(pieces.feed(&tokens[..37])).expect("feed");
+        pollster::block_on(pieces.feed(&tokens[37..])).expect("feed");
+        let got = pollster::block_on(pieces.logits()).expect("logits");
+        assert_same_bits(&format!("{cache_type:?}: two batches"), &got, &want);
+    }
+}
+
+/// `causal_attention` over many queries (big enough to be split across threads, GQA 4:1, the
+/// first query deep in the cache) equals `attention` run for each query alone, bit for bit.
+#[test]
+fn causal_attention_equals_one_query_at_a_time() {
+    let (n_head, n_head_kv, head_dim) = (8, 2, 128);
+    let (q_dim, kv_dim) = (n_head * head_dim, n_head_kv * head_dim);
+    let positions = 300..430;
+    let n_q = positions.len();
+    // deterministic values in [-1, 1) that are not all alike
+    let fill = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0)
+            .collect()
+    };
+    let q = fill(n_q * q_dim, 1);
+    let k = fill(positions.end * kv_dim, 2);
+    let v = fill(positions.end * kv_dim, 3);
+    let mut got = vec![0.0; n_q * q_dim];
+    causal_attention(&mut got, &q, &k, &v, positions.clone(), n_head_kv, head_dim);
+    for (i, pos) in positions.enumerate() {
+        let mut want = vec![0.0; q_dim];
+        let q = &q[i * q_dim..(i + 1) * q_dim];
+        attention(&mut want, q, &k, &v, pos + 1, n_head_kv, head_dim);
+        let got = &got[i * q_dim..(i + 1) * q_dim];
+        assert_same_bits(&format!("query at position {pos}"), got, &want);
+    }
 }

@@ -1,6 +1,8 @@
 //! The CPU references of the forward pass's ops: plain f32, written to be read. The model
 //! oracle ([`super::session`]) runs them, and each GPU op's test compares its kernel with them.
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::model::rope::RopeParams;
@@ -61,7 +63,7 @@ impl Matrix {
             }
         };
         let threads = worker_threads();
-        if threads < 2 || self.n * self.k < PARALLEL_MIN_WEIGHTS {
+        if threads < 2 || self.n * self.k < PARALLEL_MIN_WORK {
             return rows(0, out);
         }
         let chunk = self.n.div_ceil(threads);
@@ -73,8 +75,32 @@ impl Matrix {
     }
 }
 
-/// Below this many weights a matvec stays on one thread (spawning costs more than it saves).
-const PARALLEL_MIN_WEIGHTS: usize = 1 << 22;
+/// Below this many multiply-adds an op stays on one thread (spawning costs more than it saves).
+const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+/// Runs `f(i, &mut items[i])` for every item: natively the items are split across threads in
+/// contiguous runs, which gives the same results as a loop because each item's work is its own
+/// (the CPU reference runs a batch's tokens through a layer's per-token steps this way).
+pub fn for_each_parallel<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
+    let threads = worker_threads().min(items.len());
+    if threads < 2 {
+        for (i, item) in items.iter_mut().enumerate() {
+            f(i, item);
+        }
+        return;
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        for (c, part) in items.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (j, item) in part.iter_mut().enumerate() {
+                    f(c * chunk + j, item);
+                }
+            });
+        }
+    });
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 fn worker_threads() -> usize {
@@ -127,7 +153,8 @@ pub fn qk_norm_rope(
 /// Causal GQA attention of one query token at position `n_kv - 1` over cache positions
 /// `0..n_kv`: `q` is (n_head, head_dim), `k_cache` and `v_cache` are (>= n_kv, n_head_kv,
 /// head_dim); query head `h` reads kv head `h / (n_head / n_head_kv)`. Writes `out`
-/// (n_head, head_dim).
+/// (n_head, head_dim). The definition; [`causal_attention`] computes the same for many queries
+/// at once, bit for bit (tested).
 pub fn attention(
     out: &mut [f32],
     q: &[f32],
@@ -157,6 +184,101 @@ pub fn attention(
             let v = &v_cache[t * kv_dim + kv_off..][..head_dim];
             for (o, &vi) in oh.iter_mut().zip(v) {
                 *o += a * vi;
+            }
+        }
+    }
+}
+
+/// Causal GQA attention of the query tokens at `positions` (one row of `q` each, (n_q, n_head,
+/// head_dim)) over the cache (`k_cache` and `v_cache` (>= positions.end, n_head_kv, head_dim)):
+/// the query at position `p` attends to cache positions `0..=p`, and query head `h` reads kv
+/// head `h / (n_head / n_head_kv)`. Per query and head: `a_t = softmax_t(q . k_t / sqrt(head_dim))`,
+/// `out = sum_t a_t v_t`, summed over `t` in order. Writes `out` (n_q, n_head, head_dim).
+///
+/// [`attention`]'s arithmetic, reordered for speed (the CPU reference's prefill): the queries
+/// share each tile of cache rows while it is in the CPU's cache, and natively runs of queries
+/// go to separate threads. Neither changes any query's operations or their order, so the result
+/// is [`attention`]'s for each query, bit for bit (tested).
+pub fn causal_attention(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    positions: Range<usize>,
+    n_head_kv: usize,
+    head_dim: usize,
+) {
+    let n_q = positions.len();
+    if n_q == 0 {
+        return;
+    }
+    let q_dim = q.len() / n_q;
+    let threads = worker_threads().min(n_q);
+    if threads < 2 || n_q * positions.end * q_dim < PARALLEL_MIN_WORK {
+        return attention_tiled(out, q, k_cache, v_cache, positions, n_head_kv, head_dim);
+    }
+    let chunk = n_q.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts = out.chunks_mut(chunk * q_dim).zip(q.chunks(chunk * q_dim));
+        for (c, (out, q)) in parts.enumerate() {
+            let first = positions.start + c * chunk;
+            let positions = first..first + q.len() / q_dim;
+            scope.spawn(move || {
+                attention_tiled(out, q, k_cache, v_cache, positions, n_head_kv, head_dim);
+            });
+        }
+    });
+}
+
+/// Cache rows (keys, then values) that [`causal_attention`]'s queries use in turn while the rows
+/// are in the CPU's cache: 64 rows of a 128-wide head are 32 KiB.
+const KV_TILE: usize = 64;
+
+/// [`causal_attention`] on one thread.
+fn attention_tiled(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    positions: Range<usize>,
+    n_head_kv: usize,
+    head_dim: usize,
+) {
+    let n_q = positions.len();
+    let q_dim = q.len() / n_q;
+    let kv_dim = n_head_kv * head_dim;
+    let group = q_dim / head_dim / n_head_kv;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let n_kv = positions.end; // the last query's view
+    // cache positions query i attends to: 0..seen(i)
+    let seen = |i: usize| positions.start + i + 1;
+    let mut att = vec![0.0f32; n_q * n_kv]; // (n_q, n_kv): scores, then weights
+    for h in 0..q_dim / head_dim {
+        let (q_off, kv_off) = (h * head_dim, (h / group) * head_dim);
+        for t0 in (0..n_kv).step_by(KV_TILE) {
+            for i in 0..n_q {
+                let qh = &q[i * q_dim + q_off..][..head_dim];
+                let scores = &mut att[i * n_kv..][..seen(i)];
+                for t in t0..(t0 + KV_TILE).min(seen(i)) {
+                    let k = &k_cache[t * kv_dim + kv_off..][..head_dim];
+                    scores[t] = dot(qh, k) * scale;
+                }
+            }
+        }
+        for i in 0..n_q {
+            softmax(&mut att[i * n_kv..][..seen(i)]);
+            out[i * q_dim + q_off..][..head_dim].fill(0.0);
+        }
+        for t0 in (0..n_kv).step_by(KV_TILE) {
+            for i in 0..n_q {
+                let oh = &mut out[i * q_dim + q_off..][..head_dim];
+                for t in t0..(t0 + KV_TILE).min(seen(i)) {
+                    let a = att[i * n_kv + t];
+                    let v = &v_cache[t * kv_dim + kv_off..][..head_dim];
+                    for (o, &vi) in oh.iter_mut().zip(v) {
+                        *o += a * vi;
+                    }
+                }
             }
         }
     }

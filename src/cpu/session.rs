@@ -4,11 +4,17 @@ use std::sync::Arc;
 
 use crate::cache_type::CacheType;
 use crate::cpu::model::CpuModel;
-use crate::cpu::ops::{Matrix, argmax, attention, qk_norm_rope, rmsnorm, silu_mul, top_k};
+use crate::cpu::ops::{
+    Matrix, argmax, causal_attention, for_each_parallel, qk_norm_rope, rmsnorm, silu_mul, top_k,
+};
 use crate::engine::{Engine, candidates, check_argmax, check_truncate};
 use crate::error::{Error, Result};
 use crate::model::config::Qwen3Config;
 use crate::model::weights::LayerWeights;
+
+/// Most tokens one forward pass of [`CpuSession`] runs together; longer feeds are split. Its
+/// attention scores take `MAX_BATCH * n_ctx` floats (32 MiB at 32k tokens).
+pub const MAX_BATCH: usize = 256;
 
 /// One layer's weights as the CPU reference holds them.
 pub type CpuLayer = LayerWeights<Matrix, Vec<f32>>;
@@ -160,71 +166,94 @@ impl CpuSession {
 
     /// Runs one token at position `n_past` and returns the logits for the next token.
     pub fn forward(&mut self, token: u32) -> Result<&[f32]> {
-        self.step(token, true)?;
+        self.forward_batch(&[token], true)?;
         Ok(&self.logits)
     }
 
-    /// Runs one token; computes logits only when asked (prompt positions before the last skip it).
-    fn step(&mut self, token: u32, want_logits: bool) -> Result<()> {
+    /// Runs `tokens` (at most [`MAX_BATCH`]) at positions `n_past..`; computes the logits of the
+    /// last one only when asked (a prompt's earlier batches skip it).
+    ///
+    /// Each layer runs its per-token steps for every token (natively split across threads),
+    /// writes their K and V rows to the cache, then attends for all of them at once (query `i`
+    /// sees positions `0..=n_past + i`, [`causal_attention`]). Every token's arithmetic is what
+    /// it would be fed alone: batching only changes how often the weights and the cache are read.
+    fn forward_batch(&mut self, tokens: &[u32], want_logits: bool) -> Result<()> {
         let model = Arc::clone(&self.model);
         let c = &model.config;
-        if token as usize >= c.n_vocab {
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(Error::BadToken {
-                id: token,
+                id,
                 n_vocab: c.n_vocab,
             });
         }
-        if self.n_past >= self.n_ctx {
+        let pos0 = self.n_past;
+        if pos0 + tokens.len() > self.n_ctx {
             return Err(Error::ContextOverflow {
-                needed: self.n_past + 1,
+                needed: pos0 + tokens.len(),
                 capacity: self.n_ctx,
             });
         }
-        let pos = self.n_past;
-        let kv_dim = c.kv_dim();
-        let s = &mut self.s;
+        let Some(last) = tokens.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let (kv_dim, q_dim) = (c.kv_dim(), c.q_dim());
+        let cache_type = self.cache_type;
 
-        // token embedding: one row of token_embd
-        model.weights.token_embd.embed(token as usize, &mut s.x);
+        // token embeddings: one row of token_embd each, (n_tokens) run states
+        let mut states: Vec<RunState> = tokens
+            .iter()
+            .map(|&token| {
+                let mut s = RunState::new(c);
+                model.weights.token_embd.embed(token as usize, &mut s.x);
+                s
+            })
+            .collect();
+        let mut q = vec![0.0; tokens.len() * q_dim]; // (n_tokens, n_head * head_dim)
+        let mut att = vec![0.0; tokens.len() * q_dim]; // (n_tokens, n_head * head_dim)
 
         for (l, w) in model.weights.layers.iter().enumerate() {
-            s.attention_input(c, w);
+            // per token: q, k, v, then per-head q/k norm and RoPE at its position, and k and v
+            // rounded as the GPU cache stores them, if asked
+            let (q_norm, k_norm, eps) = (&w.attn_q_norm, &w.attn_k_norm, c.rms_eps);
+            for_each_parallel(&mut states, |i, s| {
+                s.attention_input(c, w);
+                qk_norm_rope(&mut s.q, &mut s.k, q_norm, k_norm, eps, pos0 + i, &c.rope);
+                if let Some(t) = cache_type {
+                    t.round_trip(&mut s.k);
+                    t.round_trip(&mut s.v);
+                }
+            });
 
-            // the attention core: per-head q/k norm and RoPE, k and v into the cache at this
-            // position, then causal GQA attention over positions 0..=pos into xb
-            let (q_norm, k_norm) = (&w.attn_q_norm, &w.attn_k_norm);
-            qk_norm_rope(&mut s.q, &mut s.k, q_norm, k_norm, c.rms_eps, pos, &c.rope);
+            // the attention core: k and v into the cache at their positions, then causal GQA
+            // attention of every token over positions 0..=its own into xb
             let layer = l * self.n_ctx * kv_dim..(l + 1) * self.n_ctx * kv_dim;
             let (k_cache, v_cache) = (
                 &mut self.key_cache[layer.clone()],
                 &mut self.value_cache[layer],
             );
-            // rounded as the GPU cache stores them, if asked
-            if let Some(t) = self.cache_type {
-                t.round_trip(&mut s.k);
-                t.round_trip(&mut s.v);
+            for (i, s) in states.iter().enumerate() {
+                let row = (pos0 + i) * kv_dim..(pos0 + i + 1) * kv_dim;
+                k_cache[row.clone()].copy_from_slice(&s.k);
+                v_cache[row].copy_from_slice(&s.v);
+                q[i * q_dim..(i + 1) * q_dim].copy_from_slice(&s.q);
             }
-            k_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.k);
-            v_cache[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&s.v);
-            let out = &mut s.xb[..c.q_dim()];
-            attention(
-                out,
-                &s.q,
-                k_cache,
-                v_cache,
-                pos + 1,
-                c.n_head_kv,
-                c.head_dim,
+            let (positions, n_head_kv) = (pos0..pos0 + tokens.len(), c.n_head_kv);
+            causal_attention(
+                &mut att, &q, k_cache, v_cache, positions, n_head_kv, c.head_dim,
             );
 
-            s.attention_output(c, w);
+            for_each_parallel(&mut states, |i, s| {
+                s.xb[..q_dim].copy_from_slice(&att[i * q_dim..(i + 1) * q_dim]);
+                s.attention_output(c, w);
+            });
         }
 
-        self.n_past += 1;
+        self.s = states.swap_remove(last);
+        self.n_past += tokens.len();
         self.x_valid = true;
         self.logits_valid = want_logits;
         if want_logits {
-            s.logits(&model, &mut self.logits);
+            self.s.logits(&model, &mut self.logits);
         }
         Ok(())
     }
@@ -263,8 +292,9 @@ impl Engine for CpuSession {
                 capacity: self.n_ctx,
             });
         }
-        for (i, &t) in tokens.iter().enumerate() {
-            self.step(t, i + 1 == tokens.len())?;
+        let n_batches = tokens.len().div_ceil(MAX_BATCH);
+        for (b, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+            self.forward_batch(batch, b + 1 == n_batches)?;
         }
         Ok(())
     }

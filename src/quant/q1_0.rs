@@ -73,19 +73,35 @@ impl BlockQ1_0 {
     }
 
     /// `sum_j w_j x_j` over the block's 128 weights: the sum of `±x[j]` (sign from the bit),
-    /// scaled once by `d`, in f32.
+    /// scaled once by `d`, in f32. The sum runs in 8 lanes, one per bit of a sign byte (lane `k`
+    /// adds weights `j % 8 == k`), added at the end: one running sum cannot be vectorized, and
+    /// this dot is most of the CPU reference's time.
     pub fn dot(&self, x: &[f32]) -> f32 {
-        let mut acc = 0.0f32;
+        let mut lanes = [0.0f32; 8];
         for (&byte, x8) in self.qs.iter().zip(x.chunks_exact(8)) {
-            for (k, &v) in x8.iter().enumerate() {
-                // Bit 0 flips the sign of x: xor its sign bit.
-                let flip = (u32::from(!(byte >> k)) & 1) << 31;
-                acc += f32::from_bits(v.to_bits() ^ flip);
+            for ((lane, &v), sign) in lanes.iter_mut().zip(x8).zip(SIGNS[usize::from(byte)]) {
+                *lane += sign * v;
             }
         }
-        self.scale() * acc
+        self.scale() * lanes.iter().sum::<f32>()
     }
 }
+
+/// The eight signs a byte of sign bits stands for: `SIGNS[byte][k]` is `+1.0` when bit `k` is set,
+/// else `-1.0` (multiplying by it is exact, and vectorizes where bit tests do not).
+static SIGNS: [[f32; 8]; 256] = {
+    let mut table = [[0.0f32; 8]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut k = 0;
+        while k < 8 {
+            table[byte][k] = if (byte >> k) & 1 == 1 { 1.0 } else { -1.0 };
+            k += 1;
+        }
+        byte += 1;
+    }
+    table
+};
 
 /// Bytes of one row of `k` weights (`k` a multiple of 128).
 pub const fn row_bytes(k: usize) -> usize {
