@@ -196,7 +196,7 @@ impl AttentionDecode {
         rope: &RopeInput<'_>,
     ) -> Result<FusedAttention> {
         let dims = b.kv.dims;
-        if dims.head_dim > 256 || b.kv.n_rot > dims.head_dim || b.kv.n_rot % 2 != 0 {
+        if dims.head_dim > 256 || b.kv.n_rot > dims.head_dim || !b.kv.n_rot.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
                 "fused attention: head_dim {} (at most 256), n_rot {}",
                 dims.head_dim, b.kv.n_rot

@@ -168,7 +168,10 @@ impl MatvecQ1_0 {
         }
         let x_bytes = match &f.merge {
             Some(m) => {
-                if !w.k.is_multiple_of(m.head_dim) || w.k / m.head_dim > 64 || m.head_dim % 4 != 0 {
+                if !w.k.is_multiple_of(m.head_dim)
+                    || w.k / m.head_dim > 64
+                    || !m.head_dim.is_multiple_of(4)
+                {
                     return Err(Error::InvalidArgument(format!(
                         "matvec {}: merge of {} inputs in heads of {}",
                         w.name, w.k, m.head_dim
