@@ -865,7 +865,7 @@ async fn check_fused_matvec(reduce: Reduce) {
     let g_next: Vec<f32> = (0..8).map(|_| rng.random_range(0.5..1.5)).collect();
     let want_scaled: Vec<f32> = want_o.iter().zip(&g_next).map(|(a, b)| a * b).collect();
     let gnb = storage_buffer_init(&ctx, "g_next", &g_next).unwrap();
-    let scaled = storage_buffer_init(&ctx, "scaled", &vec![SENTINEL; 8]).unwrap();
+    let scaled = storage_buffer_init(&ctx, "scaled", &[SENTINEL; 8]).unwrap();
     let w = Q1_0Weight::upload(&ctx, "wo", &wo, kq, 8).unwrap();
     let ob = storage_buffer_init(&ctx, "part_o", &part_o).unwrap();
     let mlb = storage_buffer_init(&ctx, "part_ml", &part_ml).unwrap();
