@@ -79,7 +79,7 @@ struct Args {
     )]
     n_depth: Vec<usize>,
     /// KV cache types to test, comma separated: f16, q8_0.
-    #[arg(long = "cache-type", value_delimiter = ',', default_value = "f16")]
+    #[arg(long = "cache-type", value_delimiter = ',', default_values_t = [CacheType::default()])]
     cache_type: Vec<CacheType>,
     /// GPU decode plans to test, comma separated: auto (fused on GPUs, unfused on CPU
     /// adapters), fused, unfused.

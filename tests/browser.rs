@@ -368,6 +368,14 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         result["ok"].as_bool() == Some(true),
         "page says not ok: {result}"
     );
+    // The page shows the session's memory plan, which names its KV cache type.
+    let plan = result["memoryPlan"].as_str().unwrap_or("");
+    let cache_type = result["cacheType"].as_str().unwrap_or("?");
+    eprintln!("[browser] {plan}");
+    ensure!(
+        plan.starts_with("memory plan:") && plan.contains(cache_type),
+        "memory plan {plan:?} (cache type {cache_type})"
+    );
 
     // Greedy generation on WebGPU == on the native GPU, up to a near-tie.
     let generated = &result["generated"];
@@ -427,10 +435,17 @@ fn chat_page_in_headless_chromium() -> Result<()> {
         "no tokens/s readout: {reply}"
     );
 
-    // Loading a model again in the same page: the old chat's GPU device is released first
-    // (chat.releaseGpu()), the new model gets a new one and answers.
-    browser.eval(&session, RELOAD_JS)?;
+    // Loading a model again in the same page, now with the q8_0 KV cache picked: the old chat's
+    // GPU device is released first (chat.releaseGpu()), the new model gets a new one, its memory
+    // plan names q8_0, and it answers.
+    browser.eval(&session, RELOAD_Q8_JS)?;
     wait_for(&mut browser, &session, "the model loaded again", LOADED_JS)?;
+    let notices = browser.eval(&session, NOTICES_JS)?;
+    let notices = notices.as_str().unwrap_or("");
+    ensure!(
+        notices.contains("memory plan:") && notices.contains("q8_0"),
+        "after loading with the q8_0 cache the page shows: {notices:?}"
+    );
     browser.eval(&session, SEND_JS)?;
     wait_for(
         &mut browser,
@@ -447,9 +462,14 @@ fn chat_page_in_headless_chromium() -> Result<()> {
     Ok(())
 }
 
-/// Presses *Load URL* again (same model URL); clears the status so LOADED_JS waits for the new load.
-const RELOAD_JS: &str = "(() => { document.getElementById('status').textContent = ''; \
+/// Picks the q8_0 KV cache and presses *Load URL* again (same model URL); clears the status so
+/// LOADED_JS waits for the new load.
+const RELOAD_Q8_JS: &str = "(() => { document.getElementById('status').textContent = ''; \
+    document.getElementById('cache-type').value = 'q8_0'; \
     document.getElementById('load-url').click(); return true; })()";
+/// The text of the chat's notices (model ready, memory plan).
+const NOTICES_JS: &str =
+    "[...document.querySelectorAll('.msg.notice')].map((m) => m.innerText).join('\\n')";
 
 /// The page finished loading the model (`true`), or shows an error (its text). `null` while the
 /// document is still being replaced after a navigation (its elements do not exist yet).

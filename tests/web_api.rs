@@ -1,7 +1,8 @@
 //! The JavaScript API (src/wasm.rs) in the browser, as a page calls it: adapter info, streamed
-//! model loading, chat with streaming, stop and reset, and the errors a page must explain (no
-//! WebGPU, out of wasm memory, a broken file). wasm32 only: run by tests/browser.rs through
-//! wasm-bindgen-test in headless Chromium; natively this file is empty.
+//! model loading, chat with streaming, stop and reset, both KV cache types, and the errors a page
+//! must explain (no WebGPU, out of wasm memory, a broken file, an unknown cache type). wasm32
+//! only: run by tests/browser.rs through wasm-bindgen-test in headless Chromium; natively this
+//! file is empty.
 #![cfg(target_arch = "wasm32")]
 
 mod common;
@@ -9,6 +10,7 @@ mod common;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::wasm::{Model, ModelLoader, gpu_info};
@@ -52,11 +54,12 @@ fn load_streamed(file: &[u8]) -> Model {
     loader.finish().expect("the fixture loads")
 }
 
-/// `N_GREEDY` greedy tokens after `prompt` from the CPU reference (in this wasm module) on `file`.
-async fn cpu_greedy(file: &[u8], prompt: &[u32]) -> Vec<u32> {
+/// `N_GREEDY` greedy tokens after `prompt` from the CPU reference (in this wasm module) on `file`,
+/// its cache rounded through `cache_type` when given.
+async fn cpu_greedy(file: &[u8], prompt: &[u32], cache_type: Option<CacheType>) -> Vec<u32> {
     let gguf = bonsai_wgpu::gguf::Gguf::from_bytes(file.to_vec()).expect("fixture");
     let model = CpuModel::from_gguf(&gguf).expect("cpu model");
-    let mut cpu = CpuSession::new(model, prompt.len() + N_GREEDY).unwrap();
+    let mut cpu = CpuSession::with_cache_type(model, prompt.len() + N_GREEDY, cache_type).unwrap();
     cpu.feed(prompt).await.unwrap();
     let mut want = Vec::new();
     for _ in 0..N_GREEDY {
@@ -168,11 +171,12 @@ async fn streamed_load_chat_stop_and_reset() {
     assert_eq!(get(&info, "nVocab").as_f64(), Some(151_669.0), "{info:?}");
 
     let mut chat = model
-        .create_chat(256)
+        .create_chat(256, None)
         .await
         .map_err(message)
         .expect("createChat");
     assert_eq!(chat.n_ctx(), 256);
+    assert_eq!(chat.cache_type(), CacheType::default().name());
     chat.set_thinking(false);
     let pieces = Rc::new(RefCell::new(Vec::new()));
     let cb = on_piece(pieces.clone(), true);
@@ -220,7 +224,7 @@ async fn streamed_load_chat_stop_and_reset() {
         .map_err(message)
         .expect("tokenize");
     assert_eq!(prompt.len(), n_prompt);
-    let want = cpu_greedy(FIXTURE, &prompt).await;
+    let want = cpu_greedy(FIXTURE, &prompt, None).await;
     assert_eq!(tokens, want, "greedy tokens: WebGPU vs CPU reference");
 
     // onPiece returning false stops the reply at once.
@@ -253,7 +257,7 @@ async fn streamed_load_chat_stop_and_reset() {
 async fn a_lost_device_is_a_clear_error_and_the_model_recovers() {
     let mut model = load_fixture();
     let mut chat = model
-        .create_chat(64)
+        .create_chat(64, None)
         .await
         .map_err(message)
         .expect("createChat");
@@ -271,7 +275,7 @@ async fn a_lost_device_is_a_clear_error_and_the_model_recovers() {
     assert!(err.starts_with("GPU: device lost (Destroyed)"), "{err}");
 
     let mut fresh = model
-        .create_chat(64)
+        .create_chat(64, None)
         .await
         .map_err(message)
         .expect("createChat again");
@@ -297,7 +301,7 @@ async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
     assert_eq!(get(&check, "ok").as_bool(), Some(true), "{check:?}");
 
     let mut chat = model
-        .create_chat(128)
+        .create_chat(128, None)
         .await
         .map_err(message)
         .expect("createChat");
@@ -329,9 +333,64 @@ async fn ternary_model_loads_and_chats_like_the_cpu_reference() {
         .tokenize(&prompt_text, true)
         .map_err(message)
         .expect("tokenize");
-    let want = cpu_greedy(TERNARY, &prompt).await;
+    let want = cpu_greedy(TERNARY, &prompt, None).await;
     assert_eq!(
         tokens, want,
         "ternary greedy tokens: WebGPU vs CPU reference"
     );
+}
+
+/// `createChat(nCtx, "q8_0")`: the Q8_0 KV cache on WebGPU, a greedy turn whose tokens equal the
+/// CPU reference's with the same cache rounding, the memory plan naming the type; an unknown
+/// type is an error naming it, before anything is uploaded.
+#[wasm_bindgen_test]
+async fn q8_0_cache_chats_like_the_cpu_reference() {
+    let mut model = load_fixture();
+    let err = model
+        .create_chat(64, Some("q4_0".into()))
+        .await
+        .err()
+        .map(message)
+        .expect("an unknown cache type must fail");
+    assert!(err.contains("cache type `q4_0`"), "{err}");
+    assert!(err.contains("f16 or q8_0"), "{err}");
+
+    let mut chat = model
+        .create_chat(128, Some("q8_0".into()))
+        .await
+        .map_err(message)
+        .expect("createChat q8_0");
+    assert_eq!(chat.cache_type(), "q8_0");
+    let plan = chat.memory_plan();
+    assert!(plan.contains("q8_0"), "{plan}");
+    chat.set_thinking(false);
+    let ignore = on_piece(Rc::new(RefCell::new(Vec::new())), true);
+    let opts = json(&format!(r#"{{"temperature": 0, "maxTokens": {N_GREEDY}}}"#));
+    let out = chat
+        .send(
+            "Hello!".into(),
+            opts,
+            ignore.as_ref().unchecked_ref::<Function>().clone(),
+        )
+        .await
+        .map_err(message)
+        .expect("send");
+    let tokens: Vec<u32> = js_sys::Array::from(&get(&out, "tokens"))
+        .iter()
+        .map(|t| t.as_f64().expect("token id") as u32)
+        .collect();
+    let prompt_text = model
+        .chat_prompt(
+            json(r#"[{"role": "user", "content": "Hello!"}]"#),
+            true,
+            false,
+        )
+        .map_err(message)
+        .expect("chatPrompt");
+    let prompt = model
+        .tokenize(&prompt_text, true)
+        .map_err(message)
+        .expect("tokenize");
+    let want = cpu_greedy(FIXTURE, &prompt, Some(CacheType::Q8_0)).await;
+    assert_eq!(tokens, want, "q8_0 greedy tokens: WebGPU vs CPU reference");
 }

@@ -2,9 +2,9 @@
 // on the browser's WebGPU, and streams replies. No framework, no CDN: the only import is the
 // wasm-bindgen output in ./pkg (see README.md for the build).
 //
-// Test mode (used by tests/browser.rs): index.html?autotest=1&model=URL&prompt=TEXT&n=16 loads the
-// model, runs the checks and a greedy generation, renders the conversation, then publishes the
-// results as window.__bonsaiTest and POSTs them to /__report.
+// Test mode (used by tests/browser.rs): index.html?autotest=1&model=URL&prompt=TEXT&n=16[&kv=q8_0]
+// loads the model, runs the checks and a greedy generation, renders the conversation, then
+// publishes the results as window.__bonsaiTest and POSTs them to /__report.
 
 import init, * as bonsai from "./pkg/bonsai_wgpu.js";
 
@@ -37,6 +37,10 @@ function explain(err) {
   if (/out of memory|OutOfMemory|allocation failed|RangeError: Array buffer/i.test(msg)) {
     return "Out of memory: the model does not fit in this tab's WebAssembly memory or in GPU memory. " +
       "Try a smaller model or close other tabs.\n\n" + msg;
+  }
+  if (/largest context that fits/i.test(msg)) {
+    return "The context does not fit this GPU: lower the context, or pick the q8_0 KV cache " +
+      "(half the memory of f16).\n\n" + msg;
   }
   if (/max_storage_buffer_binding_size|max_buffer_size|maxBufferSize|limit/i.test(msg)) {
     return "The model is too large for this GPU adapter's WebGPU limits.\n\n" + msg;
@@ -231,14 +235,14 @@ async function load(source) {
     $("model-info").textContent = describeModel(info);
     setStatus("uploading weights to the GPU…");
     try {
-      state.chat = await model.createChat(Number($("n-ctx").value));
+      state.chat = await model.createChat(Number($("n-ctx").value), $("cache-type").value);
     } finally {
       // The weights now live on the GPU (or failed to): release the file's bytes in wasm memory.
       model.free();
     }
     $("chat").textContent = "";
     addMessage("notice", `${info.name || "Model"} is ready on the GPU ` +
-      `(KV cache ${state.chat.nCtx} tokens). Say something.`);
+      `(KV cache ${state.chat.nCtx} tokens, ${state.chat.cacheType}). Say something.`);
     addMessage("notice", state.chat.memoryPlan);
     setStatus(`loaded ${info.name || "model"} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
@@ -327,8 +331,12 @@ async function autotest() {
     for (const tensor of ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"]) {
       result.checks.push(await model.checkGpu(tensor));
     }
-    const chat = await model.createChat(512);
+    // ?kv=f16|q8_0 picks the KV cache type (default: the library's).
+    const chat = await model.createChat(512, params.get("kv") || undefined);
     state.chat = chat;
+    result.cacheType = chat.cacheType;
+    result.memoryPlan = chat.memoryPlan;
+    addMessage("notice", chat.memoryPlan);
     chat.setThinking(false);
     const out = assistantStream();
     const outcome = await chat.send(prompt, { temperature: 0, maxTokens: nTokens }, (piece, kind) => {

@@ -192,8 +192,9 @@ pub fn attention(
 /// Causal GQA attention of the query tokens at `positions` (one row of `q` each, (n_q, n_head,
 /// head_dim)) over the cache (`k_cache` and `v_cache` (>= positions.end, n_head_kv, head_dim)):
 /// the query at position `p` attends to cache positions `0..=p`, and query head `h` reads kv
-/// head `h / (n_head / n_head_kv)`. Per query and head: `a_t = softmax_t(q . k_t / sqrt(head_dim))`,
-/// `out = sum_t a_t v_t`, summed over `t` in order. Writes `out` (n_q, n_head, head_dim).
+/// head `h / (n_head / n_head_kv)`. Per query and head:
+/// `a_t = softmax_t(q . k_t / sqrt(head_dim))`, `out = sum_t a_t v_t`, summed over `t` in order.
+/// Writes `out` (n_q, n_head, head_dim).
 ///
 /// [`attention`]'s arithmetic, reordered for speed (the CPU reference's prefill): the queries
 /// share each tile of cache rows while it is in the CPU's cache, and natively runs of queries

@@ -1,5 +1,5 @@
-//! Chats on the GPU: `model.createChat(nCtx)` uploads the weights and opens a session with its
-//! KV cache; `chat.send` streams a reply through the library's [`Conversation`].
+//! Chats on the GPU: `model.createChat(nCtx, cacheType)` uploads the weights and opens a session
+//! with its KV cache; `chat.send` streams a reply through the library's [`Conversation`].
 
 use std::ops::ControlFlow;
 
@@ -7,6 +7,7 @@ use wasm_bindgen::prelude::*;
 
 use super::loader::Model;
 use super::{LostFlag, check_lost, js_err, to_js};
+use crate::cache_type::CacheType;
 use crate::chat::{Conversation, PieceKind};
 use crate::engine::Engine;
 use crate::generate::{GenerateOptions, StopReason};
@@ -17,13 +18,25 @@ use crate::{Error, Result};
 #[wasm_bindgen]
 impl Model {
     /// Uploads the weights to the GPU and opens a chat with a KV cache of `n_ctx` tokens
-    /// (capped by the model's context).
+    /// (capped by the model's context) stored as `cache_type`: `"f16"` or `"q8_0"`
+    /// ([`CacheType`]; omitted, `undefined` or `null`: the library's default). Any other string
+    /// is an error naming it, thrown before anything is uploaded; so is a context the memory
+    /// plan cannot fit (the message names the largest that fits).
     #[wasm_bindgen(js_name = createChat)]
-    pub async fn create_chat(&mut self, n_ctx: usize) -> std::result::Result<Chat, JsError> {
+    pub async fn create_chat(
+        &mut self,
+        n_ctx: usize,
+        cache_type: Option<String>,
+    ) -> std::result::Result<Chat, JsError> {
+        let cache_type = match cache_type.as_deref() {
+            None => CacheType::default(),
+            Some(name) => name.parse().map_err(js_err)?,
+        };
         let (ctx, lost) = self.gpu().await.map_err(js_err)?;
         let gpu_model = GpuModel::load(ctx.clone(), &self.gguf).map_err(js_err)?;
         let opts = SessionOptions {
             n_ctx: n_ctx.clamp(1, self.config.n_ctx_train),
+            cache_type,
             ..SessionOptions::default()
         };
         let session = Session::new(gpu_model, opts).map_err(js_err)?;
@@ -214,6 +227,12 @@ impl Chat {
     #[wasm_bindgen(getter, js_name = nCtx)]
     pub fn n_ctx(&self) -> usize {
         self.session.n_ctx()
+    }
+
+    /// How the KV cache stores K and V: `"f16"` or `"q8_0"`.
+    #[wasm_bindgen(getter, js_name = cacheType)]
+    pub fn cache_type(&self) -> String {
+        self.session.memory_plan().cache_type.name().into()
     }
 
     /// The memory plan the session was checked against (weights, KV cache, activations, scratch,

@@ -11,11 +11,12 @@
 //!   straight into wasm memory,
 //! - `model.info()`, `model.tokenize()`, `model.detokenize()`, `model.isEog()`,
 //!   `model.chatPrompt()`,
-//! - `model.createChat(nCtx)`: uploads the weights to the GPU and returns a `Chat` (a GPU session
-//!   with its KV cache plus the conversation): `chat.send(text, options, onPiece)` streams the
-//!   reply (`onPiece(text, "thinking" | "answer")`, return `false` to stop), with sampling
-//!   options, thinking switch, system prompt and timings; `chat.releaseGpu()` frees the GPU
-//!   memory at once,
+//! - `model.createChat(nCtx, cacheType)`: uploads the weights to the GPU and returns a `Chat` (a
+//!   GPU session with its KV cache, `"f16"` or `"q8_0"`, plus the conversation):
+//!   `chat.send(text, options, onPiece)` streams the reply (`onPiece(text, "thinking" |
+//!   "answer")`, return `false` to stop), with sampling options, thinking switch, system prompt
+//!   and timings; `chat.memoryPlan` describes what the session allocated and the device's limits;
+//!   `chat.releaseGpu()` frees the GPU memory at once,
 //! - `model.checkGpu(tensor)`: runs the library's matvec kernel (Q1_0, Q2_0, ...) on one of the
 //!   model's weights on the WebGPU device and compares it with the CPU reference (a self-test of
 //!   the browser GPU).

@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, default_value_t = 8192)]
     ctx: usize,
     /// KV cache type of every slot: f16 (llama.cpp's default) or q8_0 (half the memory).
-    #[arg(long, default_value = "f16")]
+    #[arg(long, default_value_t = CacheType::default())]
     cache_type: CacheType,
     /// Sequence slots: requests decoded together; more wait in the queue.
     #[arg(long, default_value_t = 4)]
