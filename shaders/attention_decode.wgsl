@@ -21,7 +21,9 @@
 // and rotates its group's query heads into q_sh, and the one workgroup whose chunk holds pos
 // (per kv head) normalises and rotates k, writes k and v into the cache at pos, and makes the
 // writes visible to its own threads (storageBarrier) before it reads the chunk. No other
-// workgroup reads position pos, so no ordering between workgroups is needed.
+// workgroup reads position pos, so no ordering between workgroups is needed. When the context is
+// one chunk (n_kv <= CHUNK) the partial is final: part_o is written divided by l, so the Wo
+// matvec's MERGE_ONE loads it as it is (part_ml keeps m and l either way).
 
 struct StepParams {
     n_tokens: u32,
@@ -63,6 +65,7 @@ var<workgroup> q_sh: array<f32, MAX_Q>;                  // (group, head_dim)
 var<workgroup> p_sh: array<f32, MAX_GROUP * MAX_CHUNK>;  // (group, chunk) scores, then exp(score - m)
 var<workgroup> scratch: array<f32, WG * 8u>;             // (thread, group) lane scores, then (thread, 8) V sums
 var<workgroup> m_sh: array<f32, MAX_GROUP>;              // (group) chunk max
+var<workgroup> l_sh: array<f32, MAX_GROUP>;              // ROPE: (group) chunk sum of exp
 var<workgroup> kv_sh: array<f32, 2u * MAX_HEAD>;         // ROPE: k then v of the token
 var<workgroup> ds: array<f32, 2u * MAX_HEAD / 32u>;      // ROPE, Q8_0: scales of k's blocks, then v's
 
@@ -356,6 +359,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             l += p_sh[lid * CHUNK + p];
         }
         part_ml[(head0 + lid) * MAX_CHUNKS + chunk] = vec2<f32>(m_sh[lid], l);
+        l_sh[lid] = l;
     }
 
     // Weighted sum of V: thread = (slice, head of group, 8 dims); a slice takes every
@@ -383,12 +387,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     if (lid < pairs) {
         let dst = ((head0 + g) * MAX_CHUNKS + chunk) * HEAD_DIM + 8u * w4;
+        // ROPE with one chunk: the final output (l > 0: the query's own position is live).
+        var inv_l = 1.0;
+        if (ROPE && n_kv <= CHUNK) {
+            inv_l = 1.0 / l_sh[g];
+        }
         for (var e = 0u; e < 8u; e++) {
             var t = 0.0;
             for (var sl = 0u; sl < slices; sl++) {
                 t += scratch[(sl * pairs + lid) * 8u + e];
             }
-            part_o[dst + e] = t;
+            part_o[dst + e] = t * inv_l;
         }
     }
 }

@@ -14,7 +14,7 @@ use bonsai_wgpu::gpu::kernel::submit_kernels;
 use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, Reduce,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, NormOut, Reduce,
 };
 use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -768,9 +768,11 @@ async fn check_fused_matvec(reduce: Reduce) {
     let xb = storage_buffer_init(&ctx, "x", &x).unwrap();
     let gb = storage_buffer_init(&ctx, "g", &g).unwrap();
     let hb = storage_buffer_init(&ctx, "hb", &vec![SENTINEL; n_ff]).unwrap();
-    // The rms option reads x * g (what a norm_out epilogue writes) and takes the RMS of x.
+    // The rms option reads x * g and x's sums of squares in groups of 4 (what a norm_out
+    // epilogue writes) and takes the RMS of x from them.
     let xg: Vec<f32> = x.iter().zip(&g).map(|(a, b)| a * b).collect();
     let xgb = storage_buffer_init(&ctx, "x * g", &xg).unwrap();
+    let ssb = storage_buffer_init(&ctx, "x sumsq", &sums_of_squares(&x)).unwrap();
     let glu = MatvecQ1_0::fused(
         &ctx,
         &cache,
@@ -781,7 +783,7 @@ async fn check_fused_matvec(reduce: Reduce) {
             opts,
         },
         &Fusion {
-            rms: Some((&xb, eps)),
+            rms: Some((&ssb, eps)),
             glu: true,
             ..Fusion::default()
         },
@@ -866,6 +868,7 @@ async fn check_fused_matvec(reduce: Reduce) {
     let want_scaled: Vec<f32> = want_o.iter().zip(&g_next).map(|(a, b)| a * b).collect();
     let gnb = storage_buffer_init(&ctx, "g_next", &g_next).unwrap();
     let scaled = storage_buffer_init(&ctx, "scaled", &[SENTINEL; 8]).unwrap();
+    let sumsq = storage_buffer_init(&ctx, "sumsq", &[SENTINEL; 2]).unwrap();
     let w = Q1_0Weight::upload(&ctx, "wo", &wo, kq, 8).unwrap();
     let ob = storage_buffer_init(&ctx, "part_o", &part_o).unwrap();
     let mlb = storage_buffer_init(&ctx, "part_ml", &part_ml).unwrap();
@@ -893,7 +896,11 @@ async fn check_fused_matvec(reduce: Reduce) {
                 chunk,
                 max_chunks,
             }),
-            norm_out: Some((&gnb, &scaled)),
+            norm_out: Some(NormOut {
+                g_next: &gnb,
+                out: &scaled,
+                sumsq: &sumsq,
+            }),
             ..Fusion::default()
         },
     )
@@ -908,6 +915,18 @@ async fn check_fused_matvec(reduce: Reduce) {
         &want_scaled,
         1e-4,
     );
+    let got_ss = read_f32(&ctx, &sumsq, 2).await;
+    assert_close(
+        &format!("norm_out sums of squares {reduce:?}"),
+        &got_ss,
+        &sums_of_squares(&want_o),
+        1e-4,
+    );
+}
+
+/// `v`'s sums of squares in groups of 4 (what a norm_out epilogue writes for an rms option).
+fn sums_of_squares(v: &[f32]) -> Vec<f32> {
+    v.chunks(4).map(|c| c.iter().map(|a| a * a).sum()).collect()
 }
 
 #[gpu_test]

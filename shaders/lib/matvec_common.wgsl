@@ -5,16 +5,20 @@
 // Plain: y[Y_OFFSET + r] (+)= W[W_ROW0 + r] . x for the N rows of one weight part.
 // The fused decode plan (ARCHITECTURE.md, "A decode step") switches on, by override:
 // - GAIN: every x load is multiplied by aux (a norm weight g): the input is x * g.
-// - RMS: the outputs are scaled by 1/rms(aux) (aux = the residual r; a scalar commutes with the
-//   matvec). With x = r * g written by the previous kernel's NORM_OUT epilogue, that is
-//   W (rmsnorm(r) * g) at the cost of a plain matvec plus one pass over r per subgroup (or per
-//   workgroup, in the shared reduction).
+// - RMS: the outputs are scaled by 1/rms(r) of the residual r (a scalar commutes with the
+//   matvec). aux holds r's sums of squares in groups of 4 (K / 4 values), as the previous
+//   kernel's NORM_OUT epilogue wrote them, and x = r * g, as it also wrote: that is
+//   W (rmsnorm(r) * g) at the cost of a plain matvec plus one pass over the K / 4 sums per
+//   subgroup (or per workgroup, in the shared reduction), a quarter of a pass over r.
 // - NORM_OUT: the epilogue also writes out_f[o] = y[o] * g_next[o], the next kernel's r * g
-//   (the residual-adding Wo and down kernels: the next norm's weight times the new residual).
+//   (the residual-adding Wo and down kernels: the next norm's weight times the new residual),
+//   and each row group's sum of squares of its new y to out_u[(Y_OFFSET + first_row) / 4] (f32
+//   bits; Y_OFFSET is a multiple of 4), the next RMS kernel's aux.
 // - MERGE: the input is the attention output merged from attention_decode's per-chunk partials
 //   (x = part_o, aux = part_ml): per head M = max_c m_c and L = sum_c exp(m_c - M) l_c, kept
 //   with the (head, chunk) weights exp(m_c - M) / L in workgroup memory; a load combines the
-//   live chunks. MERGE_ONE: the context is one chunk: a load is part_o / l, no table.
+//   live chunks. MERGE_ONE: the context is one chunk, which attention_decode (ROPE) wrote
+//   already divided by its l: a load is part_o as it is, no table.
 // - GLU: the weight is [gate; up] (N = 2 n_ff rows); row group p owns gate rows 2p, 2p + 1 and
 //   up rows N/2 + 2p, N/2 + 2p + 1 and writes y[2p + i] = silu(gate_i) * up_i.
 // - ARGMAX: also writes each row group's (max, lowest index) of its outputs to
@@ -62,10 +66,10 @@ const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;       // (Y_OFFSET + outputs)
-@group(0) @binding(4) var<storage, read> aux: array<f32>;           // GAIN: g (K); RMS: r (K); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
+@group(0) @binding(4) var<storage, read> aux: array<f32>;           // GAIN: g (K); RMS: sums of squares of r (K/4); MERGE: part_ml (n_head, MAX_CHUNKS) (max, sum)
 @group(0) @binding(5) var<uniform> step: StepParams;                // MERGE: n_kv
 @group(0) @binding(6) var<storage, read_write> out_f: array<f32>;   // ARGMAX: values (partials); NORM_OUT: y * g_next
-@group(0) @binding(7) var<storage, read_write> out_u: array<u32>;   // ARGMAX: indices (partials)
+@group(0) @binding(7) var<storage, read_write> out_u: array<u32>;   // ARGMAX: indices (partials); NORM_OUT: sums of squares of y in groups of 4 (f32 bits)
 @group(0) @binding(8) var<storage, read> g_next: array<f32>;        // NORM_OUT: the next norm's weight
 
 var<workgroup> red: array<f32, WG>;
@@ -96,9 +100,9 @@ fn load_x(i: u32) -> vec4<f32> {
         return x[i] * aux4(i);
     }
     if (MERGE_ONE) {
-        // One chunk: its partial over its sum (h * MAX_CHUNKS is chunk 0 of head h).
+        // One chunk, normalised by attention_decode (h * MAX_CHUNKS is chunk 0 of head h).
         let h = 4u * i / HEAD_DIM;
-        return x[(h * MAX_CHUNKS * HEAD_DIM + 4u * i % HEAD_DIM) / 4u] / aux[2u * h * MAX_CHUNKS + 1u];
+        return x[(h * MAX_CHUNKS * HEAD_DIM + 4u * i % HEAD_DIM) / 4u];
     }
     if (MERGE) {
         let e = 4u * i;
@@ -124,12 +128,12 @@ fn weight_row(first_row: u32, i: u32) -> u32 {
     return min(first_row + i, N - 1u);
 }
 
-// RMS: sum of squares of aux[4i .. 4i + 4] for i = start, start + stride, ...
+// RMS: sum of r's sums of squares aux[i] (each over 4 values of r) for i = start,
+// start + stride, ... < K / 4.
 fn rms_partial(start: u32, stride: u32) -> f32 {
     var ss = 0.0;
     for (var i = start; i < K / 4u; i += stride) {
-        let v = aux4(i);
-        ss += dot(v, v);
+        ss += aux[i];
     }
     return ss;
 }
@@ -206,6 +210,7 @@ fn finish(first_row: u32, total: vec4<f32>, scale: f32) {
     }
     var bv = -0x1.fffffep+127f;  // -f32::MAX: -inf never wins
     var bi = NONE;
+    var ss = 0.0;
     for (var i = 0u; i < 4u; i++) {
         if (first_row + i < N) {
             let o = Y_OFFSET + first_row + i;
@@ -213,12 +218,16 @@ fn finish(first_row: u32, total: vec4<f32>, scale: f32) {
             y[o] = v;
             if (NORM_OUT) {
                 out_f[o] = v * g_next[o];
+                ss += v * v;
             }
             if (better(v, o, bv, bi)) {
                 bv = v;
                 bi = o;
             }
         }
+    }
+    if (NORM_OUT) {
+        out_u[(Y_OFFSET + first_row) / 4u] = bitcast<u32>(ss);
     }
     if (ARGMAX) {
         out_f[ARG_BASE + first_row / 4u] = bv;

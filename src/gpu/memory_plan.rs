@@ -10,7 +10,7 @@
 //!   `2 * n_layer * n_head_kv * row bytes` (f16: `2 * head_dim`; q8_0: `head_dim + 2 * head_dim
 //!   / 32`), plus the RoPE table (`n_ctx * n_rot / 2` `vec2<f32>`);
 //! - **activations**: `max_batch` rows of x, xb, q, k, v, hb, hb2 and the token ids, plus the
-//!   logits;
+//!   logits and the fused decode's q|k|v and sums of squares of x;
 //! - **scratch**: decode attention's per-chunk partials, the sampling kernels' partials and the
 //!   read-back buffers.
 //!
@@ -148,7 +148,9 @@ impl MemoryPlan {
             + 2 * cfg.kv_dim()
             + 2 * cfg.n_ff; // hb, hb2
         let logits = cfg.n_vocab as u64 * 4;
-        let activations = rows * row_floats as u64 * 4 + cfg.n_embd as u64 * 4 + logits;
+        // x_last, the fused decode's q|k|v and x's sums of squares (one per 4 values).
+        let single = cfg.n_embd + cfg.q_dim() + 2 * cfg.kv_dim() + cfg.n_embd.div_ceil(4);
+        let activations = rows * row_floats as u64 * 4 + single as u64 * 4 + logits;
         let chunks = n_ctx.div_ceil(decode_chunk).max(1) as u64;
         let part_o = cfg.n_head as u64 * chunks * cfg.head_dim as u64 * 4;
         let part_ml = cfg.n_head as u64 * chunks * 8;

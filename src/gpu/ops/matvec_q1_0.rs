@@ -67,12 +67,13 @@ pub struct MatvecQ1_0Bindings<'a> {
 pub struct Fusion<'a> {
     /// Every x load is multiplied by this (a norm weight, (k) f32): the input is `x * g`.
     pub gain: Option<&'a wgpu::Buffer>,
-    /// `Some((r, eps))`: the outputs are scaled by `1 / rms(r)` (`r`: (k) f32). With `x = r * g`
-    /// (a [`Fusion::norm_out`] wrote it) the matvec computes `W (rmsnorm(r) * g)`.
+    /// `Some((sumsq, eps))`: the outputs are scaled by `1 / rms(r)` of a residual `r` (k values),
+    /// given as its sums of squares in groups of 4 (`sumsq`: (k/4) f32, what a
+    /// [`Fusion::norm_out`] writes). With `x = r * g` (the norm_out's `out`) the matvec computes
+    /// `W (rmsnorm(r) * g)`.
     pub rms: Option<(&'a wgpu::Buffer, f32)>,
-    /// `Some((g_next, out))`: the epilogue also writes `out[o] = y[o] * g_next[o]` (both (n)
-    /// f32): the next norm-folded matvec's `x`.
-    pub norm_out: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The epilogue also writes what the next norm-folded matvec reads.
+    pub norm_out: Option<NormOut<'a>>,
     /// The input is the attention output merged from the decode partials (`x` is `part_o`).
     pub merge: Option<MergeInput<'a>>,
     /// The weight is [gate; up]: `y[i] = silu(gate_i . x) * (up_i . x)` for the n/2 outputs.
@@ -80,6 +81,18 @@ pub struct Fusion<'a> {
     /// Argmax stage 1 of the outputs into these (value, index) partials, one per row group of 4
     /// ([`MatvecQ1_0::argmax_partials`] of them); argmax.wgsl's stage 2 reduces them.
     pub argmax: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// What a [`Fusion::norm_out`] epilogue writes besides `y`: the next RMSNorm folded into the
+/// next matvec's input and scale.
+#[derive(Clone, Copy)]
+pub struct NormOut<'a> {
+    /// The next norm's weight, (n) f32.
+    pub g_next: &'a wgpu::Buffer,
+    /// `out[o] = y[o] * g_next[o]`, (n) f32: the next matvec's `x`.
+    pub out: &'a wgpu::Buffer,
+    /// `sumsq[i] = y[4i]^2 + ... + y[4i + 3]^2`, (n/4) f32: the next matvec's [`Fusion::rms`].
+    pub sumsq: &'a wgpu::Buffer,
 }
 
 /// The attention partials a [`Fusion::merge`] reads (`attention_decode.wgsl`'s outputs).
@@ -103,8 +116,9 @@ pub struct MergeInput<'a> {
 pub struct MatvecQ1_0 {
     /// One kernel per weight part.
     pub kernels: Vec<Kernel>,
-    /// With [`Fusion::merge`]: the kernels for a context of one attention chunk (a load is the
-    /// chunk's partial over its sum, no table, no barrier), and the chunk size.
+    /// With [`Fusion::merge`]: the kernels for a context of one attention chunk (the fused
+    /// attention_decode wrote it normalised: a load is the partial as it is, no table, no
+    /// barrier), and the chunk size.
     pub one_chunk: Option<(Vec<Kernel>, u32)>,
 }
 
@@ -186,12 +200,29 @@ impl MatvecQ1_0 {
         if let Some(g) = f.gain {
             check_binding(g, 4 * w.k, "matvec gain")?;
         }
-        if let Some((r, _)) = f.rms {
-            check_binding(r, 4 * w.k, "matvec rms input")?;
+        if let Some((sumsq, _)) = f.rms {
+            if !w.k.is_multiple_of(4) {
+                return Err(Error::InvalidArgument(format!(
+                    "matvec {}: rms needs k a multiple of 4, got {}",
+                    w.name, w.k
+                )));
+            }
+            check_binding(sumsq, w.k, "matvec rms sums of squares")?;
         }
-        if let Some((g_next, out)) = f.norm_out {
-            check_binding(g_next, 4 * n_out, "matvec norm_out weight")?;
-            check_binding(out, 4 * n_out, "matvec norm_out output")?;
+        if let Some(n) = f.norm_out {
+            if let Some(p) = w.parts.iter().find(|p| !p.row0.is_multiple_of(4)) {
+                return Err(Error::InvalidArgument(format!(
+                    "matvec {}: norm_out needs parts at multiples of 4 rows, one starts at {}",
+                    w.name, p.row0
+                )));
+            }
+            check_binding(n.g_next, 4 * n_out, "matvec norm_out weight")?;
+            check_binding(n.out, 4 * n_out, "matvec norm_out output")?;
+            check_binding(
+                n.sumsq,
+                4 * n_out.div_ceil(4),
+                "matvec norm_out sums of squares",
+            )?;
         }
         if x.size() < x_bytes as u64 || y.size() < (n_out * 4) as u64 {
             return Err(Error::InvalidArgument(format!(
@@ -205,9 +236,12 @@ impl MatvecQ1_0 {
         }
         let (shader, mut rows_per_wg, mut iters) = plan(ctx, w, &opts);
         if let (Some(it), Some(_)) = (iters.as_mut(), f.rms) {
-            // Each subgroup takes the RMS itself: give it 4x the row groups to spread that over.
-            *it *= RMS_ROUNDS;
-            rows_per_wg *= RMS_ROUNDS;
+            // Each subgroup takes the RMS itself: on a CPU adapter (8 lanes) give it more row
+            // groups to spread that over; a GPU's subgroups are wide and want to be many.
+            if ctx.info.device_type == wgpu::DeviceType::Cpu {
+                *it *= RMS_ROUNDS_CPU;
+                rows_per_wg *= RMS_ROUNDS_CPU;
+            }
         }
         let max_per_dim = match opts.max_groups_per_dim {
             0 => ctx.limits.max_compute_workgroups_per_dimension,
@@ -259,10 +293,10 @@ impl MatvecQ1_0 {
                     let step = f.merge.as_ref().map_or(&unused.uniform, |m| m.step);
                     let (out_f, out_u) = match (f.argmax, f.norm_out) {
                         (Some((val, idx)), _) => (val, idx),
-                        (None, Some((_, out))) => (out, &unused.storage[1]),
+                        (None, Some(n)) => (n.out, n.sumsq),
                         (None, None) => (&unused.storage[0], &unused.storage[1]),
                     };
-                    let g_next = f.norm_out.map_or(x, |(g, _)| g);
+                    let g_next = f.norm_out.map_or(x, |n| n.g_next);
                     bindings.extend([
                         aux.as_entire_binding(),
                         step.as_entire_binding(),
@@ -305,9 +339,9 @@ impl MatvecQ1_0 {
     }
 }
 
-/// Row-group rounds per subgroup of a matvec with [`Fusion::rms`] (each subgroup takes the RMS
-/// of its input once, for all of them).
-const RMS_ROUNDS: u32 = 4;
+/// Row-group rounds per subgroup of a matvec with [`Fusion::rms`] on a CPU adapter (each
+/// subgroup sums the k/4 sums of squares once, for all of them).
+const RMS_ROUNDS_CPU: u32 = 4;
 
 /// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
 fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {

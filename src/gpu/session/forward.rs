@@ -22,7 +22,7 @@ use crate::gpu::ops::attention_decode::{
 use crate::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use crate::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use crate::gpu::ops::matvec_q1_0::{
-    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput,
+    Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, NormOut,
 };
 use crate::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use crate::gpu::ops::sampler::{GpuSampler, GpuSamplerBindings};
@@ -32,7 +32,7 @@ use crate::gpu::q1_0::Q1_0Weight;
 
 /// Activation buffers, llama2.c names; batched ones hold `max_batch` rows.
 pub(super) struct Activations {
-    pub step: wgpu::Buffer,   // StepParams uniform: n_tokens, pos, n_kv
+    pub step: wgpu::Buffer,    // StepParams uniform: n_tokens, pos, n_kv
     pub tokens: wgpu::Buffer, // (max_batch) u32; the head's choice lands in [0] (next step's input)
     pub x: wgpu::Buffer,      // (max_batch, n_embd) residual stream
     pub xb: wgpu::Buffer,     // (max_batch, max(n_embd, q_dim)) normed input / attention output
@@ -44,6 +44,7 @@ pub(super) struct Activations {
     pub hb2: wgpu::Buffer,    // (max_batch, n_ff) up
     pub logits: wgpu::Buffer, // (n_vocab)
     pub qkv: wgpu::Buffer,    // (q_dim + 2 kv_dim) fused decode: q|k|v of the token
+    pub x_sumsq: wgpu::Buffer, // (n_embd / 4) fused decode: x's sums of squares, 4 values each
 }
 
 impl Activations {
@@ -63,6 +64,7 @@ impl Activations {
             hb2: storage_buffer(ctx, "hb2", f32s(c.n_ff))?,
             logits: storage_buffer(ctx, "logits", c.n_vocab as u64 * 4)?,
             qkv: storage_buffer(ctx, "qkv", (c.q_dim() + 2 * c.kv_dim()) as u64 * 4)?,
+            x_sumsq: storage_buffer(ctx, "x_sumsq", c.n_embd.div_ceil(4) as u64 * 4)?,
         })
     }
 }
@@ -355,11 +357,11 @@ impl FusedDecode {
             accumulate: true,
             ..MatvecOptions::default()
         };
-        // The residual-adding kernels (D3, D5) also write xb = x * (the next norm's weight), so
-        // a norm-folded matvec reads x * g and only scales its outputs by 1/rms(x): D4 and the
-        // head take the RMS themselves, D1's is taken by the attention prologue (D2), so D1 is a
-        // plain matvec (the first layer's multiplies its loads by attn_norm: no kernel before it
-        // wrote x * g).
+        // The residual-adding kernels (D3, D5) also write xb = x * (the next norm's weight) and
+        // x's sums of squares in groups of 4, so a norm-folded matvec reads x * g and only
+        // scales its outputs by 1/rms(x), summing n_embd / 4 values for it: D4 and the head do;
+        // D1's is taken by the attention prologue (D2), so D1 is a plain matvec (the first
+        // layer's multiplies its loads by attn_norm: no kernel before it wrote x * g).
         for (l, (w, j)) in weights.layers.iter().zip(fused).enumerate() {
             // D1: qkv = Wqkv (x * attn_norm)
             let (d1_x, d1_gain) = match l {
@@ -412,7 +414,11 @@ impl FusedDecode {
                     chunk: scratch.chunk,
                     max_chunks: scratch.max_chunks,
                 }),
-                norm_out: Some((&w.ffn_norm, &a.xb)),
+                norm_out: Some(NormOut {
+                    g_next: &w.ffn_norm,
+                    out: &a.xb,
+                    sumsq: &a.x_sumsq,
+                }),
                 ..Fusion::default()
             };
             f.push("wo", MatvecQ1_0::fused(ctx, cache, &wo, &merge)?);
@@ -424,7 +430,7 @@ impl FusedDecode {
                 opts: plain,
             };
             let glu = Fusion {
-                rms: Some((&a.x, eps)),
+                rms: Some((&a.x_sumsq, eps)),
                 glu: true,
                 ..Fusion::default()
             };
@@ -441,7 +447,11 @@ impl FusedDecode {
                 None => &weights.output_norm,
             };
             let down_fusion = Fusion {
-                norm_out: Some((next_norm, &a.xb)),
+                norm_out: Some(NormOut {
+                    g_next: next_norm,
+                    out: &a.xb,
+                    sumsq: &a.x_sumsq,
+                }),
                 ..Fusion::default()
             };
             f.push("down", MatvecQ1_0::fused(ctx, cache, &down, &down_fusion)?);
@@ -459,7 +469,7 @@ impl FusedDecode {
             opts: plain,
         };
         let head_fusion = Fusion {
-            rms: Some((&a.x, eps)),
+            rms: Some((&a.x_sumsq, eps)),
             argmax: Some((&argmax.partial_val, &argmax.partial_idx)),
             ..Fusion::default()
         };
