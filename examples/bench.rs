@@ -14,7 +14,7 @@
 //!
 //! `--decode-plan auto,fused,unfused` (GPU) runs every test with each decode plan
 //! ([`DecodePlan`]): the fused 5-kernels-per-layer step and the one-kernel-per-op step, side by
-//! side in one run (auto: fused on GPUs, unfused on CPU adapters).
+//! side in one run (auto: fused wherever the weights allow it).
 //!
 //! GPU generation runs GPU-resident (the engine's queued steps, as `generate` runs them: two in
 //! flight, each token chosen on the GPU and fed to the next step there) unless `--step-by-step`
@@ -81,8 +81,8 @@ struct Args {
     /// KV cache types to test, comma separated: f16, q8_0.
     #[arg(long = "cache-type", value_delimiter = ',', default_values_t = [CacheType::default()])]
     cache_type: Vec<CacheType>,
-    /// GPU decode plans to test, comma separated: auto (fused on GPUs, unfused on CPU
-    /// adapters), fused, unfused.
+    /// GPU decode plans to test, comma separated: auto (fused wherever the weights allow it),
+    /// fused, unfused.
     #[arg(long = "decode-plan", value_delimiter = ',', default_value = "auto")]
     decode_plan: Vec<DecodePlan>,
     /// KV cache size of every session (default: what each test needs).

@@ -227,13 +227,13 @@ fn greedy_resident_generation_equals_step_by_step() {
     check_greedy_stops(&load("tiny-bonsai-dev.gguf", CacheType::F16), true);
 }
 
-/// The fused decode plan (the default on GPUs; CPU adapters default to the unfused one) feeds
-/// its argmax into the next step the same way.
+/// The unfused decode plan (the default is the fused one) feeds its argmax into the next step
+/// the same way.
 #[test]
-fn greedy_resident_generation_with_the_fused_plan() {
+fn greedy_resident_generation_with_the_unfused_plan() {
     for cache_type in [CacheType::F16, CacheType::Q8_0] {
         let mut f = load("tiny-bonsai-dev.gguf", cache_type);
-        f.decode_plan = DecodePlan::Fused;
+        f.decode_plan = DecodePlan::Unfused;
         check_greedy_stops(&f, false);
     }
 }

@@ -53,12 +53,10 @@ pub struct SessionOptions {
 /// The kernels of a decode (one-token) step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DecodePlan {
-    /// `Fused` on GPUs, `Unfused` on CPU adapters (lavapipe, SwiftShader, WARP). Measured on
-    /// lavapipe, the fused kernels are slower per weight than the unfused ones (a kernel with
-    /// workgroup barriers is compiled into coroutines there, and the folded norm and merge add
-    /// work per load), while the dispatches and barriers the fusion saves cost little on a
-    /// CPU; on GPUs the chain of ~370 dependent dispatches per token is the bound the fused
-    /// plan cuts (ARCHITECTURE.md, "A decode step").
+    /// `Fused` on every adapter. On GPUs the chain of ~370 dependent dispatches per token is
+    /// the bound the fused plan cuts (ARCHITECTURE.md, "A decode step"); on CPU adapters
+    /// (lavapipe, measured) its kernels cost what the unfused ones do per weight and the norm,
+    /// RoPE, merge, SiLU and argmax kernels it drops are saved. `Unfused` stays selectable.
     #[default]
     Auto,
     /// 5 kernels per layer and 3 outside them (RMSNorm folded into the matvecs, q|k|v and
@@ -170,8 +168,7 @@ impl Session {
         let scratch = DecodeScratch::new(ctx, kv.dims, opts.n_ctx)?;
         let forward = Forward::new(&model, &a, &kv, &scratch, max_batch)?;
         let fused_wanted = match opts.decode_plan {
-            DecodePlan::Auto => model.ctx.info.device_type != wgpu::DeviceType::Cpu,
-            DecodePlan::Fused => true,
+            DecodePlan::Auto | DecodePlan::Fused => true,
             DecodePlan::Unfused => false,
         };
         let fused = match fused_wanted {
