@@ -23,7 +23,7 @@ use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{GpuBatch, GpuContext, GpuModel, GpuOptions, SessionOptions};
 use bonsai_wgpu::scheduler::{DEFAULT_PREFILL_CHUNK, Request, Scheduler, Stats};
 use bonsai_wgpu::text::chat_template::ChatTemplate;
 use bonsai_wgpu::text::tokenizer::Tokenizer;
@@ -264,10 +264,7 @@ fn start_scheduler(
                         cache_type,
                         ..SessionOptions::default()
                     };
-                    let sessions = (0..slots)
-                        .map(|_| Session::new(model.clone(), options))
-                        .collect::<bonsai_wgpu::Result<Vec<_>>>()?;
-                    Ok((name, EnginePool::new(sessions)?))
+                    Ok((name, GpuBatch::new(model, slots, options)?))
                 });
                 drop(gguf);
                 match loaded {
