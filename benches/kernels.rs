@@ -116,6 +116,7 @@ fn matmul(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &
             y: &y,
             max_tokens: BATCH,
             accumulate: false,
+            small_tiles: false,
         };
         let op = MatmulQ1_0::new(ctx, cache, &b).expect("matmul");
         // weights are read once per batch: report the weight bytes the batch covers

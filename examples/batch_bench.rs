@@ -1,6 +1,8 @@
-//! Aggregate decode speed with several sequences at once, through the server's
-//! `batch::BatchEngine` (what `bonsai-server` runs): for each concurrency N, N slots get a short
-//! prompt, then `-n` decode steps of one token per slot are timed.
+//! Aggregate decode speed with several sequences at once, through a `batch::BatchEngine`: for
+//! each engine and concurrency N, N slots get a short prompt, then `-n` decode steps of one token
+//! per slot are timed. Engines: `batch` ([`GpuBatch`], what `bonsai-server` runs: one forward
+//! pass per step for all N, weights read once) and `pool` ([`EnginePool`] of sessions: one fused
+//! decode per slot per step, the weights read N times).
 //!
 //! ```text
 //! cargo run --release --example synth -- --shape 1.7b --tokenizer-from tiny.gguf --out b17.gguf
@@ -14,7 +16,7 @@ use anyhow::{Context, Result};
 use bonsai_wgpu::batch::{BatchEngine, EnginePool};
 use bonsai_wgpu::gguf::Gguf;
 use bonsai_wgpu::gpu::context::parse_backend;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{GpuBatch, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
 use bonsai_wgpu::sampler::{CandidateRequest, Sampler, SamplerConfig};
 use clap::Parser;
 
@@ -39,6 +41,9 @@ struct Args {
     /// GPU backend: vulkan, metal, dx12, gl.
     #[arg(long)]
     backend: Option<String>,
+    /// Engines to measure, comma-separated: batch (GpuBatch), pool (one session per slot).
+    #[arg(long, value_delimiter = ',', default_value = "batch,pool")]
+    engine: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -59,34 +64,52 @@ fn main() -> Result<()> {
         max_batch: args.n_prompt.max(1),
         ..SessionOptions::default()
     };
-    let sessions = (0..slots)
-        .map(|_| Session::new(model.clone(), session))
-        .collect::<bonsai_wgpu::Result<Vec<_>>>()?;
-    let mut pool = EnginePool::new(sessions)?;
     let prompt: Vec<u32> = (0..args.n_prompt as u32).map(|i| 1000 + i * 7).collect();
-    println!("adapter: {adapter}; engine: EnginePool (one forward pass per slot per step)");
-    println!("| sequences | steps | tokens | seconds | aggregate tok/s | per sequence tok/s |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("adapter: {adapter}");
+    println!(
+        "| engine | sequences | steps | tokens | seconds | aggregate tok/s | per sequence tok/s |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for engine in &args.engine {
+        match engine.as_str() {
+            "batch" => {
+                let mut batch = GpuBatch::new(model.clone(), slots, session)?;
+                measure(&mut batch, "batch", &args, &prompt)?;
+            }
+            "pool" => {
+                let sessions = (0..slots)
+                    .map(|_| Session::new(model.clone(), session))
+                    .collect::<bonsai_wgpu::Result<Vec<_>>>()?;
+                measure(&mut EnginePool::new(sessions)?, "pool", &args, &prompt)?;
+            }
+            other => anyhow::bail!("unknown engine `{other}` (batch or pool)"),
+        }
+    }
+    Ok(())
+}
+
+/// Times `args.n_decode` steps of every concurrency on `pool`; prints a table row each.
+fn measure<B: BatchEngine>(pool: &mut B, name: &str, args: &Args, prompt: &[u32]) -> Result<()> {
     for &n in &args.parallel {
         let greedy: Vec<(usize, CandidateRequest)> =
             (0..n).map(|s| (s, CandidateRequest::Greedy)).collect();
         for slot in 0..n {
             pool.truncate(slot, 0)?;
-            pollster::block_on(pool.prefill(slot, &prompt))?;
+            pollster::block_on(pool.prefill(slot, prompt))?;
         }
         // One untimed step: pipelines and first-touch allocations.
-        let mut next = next_tokens(&mut pool, &greedy)?;
+        let mut next = next_tokens(pool, &greedy)?;
         pollster::block_on(pool.decode(&next))?;
         let start = Instant::now();
         for _ in 0..args.n_decode {
-            next = next_tokens(&mut pool, &greedy)?;
+            next = next_tokens(pool, &greedy)?;
             pollster::block_on(pool.decode(&next))?;
         }
-        next_tokens(&mut pool, &greedy)?; // waits for the last step
+        next_tokens(pool, &greedy)?; // waits for the last step
         let secs = start.elapsed().as_secs_f64();
         let tokens = n * args.n_decode;
         println!(
-            "| {n} | {} | {tokens} | {secs:.2} | {:.2} | {:.2} |",
+            "| {name} | {n} | {} | {tokens} | {secs:.2} | {:.2} | {:.2} |",
             args.n_decode,
             tokens as f64 / secs,
             args.n_decode as f64 / secs

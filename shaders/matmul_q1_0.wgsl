@@ -7,7 +7,12 @@
 // all 16 tokens (4 signs at a time as a +-1 vec4 dotted with 4 activations). Two rows per thread
 // halve the shared-memory reads per multiply-add (about 20% faster on lavapipe than one).
 //
-// Dispatch: (ceil(N_ROWS / 128), ceil(n_tokens / TB), 1).
+// TOKENS (<= TB, override) is how many tokens a workgroup takes: 16 for prefill, fewer for a
+// small batch of decode rows (GpuBatch), so lavapipe does not multiply-add 16 lanes for 2 rows.
+// A row's result does not depend on TOKENS or on the other rows: each token's sums run in the
+// same order whatever the tile.
+//
+// Dispatch: (ceil(N_ROWS / 128), ceil(n_tokens / TOKENS), 1).
 
 struct StepParams {
     n_tokens: u32,
@@ -26,6 +31,7 @@ override ACCUMULATE: bool = false; // y += W x (fused residual) instead of y = W
 const WG: u32 = 64u;
 const RPT: u32 = 2u; // rows per thread (the sign loop below is written out for 2)
 const TB: u32 = 16u;
+override TOKENS: u32 = 16u; // tokens per workgroup, 1..=TB
 const BLOCK_VEC4: u32 = 32u; // 128 activations as vec4
 
 @group(0) @binding(0) var<uniform> step: StepParams;
@@ -42,7 +48,7 @@ fn sign4(bits: u32) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t0 = wid.y * TB;
+    let t0 = wid.y * TOKENS;
     let n_tokens = step.n_tokens;
     if (t0 >= n_tokens) {
         return;
@@ -57,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     for (var b = 0u; b < blocks; b++) {
-        for (var i = lid; i < TB * BLOCK_VEC4; i += WG) {
+        for (var i = lid; i < TOKENS * BLOCK_VEC4; i += WG) {
             let t = t0 + i / BLOCK_VEC4;
             var xv = vec4<f32>(0.0);
             if (t < n_tokens) {
@@ -88,14 +94,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 let s0 = sign4(bits[0][wd] >> (4u * nib));
                 let s1 = sign4(bits[1][wd] >> (4u * nib));
                 let j = wd * 8u + nib;
-                for (var t = 0u; t < TB; t++) {
+                for (var t = 0u; t < TOKENS; t++) {
                     let xv = x_sh[t * BLOCK_VEC4 + j];
                     bacc[t] += dot(s0, xv);
                     bacc[TB + t] += dot(s1, xv);
                 }
             }
         }
-        for (var t = 0u; t < TB; t++) {
+        for (var t = 0u; t < TOKENS; t++) {
             acc[t] += d[0] * bacc[t];
             acc[TB + t] += d[1] * bacc[TB + t];
         }
@@ -105,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var q = 0u; q < RPT; q++) {
         let r = r0 + q * WG;
         if (r < N_ROWS) {
-            for (var t = 0u; t < TB; t++) {
+            for (var t = 0u; t < TOKENS; t++) {
                 if (t0 + t < n_tokens) {
                     let o = (t0 + t) * N + ROW0 + r;
                     if (ACCUMULATE) {

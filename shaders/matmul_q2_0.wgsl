@@ -7,7 +7,12 @@
 // and applies them to all 16 tokens (4 levels (c - 1) at a time as a vec4 dotted with 4
 // activations).
 //
-// Dispatch: (ceil(N_ROWS / 128), ceil(n_tokens / TB), 1).
+// TOKENS (<= TB, override) is how many tokens a workgroup takes: 16 for prefill, fewer for a
+// small batch of decode rows (GpuBatch), so lavapipe does not multiply-add 16 lanes for 2 rows.
+// A row's result does not depend on TOKENS or on the other rows: each token's sums run in the
+// same order whatever the tile.
+//
+// Dispatch: (ceil(N_ROWS / 128), ceil(n_tokens / TOKENS), 1).
 
 struct StepParams {
     n_tokens: u32,
@@ -26,6 +31,7 @@ override ACCUMULATE: bool = false; // y += W x (fused residual) instead of y = W
 const WG: u32 = 64u;
 const RPT: u32 = 2u; // rows per thread (the code loop below is written out for 2)
 const TB: u32 = 16u;
+override TOKENS: u32 = 16u; // tokens per workgroup, 1..=TB
 const BLOCK_VEC4: u32 = 16u; // 64 activations as vec4
 
 @group(0) @binding(0) var<uniform> step: StepParams;
@@ -43,7 +49,7 @@ fn level4(bits: u32) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t0 = wid.y * TB;
+    let t0 = wid.y * TOKENS;
     let n_tokens = step.n_tokens;
     if (t0 >= n_tokens) {
         return;
@@ -58,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     for (var b = 0u; b < blocks; b++) {
-        for (var i = lid; i < TB * BLOCK_VEC4; i += WG) {
+        for (var i = lid; i < TOKENS * BLOCK_VEC4; i += WG) {
             let t = t0 + i / BLOCK_VEC4;
             var xv = vec4<f32>(0.0);
             if (t < n_tokens) {
@@ -89,14 +95,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 let l0 = level4(bits[0][wd] >> (8u * byte));
                 let l1 = level4(bits[1][wd] >> (8u * byte));
                 let j = wd * 4u + byte;
-                for (var t = 0u; t < TB; t++) {
+                for (var t = 0u; t < TOKENS; t++) {
                     let xv = x_sh[t * BLOCK_VEC4 + j];
                     bacc[t] += dot(l0, xv);
                     bacc[TB + t] += dot(l1, xv);
                 }
             }
         }
-        for (var t = 0u; t < TB; t++) {
+        for (var t = 0u; t < TOKENS; t++) {
             acc[t] += d[0] * bacc[t];
             acc[TB + t] += d[1] * bacc[TB + t];
         }
@@ -106,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var q = 0u; q < RPT; q++) {
         let r = r0 + q * WG;
         if (r < N_ROWS) {
-            for (var t = 0u; t < TB; t++) {
+            for (var t = 0u; t < TOKENS; t++) {
                 if (t0 + t < n_tokens) {
                     let o = (t0 + t) * N + ROW0 + r;
                     if (ACCUMULATE) {

@@ -75,6 +75,7 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
             y: &y_buf,
             max_tokens,
             accumulate,
+            small_tiles: false,
         },
     )
     .expect("kernels");
@@ -119,6 +120,65 @@ async fn matmul_q1_0_split_parts_matches_cpu() {
     check_matmul(384, 150, 20, false, 40 * 48).await;
 }
 
+/// Small token tiles (batched decode steps): for 1 to 8 tokens (and 12, past them) every row's
+/// result is the 16-token tile's bit for bit, and the CPU reference's within TOL_MATMUL.
+#[gpu_test]
+async fn matmul_small_tiles_equal_the_16_token_tile() {
+    let ctx = ctx().await;
+    let cache = PipelineCache::new();
+    let (k, n, max_tokens) = (256, 200, 16);
+    let mut rng = StdRng::seed_from_u64(99);
+    let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
+    let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, u64::MAX).expect("upload");
+    let x = random_f32(&mut rng, max_tokens * k, 1.0);
+    let x_buf = storage_buffer_init(&ctx, "x", &x).expect("x");
+    for n_tokens in [1, 2, 3, 5, 8, 12] {
+        let params = StepParams::new(0, n_tokens);
+        let step = uniform_buffer_init(&ctx, "step", &params);
+        let mut outs = Vec::new();
+        for small_tiles in [false, true] {
+            let y_buf = storage_buffer_init(&ctx, "y", &vec![0.0f32; max_tokens * n]).expect("y");
+            let mm = MatmulQ1_0::new(
+                &ctx,
+                &cache,
+                &MatmulQ1_0Bindings {
+                    step: &step,
+                    x: &x_buf,
+                    w: &w,
+                    y: &y_buf,
+                    max_tokens,
+                    accumulate: false,
+                    small_tiles,
+                },
+            )
+            .expect("kernels");
+            assert_eq!(mm.small.len(), if small_tiles { 4 } else { 0 });
+            bonsai_wgpu::gpu::kernel::submit(&ctx, "matmul", &[&mm], &params);
+            let y: Vec<f32> = read_buffer(&ctx, &y_buf, 0, max_tokens * n)
+                .await
+                .expect("read");
+            assert!(
+                y[n_tokens * n..].iter().all(|&v| v == 0.0),
+                "T {n_tokens} small {small_tiles}: wrote past n_tokens"
+            );
+            outs.push(y[..n_tokens * n].to_vec());
+        }
+        assert!(
+            outs[0] == outs[1],
+            "T {n_tokens}: small tile vs 16-token tile differ"
+        );
+        let want = cpu_matmul(&bytes, k, n, &x[..n_tokens * k], None);
+        for (i, (g, e)) in outs[1].iter().zip(&want).enumerate() {
+            let err = (g - e).abs() / e.abs().max(1.0);
+            assert!(
+                err <= TOL_MATMUL,
+                "T {n_tokens} index {i}: got {g}, want {e}"
+            );
+        }
+    }
+    ctx.take_error().expect("no wgpu error");
+}
+
 /// Real Q1_0 tensors of the tiny fixture (q, k, v, o, gate, up, down of one layer), checked row
 /// by row against quant.rs's dot product, with a fused residual for the two that add into x.
 #[gpu_test]
@@ -153,6 +213,7 @@ async fn matmul_q1_0_fixture_weights_match_quant_dot() {
             y: &y_buf,
             max_tokens: n_tokens,
             accumulate,
+            small_tiles: false,
         };
         let mm = MatmulQ1_0::new(&ctx, &cache, &b).expect("kernels");
         submit_kernels(&ctx, name, &mm.kernels.iter().collect::<Vec<_>>());

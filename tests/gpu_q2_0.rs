@@ -281,6 +281,7 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
         y: &y_buf,
         max_tokens,
         accumulate,
+        small_tiles: false,
     };
     let mm = MatmulQ1_0::new(&ctx, &cache, &b).unwrap();
     let kernels: Vec<_> = mm.kernels.iter().collect();
@@ -428,6 +429,7 @@ async fn dense_f32_and_f16_weights_match_cpu() {
             y: &y_buf,
             max_tokens: n_tokens,
             accumulate: false,
+            small_tiles: false,
         };
         let mm = MatmulQ1_0::new(&ctx, &cache, &b).unwrap();
         submit_kernels(&ctx, "matmul dense", &mm.kernels.iter().collect::<Vec<_>>());

@@ -96,7 +96,18 @@ fn openai_python_client_against_the_server() {
         );
         return;
     }
-    let main = start(&["--parallel", "16", "--ctx", "8192", "--api-key", KEY]);
+    // The main server decodes its slots in one batched forward pass (what `--engine auto`
+    // picks on GPUs; lavapipe would get a decode per slot), the small one per slot.
+    let main = start(&[
+        "--parallel",
+        "16",
+        "--ctx",
+        "8192",
+        "--api-key",
+        KEY,
+        "--engine",
+        "batch",
+    ]);
     let small = start(&["--parallel", "1", "--queue", "1", "--ctx", "512"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/server/test_openai.py");
     let status = Command::new(&python)

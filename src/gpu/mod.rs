@@ -61,4 +61,4 @@ pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
 pub use kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 
 pub use model::GpuModel;
-pub use session::{DecodePlan, Session, SessionOptions};
+pub use session::{DecodePlan, GpuBatch, Session, SessionOptions};

@@ -168,6 +168,7 @@ impl Builder<'_> {
                 y,
                 max_tokens: self.max_batch,
                 accumulate,
+                small_tiles: false,
             },
         )?;
         Ok(DecodeOrPrefill { decode, prefill })
@@ -486,5 +487,99 @@ impl FusedDecode {
 pub(super) fn encode(steps: &[Step], pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
     for s in steps {
         s.op.encode(pass, step);
+    }
+}
+
+/// One decode step of several sequences ([`super::GpuBatch`]): every weight is read once per
+/// step for all of them. Row `i` of the batch activations is one sequence's token; the layers'
+/// linear parts run as matmuls over the rows (the prefill kernels, the same arithmetic for a
+/// row whatever the other rows are), and each sequence's attention runs between them on its
+/// own session's cache.
+pub(super) struct BatchForward {
+    /// Embedding of the rows' tokens.
+    pub embed: Vec<Step>,
+    /// Per layer, before attention: `xb = rmsnorm(x) * attn_norm; q, k, v = W xb`.
+    pub pre: Vec<Vec<Step>>,
+    /// Per layer, after attention: `x += Wo xb`, then the feed-forward block.
+    pub post: Vec<Vec<Step>>,
+    /// Final norm of every row and the LM head into `logits` (rows, n_vocab).
+    pub head: Vec<Step>,
+}
+
+impl BatchForward {
+    /// Builds the steps over the batch activations `a` (`n_rows` rows) and the (n_rows,
+    /// n_vocab) `logits`.
+    pub fn new(
+        model: &GpuModel,
+        a: &Activations,
+        logits: &wgpu::Buffer,
+        n_rows: usize,
+    ) -> Result<BatchForward> {
+        let (ctx, c, weights) = (&*model.ctx, &model.config, &model.weights);
+        let mut f = Builder {
+            ctx,
+            cache: &model.pipelines,
+            a,
+            max_batch: n_rows,
+            eps: c.rms_eps,
+            steps: Vec::new(),
+        };
+        let matmul = |w: &Q1_0Weight, x: &wgpu::Buffer, y: &wgpu::Buffer, out: Out| {
+            MatmulQ1_0::new(
+                ctx,
+                &model.pipelines,
+                &MatmulQ1_0Bindings {
+                    step: &a.step,
+                    x,
+                    w,
+                    y,
+                    max_tokens: n_rows,
+                    accumulate: matches!(out, Out::Add),
+                    small_tiles: true,
+                },
+            )
+        };
+        use Out::{Add, Set};
+        let embed = EmbedQ1_0Bindings {
+            table: &weights.token_embd,
+            tokens: &a.tokens,
+            x: &a.x,
+            max_tokens: n_rows as u32,
+        };
+        f.push("embed", EmbedQ1_0::new(ctx, f.cache, &embed)?);
+        let embed = std::mem::take(&mut f.steps);
+        let (mut pre, mut post) = (Vec::new(), Vec::new());
+        for w in &weights.layers {
+            f.push("attn_norm", f.rmsnorm(&a.x, &w.attn_norm, &a.xb, c.n_embd)?);
+            f.push("qkv matvec", matmul(&w.wq, &a.xb, &a.q, Set)?);
+            f.push("qkv matvec", matmul(&w.wk, &a.xb, &a.k, Set)?);
+            f.push("qkv matvec", matmul(&w.wv, &a.xb, &a.v, Set)?);
+            pre.push(std::mem::take(&mut f.steps));
+            // xb holds the rows' attention outputs here, copied in from the sessions.
+            f.push("wo matvec", matmul(&w.wo, &a.xb, &a.x, Add)?);
+            f.push("ffn_norm", f.rmsnorm(&a.x, &w.ffn_norm, &a.xb, c.n_embd)?);
+            f.push("gate/up matvec", matmul(&w.w_gate, &a.xb, &a.hb, Set)?);
+            f.push("gate/up matvec", matmul(&w.w_up, &a.xb, &a.hb2, Set)?);
+            let silu = SiluMulBindings {
+                hb: &a.hb,
+                hb2: &a.hb2,
+                n: c.n_ff as u32,
+                max_tokens: n_rows as u32,
+            };
+            f.push("silu_mul", SiluMul::new(ctx, f.cache, &silu)?);
+            f.push("down matvec", matmul(&w.w_down, &a.hb, &a.x, Add)?);
+            post.push(std::mem::take(&mut f.steps));
+        }
+        f.push(
+            "head norm",
+            f.rmsnorm(&a.x, &weights.output_norm, &a.xb, c.n_embd)?,
+        );
+        f.push("head matvec", matmul(weights.head(), &a.xb, logits, Set)?);
+        Ok(BatchForward {
+            embed,
+            pre,
+            post,
+            head: f.steps,
+        })
     }
 }

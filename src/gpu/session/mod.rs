@@ -21,6 +21,7 @@ use crate::gpu::ops::attention_decode::DecodeScratch;
 use crate::gpu::ops::topk::MAX_K;
 use crate::sampler::SamplerConfig;
 
+mod batch;
 mod forward;
 mod profile;
 mod queued;
@@ -28,6 +29,7 @@ mod stats;
 
 use forward::{Activations, Forward, FusedDecode, Step};
 
+pub use batch::GpuBatch;
 pub use profile::{FUSED_PROFILE_CATEGORIES, PROFILE_CATEGORIES};
 pub use queued::RING;
 pub use stats::{DecodeStats, PerToken};
