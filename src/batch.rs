@@ -72,7 +72,7 @@ pub trait BatchEngine {
 
 /// A [`BatchEngine`] made of one [`Engine`] per slot, stepped one after another.
 pub struct EnginePool<E> {
-    engines: Vec<E>,
+    pub(crate) engines: Vec<E>,
 }
 
 impl<E: Engine> EnginePool<E> {
@@ -100,7 +100,8 @@ impl<E: Engine> EnginePool<E> {
         self.engines.get(slot)
     }
 
-    fn slot(&mut self, slot: usize) -> Result<&mut E> {
+    /// The engine of one slot, or an error naming the slot count.
+    pub(crate) fn slot(&mut self, slot: usize) -> Result<&mut E> {
         let n = self.engines.len();
         self.engines.get_mut(slot).ok_or_else(|| {
             Error::InvalidArgument(format!("slot {slot} does not exist ({n} slots)"))

@@ -26,8 +26,7 @@ use std::sync::Arc;
 
 use super::Session;
 use super::forward::{self, Activations, BatchForward};
-use crate::batch::{BatchEngine, Candidates};
-use crate::engine::Engine;
+use crate::batch::{BatchEngine, Candidates, EnginePool};
 use crate::gpu::buffers::{StepParams, storage_buffer};
 use crate::gpu::kernel::Op;
 use crate::gpu::model::GpuModel;
@@ -38,7 +37,9 @@ use crate::{Error, Result};
 /// `n_slots` sessions over one model, decoded together (see the module docs).
 pub struct GpuBatch {
     model: Arc<GpuModel>,
-    slots: Vec<Session>,
+    /// The slots' sessions: prefill, truncate and read-back go through the pool as they would
+    /// for `EnginePool`; only `decode` is batched here.
+    pool: EnginePool<Session>,
     /// Batch activations: one row per sequence of a decode step.
     a: Activations,
     /// (n_slots, n_vocab) f32: the LM head's output rows.
@@ -84,7 +85,7 @@ impl GpuBatch {
         model.ctx.take_error()?;
         Ok(GpuBatch {
             model,
-            slots,
+            pool: EnginePool::new(slots)?,
             a,
             logits,
             forward,
@@ -94,19 +95,12 @@ impl GpuBatch {
 
     /// The session of one slot.
     pub fn session(&self, slot: usize) -> Option<&Session> {
-        self.slots.get(slot)
-    }
-
-    fn slot(&mut self, slot: usize) -> Result<&mut Session> {
-        let n = self.slots.len();
-        self.slots.get_mut(slot).ok_or_else(|| {
-            Error::InvalidArgument(format!("slot {slot} does not exist ({n} slots)"))
-        })
+        self.pool.engines.get(slot)
     }
 
     /// Checks a decode batch: distinct existing slots, idle, with room and valid tokens.
     fn check_batch(&self, batch: &[(usize, u32)]) -> Result<()> {
-        let n = self.slots.len();
+        let n = self.pool.engines.len();
         if batch.len() > n {
             return Err(Error::InvalidArgument(format!(
                 "a decode step of {} sequences over {n} slots",
@@ -115,7 +109,7 @@ impl GpuBatch {
         }
         let mut seen = vec![false; n];
         for &(slot, token) in batch {
-            let Some(s) = self.slots.get(slot) else {
+            let Some(s) = self.pool.engines.get(slot) else {
                 return Err(Error::InvalidArgument(format!(
                     "slot {slot} does not exist ({n} slots)"
                 )));
@@ -144,7 +138,7 @@ impl GpuBatch {
             .write_buffer(&self.a.tokens, 0, bytemuck::cast_slice(&tokens));
         let mut slot_steps = Vec::with_capacity(rows);
         for &(slot, _) in batch {
-            let s = &mut self.slots[slot];
+            let s = &mut self.pool.engines[slot];
             // A rolled-back slot's entry at n_past - 1 is already right; a new token follows it.
             s.refeed = None;
             let st = StepParams::new(s.n_past, 1);
@@ -173,7 +167,7 @@ impl GpuBatch {
             forward::encode(&self.forward.pre[l], &mut p, &step);
             drop(p);
             for (i, &(slot, _)) in batch.iter().enumerate() {
-                let s = &self.slots[slot];
+                let s = &self.pool.engines[slot];
                 let i = i as u64;
                 encoder.copy_buffer_to_buffer(&self.a.q, i * q_row, &s.a.q, 0, q_row);
                 encoder.copy_buffer_to_buffer(&self.a.k, i * kv_row, &s.a.k, 0, kv_row);
@@ -181,13 +175,13 @@ impl GpuBatch {
             }
             p = pass(&mut encoder, "batch attention");
             for (i, &(slot, _)) in batch.iter().enumerate() {
-                let layers = &self.slots[slot].forward.layers;
+                let layers = &self.pool.engines[slot].forward.layers;
                 layers[rope].op.encode(&mut p, &slot_steps[i]);
                 layers[attend].op.encode(&mut p, &slot_steps[i]);
             }
             drop(p);
             for (i, &(slot, _)) in batch.iter().enumerate() {
-                let s = &self.slots[slot];
+                let s = &self.pool.engines[slot];
                 encoder.copy_buffer_to_buffer(&s.a.xb, 0, &self.a.xb, i as u64 * q_row, q_row);
             }
             p = pass(&mut encoder, "batch layers");
@@ -196,7 +190,7 @@ impl GpuBatch {
         forward::encode(&self.forward.head, &mut p, &step);
         drop(p);
         for (i, &(slot, _)) in batch.iter().enumerate() {
-            let s = &self.slots[slot];
+            let s = &self.pool.engines[slot];
             encoder.copy_buffer_to_buffer(
                 &self.logits,
                 i as u64 * vocab_row,
@@ -207,17 +201,19 @@ impl GpuBatch {
         }
         let mut p = pass(&mut encoder, "batch argmax");
         for (i, &(slot, _)) in batch.iter().enumerate() {
-            self.slots[slot].choose.encode(&mut p, &slot_steps[i]); // tokens[0] = argmax
+            self.pool.engines[slot]
+                .choose
+                .encode(&mut p, &slot_steps[i]); // tokens[0] = argmax
         }
         drop(p);
         for &(slot, _) in batch {
-            let s = &self.slots[slot];
+            let s = &self.pool.engines[slot];
             s.token_readback
                 .encode_copy(&mut encoder, &s.forward.token, 0, 4);
         }
         ctx.queue.submit([encoder.finish()]);
         for &(slot, _) in batch {
-            let s = &mut self.slots[slot];
+            let s = &mut self.pool.engines[slot];
             s.n_past += 1;
             s.head_valid = true;
         }
@@ -227,29 +223,30 @@ impl GpuBatch {
 
 impl BatchEngine for GpuBatch {
     fn n_slots(&self) -> usize {
-        self.slots.len()
+        self.pool.n_slots()
     }
 
     fn n_vocab(&self) -> usize {
-        self.model.config.n_vocab
+        self.pool.n_vocab()
     }
 
     fn n_ctx(&self) -> usize {
-        self.slots[0].n_ctx()
+        self.pool.n_ctx()
     }
 
     fn n_past(&self, slot: usize) -> usize {
-        self.slots.get(slot).map_or(0, Engine::n_past)
+        self.pool.n_past(slot)
     }
 
     fn truncate(&mut self, slot: usize, n_past: usize) -> Result<()> {
-        self.slot(slot)?.truncate(n_past)
+        self.pool.truncate(slot, n_past)
     }
 
     async fn prefill(&mut self, slot: usize, tokens: &[u32]) -> Result<()> {
-        self.slot(slot)?.feed(tokens).await
+        self.pool.prefill(slot, tokens).await
     }
 
+    /// One batched forward pass (the pool's own `decode` would run one pass per slot).
     async fn decode(&mut self, batch: &[(usize, u32)]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -262,10 +259,6 @@ impl BatchEngine for GpuBatch {
         &mut self,
         requests: &[(usize, CandidateRequest)],
     ) -> Result<Vec<Candidates>> {
-        let mut out = Vec::with_capacity(requests.len());
-        for &(slot, request) in requests {
-            out.push(Candidates::read(self.slot(slot)?, request).await?);
-        }
-        Ok(out)
+        self.pool.candidates(requests).await
     }
 }
