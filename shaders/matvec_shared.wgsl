@@ -27,9 +27,16 @@ fn main(
     let first_row = group * ROWS_PER_WG + 4u * (lid / threads_per_group);
 
     var sum = vec4<f32>(0.0);
-    if first_row < N {
-        for (var w = lane; w < K / WEIGHTS_PER_WORD; w += threads_per_group) {
-            sum += word_dots(first_row, w);
+    // The words in chunks of STAGE_WORDS, the input the weight core stages at a time (all of
+    // them at once but for the q8 core's longest rows).
+    let n_words = K / WEIGHTS_PER_WORD;
+    for (var c0 = 0u; c0 < n_words; c0 += STAGE_WORDS) {
+        stage_x(lid, c0);
+        if first_row < N {
+            let end = min(c0 + STAGE_WORDS, n_words);
+            for (var w = c0 + lane; w < end; w += threads_per_group) {
+                sum += word_dots(first_row, w);
+            }
         }
     }
     partial[lid] = sum;

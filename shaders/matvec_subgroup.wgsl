@@ -35,17 +35,27 @@ fn main(
     // min_subgroup_size and ITERS = max_subgroup_size / min_subgroup_size, which covers every
     // row group whatever subgroup size the driver picks; surplus iterations add zeros.
     let n_groups = ROWS_PER_WG / 4u;
+    let n_words = K / WEIGHTS_PER_WORD;
     for (var it = 0u; it < ITERS; it++) {
         let g = lid / sg_size + it * (WG / sg_size);
         let first_row = row0 + 4u * g;
+        let live = g < n_groups && first_row < N;
         var sum = vec4<f32>(0.0);
-        if g < n_groups && first_row < N {
-            for (var w = sg_lane; w < K / WEIGHTS_PER_WORD; w += sg_size) {
-                sum += word_dots(first_row, w);
+        // The words in chunks of STAGE_WORDS, the input the weight core stages at a time (all
+        // of them at once but for the q8 core's longest rows).
+        for (var c0 = 0u; c0 < n_words; c0 += STAGE_WORDS) {
+            if (it == 0u || n_words > STAGE_WORDS) {
+                stage_x(lid, c0);
+            }
+            if live {
+                let end = min(c0 + STAGE_WORDS, n_words);
+                for (var w = c0 + sg_lane; w < end; w += sg_size) {
+                    sum += word_dots(first_row, w);
+                }
             }
         }
         let total = subgroupAdd(sum);
-        if sg_lane == 0u && g < n_groups && first_row < N {
+        if sg_lane == 0u && live {
             finish(first_row, total, scale);
         }
     }

@@ -20,7 +20,7 @@ use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
 use bonsai_wgpu::gpu::ops::topk::{TopK, TopKBindings};
 use bonsai_wgpu::gpu::q1_0::{Q1_0Weight, repack_q1_0};
-use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, KernelPath, PipelineCache};
 use common::{assert_close, gpu_test, now_ms, random_f32, random_q1_0};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -30,6 +30,16 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// f32 GPU sums vs f32 CPU sums in another order: relative to the output's RMS.
 const MATVEC_TOL: f32 = 1e-5;
+/// The q8 path against its CPU reference (`Matrix::matvec_q8`): the same int8 input and integer
+/// sums, f32 combination in another order: relative to the output's RMS.
+const Q8_TOL: f32 = 1e-5;
+/// The q8 path against its CPU reference when the kernel quantizes a scaled input (RMS: r * g,
+/// scaled by 1/rms after; the reference quantizes rmsnorm(r) * g): rounding ties can fall on
+/// the other side for a few activations.
+const Q8_FUSED_TOL: f32 = 2e-3;
+/// Least cosine similarity of the q8 path with its CPU reference (issue contract), and with the
+/// f32 reference (what int8 activations cost).
+const Q8_COSINE_MIN: f64 = 0.9999;
 
 /// Embedding values are exact f16 scales: the GPU must reproduce them bit for bit.
 const EMBED_TOL: f32 = 0.0;
@@ -42,10 +52,23 @@ const SILU_TOL: f32 = 1e-5;
 /// WGSL lets GPUs assume no NaN).
 const SENTINEL: f32 = 1e30;
 
+/// The f32 path's context: the tests below that do not name a path check the f32 kernels
+/// against the f32 reference; the q8 ones pass [`MatvecOptions::path`].
 async fn ctx() -> GpuContext {
-    GpuContext::new(&GpuOptions::default())
-        .await
-        .expect("GPU context")
+    GpuContext::new(&GpuOptions {
+        kernel_path: KernelPath::F32,
+        ..GpuOptions::default()
+    })
+    .await
+    .expect("GPU context")
+}
+
+/// Cosine similarity of two vectors, in f64.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
 }
 
 /// Block scales of the random weights: like real Bonsai weights.
@@ -107,10 +130,25 @@ fn cpu_matvec(
     y0: &[f32],
     accumulate: bool,
 ) -> Vec<f32> {
+    cpu_matvec_path(KernelPath::F32, bytes, k, n, x, y0, accumulate)
+}
+
+/// [`cpu_matvec`] in `path`'s arithmetic: f32, or the q8 path's (`Matrix::matvec_q8`).
+fn cpu_matvec_path(
+    path: KernelPath,
+    bytes: &[u8],
+    k: usize,
+    n: usize,
+    x: &[f32],
+    y0: &[f32],
+    accumulate: bool,
+) -> Vec<f32> {
     let mut y = vec![0.0; n];
-    Matrix::new(GgmlType::Q1_0, bytes.to_vec(), k, n)
-        .unwrap()
-        .matvec(&mut y, x);
+    let m = Matrix::new(GgmlType::Q1_0, bytes.to_vec(), k, n).unwrap();
+    match path {
+        KernelPath::Q8 => m.matvec_q8(&mut y, x),
+        _ => m.matvec(&mut y, x),
+    }
     if accumulate {
         y.iter_mut().zip(y0).for_each(|(y, y0)| *y += y0);
     }
@@ -150,6 +188,18 @@ async fn gpu_matvec(
 }
 
 async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed: u64) {
+    check_matvec_path(KernelPath::F32, k, n, reduce, accumulate, seed).await;
+}
+
+/// One random matvec on `path` against that path's CPU reference (and, for q8, the f32 one).
+async fn check_matvec_path(
+    path: KernelPath,
+    k: usize,
+    n: usize,
+    reduce: Reduce,
+    accumulate: bool,
+    seed: u64,
+) {
     let ctx = ctx().await;
     if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
         note!("skip: {} has no subgroups", ctx.info.name);
@@ -167,16 +217,39 @@ async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed
     let opts = MatvecOptions {
         accumulate,
         reduce,
+        path: Some(path),
         ..Default::default()
     };
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
-    let want = cpu_matvec(&bytes, k, n, &x, &y0, accumulate);
-    assert_close(
-        &format!("matvec {k}x{n} {reduce:?} acc={accumulate}"),
-        &got,
-        &want,
-        MATVEC_TOL,
-    );
+    let want = cpu_matvec_path(path, &bytes, k, n, &x, &y0, accumulate);
+    let what = format!("matvec {k}x{n} {reduce:?} {path} acc={accumulate}");
+    assert_close(&what, &got, &want, MATVEC_TOL.max(Q8_TOL));
+    if path == KernelPath::Q8 {
+        let cos = cosine(&got, &want);
+        let f32_want = cpu_matvec(&bytes, k, n, &x, &y0, accumulate);
+        let cos_f32 = cosine(&got, &f32_want);
+        note!("{what}: cosine {cos:.7} with its reference, {cos_f32:.7} with f32");
+        assert!(cos >= Q8_COSINE_MIN, "{what}: cosine {cos} with the q8 reference");
+        assert!(cos_f32 >= Q8_COSINE_MIN, "{what}: cosine {cos_f32} with f32");
+    }
+}
+
+/// The q8 path at small, Bonsai (1.7B ffn_up) and long (8B ffn_down: three staged chunks) rows,
+/// both reductions, accumulating too.
+#[gpu_test]
+async fn matvec_q1_0_q8_shapes() {
+    let q8 = KernelPath::Q8;
+    check_matvec_path(q8, 256, 100, Reduce::Shared, false, 40).await;
+    check_matvec_path(q8, 2048, 6144, Reduce::Shared, false, 41).await;
+    check_matvec_path(q8, 12288, 256, Reduce::Shared, false, 42).await;
+    check_matvec_path(q8, 768, 256, Reduce::Shared, true, 43).await;
+    #[cfg(not(target_arch = "wasm32"))] // wgpu 30's WebGPU backend maps no subgroups feature
+    {
+        check_matvec_path(q8, 256, 100, Reduce::Subgroup, false, 44).await;
+        check_matvec_path(q8, 2048, 6144, Reduce::Subgroup, false, 45).await;
+        check_matvec_path(q8, 12288, 256, Reduce::Subgroup, false, 46).await;
+        check_matvec_path(q8, 768, 256, Reduce::Subgroup, true, 47).await;
+    }
 }
 
 #[gpu_test]
@@ -265,18 +338,22 @@ async fn matvec_q1_0_split_parts_and_dispatch() {
     let w = Q1_0Weight::upload_with_limit(&ctx, "w", &bytes, k, n, 4096).unwrap();
     assert_eq!(w.parts.len(), 16);
     assert_eq!(w.parts.iter().map(|p| p.n_rows).sum::<usize>(), n);
-    let want = cpu_matvec(&bytes, k, n, &x, &[], false);
-    for reduce in [Reduce::Shared, Reduce::Subgroup] {
-        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
-            continue;
+    for path in [KernelPath::F32, KernelPath::Q8] {
+        let want = cpu_matvec_path(path, &bytes, k, n, &x, &[], false);
+        for reduce in [Reduce::Shared, Reduce::Subgroup] {
+            if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+                continue;
+            }
+            let opts = MatvecOptions {
+                reduce,
+                max_groups_per_dim: 3,
+                path: Some(path),
+                ..Default::default()
+            };
+            let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
+            let what = format!("split matvec {reduce:?} {path}");
+            assert_close(&what, &got, &want, MATVEC_TOL);
         }
-        let opts = MatvecOptions {
-            reduce,
-            max_groups_per_dim: 3,
-            ..Default::default()
-        };
-        let got = gpu_matvec(&ctx, &w, &x, &vec![SENTINEL; n], opts).await;
-        assert_close(&format!("split matvec {reduce:?}"), &got, &want, MATVEC_TOL);
     }
 }
 
@@ -731,7 +808,7 @@ async fn batched_ops_encode_shorter_batches() {
 /// the residual over an x * g input) with `silu(gate) * up` as the epilogue of a [gate; up]
 /// weight, a row view of it with the gain on its loads and argmax stage 1 in its epilogue, and
 /// the attention merge (several chunks: the table) in the input with the norm_out epilogue.
-async fn check_fused_matvec(reduce: Reduce) {
+async fn check_fused_matvec(reduce: Reduce, path: KernelPath) {
     let ctx = ctx().await;
     if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
         note!("skip: {} has no subgroups", ctx.info.name);
@@ -740,7 +817,17 @@ async fn check_fused_matvec(reduce: Reduce) {
     let cache = PipelineCache::new();
     let opts = MatvecOptions {
         reduce,
+        path: Some(path),
         ..Default::default()
+    };
+    let cpu_matvec = |b: &[u8], k, n, x: &[f32], y0: &[f32], acc| {
+        cpu_matvec_path(path, b, k, n, x, y0, acc)
+    };
+    // The kernels quantize r * g (RMS) or x * g (GAIN) where the reference takes the normed
+    // input: a few roundings can differ on the q8 path.
+    let (tol, merge_tol) = match path {
+        KernelPath::Q8 => (Q8_FUSED_TOL, Q8_FUSED_TOL),
+        _ => (MATVEC_TOL, 1e-4),
     };
     let (k, n_ff, eps) = (256usize, 96usize, 1e-6f32);
     let mut rng = StdRng::seed_from_u64(77);
@@ -815,18 +902,18 @@ async fn check_fused_matvec(reduce: Reduce) {
     bonsai_wgpu::gpu::kernel::submit(&ctx, "fused matvecs", &ops, &step);
     let got_hb = read_f32(&ctx, &hb, n_ff).await;
     assert_close(
-        &format!("norm + silu(gate) * up {reduce:?}"),
+        &format!("norm + silu(gate) * up {reduce:?} {path}"),
         &got_hb,
         &want_hb,
-        MATVEC_TOL,
+        tol,
     );
     let got_y = read_f32(&ctx, &yb, n_ff).await;
     let want_y = cpu_matvec(&gate, k, n_ff, &xg, &[], false);
     assert_close(
-        &format!("gain + gate view {reduce:?}"),
+        &format!("gain + gate view {reduce:?} {path}"),
         &got_y,
         &want_y,
-        MATVEC_TOL,
+        tol,
     );
     let got_idx = read_buffer::<u32>(&ctx, &argmax.result, 0, 1)
         .await
@@ -907,21 +994,14 @@ async fn check_fused_matvec(reduce: Reduce) {
     .unwrap();
     bonsai_wgpu::gpu::kernel::submit(&ctx, "merge matvec", &[&op], &step_params);
     let got_o = read_f32(&ctx, &yo, 8).await;
-    assert_close(&format!("Wo merge {reduce:?}"), &got_o, &want_o, 1e-4);
+    let what = format!("{reduce:?} {path}");
+    assert_close(&format!("Wo merge {what}"), &got_o, &want_o, merge_tol);
     let got_scaled = read_f32(&ctx, &scaled, 8).await;
-    assert_close(
-        &format!("norm_out {reduce:?}"),
-        &got_scaled,
-        &want_scaled,
-        1e-4,
-    );
+    let norm_out = format!("norm_out {what}");
+    assert_close(&norm_out, &got_scaled, &want_scaled, merge_tol);
     let got_ss = read_f32(&ctx, &sumsq, 2).await;
-    assert_close(
-        &format!("norm_out sums of squares {reduce:?}"),
-        &got_ss,
-        &sums_of_squares(&want_o),
-        1e-4,
-    );
+    let ss_want = sums_of_squares(&want_o);
+    assert_close(&format!("{norm_out} sums of squares"), &got_ss, &ss_want, merge_tol);
 }
 
 /// `v`'s sums of squares in groups of 4 (what a norm_out epilogue writes for an rms option).
@@ -931,10 +1011,12 @@ fn sums_of_squares(v: &[f32]) -> Vec<f32> {
 
 #[gpu_test]
 async fn matvec_fused_options_shared() {
-    check_fused_matvec(Reduce::Shared).await;
+    check_fused_matvec(Reduce::Shared, KernelPath::F32).await;
+    check_fused_matvec(Reduce::Shared, KernelPath::Q8).await;
 }
 
 #[gpu_test]
 async fn matvec_fused_options_subgroup() {
-    check_fused_matvec(Reduce::Subgroup).await;
+    check_fused_matvec(Reduce::Subgroup, KernelPath::F32).await;
+    check_fused_matvec(Reduce::Subgroup, KernelPath::Q8).await;
 }

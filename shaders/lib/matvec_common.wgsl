@@ -61,7 +61,8 @@ override ARG_BASE: u32 = 0u;         // ARGMAX: row groups of the weight's earli
 
 const WG: u32 = 256u;
 const MAX_HEADS: u32 = 64u;
-const MAX_WEIGHTS: u32 = 2048u;      // MERGE: (head, chunk) weights kept in workgroup memory
+const MERGE_TABLE: u32 = 1024u;      // MERGE: (head, chunk) weights kept in workgroup memory
+                                     // (4,096 positions of 32 heads; beyond, computed per load)
 const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // (K/4); MERGE: part_o (n_head, MAX_CHUNKS, HEAD_DIM)
@@ -76,14 +77,14 @@ var<workgroup> red: array<f32, WG>;
 var<workgroup> inv_rms_wg: f32;
 var<workgroup> head_max: array<f32, MAX_HEADS>;
 var<workgroup> head_inv_l: array<f32, MAX_HEADS>;
-var<workgroup> merge_w: array<f32, MAX_WEIGHTS>;
+var<workgroup> merge_w: array<f32, MERGE_TABLE>;
 
 fn n_chunks() -> u32 {
     return min((step.n_kv + CHUNK - 1u) / CHUNK, MAX_CHUNKS);
 }
 
 fn merge_weight(h: u32, c: u32, nc: u32) -> f32 {
-    if (K / HEAD_DIM * nc <= MAX_WEIGHTS) {
+    if (K / HEAD_DIM * nc <= MERGE_TABLE) {
         return merge_w[h * nc + c];
     }
     return exp(aux[2u * (h * MAX_CHUNKS + c)] - head_max[h]) * head_inv_l[h];
@@ -177,7 +178,7 @@ fn prologue(lid: u32, rms_tree: bool) {
             head_inv_l[lid] = 1.0 / l;
         }
         workgroupBarrier();
-        if (nh * nc <= MAX_WEIGHTS) {
+        if (nh * nc <= MERGE_TABLE) {
             for (var i = lid; i < nh * nc; i += WG) {
                 let h = i / nc;
                 let c = i % nc;

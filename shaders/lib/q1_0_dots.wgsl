@@ -10,6 +10,11 @@ const BLOCK: u32 = 128u;
 @group(0) @binding(0) var<storage, read> codes: array<u32>;        // (rows, K/32) sign bits
 @group(0) @binding(1) var<storage, read> scales: array<u32>;       // (rows * K/128) f16, 2 per word
 
+// Nothing to stage: x is read as it is, all words in one chunk (the q8 core's stage_x
+// quantizes it into workgroup memory, a chunk at a time).
+const STAGE_WORDS: u32 = 0x40000000u;
+fn stage_x(lid: u32, first_word: u32) {}
+
 fn block_scale(i: u32) -> f32 {
     let pair = unpack2x16float(scales[i >> 1u]);
     return select(pair.x, pair.y, (i & 1u) == 1u);

@@ -6,6 +6,7 @@ use std::ops::Range;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::model::rope::RopeParams;
+use crate::quant::q1_0::{Q8Activations, dot_q1_0_q8};
 use crate::quant::{dequantize_row, dot_row, is_matrix_type};
 
 /// A weight matrix of `n` rows by `k` columns, as stored in GGUF (dims [k, n]): Q1_0 or Q2_0
@@ -69,6 +70,34 @@ impl Matrix {
         let chunk = self.n.div_ceil(threads);
         std::thread::scope(|scope| {
             for (c, part) in out.chunks_mut(chunk).enumerate() {
+                scope.spawn(move || rows(c * chunk, part));
+            }
+        });
+    }
+}
+
+impl Matrix {
+    /// As [`Matrix::matvec`] in the arithmetic of the GPU's q8 path for Q1_0 weights (x
+    /// quantized by [`Q8Activations`], integer sums per group of 32; see
+    /// [`crate::quant::q1_0::dot_q1_0_q8`]); other types as [`Matrix::matvec`], as on the GPU.
+    pub fn matvec_q8(&self, out: &mut [f32], x: &[f32]) {
+        if self.ty != GgmlType::Q1_0 || !self.k.is_multiple_of(128) {
+            return self.matvec(out, x);
+        }
+        let xq = Q8Activations::new(x);
+        let rows = |first: usize, out: &mut [f32]| {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot_q1_0_q8(self.row(first + i), &xq);
+            }
+        };
+        let threads = worker_threads();
+        if threads < 2 || self.n * self.k < PARALLEL_MIN_WORK {
+            return rows(0, out);
+        }
+        let chunk = self.n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (c, part) in out.chunks_mut(chunk).enumerate() {
+                let rows = &rows;
                 scope.spawn(move || rows(c * chunk, part));
             }
         });

@@ -39,6 +39,8 @@ pub struct RunState {
     pub hb: Vec<f32>,
     /// (n_ff) up
     pub hb2: Vec<f32>,
+    /// Matvecs in the GPU q8 path's arithmetic ([`Matrix::matvec_q8`]) instead of f32.
+    pub q8: bool,
 }
 
 impl RunState {
@@ -53,6 +55,7 @@ impl RunState {
             v: vec![0.0; c.kv_dim()],
             hb: vec![0.0; c.n_ff],
             hb2: vec![0.0; c.n_ff],
+            q8: false,
         }
     }
 
@@ -61,23 +64,23 @@ impl RunState {
     pub fn attention_input(&mut self, c: &Qwen3Config, w: &CpuLayer) {
         let xb = &mut self.xb[..c.n_embd];
         rmsnorm(xb, &self.x, &w.attn_norm, c.rms_eps);
-        w.wq.matvec(&mut self.q, xb);
-        w.wk.matvec(&mut self.k, xb);
-        w.wv.matvec(&mut self.v, xb);
+        mv(self.q8, &w.wq, &mut self.q, xb);
+        mv(self.q8, &w.wk, &mut self.k, xb);
+        mv(self.q8, &w.wv, &mut self.v, xb);
     }
 
     /// The layer's steps after the attention core, whose output is in `xb[..q_dim]`:
     /// `x += Wo xb`, then the feed-forward block `x += Wdown (silu(Wgate xb) * Wup xb)` with
     /// `xb = rmsnorm(x) * ffn_norm`.
     pub fn attention_output(&mut self, c: &Qwen3Config, w: &CpuLayer) {
-        w.wo.matvec(&mut self.xb2, &self.xb[..c.q_dim()]);
+        mv(self.q8, &w.wo, &mut self.xb2, &self.xb[..c.q_dim()]);
         add(&mut self.x, &self.xb2);
         let xb = &mut self.xb[..c.n_embd];
         rmsnorm(xb, &self.x, &w.ffn_norm, c.rms_eps);
-        w.w_gate.matvec(&mut self.hb, xb);
-        w.w_up.matvec(&mut self.hb2, xb);
+        mv(self.q8, &w.w_gate, &mut self.hb, xb);
+        mv(self.q8, &w.w_up, &mut self.hb2, xb);
         silu_mul(&mut self.hb, &self.hb2);
-        w.w_down.matvec(&mut self.xb2, &self.hb);
+        mv(self.q8, &w.w_down, &mut self.xb2, &self.hb);
         add(&mut self.x, &self.xb2);
     }
 
@@ -86,7 +89,15 @@ impl RunState {
         let c = &model.config;
         let xb = &mut self.xb[..c.n_embd];
         rmsnorm(xb, &self.x, &model.weights.output_norm, c.rms_eps);
-        model.weights.head().matvec(logits, xb);
+        mv(self.q8, model.weights.head(), logits, xb);
+    }
+}
+
+/// `out = w x`, in the q8 path's arithmetic when `q8`.
+fn mv(q8: bool, w: &Matrix, out: &mut [f32], x: &[f32]) {
+    match q8 {
+        true => w.matvec_q8(out, x),
+        false => w.matvec(out, x),
     }
 }
 
@@ -159,6 +170,13 @@ impl CpuSession {
         })
     }
 
+    /// Runs the matvecs in the GPU q8 path's arithmetic ([`Matrix::matvec_q8`]) when `on`: the
+    /// tight reference of a GPU session on [`crate::gpu::KernelPath::Q8`].
+    pub fn with_q8_activations(mut self, on: bool) -> CpuSession {
+        self.s.q8 = on;
+        self
+    }
+
     /// The model this session runs.
     pub fn model(&self) -> &Arc<CpuModel> {
         &self.model
@@ -198,12 +216,14 @@ impl CpuSession {
         };
         let (kv_dim, q_dim) = (c.kv_dim(), c.q_dim());
         let cache_type = self.cache_type;
+        let q8 = self.s.q8;
 
         // token embeddings: one row of token_embd each, (n_tokens) run states
         let mut states: Vec<RunState> = tokens
             .iter()
             .map(|&token| {
                 let mut s = RunState::new(c);
+                s.q8 = q8;
                 model.weights.token_embd.embed(token as usize, &mut s.x);
                 s
             })

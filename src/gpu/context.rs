@@ -32,6 +32,66 @@ pub struct GpuOptions {
     /// ([`crate::gpu::kernel::Shader::trusted`]): for tests and debugging
     /// (`BONSAI_CHECKED_SHADERS=1` sets it as well).
     pub checked_shaders: bool,
+    /// Arithmetic of the Q1_0 matvec and matmul kernels ([`KernelPath::Auto`]: chosen per
+    /// adapter; `BONSAI_KERNEL_PATH=f32|q8` overrides).
+    pub kernel_path: KernelPath,
+}
+
+/// The arithmetic of the Q1_0 product kernels (matvec for decode, matmul for prefill).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    /// [`KernelPath::Q8`] except on Metal (Apple GPUs have no fast packed integer dot product):
+    /// [`KernelPath::F32`] there.
+    #[default]
+    Auto,
+    /// f32 activations, each sign applied to its activation: the portable path and the exact
+    /// reference of the others.
+    F32,
+    /// Activations quantized to int8 in blocks of 32 (llama.cpp's q8_0) by the kernel that
+    /// reads them, signs applied by packed 4 x 8-bit integer dot products (`dot4I8Packed`).
+    /// CPU reference: [`crate::cpu::ops::Matrix::matvec_q8`].
+    Q8,
+}
+
+impl KernelPath {
+    /// The name the tools and `BONSAI_KERNEL_PATH` accept.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Auto => "auto",
+            KernelPath::F32 => "f32",
+            KernelPath::Q8 => "q8",
+        }
+    }
+
+    /// The path `Auto` means on `backend`; other paths stay as they are.
+    pub fn resolve(self, backend: wgpu::Backend) -> KernelPath {
+        match (self, backend) {
+            (KernelPath::Auto, wgpu::Backend::Metal) => KernelPath::F32,
+            (KernelPath::Auto, _) => KernelPath::Q8,
+            (path, _) => path,
+        }
+    }
+}
+
+impl std::fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KernelPath {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(KernelPath::Auto),
+            "f32" => Ok(KernelPath::F32),
+            "q8" => Ok(KernelPath::Q8),
+            other => Err(Error::InvalidArgument(format!(
+                "kernel path `{other}`: expected auto, f32 or q8"
+            ))),
+        }
+    }
 }
 
 impl Default for GpuOptions {
@@ -42,6 +102,7 @@ impl Default for GpuOptions {
             power: wgpu::PowerPreference::HighPerformance,
             allow_cpu: true,
             checked_shaders: false,
+            kernel_path: KernelPath::Auto,
         }
     }
 }
@@ -93,6 +154,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Every kernel is built with runtime bounds checks ([`GpuOptions::checked_shaders`]).
     pub checked_shaders: bool,
+    /// The Q1_0 product kernels' arithmetic, resolved for this adapter (never `Auto`); ops
+    /// read it when they are built, so a clone with another path builds that path's kernels.
+    pub kernel_path: KernelPath,
     /// First uncaptured wgpu error (validation, out of memory) since the last [`Self::take_error`].
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -192,6 +256,11 @@ impl GpuContext {
                 Ok(adapter) => {
                     let mut ctx = Self::from_adapter(adapter).await?;
                     ctx.checked_shaders |= opts.checked_shaders;
+                    let path = match env_var("BONSAI_KERNEL_PATH") {
+                        Some(name) => name.parse::<KernelPath>()?,
+                        None => opts.kernel_path,
+                    };
+                    ctx.kernel_path = path.resolve(ctx.info.backend);
                     return Ok(ctx);
                 }
                 Err(Error::Adapter(msg)) => failures.push(msg),
@@ -319,7 +388,12 @@ impl GpuContext {
                 slot.get_or_insert(msg);
             }
         }));
+        let kernel_path = match env_var("BONSAI_KERNEL_PATH") {
+            Some(name) => name.parse::<KernelPath>()?,
+            None => KernelPath::Auto,
+        };
         Ok(GpuContext {
+            kernel_path: kernel_path.resolve(info.backend),
             checked_shaders: env_var("BONSAI_CHECKED_SHADERS").is_some_and(|v| v.trim() != "0"),
             errors,
             device,

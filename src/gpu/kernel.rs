@@ -79,6 +79,11 @@ pub enum Shader {
     MatvecQ1_0,
     /// `y = W x` for a Q1_0 weight, reduced with `subgroupAdd` (needs subgroups).
     MatvecQ1_0Subgroup,
+    /// `y = W x` for a Q1_0 weight on int8 activations ([`crate::gpu::KernelPath::Q8`]),
+    /// reduced in workgroup memory.
+    MatvecQ1_0Q8,
+    /// [`Shader::MatvecQ1_0Q8`] reduced with `subgroupAdd` (needs subgroups).
+    MatvecQ1_0Q8Subgroup,
     /// Dequantizes token rows of a Q1_0 embedding table.
     EmbedQ1_0,
     /// `y = W x` for a Q2_0 weight, reduced in workgroup memory; runs on every adapter.
@@ -131,6 +136,8 @@ impl Shader {
     pub const ALL: &'static [Shader] = &[
         Shader::MatvecQ1_0,
         Shader::MatvecQ1_0Subgroup,
+        Shader::MatvecQ1_0Q8,
+        Shader::MatvecQ1_0Q8Subgroup,
         Shader::EmbedQ1_0,
         Shader::MatvecQ2_0,
         Shader::MatvecQ2_0Subgroup,
@@ -157,6 +164,8 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0 => "matvec_q1_0",
             Shader::MatvecQ1_0Subgroup => "matvec_q1_0_subgroup",
+            Shader::MatvecQ1_0Q8 => "matvec_q1_0_q8",
+            Shader::MatvecQ1_0Q8Subgroup => "matvec_q1_0_q8_subgroup",
             Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::MatvecQ2_0 => "matvec_q2_0",
             Shader::MatvecQ2_0Subgroup => "matvec_q2_0_subgroup",
@@ -167,8 +176,10 @@ impl Shader {
     /// File stem in `shaders/` of the main part (the part with the entry point).
     pub fn file(self) -> &'static str {
         match self {
-            Shader::MatvecQ1_0 | Shader::MatvecQ2_0 => "matvec_shared",
-            Shader::MatvecQ1_0Subgroup | Shader::MatvecQ2_0Subgroup => "matvec_subgroup",
+            Shader::MatvecQ1_0 | Shader::MatvecQ1_0Q8 | Shader::MatvecQ2_0 => "matvec_shared",
+            Shader::MatvecQ1_0Subgroup
+            | Shader::MatvecQ1_0Q8Subgroup
+            | Shader::MatvecQ2_0Subgroup => "matvec_subgroup",
             Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::EmbedQ2_0 => "embed_q2_0",
             Shader::MatmulQ2_0 => "matmul_q2_0",
@@ -226,12 +237,17 @@ impl Shader {
             "q2_0_dots",
             include_str!("../../shaders/lib/q2_0_dots.wgsl"),
         );
+        const Q1_0_Q8_DOTS: (&str, &str) = (
+            "q1_0_q8_dots",
+            include_str!("../../shaders/lib/q1_0_q8_dots.wgsl"),
+        );
         const COMMON: (&str, &str) = (
             "matvec_common",
             include_str!("../../shaders/lib/matvec_common.wgsl"),
         );
         match self {
             Shader::MatvecQ1_0 | Shader::MatvecQ1_0Subgroup => &[Q1_0_DOTS, COMMON],
+            Shader::MatvecQ1_0Q8 | Shader::MatvecQ1_0Q8Subgroup => &[Q1_0_Q8_DOTS, COMMON],
             Shader::MatvecQ2_0 | Shader::MatvecQ2_0Subgroup => &[Q2_0_DOTS, COMMON],
             _ => &[],
         }
@@ -262,6 +278,8 @@ impl Shader {
             self,
             Shader::MatvecQ1_0
                 | Shader::MatvecQ1_0Subgroup
+                | Shader::MatvecQ1_0Q8
+                | Shader::MatvecQ1_0Q8Subgroup
                 | Shader::MatvecQ2_0
                 | Shader::MatvecQ2_0Subgroup
                 | Shader::Argmax
@@ -271,9 +289,9 @@ impl Shader {
     /// Device capabilities the file needs.
     pub fn needs(self) -> ShaderNeeds {
         match self {
-            Shader::MatvecQ1_0Subgroup | Shader::MatvecQ2_0Subgroup => {
-                ShaderNeeds { subgroups: true }
-            }
+            Shader::MatvecQ1_0Subgroup
+            | Shader::MatvecQ1_0Q8Subgroup
+            | Shader::MatvecQ2_0Subgroup => ShaderNeeds { subgroups: true },
             _ => ShaderNeeds::default(),
         }
     }

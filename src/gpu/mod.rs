@@ -57,7 +57,7 @@ pub mod session;
 pub mod timer;
 
 pub use buffers::{Readback, StepParams};
-pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions};
+pub use context::{GpuContext, GpuFeatures, GpuInfo, GpuOptions, KernelPath};
 pub use kernel::{Kernel, KernelSpec, PipelineCache, Shader};
 
 pub use model::GpuModel;

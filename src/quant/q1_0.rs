@@ -171,6 +171,77 @@ pub fn dot_q1_0_f32(row: &[u8], x: &[f32]) -> f32 {
         .sum()
 }
 
+/// Activations quantized as the GPU's q8 path stages them ([`crate::gpu::KernelPath::Q8`],
+/// shaders/lib/q1_0_q8_dots.wgsl): blocks of 32 with `d = amax / 127` and
+/// `q = round(x * (127 / amax))` (ties to even, WGSL's `round`), llama.cpp's q8_0 but for the
+/// rounding of ties and an f32 scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Q8Activations {
+    /// The int8 values, one per input.
+    pub q: Vec<i8>,
+    /// The scale of each block of 32.
+    pub d: Vec<f32>,
+    /// `d * sum(q)` of each block of 32.
+    pub dsum: Vec<f32>,
+}
+
+/// Values per q8 scale.
+pub const QK8: usize = 32;
+
+impl Q8Activations {
+    /// Quantizes `x` (a multiple of 32 values).
+    ///
+    /// # Panics
+    /// When `x.len()` is not a multiple of 32.
+    pub fn new(x: &[f32]) -> Q8Activations {
+        assert_eq!(x.len() % QK8, 0, "q8 activations are whole blocks of 32");
+        let mut q = Vec::with_capacity(x.len());
+        let mut d = Vec::with_capacity(x.len() / QK8);
+        let mut dsum = Vec::with_capacity(x.len() / QK8);
+        for g in x.chunks_exact(QK8) {
+            let amax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for v in g {
+                let r = (v * inv).round_ties_even() as i8;
+                sum += i32::from(r);
+                q.push(r);
+            }
+            let scale = amax / 127.0;
+            d.push(scale);
+            dsum.push(scale * sum as f32);
+        }
+        Q8Activations { q, d, dsum }
+    }
+}
+
+/// A Q1_0 row dotted with q8 activations in the GPU's arithmetic: per block of 128, the
+/// integer sums `S_g` of the activations whose sign bit is set in each group of 32, then
+/// `d_w * (2 (d . S) - sum_g d_g sum(q_g))`, accumulated over the blocks in f32.
+pub fn dot_q1_0_q8(row: &[u8], x: &Q8Activations) -> f32 {
+    let nb = x.q.len() / QK1_0;
+    assert!(row.len() >= nb * Q1_0_BLOCK_BYTES, "Q1_0 row too short");
+    let mut acc = 0f32;
+    for (b, block) in blocks(&row[..nb * Q1_0_BLOCK_BYTES]).iter().enumerate() {
+        let mut dot_ds = 0f32;
+        let mut sx = 0f32;
+        for g in 0..4 {
+            let i = 4 * b + g;
+            let qs = &x.q[QK8 * i..QK8 * (i + 1)];
+            let s: i32 = qs
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| block.is_positive(QK8 * g + j))
+                .map(|(_, &v)| i32::from(v))
+                .sum();
+            dot_ds += x.d[i] * s as f32;
+            sx += x.dsum[i];
+        }
+        acc += block.scale() * (2.0 * dot_ds - sx);
+    }
+    acc
+}
+
 /// Quantizes `src` (a multiple of 128 values) to Q1_0 as llama.cpp's `quantize_row_q1_0_ref`:
 /// per block `d = sum(|x|) / 128` (summed in order, stored as f16) and bit `j` set when
 /// `x[j] >= 0`.

@@ -11,7 +11,7 @@
 //! CPU reference: [`crate::cpu::ops::Matrix::matvec`] and the unfused ops it replaces.
 
 use crate::gpu::buffers::{StepParams, check_binding};
-use crate::gpu::context::GpuContext;
+use crate::gpu::context::{GpuContext, KernelPath};
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_workgroups};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
@@ -48,6 +48,10 @@ pub struct MatvecOptions {
     /// Subgroup size range to plan for instead of the adapter's (must contain the real size).
     /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// The arithmetic; `None` = the context's [`GpuContext::kernel_path`]. [`KernelPath::Q8`]
+    /// applies to Q1_0 weights whose staged input fits the workgroup memory (every Bonsai
+    /// shape); others run the f32 kernels.
+    pub path: Option<KernelPath>,
 }
 
 /// What a matvec reads and writes.
@@ -342,6 +346,15 @@ impl MatvecQ1_0 {
 /// Row-group rounds per subgroup of a matvec with [`Fusion::rms`] on a CPU adapter (each
 /// subgroup sums the k/4 sums of squares once, for all of them).
 const RMS_ROUNDS_CPU: u32 = 4;
+/// Workgroup memory of a matvec kernel: lib/matvec_common.wgsl's (inv_rms_wg, head_max,
+/// head_inv_l, merge_w, red), the shared reduction's partials and the q8 core's staged input
+/// (STAGE_WORDS blocks), to check the q8 path against the device.
+fn workgroup_bytes(q8: bool, subgroup: bool) -> u32 {
+    let common = 4 + 2 * 64 * 4 + 4 * 1024 + 4 * WG;
+    let partial = if subgroup { 0 } else { 16 * WG };
+    let staged = if q8 { 32 * (8 * 16 + 2 * 16) } else { 0 };
+    common + partial + staged
+}
 
 /// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
 fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {
@@ -350,6 +363,10 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
         Reduce::Shared => false,
         Reduce::Subgroup => true,
     };
+    let q8 = w.format == WeightFormat::Q1_0
+        && opts.path.unwrap_or(ctx.kernel_path).resolve(ctx.info.backend) == KernelPath::Q8
+        && w.k.is_multiple_of(128)
+        && workgroup_bytes(true, subgroup) <= ctx.limits.max_compute_workgroup_storage_size;
     // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
     // x; the dense one has a fixed 4 rows per workgroup.
     match (w.format, subgroup) {
@@ -365,16 +382,22 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
                 _ => (4, 128),
             };
             let shader = match format {
+                WeightFormat::Q1_0 if q8 => Shader::MatvecQ1_0Q8Subgroup,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
                 _ => Shader::MatvecQ2_0Subgroup,
             };
             (shader, ROWS_PER_GROUP * WG / sg_min, Some(sg_max / sg_min))
         }
         (format, false) => {
-            // Threads per row group: a power of two up to 64, at most the row's word count.
-            let words = w.words_per_row() as u32;
+            // Threads per row group: a power of two up to 64, at most the row's word count
+            // (the q8 core's words are whole 128-weight blocks).
+            let words = match q8 {
+                true => (w.k / 128) as u32,
+                false => w.words_per_row() as u32,
+            };
             let tpg = 1u32 << words.min(64).ilog2();
             let shader = match format {
+                WeightFormat::Q1_0 if q8 => Shader::MatvecQ1_0Q8,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0,
                 _ => Shader::MatvecQ2_0,
             };
