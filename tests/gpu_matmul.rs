@@ -12,7 +12,7 @@ use bonsai_wgpu::gpu::buffers::{
 use bonsai_wgpu::gpu::kernel::{PipelineCache, submit_kernels};
 use bonsai_wgpu::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
-use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, KernelPath};
 use bonsai_wgpu::quant::q1_0;
 use common::{gpu_test, random_f32, random_q1_0};
 use rand::SeedableRng;
@@ -28,12 +28,31 @@ const TOL_MATMUL: f32 = 1e-4;
 /// Block scales of the random weights.
 const WEIGHT_SCALES: std::ops::Range<f32> = 0.01..0.1;
 
+/// The q8 path against its CPU reference (`Matrix::matvec_q8`): the same int8 input and
+/// integer sums, f32 combination in another order (observed: < 1e-6).
+const TOL_MATMUL_Q8: f32 = 1e-4;
+
 /// The CPU reference: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x` (n_tokens, k).
 fn cpu_matmul(bytes: &[u8], k: usize, n: usize, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
+    cpu_matmul_path(KernelPath::F32, bytes, k, n, x, residual)
+}
+
+/// [`cpu_matmul`] in `path`'s arithmetic (`Matrix::matvec_q8` for the q8 path).
+fn cpu_matmul_path(
+    path: KernelPath,
+    bytes: &[u8],
+    k: usize,
+    n: usize,
+    x: &[f32],
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     let w = Matrix::new(GgmlType::Q1_0, bytes.to_vec(), k, n).expect("Q1_0 matrix");
     let mut y = vec![0.0f32; x.len() / k * n];
     for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        w.matvec(yt, xt);
+        match path {
+            KernelPath::Q8 => w.matvec_q8(yt, xt),
+            _ => w.matvec(yt, xt),
+        }
     }
     if let Some(res) = residual {
         y.iter_mut().zip(res).for_each(|(y, r)| *y += r);
@@ -41,16 +60,35 @@ fn cpu_matmul(bytes: &[u8], k: usize, n: usize, x: &[f32], residual: Option<&[f3
     y
 }
 
+/// A context whose Q1_0 matmuls take `path` (the tests that name none: f32).
+async fn ctx_path(path: KernelPath) -> GpuContext {
+    GpuContext::new(&GpuOptions {
+        kernel_path: path,
+        ..GpuOptions::default()
+    })
+    .await
+    .expect("a wgpu adapter")
+}
+
 async fn ctx() -> GpuContext {
-    GpuContext::new(&GpuOptions::default())
-        .await
-        .expect("a wgpu adapter")
+    ctx_path(KernelPath::F32).await
 }
 
 /// `y (+)= x W^T` for `n_tokens` tokens, W `[k, n]` uploaded with at most `max_binding` bytes
 /// per part (forcing several parts when small).
 async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max_binding: u64) {
-    let ctx = ctx().await;
+    check_matmul_path(KernelPath::F32, k, n, n_tokens, accumulate, max_binding).await;
+}
+
+async fn check_matmul_path(
+    path: KernelPath,
+    k: usize,
+    n: usize,
+    n_tokens: usize,
+    accumulate: bool,
+    max_binding: u64,
+) {
+    let ctx = ctx_path(path).await;
     let cache = PipelineCache::new();
     let mut rng = StdRng::seed_from_u64((k * 31 + n * 7 + n_tokens) as u64);
     let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
@@ -84,15 +122,19 @@ async fn check_matmul(k: usize, n: usize, n_tokens: usize, accumulate: bool, max
     let got: Vec<f32> = read_buffer(&ctx, &y_buf, 0, max_tokens * n)
         .await
         .expect("read");
-    let want = cpu_matmul(&bytes, k, n, &x, accumulate.then_some(&y0[..]));
+    let want = cpu_matmul_path(path, &bytes, k, n, &x, accumulate.then_some(&y0[..]));
     let what = format!(
-        "matmul k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
+        "matmul {path} k {k} n {n} T {n_tokens} acc {accumulate} parts {}",
         w.parts.len()
     );
+    let tol = match path {
+        KernelPath::Q8 => TOL_MATMUL_Q8,
+        _ => TOL_MATMUL,
+    };
     let mut worst = 0.0f32;
     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
         let err = (g - e).abs() / e.abs().max(1.0);
-        assert!(err <= TOL_MATMUL, "{what}: index {i}: got {g}, want {e}");
+        assert!(err <= tol, "{what}: index {i}: got {g}, want {e}");
         worst = worst.max(err);
     }
     // Rows of tokens past n_tokens are untouched.
@@ -113,6 +155,17 @@ async fn matmul_q1_0_matches_cpu() {
     check_matmul(1024, 96, 16, true, u64::MAX).await;
 }
 
+/// The q8 path's matmul against its CPU reference: one token to several tiles, accumulating,
+/// split parts, and rows of 12,288 (Bonsai-8B's ffn_down).
+#[gpu_test]
+async fn matmul_q1_0_q8_matches_cpu() {
+    let q8 = KernelPath::Q8;
+    check_matmul_path(q8, 256, 200, 1, false, u64::MAX).await;
+    check_matmul_path(q8, 512, 130, 33, true, u64::MAX).await;
+    check_matmul_path(q8, 384, 150, 20, false, 40 * 48).await;
+    check_matmul_path(q8, 12288, 64, 5, true, u64::MAX).await;
+}
+
 #[gpu_test]
 async fn matmul_q1_0_split_parts_matches_cpu() {
     // 384 / 8 = 48 sign bytes per row: a 40-row limit gives 4 parts of 40, 40, 40, 30 rows.
@@ -124,7 +177,12 @@ async fn matmul_q1_0_split_parts_matches_cpu() {
 /// result is the 16-token tile's bit for bit, and the CPU reference's within TOL_MATMUL.
 #[gpu_test]
 async fn matmul_small_tiles_equal_the_16_token_tile() {
-    let ctx = ctx().await;
+    small_tiles_equal_the_16_token_tile(KernelPath::F32).await;
+    small_tiles_equal_the_16_token_tile(KernelPath::Q8).await;
+}
+
+async fn small_tiles_equal_the_16_token_tile(path: KernelPath) {
+    let ctx = ctx_path(path).await;
     let cache = PipelineCache::new();
     let (k, n, max_tokens) = (256, 200, 16);
     let mut rng = StdRng::seed_from_u64(99);
@@ -165,14 +223,14 @@ async fn matmul_small_tiles_equal_the_16_token_tile() {
         }
         assert!(
             outs[0] == outs[1],
-            "T {n_tokens}: small tile vs 16-token tile differ"
+            "{path} T {n_tokens}: small tile vs 16-token tile differ"
         );
-        let want = cpu_matmul(&bytes, k, n, &x[..n_tokens * k], None);
+        let want = cpu_matmul_path(path, &bytes, k, n, &x[..n_tokens * k], None);
         for (i, (g, e)) in outs[1].iter().zip(&want).enumerate() {
             let err = (g - e).abs() / e.abs().max(1.0);
             assert!(
-                err <= TOL_MATMUL,
-                "T {n_tokens} index {i}: got {g}, want {e}"
+                err <= TOL_MATMUL.max(TOL_MATMUL_Q8),
+                "{path} T {n_tokens} index {i}: got {g}, want {e}"
             );
         }
     }

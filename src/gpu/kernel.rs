@@ -116,6 +116,8 @@ pub enum Shader {
     AttentionPrefill,
     /// Batched Q1_0 matrix multiply for prefill.
     MatmulQ1_0,
+    /// Batched Q1_0 matrix multiply for prefill on int8 activations (the q8 path).
+    MatmulQ1_0Q8,
     /// One stage of the multi-stage top-k for the sampler.
     Topk,
     /// GPU sampling: penalties on the logits of the window's tokens.
@@ -154,6 +156,7 @@ impl Shader {
         Shader::AttentionMerge,
         Shader::AttentionPrefill,
         Shader::MatmulQ1_0,
+        Shader::MatmulQ1_0Q8,
         Shader::Topk,
         Shader::SamplePenalties,
         Shader::Sample,
@@ -194,6 +197,7 @@ impl Shader {
             Shader::AttentionMerge => "attention_merge",
             Shader::AttentionPrefill => "attention_prefill",
             Shader::MatmulQ1_0 => "matmul_q1_0",
+            Shader::MatmulQ1_0Q8 => "matmul_q1_0_q8",
             Shader::Topk => "topk",
             Shader::SamplePenalties => "sample_penalties",
             Shader::Sample => "sample",
@@ -219,6 +223,7 @@ impl Shader {
             "attention_merge" => include_str!("../../shaders/attention_merge.wgsl"),
             "attention_prefill" => include_str!("../../shaders/attention_prefill.wgsl"),
             "matmul_q1_0" => include_str!("../../shaders/matmul_q1_0.wgsl"),
+            "matmul_q1_0_q8" => include_str!("../../shaders/matmul_q1_0_q8.wgsl"),
             "topk" => include_str!("../../shaders/topk.wgsl"),
             "sample_penalties" => include_str!("../../shaders/sample_penalties.wgsl"),
             "sample" => include_str!("../../shaders/sample.wgsl"),

@@ -1,10 +1,11 @@
 //! Batched Q1_0 / Q2_0 matrix multiply for prefill: `Y[T, N] (+)= X[T, K] . W[N, K]^T`
 //! (`shaders/matmul_q1_0.wgsl` / `matmul_q2_0.wgsl`, by the weight's format; `matmul_f32.wgsl`
-//! for dense rows). Each workgroup reads its weight rows once per 16 tokens.
-//! CPU reference: [`crate::cpu::ops::Matrix::matvec`] per token.
+//! for dense rows; `matmul_q1_0_q8.wgsl` for Q1_0 on the context's [`KernelPath::Q8`]). Each
+//! workgroup reads its weight rows once per 16 tokens.
+//! CPU reference: [`crate::cpu::ops::Matrix::matvec`] per token (`matvec_q8` for the q8 path).
 
 use crate::gpu::buffers::{StepParams, check_binding};
-use crate::gpu::context::GpuContext;
+use crate::gpu::context::{GpuContext, KernelPath};
 use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
@@ -84,6 +85,9 @@ impl MatmulQ1_0 {
             });
         }
         let (shader, rows_per_workgroup) = match w.format {
+            WeightFormat::Q1_0 if ctx.kernel_path == KernelPath::Q8 => {
+                (Shader::MatmulQ1_0Q8, ROWS_PER_WORKGROUP)
+            }
             WeightFormat::Q1_0 => (Shader::MatmulQ1_0, ROWS_PER_WORKGROUP),
             WeightFormat::Q2_0 => (Shader::MatmulQ2_0, ROWS_PER_WORKGROUP),
             WeightFormat::F32 => (Shader::MatmulF32, DENSE_ROWS_PER_WORKGROUP),
