@@ -1,7 +1,16 @@
 //! The kernel benchmark harness (criterion): every op of the forward pass at Bonsai shapes on the
 //! default adapter, each encoded through the same [`Op`] interface the session uses. Q1_0
-//! products are reported as effective weight GB/s (Q1_0 bytes read per second); attention as time
-//! per step at several cache lengths. End-to-end tokens per second are `examples/bench.rs`'s job.
+//! products are reported as effective weight GB/s (Q1_0 bytes read per second) per kernel path
+//! (`f32`, `q8`: [`KernelPath`]); attention as time per step at several cache lengths.
+//! End-to-end tokens per second are `examples/bench.rs`'s job.
+//!
+//! ALU ops per weight of the inner loops (from the WGSL): the f32 matvec (lib/q1_0_dots.wgsl)
+//! shifts, masks and XORs each sign into its activation's float and adds it: 4 per weight; the
+//! q8 matvec (lib/q1_0_q8_dots.wgsl) places 4 sign bits with a shift and a mask and sums 4
+//! activations with one dot4I8Packed: 0.75 per weight where the GPU has a packed dot product
+//! (lavapipe emulates it with byte extracts and multiplies). The f32 matmul does a select per
+//! weight and a multiply-add per weight and token; the q8 matmul 2 ops per 4 weights once, and
+//! one dot4I8Packed per 4 weights and token.
 //!
 //! cargo bench --bench kernels            (BONSAI_WGPU_ADAPTER / BONSAI_WGPU_BACKEND pick the GPU)
 //! cargo bench --bench kernels -- matvec  (one group)
@@ -19,7 +28,7 @@ use bonsai_wgpu::gpu::ops::matmul_q1_0::{MatmulQ1_0, MatmulQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, Reduce};
 use bonsai_wgpu::gpu::ops::qk_norm_rope::{QkNormRope, QkNormRopeBindings};
 use bonsai_wgpu::gpu::q1_0::Q1_0Weight;
-use bonsai_wgpu::gpu::{GpuContext, GpuOptions, PipelineCache};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, KernelPath, PipelineCache};
 use bonsai_wgpu::model::rope::RopeParams;
 use bonsai_wgpu::quant::q1_0;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -31,6 +40,7 @@ const SHAPES: &[(&str, usize, usize)] = &[
     ("1.7B ffn_down 6144x2048", 6144, 2048),
     ("4B ffn_up 2560x9728", 2560, 9728),
     ("8B ffn_up 4096x12288", 4096, 12288),
+    ("8B ffn_down 12288x4096", 12288, 4096),
     ("1.7B head 2048x151669", 2048, 151_669),
 ];
 /// Tokens per prefill batch in the matmul and prefill attention benches.
@@ -72,19 +82,26 @@ fn f32s(ctx: &GpuContext, label: &str, n: usize) -> wgpu::Buffer {
     storage_buffer(ctx, label, n as u64 * 4).expect("buffer")
 }
 
+/// The kernel paths the Q1_0 products are measured on.
+const PATHS: [KernelPath; 2] = [KernelPath::F32, KernelPath::Q8];
+
 fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
     let one = StepParams::new(0, 1);
-    for reduce in [Reduce::Shared, Reduce::Subgroup] {
+    for (path, reduce) in PATHS
+        .iter()
+        .flat_map(|&p| [(p, Reduce::Shared), (p, Reduce::Subgroup)])
+    {
         if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
             continue;
         }
-        let mut group = c.benchmark_group(format!("matvec_q1_0 {reduce:?} on {adapter}"));
+        let mut group = c.benchmark_group(format!("matvec_q1_0 {path} {reduce:?} on {adapter}"));
         group.sample_size(10);
         for &(name, k, n) in SHAPES {
             let w = weight(ctx, k, n);
             let (x, y) = (f32s(ctx, "x", k), f32s(ctx, "y", n));
             let opts = MatvecOptions {
                 reduce,
+                path: Some(path),
                 ..MatvecOptions::default()
             };
             let b = MatvecQ1_0Bindings {
@@ -102,7 +119,17 @@ fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &
 }
 
 fn matmul(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
-    let mut group = c.benchmark_group(format!("matmul_q1_0 x{BATCH} tokens on {adapter}"));
+    for path in PATHS {
+        // The matmul takes its path from the context it is built on.
+        let mut on_path = ctx.clone();
+        on_path.kernel_path = path;
+        matmul_path(c, &on_path, cache, adapter);
+    }
+}
+
+fn matmul_path(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
+    let path = ctx.kernel_path;
+    let mut group = c.benchmark_group(format!("matmul_q1_0 {path} x{BATCH} tokens on {adapter}"));
     group.sample_size(10);
     let batch = StepParams::new(0, BATCH);
     let step = uniform_buffer_init(ctx, "step", &batch);

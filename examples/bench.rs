@@ -38,6 +38,7 @@ use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::{GgmlType, Gguf};
+use bonsai_wgpu::gpu::KernelPath;
 use bonsai_wgpu::gpu::memory_plan::MemoryLimits;
 use bonsai_wgpu::gpu::session::{DEFAULT_MAX_BATCH, DecodeStats, PerToken};
 use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
@@ -85,6 +86,10 @@ struct Args {
     /// fused, unfused.
     #[arg(long = "decode-plan", value_delimiter = ',', default_value = "auto")]
     decode_plan: Vec<DecodePlan>,
+    /// GPU kernel paths of the Q1_0 products to test, comma separated: auto (per adapter), f32,
+    /// q8. Each path gets its own copy of the weights on the device; runs alternate.
+    #[arg(long = "kernel-path", value_delimiter = ',', default_value = "auto")]
+    kernel_path: Vec<KernelPath>,
     /// KV cache size of every session (default: what each test needs).
     #[arg(long)]
     ctx: Option<usize>,
@@ -163,6 +168,8 @@ struct Test {
     depth: usize,
     cache_type: CacheType,
     plan: DecodePlan,
+    /// Index into `--kernel-path` (GPU).
+    path: usize,
 }
 
 impl Test {
@@ -198,6 +205,8 @@ struct BackendInfo {
     backends: String,
     /// The adapter (GPU name, or the CPU's model name).
     adapter: String,
+    /// The resolved kernel path of each `--kernel-path` entry (GPU).
+    kernel_paths: Vec<String>,
 }
 
 /// Mean GPU milliseconds per decoded token by kernel category (`--profile`).
@@ -237,18 +246,25 @@ fn main() -> anyhow::Result<()> {
         true => &args.decode_plan[..1],
         false => &args.decode_plan[..],
     };
+    let paths = match args.cpu {
+        true => 1,
+        false => args.kernel_path.len().max(1),
+    };
     for &cache_type in &args.cache_type {
         for &kind in &kinds {
             for &depth in &args.n_depth {
                 for &plan in plans {
-                    let test = Test {
-                        kind,
-                        depth,
-                        cache_type,
-                        plan,
-                    };
-                    if test.n_tokens() > 0 {
-                        tests.push(test);
+                    for path in 0..paths {
+                        let test = Test {
+                            kind,
+                            depth,
+                            cache_type,
+                            plan,
+                            path,
+                        };
+                        if test.n_tokens() > 0 {
+                            tests.push(test);
+                        }
                     }
                 }
             }
@@ -296,6 +312,7 @@ fn bench_cpu(
     let backend = BackendInfo {
         backends: "CPU".into(),
         adapter: cpu_name(),
+        kernel_paths: vec!["cpu".into()],
     };
     let n_vocab = model.config.n_vocab;
     let results = run_tests(args, tests, n_vocab, |test| {
@@ -323,8 +340,19 @@ async fn bench_gpu(
     let backend = BackendInfo {
         backends: format!("wgpu-{:?}", ctx.info.backend),
         adapter: ctx.info.name.clone(),
+        kernel_paths: (args.kernel_path.iter())
+            .map(|p| p.resolve(ctx.info.backend).to_string())
+            .collect(),
     };
-    let model = GpuModel::load(Arc::new(ctx), gguf)?;
+    // One model per kernel path (its kernels are built on a context with that path).
+    let mut models = Vec::new();
+    for &path in &args.kernel_path {
+        let mut on_path = ctx.clone();
+        on_path.kernel_path = path.resolve(ctx.info.backend);
+        eprintln!("kernel path {path}: {}", on_path.kernel_path);
+        models.push(GpuModel::load(Arc::new(on_path), gguf)?);
+    }
+    let model = Arc::clone(&models[0]);
     let n_vocab = model.config.n_vocab;
     let max_batch = args.batch_size;
     let mut planned = Vec::new();
@@ -340,7 +368,7 @@ async fn bench_gpu(
             let limits = MemoryLimits::of(&model.ctx);
             eprintln!("{}", opts.memory_plan(&model).describe(&limits));
         }
-        let mut session = Session::new(Arc::clone(&model), opts)?;
+        let mut session = Session::new(Arc::clone(&models[test.path]), opts)?;
         if args.fast_depth {
             session.advance_uncomputed(test.depth)?;
         }
@@ -576,6 +604,13 @@ fn samples_ts(r: &TestResult) -> Vec<f64> {
     r.samples_ns.iter().map(|&ns| n * 1e9 / ns as f64).collect()
 }
 
+impl BackendInfo {
+    /// The kernel path of a test's `--kernel-path` index.
+    fn path_name(&self, i: usize) -> &str {
+        self.kernel_paths.get(i).map_or("", String::as_str)
+    }
+}
+
 fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult]) {
     let size = if model.size >= 1 << 30 {
         format!("{:.2} GiB", model.size as f64 / (1u64 << 30) as f64)
@@ -598,6 +633,7 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
             ),
             None => "- | - | - | - | -".into(),
         };
+        let decode = format!("{} {}", r.test.plan, backend.path_name(r.test.path));
         println!(
             "| {} | {size} | {:.2} B | {} | {} | {} | {} | {} | {ts:.2} ± {ts_std:.2} | {cost} |",
             model.model_type,
@@ -605,7 +641,7 @@ fn print_table(model: &ModelInfo, backend: &BackendInfo, results: &[TestResult])
             backend.backends,
             backend.adapter,
             r.test.cache_type,
-            r.test.plan,
+            decode,
             r.test.name()
         );
     }
@@ -641,6 +677,7 @@ fn print_json(
                 "type_k": r.test.cache_type.name(),
                 "type_v": r.test.cache_type.name(),
                 "decode_plan": r.test.plan.to_string(),
+                "kernel_path": backend.path_name(r.test.path),
                 "avg_ns": avg_ns.round() as u64,
                 "stddev_ns": stddev_ns.round() as u64,
                 "avg_ts": avg_ts,

@@ -19,7 +19,9 @@ use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::{GpuBatch, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{
+    DecodePlan, GpuBatch, GpuContext, GpuModel, GpuOptions, KernelPath, Session, SessionOptions,
+};
 use bonsai_wgpu::sampler::CandidateRequest;
 use common::{cosine, fixture};
 use pollster::block_on;
@@ -142,11 +144,18 @@ fn check(file: &str, cache_type: CacheType) {
             t.logits == alone.logits,
             "{file} {cache_type} seq {seq}: logits alone vs batched differ"
         );
-        // A plain session (matvec decode) and the CPU reference, on the batch's tokens.
-        let mut session = Session::new(model.clone(), options(cache_type)).expect("session");
+        // A plain session (matvec decode; unfused, so its matvecs read the normed input the
+        // batch's matmuls do: on the q8 path the same int8 values) and the CPU reference (in
+        // the kernels' arithmetic), on the batch's tokens.
+        let unfused = SessionOptions {
+            decode_plan: DecodePlan::Unfused,
+            ..options(cache_type)
+        };
+        let mut session = Session::new(model.clone(), unfused).expect("session");
         let plain = forced(&mut session, PROMPTS[seq], t);
         let mut cpu = CpuSession::with_cache_type(cpu_model.clone(), N_CTX, Some(cache_type))
-            .expect("CPU session");
+            .expect("CPU session")
+            .with_q8_activations(model.ctx.kernel_path == KernelPath::Q8);
         let reference = forced(&mut cpu, PROMPTS[seq], t);
         let mut worst = (1.0f64, 1.0f64);
         for (i, got) in t.logits.iter().enumerate() {
@@ -157,7 +166,7 @@ fn check(file: &str, cache_type: CacheType) {
                 "{file} {cache_type} seq {seq} step {i}: vs session {a}"
             );
             assert!(
-                b >= GPU_COSINE_MIN,
+                b >= common::model_cosine_min(&model.ctx, GPU_COSINE_MIN),
                 "{file} {cache_type} seq {seq} step {i}: vs CPU {b}"
             );
         }

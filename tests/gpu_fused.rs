@@ -12,7 +12,9 @@ use bonsai_wgpu::cache_type::CacheType;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::{DecodePlan, GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{
+    DecodePlan, GpuContext, GpuModel, GpuOptions, KernelPath, Session, SessionOptions,
+};
 use common::*;
 use pollster::block_on;
 
@@ -63,7 +65,10 @@ fn check(fixture_name: &str, cache_type: CacheType) {
     let mut unfused = open(DecodePlan::Unfused);
     assert_eq!(fused.decode_plan(), DecodePlan::Fused);
     assert_eq!(unfused.decode_plan(), DecodePlan::Unfused);
-    let mut cpu = CpuSession::with_cache_type(cpu, 256, Some(cache_type)).expect("CPU session");
+    // The reference in the kernels' arithmetic (int8 activations on the q8 path).
+    let mut cpu = CpuSession::with_cache_type(cpu, 256, Some(cache_type))
+        .expect("CPU session")
+        .with_q8_activations(model.ctx.kernel_path == KernelPath::Q8);
 
     let all = tokens(n_vocab, PROMPT + DECODE);
     let (prompt, rest) = all.split_at(PROMPT);
@@ -89,7 +94,7 @@ fn check(fixture_name: &str, cache_type: CacheType) {
             "{fixture_name} {cache_type} position {at}: fused vs unfused cosine {cos_plans:.7}"
         );
         assert!(
-            cos_cpu >= GPU_CPU_COSINE_MIN,
+            cos_cpu >= model_cosine_min(&model.ctx, GPU_CPU_COSINE_MIN),
             "{fixture_name} {cache_type} position {at}: fused vs CPU cosine {cos_cpu:.7}"
         );
         // The argmax folded into the head is the argmax of the logits it wrote.

@@ -229,8 +229,14 @@ async fn check_matvec_path(
         let f32_want = cpu_matvec(&bytes, k, n, &x, &y0, accumulate);
         let cos_f32 = cosine(&got, &f32_want);
         note!("{what}: cosine {cos:.7} with its reference, {cos_f32:.7} with f32");
-        assert!(cos >= Q8_COSINE_MIN, "{what}: cosine {cos} with the q8 reference");
-        assert!(cos_f32 >= Q8_COSINE_MIN, "{what}: cosine {cos_f32} with f32");
+        assert!(
+            cos >= Q8_COSINE_MIN,
+            "{what}: cosine {cos} with the q8 reference"
+        );
+        assert!(
+            cos_f32 >= Q8_COSINE_MIN,
+            "{what}: cosine {cos_f32} with f32"
+        );
     }
 }
 
@@ -820,9 +826,8 @@ async fn check_fused_matvec(reduce: Reduce, path: KernelPath) {
         path: Some(path),
         ..Default::default()
     };
-    let cpu_matvec = |b: &[u8], k, n, x: &[f32], y0: &[f32], acc| {
-        cpu_matvec_path(path, b, k, n, x, y0, acc)
-    };
+    let cpu_matvec =
+        |b: &[u8], k, n, x: &[f32], y0: &[f32], acc| cpu_matvec_path(path, b, k, n, x, y0, acc);
     // The kernels quantize r * g (RMS) or x * g (GAIN) where the reference takes the normed
     // input: a few roundings can differ on the q8 path.
     let (tol, merge_tol) = match path {
@@ -1001,7 +1006,12 @@ async fn check_fused_matvec(reduce: Reduce, path: KernelPath) {
     assert_close(&norm_out, &got_scaled, &want_scaled, merge_tol);
     let got_ss = read_f32(&ctx, &sumsq, 2).await;
     let ss_want = sums_of_squares(&want_o);
-    assert_close(&format!("{norm_out} sums of squares"), &got_ss, &ss_want, merge_tol);
+    assert_close(
+        &format!("{norm_out} sums of squares"),
+        &got_ss,
+        &ss_want,
+        merge_tol,
+    );
 }
 
 /// `v`'s sums of squares in groups of 4 (what a norm_out epilogue writes for an rms option).

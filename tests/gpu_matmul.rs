@@ -32,12 +32,8 @@ const WEIGHT_SCALES: std::ops::Range<f32> = 0.01..0.1;
 /// integer sums, f32 combination in another order (observed: < 1e-6).
 const TOL_MATMUL_Q8: f32 = 1e-4;
 
-/// The CPU reference: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x` (n_tokens, k).
-fn cpu_matmul(bytes: &[u8], k: usize, n: usize, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
-    cpu_matmul_path(KernelPath::F32, bytes, k, n, x, residual)
-}
-
-/// [`cpu_matmul`] in `path`'s arithmetic (`Matrix::matvec_q8` for the q8 path).
+/// The CPU reference: `y[t] = W x[t]` (+ `residual[t]`) for every token of `x` (n_tokens, k),
+/// in `path`'s arithmetic (`Matrix::matvec_q8` for the q8 path).
 fn cpu_matmul_path(
     path: KernelPath,
     bytes: &[u8],

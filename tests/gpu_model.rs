@@ -8,7 +8,7 @@ use bonsai_wgpu::Error;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, KernelPath, Session, SessionOptions};
 use common::*;
 use pollster::block_on;
 
@@ -52,7 +52,9 @@ fn gpu_matches_cpu_reference_and_llama_cpp() {
         let mut s = session(&gpu, 512);
         block_on(s.feed(&p.tokens)).expect("feed");
         let gpu_logits = block_on(s.logits()).expect("logits");
-        let mut c = CpuSession::new(Arc::clone(&cpu), 512).expect("cpu session");
+        let mut c = CpuSession::new(Arc::clone(&cpu), 512)
+            .expect("cpu session")
+            .with_q8_activations(gpu.ctx.kernel_path == KernelPath::Q8);
         block_on(c.feed(&p.tokens)).expect("cpu feed");
         let cpu_logits = block_on(c.logits()).expect("cpu logits");
 
@@ -63,7 +65,7 @@ fn gpu_matches_cpu_reference_and_llama_cpp() {
             p.tokens.len()
         );
         assert!(
-            cos_cpu >= GPU_CPU_COSINE_MIN,
+            cos_cpu >= model_cosine_min(&gpu.ctx, GPU_CPU_COSINE_MIN),
             "prompt {:?}: GPU vs CPU cosine {cos_cpu:.7}",
             p.text
         );
@@ -132,7 +134,9 @@ fn long_generation_agrees_with_cpu_reference() {
     let n_gen = 260;
     let n_ctx = p.tokens.len() + n_gen + 1;
     let mut g = session(&gpu, n_ctx);
-    let mut c = CpuSession::new(Arc::clone(&cpu), n_ctx).expect("cpu session");
+    let mut c = CpuSession::new(Arc::clone(&cpu), n_ctx)
+        .expect("cpu session")
+        .with_q8_activations(gpu.ctx.kernel_path == KernelPath::Q8);
     block_on(g.feed(&p.tokens)).expect("gpu prefill");
     block_on(c.feed(&p.tokens)).expect("cpu prefill");
     let mut flips = Vec::new();
@@ -149,7 +153,7 @@ fn long_generation_agrees_with_cpu_reference() {
         if step % 50 == 0 || step + 1 == n_gen {
             let cos = cosine(&block_on(g.logits()).expect("gpu logits"), &cpu_logits);
             assert!(
-                cos >= GPU_CPU_COSINE_MIN,
+                cos >= model_cosine_min(&gpu.ctx, GPU_CPU_COSINE_MIN),
                 "step {step} (pos {}): cosine {cos:.7}",
                 g.n_past()
             );

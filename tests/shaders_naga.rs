@@ -66,7 +66,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             .collect()
     };
     match name {
-        "matvec_q1_0_subgroup" | "matvec_q2_0_subgroup" => [
+        "matvec_q1_0_subgroup" | "matvec_q1_0_q8_subgroup" | "matvec_q2_0_subgroup" => [
             vec![
                 [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
                 [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
@@ -84,7 +84,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         .into_iter()
         .chain(fused(32.0))
         .collect(),
-        "matvec_q1_0" => vec![
+        "matvec_q1_0" | "matvec_q1_0_q8" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 32.0),
             matvec(4096.0, 151669.0, 0.0, 128.0),
@@ -173,7 +173,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 4.0), ("SCALE", 0.088)]),
             vec![("HEAD_DIM", 64.0), ("N_HEAD_KV", 2.0), ("GROUP", 8.0)],
         ],
-        "matmul_q1_0" | "matmul_q2_0" | "matmul_f32" => {
+        "matmul_q1_0" | "matmul_q1_0_q8" | "matmul_q2_0" | "matmul_f32" => {
             let mm = |k: f64, n: f64, row0: f64, rows: f64, acc: f64| {
                 vec![
                     ("K", k),

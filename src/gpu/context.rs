@@ -40,8 +40,9 @@ pub struct GpuOptions {
 /// The arithmetic of the Q1_0 product kernels (matvec for decode, matmul for prefill).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KernelPath {
-    /// [`KernelPath::Q8`] except on Metal (Apple GPUs have no fast packed integer dot product):
-    /// [`KernelPath::F32`] there.
+    /// [`KernelPath::F32`] for now on every adapter: the q8 kernels match their CPU reference
+    /// per kernel, but whole-model runs drift from the q8 CPU reference as far as from the f32
+    /// one (cosine 0.9997 on the tiny fixture), which is not yet explained (ARCHITECTURE.md).
     #[default]
     Auto,
     /// f32 activations, each sign applied to its activation: the portable path and the exact
@@ -65,10 +66,10 @@ impl KernelPath {
 
     /// The path `Auto` means on `backend`; other paths stay as they are.
     pub fn resolve(self, backend: wgpu::Backend) -> KernelPath {
-        match (self, backend) {
-            (KernelPath::Auto, wgpu::Backend::Metal) => KernelPath::F32,
-            (KernelPath::Auto, _) => KernelPath::Q8,
-            (path, _) => path,
+        let _ = backend;
+        match self {
+            KernelPath::Auto => KernelPath::F32,
+            path => path,
         }
     }
 }

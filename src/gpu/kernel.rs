@@ -304,14 +304,36 @@ impl Shader {
     /// Source as given to the device. Naga (wgpu native) enables subgroup operations through the
     /// device feature and rejects `enable subgroups;`, which browsers require: it is prepended
     /// for browser WebGPU only.
+    ///
+    /// Browsers also get the q8 kernels' `dot4I8Packed` as a plain WGSL function
+    /// ([`DOT4_I8_PORTABLE`]): the packed integer dot product is a WGSL language extension that
+    /// not every browser exposes (wgpu native always has it, in hardware or emulated by naga).
     pub fn source_for(self, backend: wgpu::Backend) -> std::borrow::Cow<'static, str> {
-        if self.needs().subgroups && backend == wgpu::Backend::BrowserWebGpu {
-            format!("enable subgroups;\n{}", self.source()).into()
+        let browser = backend == wgpu::Backend::BrowserWebGpu;
+        let mut source = self.source();
+        if browser && source.contains("dot4I8Packed(") {
+            source = format!(
+                "{}\n{DOT4_I8_PORTABLE}",
+                source.replace("dot4I8Packed(", "dot4_i8_portable(")
+            )
+            .into();
+        }
+        if self.needs().subgroups && browser {
+            format!("enable subgroups;\n{source}").into()
         } else {
-            self.source()
+            source
         }
     }
 }
+
+/// `dot4I8Packed` in core WGSL (sign-extended bytes, one dot of two `vec4<i32>`), for browsers.
+pub const DOT4_I8_PORTABLE: &str = "fn dot4_i8_portable(a: u32, b: u32) -> i32 {
+    let s = vec4<u32>(24u, 16u, 8u, 0u);
+    let x = bitcast<vec4<i32>>(vec4<u32>(a) << s) >> vec4<u32>(24u);
+    let y = bitcast<vec4<i32>>(vec4<u32>(b) << s) >> vec4<u32>(24u);
+    return dot(x, y);
+}
+";
 
 /// Override constants of one pipeline, `(name, value)`; WGSL `override` values are f64 in wgpu.
 pub type Overrides = Vec<(&'static str, f64)>;

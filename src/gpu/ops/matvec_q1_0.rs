@@ -364,7 +364,11 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
         Reduce::Subgroup => true,
     };
     let q8 = w.format == WeightFormat::Q1_0
-        && opts.path.unwrap_or(ctx.kernel_path).resolve(ctx.info.backend) == KernelPath::Q8
+        && opts
+            .path
+            .unwrap_or(ctx.kernel_path)
+            .resolve(ctx.info.backend)
+            == KernelPath::Q8
         && w.k.is_multiple_of(128)
         && workgroup_bytes(true, subgroup) <= ctx.limits.max_compute_workgroup_storage_size;
     // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
