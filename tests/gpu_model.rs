@@ -19,9 +19,16 @@ const GPU_CPU_COSINE_MIN: f64 = 0.9999;
 const GPU_CPU_MARGIN_MIN: f32 = 0.02;
 
 fn load() -> (Arc<GpuModel>, Arc<CpuModel>) {
+    load_path(KernelPath::Auto)
+}
+
+fn load_path(kernel_path: KernelPath) -> (Arc<GpuModel>, Arc<CpuModel>) {
     let gguf = Gguf::open(fixture("tiny-bonsai-dev.gguf")).expect("open fixture");
-    let ctx =
-        block_on(GpuContext::new(&GpuOptions::default())).expect("GPU adapter (lavapipe in CI)");
+    let opts = GpuOptions {
+        kernel_path,
+        ..GpuOptions::default()
+    };
+    let ctx = block_on(GpuContext::new(&opts)).expect("GPU adapter (lavapipe in CI)");
     eprintln!("adapter: {} ({:?})", ctx.info.name, ctx.info.backend);
     let gpu = GpuModel::load(Arc::new(ctx), &gguf).expect("load on GPU");
     let cpu = CpuModel::from_gguf(&gguf).expect("load on CPU");
@@ -86,13 +93,46 @@ fn gpu_matches_cpu_reference_and_llama_cpp() {
 /// every teacher-forced greedy step where llama.cpp's margin is clear.
 #[test]
 fn gpu_decode_argmax_matches_llama_cpp_at_every_position() {
-    let (gpu, _) = load();
+    decode_argmax_matches_llama_cpp(&load().0);
+}
+
+/// The q8 kernel path through the whole model: prefill logits against the CPU reference in the
+/// same arithmetic and against llama.cpp (whose CPU matmuls also take q8 activations), and the
+/// decode argmax at every confident position.
+#[test]
+fn q8_path_matches_cpu_q8_and_llama_cpp() {
+    let (gpu, cpu) = load_path(KernelPath::Q8);
+    assert_eq!(gpu.ctx.kernel_path, KernelPath::Q8);
+    for p in &llama_fixture().prompts {
+        let mut s = session(&gpu, 512);
+        block_on(s.feed(&p.tokens)).expect("feed");
+        let gpu_logits = block_on(s.logits()).expect("logits");
+        let mut c = CpuSession::new(Arc::clone(&cpu), 512)
+            .expect("cpu session")
+            .with_q8_activations(true);
+        block_on(c.feed(&p.tokens)).expect("cpu feed");
+        let cpu_logits = block_on(c.logits()).expect("cpu logits");
+        let cos_cpu = cosine(&gpu_logits, &cpu_logits);
+        let cos_llama = cosine(&gpu_logits, &llama_logits(p));
+        eprintln!(
+            "q8 path, {} tokens: cosine vs CPU q8 {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
+            p.tokens.len()
+        );
+        assert!(cos_cpu >= Q8_MODEL_COSINE_MIN, "{:?}: vs CPU q8 {cos_cpu}", p.text);
+        assert!(cos_llama >= LLAMA_COSINE_MIN, "{:?}: vs llama.cpp {cos_llama}", p.text);
+    }
+    decode_argmax_matches_llama_cpp(&gpu);
+}
+
+/// Teacher-forced decode over the short fixture prompts and llama.cpp's greedy replies: the
+/// argmax must be llama.cpp's wherever its top1-top2 gap exceeds LLAMA_MARGIN_MIN.
+fn decode_argmax_matches_llama_cpp(gpu: &Arc<GpuModel>) {
     for p in llama_fixture()
         .prompts
         .iter()
         .filter(|p| p.tokens.len() < 100)
     {
-        let mut s = session(&gpu, 128);
+        let mut s = session(gpu, 128);
         let mut mismatches = Vec::new();
         let steps = p
             .tokens

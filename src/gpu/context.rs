@@ -40,9 +40,12 @@ pub struct GpuOptions {
 /// The arithmetic of the Q1_0 product kernels (matvec for decode, matmul for prefill).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KernelPath {
-    /// [`KernelPath::F32`] for now on every adapter: the q8 kernels match their CPU reference
-    /// per kernel, but whole-model runs drift from the q8 CPU reference as far as from the f32
-    /// one (cosine 0.9997 on the tiny fixture), which is not yet explained (ARCHITECTURE.md).
+    /// [`KernelPath::F32`] on every adapter for now. The q8 kernels are faster on lavapipe and
+    /// match their CPU reference per kernel to 1e-7, but int8 rounding makes a whole model
+    /// sensitive to any perturbation upstream (on the CPU alone, an f16-rounded KV cache moves
+    /// q8 logits to cosine 0.9998 of the exact-cache ones, f32 logits to 0.9999999), so GPU
+    /// and CPU greedy replies part sooner than on f32; and no GPU with a packed dot product was
+    /// measured yet. Choose [`KernelPath::Q8`] explicitly (`BONSAI_KERNEL_PATH=q8`).
     #[default]
     Auto,
     /// f32 activations, each sign applied to its activation: the portable path and the exact
