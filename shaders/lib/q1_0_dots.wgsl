@@ -15,6 +15,12 @@ const BLOCK: u32 = 128u;
 const STAGE_WORDS: u32 = 0x40000000u;
 fn stage_x(lid: u32, first_word: u32) {}
 
+// One row group per subgroup in matvec_subgroup.wgsl (the q8 core takes two).
+const GROUPS: u32 = 1u;
+fn group_dots(first_row: u32, w: u32) -> array<vec4<f32>, GROUPS> {
+    return array<vec4<f32>, GROUPS>(word_dots(first_row, w));
+}
+
 fn block_scale(i: u32) -> f32 {
     let pair = unpack2x16float(scales[i >> 1u]);
     return select(pair.x, pair.y, (i & 1u) == 1u);

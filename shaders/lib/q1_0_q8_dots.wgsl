@@ -45,9 +45,12 @@ fn pack_i8(q: vec4<i32>) -> u32 {
 
 // Quantizes the input's blocks first_block .. first_block + STAGE_WORDS (as load_x gives it)
 // into xq / xd / xs. Every thread of the workgroup calls it, in uniform control flow: barriers
-// before (the previous chunk may still be read) and after (before the dot products read it).
+// before a later chunk (the previous one may still be read) and after (before the dot products
+// read it). A barrier costs every thread a switch on CPU adapters: the first chunk has one.
 fn stage_x(lid: u32, first_block: u32) {
-    workgroupBarrier();
+    if (first_block > 0u) {
+        workgroupBarrier();
+    }
     let n_groups = min(4u * STAGE_WORDS, K / 32u - 4u * first_block);
     for (var g = lid; g < n_groups; g += WG) {
         let i = 8u * (4u * first_block + g); // the group's first vec4 of input
@@ -120,6 +123,41 @@ fn word_dots(first_row: u32, b: u32) -> vec4<f32> {
         row_dot(W_ROW0 + weight_row(first_row, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
         row_dot(W_ROW0 + weight_row(first_row, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
         row_dot(W_ROW0 + weight_row(first_row, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+    );
+}
+
+// Two row groups (8 rows) per subgroup in matvec_subgroup.wgsl: each staged block is loaded
+// once for 8 rows (on lavapipe the loads, not the products, are the cost).
+const GROUPS: u32 = 2u;
+
+// word_dots of the row groups at first_row and first_row + 4.
+fn group_dots(first_row: u32, b: u32) -> array<vec4<f32>, GROUPS> {
+    let l = b % STAGE_WORDS;
+    let w0 = xq[8u * l];
+    let w1 = xq[8u * l + 1u];
+    let w2 = xq[8u * l + 2u];
+    let w3 = xq[8u * l + 3u];
+    let w4 = xq[8u * l + 4u];
+    let w5 = xq[8u * l + 5u];
+    let w6 = xq[8u * l + 6u];
+    let w7 = xq[8u * l + 7u];
+    let d = xd[l];
+    let g = xs[l];
+    let sx = (g.x + g.y) + (g.z + g.w);
+    let second = first_row + 4u;
+    return array<vec4<f32>, GROUPS>(
+        vec4<f32>(
+            row_dot(W_ROW0 + weight_row(first_row, 0u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(first_row, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(first_row, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(first_row, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+        ),
+        vec4<f32>(
+            row_dot(W_ROW0 + weight_row(second, 0u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(second, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(second, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+            row_dot(W_ROW0 + weight_row(second, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+        ),
     );
 }
 

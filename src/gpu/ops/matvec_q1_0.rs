@@ -343,6 +343,10 @@ impl MatvecQ1_0 {
     }
 }
 
+/// Row groups per subgroup of the q8 core in matvec_subgroup.wgsl (`GROUPS` in
+/// lib/q1_0_q8_dots.wgsl).
+const Q8_GROUPS_PER_SUBGROUP: u32 = 2;
+
 /// Row-group rounds per subgroup of a matvec with [`Fusion::rms`] on a CPU adapter (each
 /// subgroup sums the k/4 sums of squares once, for all of them).
 const RMS_ROUNDS_CPU: u32 = 4;
@@ -390,7 +394,10 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
                 _ => Shader::MatvecQ2_0Subgroup,
             };
-            (shader, ROWS_PER_GROUP * WG / sg_min, Some(sg_max / sg_min))
+            // Row groups per subgroup: `GROUPS` of the weight core.
+            let groups = if q8 { Q8_GROUPS_PER_SUBGROUP } else { 1 };
+            let rows = ROWS_PER_GROUP * groups * WG / sg_min;
+            (shader, rows, Some(sg_max / sg_min))
         }
         (format, false) => {
             // Threads per row group: a power of two up to 64, at most the row's word count
