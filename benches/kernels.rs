@@ -8,7 +8,9 @@
 //! shifts, masks and XORs each sign into its activation's float and adds it: 4 per weight; the
 //! q8 matvec (lib/q1_0_q8_dots.wgsl) places 4 sign bits with a shift and a mask and sums 4
 //! activations with one dot4I8Packed: 0.75 per weight where the GPU has a packed dot product
-//! (lavapipe emulates it with byte extracts and multiplies). The f32 matmul does a select per
+//! (lavapipe emulates it with byte extracts and multiplies); the f16 matvec
+//! (lib/q1_0_f16_dots.wgsl) flips two signs with one shift, mask and XOR and adds two products
+//! with one vec2<f16> add: 2 per weight (on GPUs with packed f16 math). The f32 matmul does a select per
 //! weight and a multiply-add per weight and token; the q8 matmul 2 ops per 4 weights once, and
 //! one dot4I8Packed per 4 weights and token.
 //!
@@ -82,8 +84,9 @@ fn f32s(ctx: &GpuContext, label: &str, n: usize) -> wgpu::Buffer {
     storage_buffer(ctx, label, n as u64 * 4).expect("buffer")
 }
 
-/// The kernel paths the Q1_0 products are measured on.
-const PATHS: [KernelPath; 2] = [KernelPath::F32, KernelPath::Q8];
+/// The kernel paths the Q1_0 products are measured on (f16: the matvec, where the adapter has
+/// shader-f16; its matmul is the f32 one).
+const PATHS: [KernelPath; 3] = [KernelPath::F32, KernelPath::Q8, KernelPath::F16];
 
 fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
     let one = StepParams::new(0, 1);
@@ -91,7 +94,9 @@ fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &
         .iter()
         .flat_map(|&p| [(p, Reduce::Shared), (p, Reduce::Subgroup)])
     {
-        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
+        if (reduce == Reduce::Subgroup && !ctx.features.has_subgroups)
+            || (path == KernelPath::F16 && !ctx.features.has_f16)
+        {
             continue;
         }
         let mut group = c.benchmark_group(format!("matvec_q1_0 {path} {reduce:?} on {adapter}"));
@@ -119,7 +124,7 @@ fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &
 }
 
 fn matmul(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
-    for path in PATHS {
+    for path in [KernelPath::F32, KernelPath::Q8] {
         // The matmul takes its path from the context it is built on.
         let mut on_path = ctx.clone();
         on_path.kernel_path = path;

@@ -37,6 +37,9 @@ const Q8_TOL: f32 = 1e-5;
 /// scaled by 1/rms after; the reference quantizes rmsnorm(r) * g): rounding ties can fall on
 /// the other side for a few activations.
 const Q8_FUSED_TOL: f32 = 2e-3;
+/// The f16 path against the f32 reference: x rounded to f16 (2^-11 relative) and each group of
+/// 32 summed in f16, relative to the output's RMS.
+const F16_TOL: f32 = 2e-3;
 /// Least cosine similarity of the q8 path with its CPU reference (issue contract), and with the
 /// f32 reference (what int8 activations cost).
 const Q8_COSINE_MIN: f64 = 0.9999;
@@ -201,6 +204,10 @@ async fn check_matvec_path(
     seed: u64,
 ) {
     let ctx = ctx().await;
+    if path == KernelPath::F16 && !ctx.features.has_f16 {
+        note!("skip f16 path: {} has no shader-f16", ctx.info.name);
+        return;
+    }
     if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
         note!("skip: {} has no subgroups", ctx.info.name);
         return;
@@ -223,7 +230,16 @@ async fn check_matvec_path(
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
     let want = cpu_matvec_path(path, &bytes, k, n, &x, &y0, accumulate);
     let what = format!("matvec {k}x{n} {reduce:?} {path} acc={accumulate}");
-    assert_close(&what, &got, &want, MATVEC_TOL.max(Q8_TOL));
+    let tol = match path {
+        KernelPath::F16 => F16_TOL,
+        _ => MATVEC_TOL.max(Q8_TOL),
+    };
+    assert_close(&what, &got, &want, tol);
+    if path == KernelPath::F16 {
+        let cos = cosine(&got, &want);
+        note!("{what}: cosine {cos:.7} with f32");
+        assert!(cos >= Q8_COSINE_MIN, "{what}: cosine {cos} with f32");
+    }
     if path == KernelPath::Q8 {
         let cos = cosine(&got, &want);
         let f32_want = cpu_matvec(&bytes, k, n, &x, &y0, accumulate);
@@ -237,6 +253,22 @@ async fn check_matvec_path(
             cos_f32 >= Q8_COSINE_MIN,
             "{what}: cosine {cos_f32} with f32"
         );
+    }
+}
+
+/// The packed-f16 path (where the adapter has shader-f16) at the q8 test's shapes.
+#[gpu_test]
+async fn matvec_q1_0_f16_shapes() {
+    let f16 = KernelPath::F16;
+    check_matvec_path(f16, 256, 100, Reduce::Shared, false, 50).await;
+    check_matvec_path(f16, 2048, 6144, Reduce::Shared, false, 51).await;
+    check_matvec_path(f16, 12288, 256, Reduce::Shared, false, 52).await;
+    check_matvec_path(f16, 768, 256, Reduce::Shared, true, 53).await;
+    #[cfg(not(target_arch = "wasm32"))] // wgpu 30's WebGPU backend maps no subgroups feature
+    {
+        check_matvec_path(f16, 2048, 6144, Reduce::Subgroup, false, 55).await;
+        check_matvec_path(f16, 12288, 256, Reduce::Subgroup, false, 56).await;
+        check_matvec_path(f16, 768, 256, Reduce::Subgroup, true, 57).await;
     }
 }
 
@@ -820,6 +852,10 @@ async fn check_fused_matvec(reduce: Reduce, path: KernelPath) {
         note!("skip: {} has no subgroups", ctx.info.name);
         return;
     }
+    if path == KernelPath::F16 && !ctx.features.has_f16 {
+        note!("skip f16 path: {} has no shader-f16", ctx.info.name);
+        return;
+    }
     let cache = PipelineCache::new();
     let opts = MatvecOptions {
         reduce,
@@ -832,6 +868,7 @@ async fn check_fused_matvec(reduce: Reduce, path: KernelPath) {
     // input: a few roundings can differ on the q8 path.
     let (tol, merge_tol) = match path {
         KernelPath::Q8 => (Q8_FUSED_TOL, Q8_FUSED_TOL),
+        KernelPath::F16 => (F16_TOL, F16_TOL),
         _ => (MATVEC_TOL, 1e-4),
     };
     let (k, n_ff, eps) = (256usize, 96usize, 1e-6f32);
@@ -1023,10 +1060,12 @@ fn sums_of_squares(v: &[f32]) -> Vec<f32> {
 async fn matvec_fused_options_shared() {
     check_fused_matvec(Reduce::Shared, KernelPath::F32).await;
     check_fused_matvec(Reduce::Shared, KernelPath::Q8).await;
+    check_fused_matvec(Reduce::Shared, KernelPath::F16).await;
 }
 
 #[gpu_test]
 async fn matvec_fused_options_subgroup() {
     check_fused_matvec(Reduce::Subgroup, KernelPath::F32).await;
     check_fused_matvec(Reduce::Subgroup, KernelPath::Q8).await;
+    check_fused_matvec(Reduce::Subgroup, KernelPath::F16).await;
 }

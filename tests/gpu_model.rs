@@ -118,8 +118,16 @@ fn q8_path_matches_cpu_q8_and_llama_cpp() {
             "q8 path, {} tokens: cosine vs CPU q8 {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
             p.tokens.len()
         );
-        assert!(cos_cpu >= Q8_MODEL_COSINE_MIN, "{:?}: vs CPU q8 {cos_cpu}", p.text);
-        assert!(cos_llama >= LLAMA_COSINE_MIN, "{:?}: vs llama.cpp {cos_llama}", p.text);
+        assert!(
+            cos_cpu >= Q8_MODEL_COSINE_MIN,
+            "{:?}: vs CPU q8 {cos_cpu}",
+            p.text
+        );
+        assert!(
+            cos_llama >= LLAMA_COSINE_MIN,
+            "{:?}: vs llama.cpp {cos_llama}",
+            p.text
+        );
     }
     decode_argmax_matches_llama_cpp(&gpu);
 }

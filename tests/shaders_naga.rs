@@ -66,7 +66,10 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
             .collect()
     };
     match name {
-        "matvec_q1_0_subgroup" | "matvec_q1_0_q8_subgroup" | "matvec_q2_0_subgroup" => [
+        "matvec_q1_0_subgroup"
+        | "matvec_q1_0_q8_subgroup"
+        | "matvec_q1_0_f16_subgroup"
+        | "matvec_q2_0_subgroup" => [
             vec![
                 [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
                 [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
@@ -84,7 +87,7 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
         .into_iter()
         .chain(fused(32.0))
         .collect(),
-        "matvec_q1_0" | "matvec_q1_0_q8" => vec![
+        "matvec_q1_0" | "matvec_q1_0_q8" | "matvec_q1_0_f16" => vec![
             matvec(2048.0, 6144.0, 0.0, 16.0),
             matvec(12288.0, 4096.0, 1.0, 32.0),
             matvec(4096.0, 151669.0, 0.0, 128.0),
@@ -204,6 +207,9 @@ fn capabilities(needs: bonsai_wgpu::gpu::kernel::ShaderNeeds) -> Capabilities {
     let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if needs.subgroups {
         caps |= Capabilities::SUBGROUP;
+    }
+    if needs.f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
     }
     caps
 }

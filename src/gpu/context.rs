@@ -33,7 +33,7 @@ pub struct GpuOptions {
     /// (`BONSAI_CHECKED_SHADERS=1` sets it as well).
     pub checked_shaders: bool,
     /// Arithmetic of the Q1_0 matvec and matmul kernels ([`KernelPath::Auto`]: chosen per
-    /// adapter; `BONSAI_KERNEL_PATH=f32|q8` overrides).
+    /// adapter; `BONSAI_KERNEL_PATH=f32|q8|f16` overrides).
     pub kernel_path: KernelPath,
 }
 
@@ -55,6 +55,10 @@ pub enum KernelPath {
     /// reads them, signs applied by packed 4 x 8-bit integer dot products (`dot4I8Packed`).
     /// CPU reference: [`crate::cpu::ops::Matrix::matvec_q8`].
     Q8,
+    /// The matvec's activations as f16 pairs, one XOR flipping two signs and one `vec2<f16>`
+    /// add summing two products (for adapters with fast f16 and no fast packed integer dot:
+    /// Apple GPUs). Needs `shader-f16`; without it, and for the matmul, the f32 kernels run.
+    F16,
 }
 
 impl KernelPath {
@@ -64,6 +68,7 @@ impl KernelPath {
             KernelPath::Auto => "auto",
             KernelPath::F32 => "f32",
             KernelPath::Q8 => "q8",
+            KernelPath::F16 => "f16",
         }
     }
 
@@ -91,8 +96,9 @@ impl std::str::FromStr for KernelPath {
             "auto" => Ok(KernelPath::Auto),
             "f32" => Ok(KernelPath::F32),
             "q8" => Ok(KernelPath::Q8),
+            "f16" => Ok(KernelPath::F16),
             other => Err(Error::InvalidArgument(format!(
-                "kernel path `{other}`: expected auto, f32 or q8"
+                "kernel path `{other}`: expected auto, f32, q8 or f16"
             ))),
         }
     }

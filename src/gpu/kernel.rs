@@ -84,6 +84,11 @@ pub enum Shader {
     MatvecQ1_0Q8,
     /// [`Shader::MatvecQ1_0Q8`] reduced with `subgroupAdd` (needs subgroups).
     MatvecQ1_0Q8Subgroup,
+    /// `y = W x` for a Q1_0 weight on f16-pair activations ([`crate::gpu::KernelPath::F16`],
+    /// needs shader-f16), reduced in workgroup memory.
+    MatvecQ1_0F16,
+    /// [`Shader::MatvecQ1_0F16`] reduced with `subgroupAdd` (needs subgroups and shader-f16).
+    MatvecQ1_0F16Subgroup,
     /// Dequantizes token rows of a Q1_0 embedding table.
     EmbedQ1_0,
     /// `y = W x` for a Q2_0 weight, reduced in workgroup memory; runs on every adapter.
@@ -131,6 +136,8 @@ pub enum Shader {
 pub struct ShaderNeeds {
     /// Needs `wgpu::Features::SUBGROUP` (subgroup operations).
     pub subgroups: bool,
+    /// Needs `wgpu::Features::SHADER_F16` (the source says `enable f16;`).
+    pub f16: bool,
 }
 
 impl Shader {
@@ -140,6 +147,8 @@ impl Shader {
         Shader::MatvecQ1_0Subgroup,
         Shader::MatvecQ1_0Q8,
         Shader::MatvecQ1_0Q8Subgroup,
+        Shader::MatvecQ1_0F16,
+        Shader::MatvecQ1_0F16Subgroup,
         Shader::EmbedQ1_0,
         Shader::MatvecQ2_0,
         Shader::MatvecQ2_0Subgroup,
@@ -169,6 +178,8 @@ impl Shader {
             Shader::MatvecQ1_0Subgroup => "matvec_q1_0_subgroup",
             Shader::MatvecQ1_0Q8 => "matvec_q1_0_q8",
             Shader::MatvecQ1_0Q8Subgroup => "matvec_q1_0_q8_subgroup",
+            Shader::MatvecQ1_0F16 => "matvec_q1_0_f16",
+            Shader::MatvecQ1_0F16Subgroup => "matvec_q1_0_f16_subgroup",
             Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::MatvecQ2_0 => "matvec_q2_0",
             Shader::MatvecQ2_0Subgroup => "matvec_q2_0_subgroup",
@@ -179,9 +190,13 @@ impl Shader {
     /// File stem in `shaders/` of the main part (the part with the entry point).
     pub fn file(self) -> &'static str {
         match self {
-            Shader::MatvecQ1_0 | Shader::MatvecQ1_0Q8 | Shader::MatvecQ2_0 => "matvec_shared",
+            Shader::MatvecQ1_0
+            | Shader::MatvecQ1_0Q8
+            | Shader::MatvecQ1_0F16
+            | Shader::MatvecQ2_0 => "matvec_shared",
             Shader::MatvecQ1_0Subgroup
             | Shader::MatvecQ1_0Q8Subgroup
+            | Shader::MatvecQ1_0F16Subgroup
             | Shader::MatvecQ2_0Subgroup => "matvec_subgroup",
             Shader::EmbedQ1_0 => "embed_q1_0",
             Shader::EmbedQ2_0 => "embed_q2_0",
@@ -246,6 +261,10 @@ impl Shader {
             "q1_0_q8_dots",
             include_str!("../../shaders/lib/q1_0_q8_dots.wgsl"),
         );
+        const Q1_0_F16_DOTS: (&str, &str) = (
+            "q1_0_f16_dots",
+            include_str!("../../shaders/lib/q1_0_f16_dots.wgsl"),
+        );
         const COMMON: (&str, &str) = (
             "matvec_common",
             include_str!("../../shaders/lib/matvec_common.wgsl"),
@@ -253,6 +272,7 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0 | Shader::MatvecQ1_0Subgroup => &[Q1_0_DOTS, COMMON],
             Shader::MatvecQ1_0Q8 | Shader::MatvecQ1_0Q8Subgroup => &[Q1_0_Q8_DOTS, COMMON],
+            Shader::MatvecQ1_0F16 | Shader::MatvecQ1_0F16Subgroup => &[Q1_0_F16_DOTS, COMMON],
             Shader::MatvecQ2_0 | Shader::MatvecQ2_0Subgroup => &[Q2_0_DOTS, COMMON],
             _ => &[],
         }
@@ -285,6 +305,8 @@ impl Shader {
                 | Shader::MatvecQ1_0Subgroup
                 | Shader::MatvecQ1_0Q8
                 | Shader::MatvecQ1_0Q8Subgroup
+                | Shader::MatvecQ1_0F16
+                | Shader::MatvecQ1_0F16Subgroup
                 | Shader::MatvecQ2_0
                 | Shader::MatvecQ2_0Subgroup
                 | Shader::Argmax
@@ -296,7 +318,18 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0Subgroup
             | Shader::MatvecQ1_0Q8Subgroup
-            | Shader::MatvecQ2_0Subgroup => ShaderNeeds { subgroups: true },
+            | Shader::MatvecQ2_0Subgroup => ShaderNeeds {
+                subgroups: true,
+                f16: false,
+            },
+            Shader::MatvecQ1_0F16 => ShaderNeeds {
+                subgroups: false,
+                f16: true,
+            },
+            Shader::MatvecQ1_0F16Subgroup => ShaderNeeds {
+                subgroups: true,
+                f16: true,
+            },
             _ => ShaderNeeds::default(),
         }
     }
@@ -420,6 +453,13 @@ impl PipelineCache {
         if needs.subgroups && !ctx.features.has_subgroups {
             return Err(Error::Gpu(format!(
                 "shader {} needs subgroups, which {} lacks",
+                shader.name(),
+                ctx.info.name
+            )));
+        }
+        if needs.f16 && !ctx.features.has_f16 {
+            return Err(Error::Gpu(format!(
+                "shader {} needs shader-f16, which {} lacks",
                 shader.name(),
                 ctx.info.name
             )));

@@ -49,8 +49,8 @@ pub struct MatvecOptions {
     /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
     pub subgroup_sizes: Option<(u32, u32)>,
     /// The arithmetic; `None` = the context's [`GpuContext::kernel_path`]. [`KernelPath::Q8`]
-    /// applies to Q1_0 weights whose staged input fits the workgroup memory (every Bonsai
-    /// shape); others run the f32 kernels.
+    /// and [`KernelPath::F16`] (with shader-f16) apply to Q1_0 weights whose staged input fits
+    /// the workgroup memory (every Bonsai shape); others run the f32 kernels.
     pub path: Option<KernelPath>,
 }
 
@@ -353,12 +353,16 @@ const RMS_ROUNDS_CPU: u32 = 4;
 /// Workgroup memory of a matvec kernel: lib/matvec_common.wgsl's (inv_rms_wg, head_max,
 /// head_inv_l, merge_w, red), the shared reduction's partials and the q8 core's staged input
 /// (STAGE_WORDS blocks), to check the q8 path against the device.
-fn workgroup_bytes(q8: bool, subgroup: bool) -> u32 {
+fn workgroup_bytes(staged: u32, subgroup: bool) -> u32 {
     let common = 4 + 2 * 64 * 4 + 4 * 1024 + 4 * WG;
     let partial = if subgroup { 0 } else { 16 * WG };
-    let staged = if q8 { 32 * (8 * 16 + 2 * 16) } else { 0 };
     common + partial + staged
 }
+
+/// Staged input of the q8 core: STAGE_WORDS = 32 blocks of int8 words, scales and sums.
+const Q8_STAGED_BYTES: u32 = 32 * (8 * 16 + 2 * 16);
+/// Staged input of the f16 core: STAGE_WORDS = 16 blocks of f16 pairs.
+const F16_STAGED_BYTES: u32 = 16 * 16 * 16;
 
 /// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
 fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {
@@ -367,14 +371,17 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
         Reduce::Shared => false,
         Reduce::Subgroup => true,
     };
-    let q8 = w.format == WeightFormat::Q1_0
-        && opts
-            .path
-            .unwrap_or(ctx.kernel_path)
-            .resolve(ctx.info.backend)
-            == KernelPath::Q8
-        && w.k.is_multiple_of(128)
-        && workgroup_bytes(true, subgroup) <= ctx.limits.max_compute_workgroup_storage_size;
+    let path = opts
+        .path
+        .unwrap_or(ctx.kernel_path)
+        .resolve(ctx.info.backend);
+    let staged_fits = |bytes: u32| {
+        w.format == WeightFormat::Q1_0
+            && w.k.is_multiple_of(128)
+            && workgroup_bytes(bytes, subgroup) <= ctx.limits.max_compute_workgroup_storage_size
+    };
+    let q8 = path == KernelPath::Q8 && staged_fits(Q8_STAGED_BYTES);
+    let f16 = path == KernelPath::F16 && ctx.features.has_f16 && staged_fits(F16_STAGED_BYTES);
     // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
     // x; the dense one has a fixed 4 rows per workgroup.
     match (w.format, subgroup) {
@@ -391,6 +398,7 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
             };
             let shader = match format {
                 WeightFormat::Q1_0 if q8 => Shader::MatvecQ1_0Q8Subgroup,
+                WeightFormat::Q1_0 if f16 => Shader::MatvecQ1_0F16Subgroup,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
                 _ => Shader::MatvecQ2_0Subgroup,
             };
@@ -402,13 +410,14 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
         (format, false) => {
             // Threads per row group: a power of two up to 64, at most the row's word count
             // (the q8 core's words are whole 128-weight blocks).
-            let words = match q8 {
+            let words = match q8 || f16 {
                 true => (w.k / 128) as u32,
                 false => w.words_per_row() as u32,
             };
             let tpg = 1u32 << words.min(64).ilog2();
             let shader = match format {
                 WeightFormat::Q1_0 if q8 => Shader::MatvecQ1_0Q8,
+                WeightFormat::Q1_0 if f16 => Shader::MatvecQ1_0F16,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0,
                 _ => Shader::MatvecQ2_0,
             };
