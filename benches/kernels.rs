@@ -9,8 +9,8 @@
 //! q8 matvec (lib/q1_0_q8_dots.wgsl) places 4 sign bits with a shift and a mask and sums 4
 //! activations with one dot4I8Packed: 0.75 per weight where the GPU has a packed dot product
 //! (lavapipe emulates it with byte extracts and multiplies); the f16 matvec
-//! (lib/q1_0_f16_dots.wgsl) flips two signs with one shift, mask and XOR and adds two products
-//! with one vec2<f16> add: 2 per weight (on GPUs with packed f16 math). The f32 matmul does a select per
+//! (lib/q1_0_f16_dots.wgsl) flips two signs with one shift, mask and XOR, then unpacks the pair
+//! and adds in f32: 2.5 per weight. The f32 matmul does a select per
 //! weight and a multiply-add per weight and token; the q8 matmul 2 ops per 4 weights once, and
 //! one dot4I8Packed per 4 weights and token.
 //!
@@ -84,8 +84,7 @@ fn f32s(ctx: &GpuContext, label: &str, n: usize) -> wgpu::Buffer {
     storage_buffer(ctx, label, n as u64 * 4).expect("buffer")
 }
 
-/// The kernel paths the Q1_0 products are measured on (f16: the matvec, where the adapter has
-/// shader-f16; its matmul is the f32 one).
+/// The kernel paths the Q1_0 products are measured on (f16: the matvec; its matmul is f32's).
 const PATHS: [KernelPath; 3] = [KernelPath::F32, KernelPath::Q8, KernelPath::F16];
 
 fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &str) {
@@ -94,9 +93,7 @@ fn matvec(c: &mut Criterion, ctx: &GpuContext, cache: &PipelineCache, adapter: &
         .iter()
         .flat_map(|&p| [(p, Reduce::Shared), (p, Reduce::Subgroup)])
     {
-        if (reduce == Reduce::Subgroup && !ctx.features.has_subgroups)
-            || (path == KernelPath::F16 && !ctx.features.has_f16)
-        {
+        if reduce == Reduce::Subgroup && !ctx.features.has_subgroups {
             continue;
         }
         let mut group = c.benchmark_group(format!("matvec_q1_0 {path} {reduce:?} on {adapter}"));

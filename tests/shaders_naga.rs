@@ -208,9 +208,6 @@ fn capabilities(needs: bonsai_wgpu::gpu::kernel::ShaderNeeds) -> Capabilities {
     if needs.subgroups {
         caps |= Capabilities::SUBGROUP;
     }
-    if needs.f16 {
-        caps |= Capabilities::SHADER_FLOAT16;
-    }
     caps
 }
 

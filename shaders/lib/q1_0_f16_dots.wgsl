@@ -1,21 +1,19 @@
 // Q1_0 row core of the packed-f16 matvec kernels (the f16 path; prepended to matvec_shared.wgsl
-// / matvec_subgroup.wgsl like lib/q1_0_dots.wgsl, see Shader::parts; needs shader-f16, and
-// `enable f16;` is prepended by Shader::source_for).
+// / matvec_subgroup.wgsl like lib/q1_0_dots.wgsl, see Shader::parts). Core WGSL only: no
+// shader-f16 needed.
 //
-// For adapters with fast f16 and no fast packed integer dot product (Apple GPUs). The kernel
-// that reads x stages it in workgroup memory as f16 pairs: word m of a group of 32 holds
-// activations m (low half) and m + 16 (high half), so ((~signs >> m) & 0x00010001) << 15 is
-// exactly the two sign flips the pair needs: one XOR applies a weight's sign to two
-// activations, one vec2<f16> add accumulates them. A group of 32 is summed in f16 (16 adds per
-// half, |x| < 2048 stays finite), groups and blocks in f32: 2 ALU ops per weight (shift+mask
-// and XOR per pair, the add per pair). CPU reference: the f32 one (cpu::ops::Matrix::matvec),
-// within f16 rounding.
+// For adapters with no fast packed integer dot product (Apple GPUs). The kernel that reads x
+// stages it in workgroup memory as f16 pairs (half the f32 path's loads): word m of a group of
+// 32 holds activations m (low half) and m + 16 (high half), so ((~signs >> m) & 0x00010001)
+// << 15 is exactly the two sign flips the pair needs, one XOR applying two weights' signs.
+// The pairs are then unpacked and added in f32 (unpack2x16float): naga 30 cannot bitcast a
+// u32 to vec2<f16>, so summing the pairs as packed f16 waits for it. CPU reference: the f32 one
+// (cpu::ops::Matrix::matvec), within the f16 rounding of x.
 //
 // The reduction loop of the main part walks words of WEIGHTS_PER_WORD = 128 weights (one Q1_0
 // block: a vec4<u32> of signs per row), the input staged STAGE_WORDS blocks (2,048 values,
 // 4 KiB) at a time.
 
-enable f16;
 
 const WEIGHTS_PER_WORD: u32 = 128u;
 const BLOCK: u32 = 128u;
@@ -74,21 +72,23 @@ fn stage_x(lid: u32, first_block: u32) {
     workgroupBarrier();
 }
 
-// Words 4v .. 4v + 3 of a group (vec4 w) with their sign flips from the inverted signs nc.
-fn flip4(w: vec4<u32>, nc: u32, v: u32) -> vec2<f16> {
+// Words 4v .. 4v + 3 of a group (vec4 w) with their sign flips from the inverted signs nc:
+// one XOR per pair of activations, then the pairs unpacked and summed (in f32: naga 30 has no
+// size-changing bitcast to vec2<f16>, so the packed-f16 adds wait for it).
+fn flip4(w: vec4<u32>, nc: u32, v: u32) -> vec2<f32> {
     let m = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u);
     let f = w ^ (((vec4<u32>(nc) >> m) & vec4<u32>(0x00010001u)) << vec4<u32>(15u));
-    return (bitcast<vec2<f16>>(f.x) + bitcast<vec2<f16>>(f.y))
-        + (bitcast<vec2<f16>>(f.z) + bitcast<vec2<f16>>(f.w));
+    return (unpack2x16float(f.x) + unpack2x16float(f.y))
+        + (unpack2x16float(f.z) + unpack2x16float(f.w));
 }
 
-// The group's sum of +-x in f32: 16 pairs summed in f16.
+// The group's sum of +-x in f32: 4 pairs at a time summed in f16.
 fn group_sum(b: u32, g: u32, c: u32) -> f32 {
     let nc = ~c;
     let base = 16u * b + 4u * g;
     let s = (flip4(xh[base], nc, 0u) + flip4(xh[base + 1u], nc, 1u))
         + (flip4(xh[base + 2u], nc, 2u) + flip4(xh[base + 3u], nc, 3u));
-    return f32(s.x) + f32(s.y);
+    return s.x + s.y;
 }
 
 fn row_dot(r: u32, b: u32) -> f32 {

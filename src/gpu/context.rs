@@ -55,9 +55,9 @@ pub enum KernelPath {
     /// reads them, signs applied by packed 4 x 8-bit integer dot products (`dot4I8Packed`).
     /// CPU reference: [`crate::cpu::ops::Matrix::matvec_q8`].
     Q8,
-    /// The matvec's activations as f16 pairs, one XOR flipping two signs and one `vec2<f16>`
-    /// add summing two products (for adapters with fast f16 and no fast packed integer dot:
-    /// Apple GPUs). Needs `shader-f16`; without it, and for the matmul, the f32 kernels run.
+    /// The matvec's activations staged as f16 pairs, one XOR flipping two signs (for adapters
+    /// without a fast packed integer dot: Apple GPUs); the pairs are added in f32 until naga
+    /// can bitcast to `vec2<f16>`. Core WGSL; the matmul runs the f32 kernel.
     F16,
 }
 

@@ -84,10 +84,10 @@ pub enum Shader {
     MatvecQ1_0Q8,
     /// [`Shader::MatvecQ1_0Q8`] reduced with `subgroupAdd` (needs subgroups).
     MatvecQ1_0Q8Subgroup,
-    /// `y = W x` for a Q1_0 weight on f16-pair activations ([`crate::gpu::KernelPath::F16`],
-    /// needs shader-f16), reduced in workgroup memory.
+    /// `y = W x` for a Q1_0 weight on f16-pair activations ([`crate::gpu::KernelPath::F16`]),
+    /// reduced in workgroup memory.
     MatvecQ1_0F16,
-    /// [`Shader::MatvecQ1_0F16`] reduced with `subgroupAdd` (needs subgroups and shader-f16).
+    /// [`Shader::MatvecQ1_0F16`] reduced with `subgroupAdd` (needs subgroups).
     MatvecQ1_0F16Subgroup,
     /// Dequantizes token rows of a Q1_0 embedding table.
     EmbedQ1_0,
@@ -136,8 +136,6 @@ pub enum Shader {
 pub struct ShaderNeeds {
     /// Needs `wgpu::Features::SUBGROUP` (subgroup operations).
     pub subgroups: bool,
-    /// Needs `wgpu::Features::SHADER_F16` (the source says `enable f16;`).
-    pub f16: bool,
 }
 
 impl Shader {
@@ -318,18 +316,8 @@ impl Shader {
         match self {
             Shader::MatvecQ1_0Subgroup
             | Shader::MatvecQ1_0Q8Subgroup
-            | Shader::MatvecQ2_0Subgroup => ShaderNeeds {
-                subgroups: true,
-                f16: false,
-            },
-            Shader::MatvecQ1_0F16 => ShaderNeeds {
-                subgroups: false,
-                f16: true,
-            },
-            Shader::MatvecQ1_0F16Subgroup => ShaderNeeds {
-                subgroups: true,
-                f16: true,
-            },
+            | Shader::MatvecQ1_0F16Subgroup
+            | Shader::MatvecQ2_0Subgroup => ShaderNeeds { subgroups: true },
             _ => ShaderNeeds::default(),
         }
     }
@@ -453,13 +441,6 @@ impl PipelineCache {
         if needs.subgroups && !ctx.features.has_subgroups {
             return Err(Error::Gpu(format!(
                 "shader {} needs subgroups, which {} lacks",
-                shader.name(),
-                ctx.info.name
-            )));
-        }
-        if needs.f16 && !ctx.features.has_f16 {
-            return Err(Error::Gpu(format!(
-                "shader {} needs shader-f16, which {} lacks",
                 shader.name(),
                 ctx.info.name
             )));

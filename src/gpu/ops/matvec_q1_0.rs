@@ -49,7 +49,7 @@ pub struct MatvecOptions {
     /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
     pub subgroup_sizes: Option<(u32, u32)>,
     /// The arithmetic; `None` = the context's [`GpuContext::kernel_path`]. [`KernelPath::Q8`]
-    /// and [`KernelPath::F16`] (with shader-f16) apply to Q1_0 weights whose staged input fits
+    /// and [`KernelPath::F16`] apply to Q1_0 weights whose staged input fits
     /// the workgroup memory (every Bonsai shape); others run the f32 kernels.
     pub path: Option<KernelPath>,
 }
@@ -381,7 +381,7 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
             && workgroup_bytes(bytes, subgroup) <= ctx.limits.max_compute_workgroup_storage_size
     };
     let q8 = path == KernelPath::Q8 && staged_fits(Q8_STAGED_BYTES);
-    let f16 = path == KernelPath::F16 && ctx.features.has_f16 && staged_fits(F16_STAGED_BYTES);
+    let f16 = path == KernelPath::F16 && staged_fits(F16_STAGED_BYTES);
     // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
     // x; the dense one has a fixed 4 rows per workgroup.
     match (w.format, subgroup) {
