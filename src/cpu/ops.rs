@@ -58,36 +58,15 @@ impl Matrix {
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!(x.len(), self.k);
         debug_assert_eq!(out.len(), self.n);
-        let rows = |first: usize, out: &mut [f32]| {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot_row(self.ty, self.row(first + i), x);
-            }
-        };
-        let threads = worker_threads();
-        if threads < 2 || self.n * self.k < PARALLEL_MIN_WORK {
-            return rows(0, out);
-        }
-        let chunk = self.n.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for (c, part) in out.chunks_mut(chunk).enumerate() {
-                scope.spawn(move || rows(c * chunk, part));
-            }
-        });
+        self.rows(out, |row| dot_row(self.ty, row, x));
     }
-}
 
-impl Matrix {
-    /// As [`Matrix::matvec`] in the arithmetic of the GPU's q8 path for Q1_0 weights (x
-    /// quantized by [`Q8Activations`], integer sums per group of 32; see
-    /// [`crate::quant::q1_0::dot_q1_0_q8`]); other types as [`Matrix::matvec`], as on the GPU.
-    pub fn matvec_q8(&self, out: &mut [f32], x: &[f32]) {
-        if self.ty != GgmlType::Q1_0 || !self.k.is_multiple_of(128) {
-            return self.matvec(out, x);
-        }
-        let xq = Q8Activations::new(x);
+    /// `out[i] = dot(row i)` for every row, split across threads natively when the matrix is
+    /// large (each row's value is its own, so the split does not change the results).
+    fn rows(&self, out: &mut [f32], dot: impl Fn(&[u8]) -> f32 + Sync) {
         let rows = |first: usize, out: &mut [f32]| {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = dot_q1_0_q8(self.row(first + i), &xq);
+                *o = dot(self.row(first + i));
             }
         };
         let threads = worker_threads();
@@ -101,6 +80,17 @@ impl Matrix {
                 scope.spawn(move || rows(c * chunk, part));
             }
         });
+    }
+
+    /// As [`Matrix::matvec`] in the arithmetic of the GPU's q8 path for Q1_0 weights (x
+    /// quantized by [`Q8Activations`], integer sums per group of 32; see
+    /// [`crate::quant::q1_0::dot_q1_0_q8`]); other types as [`Matrix::matvec`], as on the GPU.
+    pub fn matvec_q8(&self, out: &mut [f32], x: &[f32]) {
+        if self.ty != GgmlType::Q1_0 || !self.k.is_multiple_of(128) {
+            return self.matvec(out, x);
+        }
+        let xq = Q8Activations::new(x);
+        self.rows(out, |row| dot_q1_0_q8(row, &xq));
     }
 }
 
