@@ -1,7 +1,7 @@
 // Batched Q1_0 matrix multiply for prefill on int8 activations (the q8 path, see
 // src/gpu/context.rs KernelPath::Q8): y[t, row0 + r] (+)= sum_k x[t, k] * W[r, k], with x
-// quantized per token in blocks of 32 (q = round(x * 127 / amax), d = amax / 127) as
-// lib/q1_0_q8_dots.wgsl does for the matvec, and the same arithmetic per 128-weight block:
+// quantized per token in blocks of 32 by lib/q8.wgsl's quantize_q8, as the matvec's
+// lib/q1_0_q8_dots.wgsl does, and the same arithmetic per 128-weight block:
 //     d_w * (2 dot(d, S) - sx),   S_g = sum of q over the weights of group g whose sign bit is 1,
 // S_g from dot4I8Packed of packed int8 words with the sign bits as 0/1 bytes. CPU reference:
 // cpu::ops::Matrix::matvec_q8 per token.
@@ -46,11 +46,6 @@ var<workgroup> xq: array<vec4<u32>, TB * 8u>;  // token t: 8t + m = word m of th
 var<workgroup> xd: array<vec4<f32>, TB>;       // token t: the 4 group scales
 var<workgroup> xs: array<vec4<f32>, TB>;       // token t: d_g sum(q_g) of the 4 groups
 
-fn pack_i8(q: vec4<i32>) -> u32 {
-    let b = bitcast<vec4<u32>>(q) & vec4<u32>(0xffu);
-    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
-
 // Quantizes group g (0..4) of block b of token t (< n_tokens) into the staged tile.
 fn stage(t: u32, tl: u32, b: u32, g: u32) {
     let i = t * (K / 4u) + b * 32u + g * 8u;
@@ -62,41 +57,18 @@ fn stage(t: u32, tl: u32, b: u32, g: u32) {
     let x5 = x[i + 5u];
     let x6 = x[i + 6u];
     let x7 = x[i + 7u];
-    let a = max(max(max(abs(x0), abs(x1)), max(abs(x2), abs(x3))),
-                max(max(abs(x4), abs(x5)), max(abs(x6), abs(x7))));
-    let amax = max(max(a.x, a.y), max(a.z, a.w));
-    let inv = select(0.0, 127.0 / amax, amax > 0.0);
-    let q0 = vec4<i32>(round(x0 * inv));
-    let q1 = vec4<i32>(round(x1 * inv));
-    let q2 = vec4<i32>(round(x2 * inv));
-    let q3 = vec4<i32>(round(x3 * inv));
-    let q4 = vec4<i32>(round(x4 * inv));
-    let q5 = vec4<i32>(round(x5 * inv));
-    let q6 = vec4<i32>(round(x6 * inv));
-    let q7 = vec4<i32>(round(x7 * inv));
+    let q = quantize_q8(x0, x1, x2, x3, x4, x5, x6, x7);
     let base = 8u * tl;
-    xq[base][g] = pack_i8(vec4<i32>(q0.x, q2.x, q4.x, q6.x));
-    xq[base + 1u][g] = pack_i8(vec4<i32>(q0.y, q2.y, q4.y, q6.y));
-    xq[base + 2u][g] = pack_i8(vec4<i32>(q0.z, q2.z, q4.z, q6.z));
-    xq[base + 3u][g] = pack_i8(vec4<i32>(q0.w, q2.w, q4.w, q6.w));
-    xq[base + 4u][g] = pack_i8(vec4<i32>(q1.x, q3.x, q5.x, q7.x));
-    xq[base + 5u][g] = pack_i8(vec4<i32>(q1.y, q3.y, q5.y, q7.y));
-    xq[base + 6u][g] = pack_i8(vec4<i32>(q1.z, q3.z, q5.z, q7.z));
-    xq[base + 7u][g] = pack_i8(vec4<i32>(q1.w, q3.w, q5.w, q7.w));
-    let qs = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7));
-    let d = amax / 127.0;
-    xd[tl][g] = d;
-    xs[tl][g] = d * f32((qs.x + qs.y) + (qs.z + qs.w));
-}
-
-// S_g of the 4 groups for word m: the staged word against the row's bits m, m + 8, ...
-fn sums(w: vec4<u32>, bits: vec4<u32>) -> vec4<i32> {
-    return vec4<i32>(dot4I8Packed(w.x, bits.x), dot4I8Packed(w.y, bits.y),
-                     dot4I8Packed(w.z, bits.z), dot4I8Packed(w.w, bits.w));
-}
-
-fn bits(c: vec4<u32>, m: u32) -> vec4<u32> {
-    return (c >> vec4<u32>(m)) & vec4<u32>(0x01010101u);
+    xq[base][g] = q.lo.x;
+    xq[base + 1u][g] = q.lo.y;
+    xq[base + 2u][g] = q.lo.z;
+    xq[base + 3u][g] = q.lo.w;
+    xq[base + 4u][g] = q.hi.x;
+    xq[base + 5u][g] = q.hi.y;
+    xq[base + 6u][g] = q.hi.z;
+    xq[base + 7u][g] = q.hi.w;
+    xd[tl][g] = q.d;
+    xs[tl][g] = q.dsum;
 }
 
 @compute @workgroup_size(64)
@@ -147,22 +119,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             c1 = signs[bi];
             d1 = unpack2x16float(scales[bi / 2u])[bi % 2u];
         }
-        let a0 = bits(c0, 0u);
-        let a1 = bits(c0, 1u);
-        let a2 = bits(c0, 2u);
-        let a3 = bits(c0, 3u);
-        let a4 = bits(c0, 4u);
-        let a5 = bits(c0, 5u);
-        let a6 = bits(c0, 6u);
-        let a7 = bits(c0, 7u);
-        let e0 = bits(c1, 0u);
-        let e1 = bits(c1, 1u);
-        let e2 = bits(c1, 2u);
-        let e3 = bits(c1, 3u);
-        let e4 = bits(c1, 4u);
-        let e5 = bits(c1, 5u);
-        let e6 = bits(c1, 6u);
-        let e7 = bits(c1, 7u);
+        let a0 = q8_bits(c0, 0u);
+        let a1 = q8_bits(c0, 1u);
+        let a2 = q8_bits(c0, 2u);
+        let a3 = q8_bits(c0, 3u);
+        let a4 = q8_bits(c0, 4u);
+        let a5 = q8_bits(c0, 5u);
+        let a6 = q8_bits(c0, 6u);
+        let a7 = q8_bits(c0, 7u);
+        let e0 = q8_bits(c1, 0u);
+        let e1 = q8_bits(c1, 1u);
+        let e2 = q8_bits(c1, 2u);
+        let e3 = q8_bits(c1, 3u);
+        let e4 = q8_bits(c1, 4u);
+        let e5 = q8_bits(c1, 5u);
+        let e6 = q8_bits(c1, 6u);
+        let e7 = q8_bits(c1, 7u);
         for (var t = 0u; t < TOKENS; t++) {
             let w0 = xq[8u * t];
             let w1 = xq[8u * t + 1u];
@@ -175,10 +147,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let d = xd[t];
             let g = xs[t];
             let sx = (g.x + g.y) + (g.z + g.w);
-            let s0 = ((sums(w0, a0) + sums(w1, a1)) + (sums(w2, a2) + sums(w3, a3)))
-                + ((sums(w4, a4) + sums(w5, a5)) + (sums(w6, a6) + sums(w7, a7)));
-            let s1 = ((sums(w0, e0) + sums(w1, e1)) + (sums(w2, e2) + sums(w3, e3)))
-                + ((sums(w4, e4) + sums(w5, e5)) + (sums(w6, e6) + sums(w7, e7)));
+            let s0 = ((q8_sums(w0, a0) + q8_sums(w1, a1)) + (q8_sums(w2, a2) + q8_sums(w3, a3)))
+                + ((q8_sums(w4, a4) + q8_sums(w5, a5)) + (q8_sums(w6, a6) + q8_sums(w7, a7)));
+            let s1 = ((q8_sums(w0, e0) + q8_sums(w1, e1)) + (q8_sums(w2, e2) + q8_sums(w3, e3)))
+                + ((q8_sums(w4, e4) + q8_sums(w5, e5)) + (q8_sums(w6, e6) + q8_sums(w7, e7)));
             acc[t] += d0 * (2.0 * dot(d, vec4<f32>(s0)) - sx);
             acc[TB + t] += d1 * (2.0 * dot(d, vec4<f32>(s1)) - sx);
         }

@@ -1,5 +1,5 @@
 // Q1_0 row core of the integer matvec kernels (the q8 path; prepended to matvec_shared.wgsl /
-// matvec_subgroup.wgsl like lib/q1_0_dots.wgsl, see Shader::parts).
+// matvec_subgroup.wgsl like lib/q1_0_dots.wgsl, after lib/q8.wgsl: see Shader::parts).
 //
 // The input is quantized once per workgroup (stage_x, called by matvec_common's prologue) to
 // int8 in blocks of 32 with an f32 scale d_g each, llama.cpp's q8_0 arithmetic: q = round(x *
@@ -37,12 +37,6 @@ fn block_scale(i: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
-// 4 signed bytes of a packed word.
-fn pack_i8(q: vec4<i32>) -> u32 {
-    let b = bitcast<vec4<u32>>(q) & vec4<u32>(0xffu);
-    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
-
 // Quantizes the input's blocks first_block .. first_block + STAGE_WORDS (as load_x gives it)
 // into xq / xd / xs. Every thread of the workgroup calls it, in uniform control flow: barriers
 // before a later chunk (the previous one may still be read) and after (before the dot products
@@ -62,68 +56,67 @@ fn stage_x(lid: u32, first_block: u32) {
         let x5 = load_x(i + 5u);
         let x6 = load_x(i + 6u);
         let x7 = load_x(i + 7u);
-        let a = max(max(max(abs(x0), abs(x1)), max(abs(x2), abs(x3))),
-                    max(max(abs(x4), abs(x5)), max(abs(x6), abs(x7))));
-        let amax = max(max(a.x, a.y), max(a.z, a.w));
-        let inv = select(0.0, 127.0 / amax, amax > 0.0);
-        let q0 = vec4<i32>(round(x0 * inv));
-        let q1 = vec4<i32>(round(x1 * inv));
-        let q2 = vec4<i32>(round(x2 * inv));
-        let q3 = vec4<i32>(round(x3 * inv));
-        let q4 = vec4<i32>(round(x4 * inv));
-        let q5 = vec4<i32>(round(x5 * inv));
-        let q6 = vec4<i32>(round(x6 * inv));
-        let q7 = vec4<i32>(round(x7 * inv));
-        // Activation j of the group is component j % 4 of q(j / 4): word m takes m, m + 8,
-        // m + 16, m + 24, that is component m % 4 of q(m / 4), q(m / 4 + 2), ...
+        let q = quantize_q8(x0, x1, x2, x3, x4, x5, x6, x7);
         let base = 8u * (g / 4u);
         let c = g % 4u;
-        xq[base][c] = pack_i8(vec4<i32>(q0.x, q2.x, q4.x, q6.x));
-        xq[base + 1u][c] = pack_i8(vec4<i32>(q0.y, q2.y, q4.y, q6.y));
-        xq[base + 2u][c] = pack_i8(vec4<i32>(q0.z, q2.z, q4.z, q6.z));
-        xq[base + 3u][c] = pack_i8(vec4<i32>(q0.w, q2.w, q4.w, q6.w));
-        xq[base + 4u][c] = pack_i8(vec4<i32>(q1.x, q3.x, q5.x, q7.x));
-        xq[base + 5u][c] = pack_i8(vec4<i32>(q1.y, q3.y, q5.y, q7.y));
-        xq[base + 6u][c] = pack_i8(vec4<i32>(q1.z, q3.z, q5.z, q7.z));
-        xq[base + 7u][c] = pack_i8(vec4<i32>(q1.w, q3.w, q5.w, q7.w));
-        let qs = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7));
-        let d = amax / 127.0;
-        xd[g / 4u][c] = d;
-        xs[g / 4u][c] = d * f32((qs.x + qs.y) + (qs.z + qs.w));
+        xq[base][c] = q.lo.x;
+        xq[base + 1u][c] = q.lo.y;
+        xq[base + 2u][c] = q.lo.z;
+        xq[base + 3u][c] = q.lo.w;
+        xq[base + 4u][c] = q.hi.x;
+        xq[base + 5u][c] = q.hi.y;
+        xq[base + 6u][c] = q.hi.z;
+        xq[base + 7u][c] = q.hi.w;
+        xd[g / 4u][c] = q.d;
+        xs[g / 4u][c] = q.dsum;
     }
     workgroupBarrier();
 }
 
-// S_g for the 4 groups of a block: word m of x against bits m, m + 8, m + 16, m + 24.
-fn sums(w: vec4<u32>, c: vec4<u32>, m: u32) -> vec4<i32> {
-    let bits = (c >> vec4<u32>(m)) & vec4<u32>(0x01010101u);
-    return vec4<i32>(dot4I8Packed(w.x, bits.x), dot4I8Packed(w.y, bits.y),
-                     dot4I8Packed(w.z, bits.z), dot4I8Packed(w.w, bits.w));
+// A staged block: its 8 int8 words (each the word of its 4 groups), scales and sum.
+struct Staged {
+    w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
+    w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32>,
+    d: vec4<f32>,
+    sx: f32,
 }
 
-// Dot products of block `b` of the row group at `first_row` with the staged x (b is in the
-// staged chunk: its index there is b % STAGE_WORDS).
-fn word_dots(first_row: u32, b: u32) -> vec4<f32> {
+// Block b of the staged chunk (its index there is b % STAGE_WORDS), read once for every row
+// that uses it.
+fn staged(b: u32) -> Staged {
     let l = b % STAGE_WORDS;
-    let w0 = xq[8u * l];
-    let w1 = xq[8u * l + 1u];
-    let w2 = xq[8u * l + 2u];
-    let w3 = xq[8u * l + 3u];
-    let w4 = xq[8u * l + 4u];
-    let w5 = xq[8u * l + 5u];
-    let w6 = xq[8u * l + 6u];
-    let w7 = xq[8u * l + 7u];
-    let d = xd[l];
     let g = xs[l];
-    let sx = (g.x + g.y) + (g.z + g.w);
-    // Written out for the 4 rows: a loop keeps the staged words in an indexed array on
-    // drivers that do not unroll it (lavapipe), which costs more than the products.
+    return Staged(xq[8u * l], xq[8u * l + 1u], xq[8u * l + 2u], xq[8u * l + 3u],
+                  xq[8u * l + 4u], xq[8u * l + 5u], xq[8u * l + 6u], xq[8u * l + 7u],
+                  xd[l], (g.x + g.y) + (g.z + g.w));
+}
+
+// Block b of weight row r against the staged block s.
+fn row_dot(r: u32, b: u32, s: Staged) -> f32 {
+    let i = r * (K / 128u) + b;
+    let c = codes[i];
+    let sum = ((q8_sums(s.w0, q8_bits(c, 0u)) + q8_sums(s.w1, q8_bits(c, 1u)))
+        + (q8_sums(s.w2, q8_bits(c, 2u)) + q8_sums(s.w3, q8_bits(c, 3u))))
+        + ((q8_sums(s.w4, q8_bits(c, 4u)) + q8_sums(s.w5, q8_bits(c, 5u)))
+        + (q8_sums(s.w6, q8_bits(c, 6u)) + q8_sums(s.w7, q8_bits(c, 7u))));
+    return block_scale(i) * (2.0 * dot(s.d, vec4<f32>(sum)) - s.sx);
+}
+
+// The 4 rows of the row group at first_row against the staged block s. Written out: a loop
+// keeps the staged words in an indexed array on drivers that do not unroll it (lavapipe),
+// which costs more than the products.
+fn rows4(first_row: u32, b: u32, s: Staged) -> vec4<f32> {
     return vec4<f32>(
-        row_dot(W_ROW0 + weight_row(first_row, 0u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-        row_dot(W_ROW0 + weight_row(first_row, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-        row_dot(W_ROW0 + weight_row(first_row, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-        row_dot(W_ROW0 + weight_row(first_row, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
+        row_dot(W_ROW0 + weight_row(first_row, 0u), b, s),
+        row_dot(W_ROW0 + weight_row(first_row, 1u), b, s),
+        row_dot(W_ROW0 + weight_row(first_row, 2u), b, s),
+        row_dot(W_ROW0 + weight_row(first_row, 3u), b, s),
     );
+}
+
+// Dot products of block `b` of the row group at `first_row` with the staged x.
+fn word_dots(first_row: u32, b: u32) -> vec4<f32> {
+    return rows4(first_row, b, staged(b));
 }
 
 // Two row groups (8 rows) per subgroup in matvec_subgroup.wgsl: each staged block is loaded
@@ -132,42 +125,6 @@ const GROUPS: u32 = 2u;
 
 // word_dots of the row groups at first_row and first_row + 4.
 fn group_dots(first_row: u32, b: u32) -> array<vec4<f32>, GROUPS> {
-    let l = b % STAGE_WORDS;
-    let w0 = xq[8u * l];
-    let w1 = xq[8u * l + 1u];
-    let w2 = xq[8u * l + 2u];
-    let w3 = xq[8u * l + 3u];
-    let w4 = xq[8u * l + 4u];
-    let w5 = xq[8u * l + 5u];
-    let w6 = xq[8u * l + 6u];
-    let w7 = xq[8u * l + 7u];
-    let d = xd[l];
-    let g = xs[l];
-    let sx = (g.x + g.y) + (g.z + g.w);
-    let second = first_row + 4u;
-    return array<vec4<f32>, GROUPS>(
-        vec4<f32>(
-            row_dot(W_ROW0 + weight_row(first_row, 0u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(first_row, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(first_row, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(first_row, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-        ),
-        vec4<f32>(
-            row_dot(W_ROW0 + weight_row(second, 0u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(second, 1u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(second, 2u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-            row_dot(W_ROW0 + weight_row(second, 3u), b, w0, w1, w2, w3, w4, w5, w6, w7, d, sx),
-        ),
-    );
-}
-
-// Block b of weight row r against the staged words w0..w7, scales d and sum sx.
-fn row_dot(r: u32, b: u32, w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>,
-           w4: vec4<u32>, w5: vec4<u32>, w6: vec4<u32>, w7: vec4<u32>, d: vec4<f32>,
-           sx: f32) -> f32 {
-    let i = r * (K / 128u) + b;
-    let c = codes[i];
-    let s = ((sums(w0, c, 0u) + sums(w1, c, 1u)) + (sums(w2, c, 2u) + sums(w3, c, 3u)))
-        + ((sums(w4, c, 4u) + sums(w5, c, 5u)) + (sums(w6, c, 6u) + sums(w7, c, 7u)));
-    return block_scale(i) * (2.0 * dot(d, vec4<f32>(s)) - sx);
+    let s = staged(b);
+    return array<vec4<f32>, GROUPS>(rows4(first_row, b, s), rows4(first_row + 4u, b, s));
 }

@@ -255,6 +255,7 @@ impl Shader {
             "q2_0_dots",
             include_str!("../../shaders/lib/q2_0_dots.wgsl"),
         );
+        const Q8: (&str, &str) = ("q8", include_str!("../../shaders/lib/q8.wgsl"));
         const Q1_0_Q8_DOTS: (&str, &str) = (
             "q1_0_q8_dots",
             include_str!("../../shaders/lib/q1_0_q8_dots.wgsl"),
@@ -269,7 +270,8 @@ impl Shader {
         );
         match self {
             Shader::MatvecQ1_0 | Shader::MatvecQ1_0Subgroup => &[Q1_0_DOTS, COMMON],
-            Shader::MatvecQ1_0Q8 | Shader::MatvecQ1_0Q8Subgroup => &[Q1_0_Q8_DOTS, COMMON],
+            Shader::MatvecQ1_0Q8 | Shader::MatvecQ1_0Q8Subgroup => &[Q8, Q1_0_Q8_DOTS, COMMON],
+            Shader::MatmulQ1_0Q8 => &[Q8],
             Shader::MatvecQ1_0F16 | Shader::MatvecQ1_0F16Subgroup => &[Q1_0_F16_DOTS, COMMON],
             Shader::MatvecQ2_0 | Shader::MatvecQ2_0Subgroup => &[Q2_0_DOTS, COMMON],
             _ => &[],
