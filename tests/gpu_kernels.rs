@@ -255,34 +255,35 @@ async fn check_matvec_path(
 /// The f16-pair path at the q8 test's shapes.
 #[gpu_test]
 async fn matvec_q1_0_f16_shapes() {
-    let f16 = KernelPath::F16;
-    check_matvec_path(f16, 256, 100, Reduce::Shared, false, 50).await;
-    check_matvec_path(f16, 2048, 6144, Reduce::Shared, false, 51).await;
-    check_matvec_path(f16, 12288, 256, Reduce::Shared, false, 52).await;
-    check_matvec_path(f16, 768, 256, Reduce::Shared, true, 53).await;
-    #[cfg(not(target_arch = "wasm32"))] // wgpu 30's WebGPU backend maps no subgroups feature
-    {
-        check_matvec_path(f16, 2048, 6144, Reduce::Subgroup, false, 55).await;
-        check_matvec_path(f16, 12288, 256, Reduce::Subgroup, false, 56).await;
-        check_matvec_path(f16, 768, 256, Reduce::Subgroup, true, 57).await;
-    }
+    check_path_shapes(KernelPath::F16, 50).await;
 }
 
 /// The q8 path at small, Bonsai (1.7B ffn_up) and long (8B ffn_down: three staged chunks) rows,
 /// both reductions, accumulating too.
 #[gpu_test]
 async fn matvec_q1_0_q8_shapes() {
-    let q8 = KernelPath::Q8;
-    check_matvec_path(q8, 256, 100, Reduce::Shared, false, 40).await;
-    check_matvec_path(q8, 2048, 6144, Reduce::Shared, false, 41).await;
-    check_matvec_path(q8, 12288, 256, Reduce::Shared, false, 42).await;
-    check_matvec_path(q8, 768, 256, Reduce::Shared, true, 43).await;
-    #[cfg(not(target_arch = "wasm32"))] // wgpu 30's WebGPU backend maps no subgroups feature
-    {
-        check_matvec_path(q8, 256, 100, Reduce::Subgroup, false, 44).await;
-        check_matvec_path(q8, 2048, 6144, Reduce::Subgroup, false, 45).await;
-        check_matvec_path(q8, 12288, 256, Reduce::Subgroup, false, 46).await;
-        check_matvec_path(q8, 768, 256, Reduce::Subgroup, true, 47).await;
+    check_path_shapes(KernelPath::Q8, 40).await;
+}
+
+/// `path` at 256x100, 2048x6144, 12288x256 and 768x256 accumulating, with the shared reduction
+/// and (natively) the subgroup one; seeds `seed..seed + 8`.
+async fn check_path_shapes(path: KernelPath, seed: u64) {
+    let shapes = [
+        (256, 100, false),
+        (2048, 6144, false),
+        (12288, 256, false),
+        (768, 256, true),
+    ];
+    // wgpu 30's WebGPU backend maps no subgroups feature.
+    let reductions: &[Reduce] = match cfg!(target_arch = "wasm32") {
+        true => &[Reduce::Shared],
+        false => &[Reduce::Shared, Reduce::Subgroup],
+    };
+    for (r, &reduce) in reductions.iter().enumerate() {
+        for (i, &(k, n, accumulate)) in shapes.iter().enumerate() {
+            let seed = seed + (4 * r + i) as u64;
+            check_matvec_path(path, k, n, reduce, accumulate, seed).await;
+        }
     }
 }
 
