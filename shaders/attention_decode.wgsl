@@ -24,6 +24,10 @@
 // workgroup reads position pos, so no ordering between workgroups is needed. When the context is
 // one chunk (n_kv <= CHUNK) the partial is final: part_o is written divided by l, so the Wo
 // matvec's MERGE_ONE loads it as it is (part_ml keeps m and l either way).
+//
+// SINGLE (the unfused plan, when n_kv <= CHUNK): the host binds the attention output as part_o
+// with MAX_CHUNKS = 1 and dispatches chunk 0 only; the partial, divided by l, is the output and
+// no merge runs.
 
 struct StepParams {
     n_tokens: u32,
@@ -44,11 +48,13 @@ override ROPE: bool = false;   // q is q|k|v of one token: QK-norm, RoPE and the
 override N_ROT: u32 = 128u;    // ROPE: rotated dims (even, <= HEAD_DIM)
 override EPS: f32 = 1e-6;      // ROPE: QK-norm and attention-norm epsilon
 override N_EMBD: u32 = 2048u;  // ROPE: length of x_res
+override SINGLE: bool = false; // the context is one chunk and part_o is the output (n_head, head_dim)
 
 const WG: u32 = 128u;
 const MAX_GROUP: u32 = 8u;
 const MAX_Q: u32 = 1024u;
 const MAX_CHUNK: u32 = 128u;
+const SPAN: u32 = 16u;   // softmax threads per query head: WG / MAX_GROUP
 const NEG_BIG: f32 = -1.0e30;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
@@ -64,8 +70,9 @@ const NEG_BIG: f32 = -1.0e30;
 var<workgroup> q_sh: array<f32, MAX_Q>;                  // (group, head_dim)
 var<workgroup> p_sh: array<f32, MAX_GROUP * MAX_CHUNK>;  // (group, chunk) scores, then exp(score - m)
 var<workgroup> scratch: array<f32, WG * 8u>;             // (thread, group) lane scores, then (thread, 8) V sums
-var<workgroup> m_sh: array<f32, MAX_GROUP>;              // (group) chunk max
-var<workgroup> l_sh: array<f32, MAX_GROUP>;              // ROPE: (group) chunk sum of exp
+var<workgroup> red_m: array<f32, WG>;                    // (group, SPAN) partial maxima of the scores
+var<workgroup> red_l: array<f32, WG>;                    // (group, SPAN) partial sums of exp
+var<workgroup> l_sh: array<f32, MAX_GROUP>;              // (group) chunk sum of exp
 var<workgroup> kv_sh: array<f32, 2u * MAX_HEAD>;         // ROPE: k then v of the token
 var<workgroup> ds: array<f32, 2u * MAX_HEAD / 32u>;      // ROPE, Q8_0: scales of k's blocks, then v's
 
@@ -116,6 +123,13 @@ fn v8(row: u32, w4: u32) -> array<vec4<f32>, 2> {
         return q8_dequant8(v_cache[qw >> 2u], qw, v_cache[sw >> 2u], sw, w4);
     }
     return unpack8(v_cache[row * (HEAD_DIM / 8u) + w4]);
+}
+
+// q . k over dims qo % HEAD_DIM .. + 8 of the query head at qo / HEAD_DIM, kk from k8.
+fn q_dot8(qo: u32, kk: array<vec4<f32>, 2>) -> f32 {
+    let q0 = vec4<f32>(q_sh[qo], q_sh[qo + 1u], q_sh[qo + 2u], q_sh[qo + 3u]);
+    let q1 = vec4<f32>(q_sh[qo + 4u], q_sh[qo + 5u], q_sh[qo + 6u], q_sh[qo + 7u]);
+    return dot(q0, kk[0]) + dot(q1, kk[1]);
 }
 
 // ROPE: 1/rms(x_res), the attention norm's scale. Every thread calls it.
@@ -201,7 +215,9 @@ fn quant4(x: vec4<f32>, d: f32) -> u32 {
 fn write_kv(lid: u32, kvh: u32, pos: u32) {
     let row = pos * N_HEAD_KV + kvh;
     if (KV_Q8) {
-        let nb = HEAD_DIM / QK;
+        // At least 1: a Q8_0 cache has head_dim >= 32, but this branch is also built (not
+        // run) for f16 caches of head_dim 16.
+        let nb = max(HEAD_DIM / QK, 1u);
         if (lid < 2u * nb) {
             let base = select(0u, HEAD_DIM, lid >= nb) + (lid % nb) * QK;
             var amax = 0.0;
@@ -305,14 +321,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     if (pl < n_valid) {
         let row = (start + pl) * N_HEAD_KV + kvh;
-        for (var w4 = lane; w4 < row_vec4; w4 += lanes) {
-            let kk = k8(row, w4);
-            let d = 8u * w4;
+        // Two K loads in flight per round (row_vec4 is even; lanes divides it or exceeds it).
+        var w4 = lane;
+        for (; w4 + lanes < row_vec4; w4 += 2u * lanes) {
+            let ka = k8(row, w4);
+            let kb = k8(row, w4 + lanes);
             for (var g = 0u; g < GROUP; g++) {
-                let qo = g * HEAD_DIM + d;
-                let q0 = vec4<f32>(q_sh[qo], q_sh[qo + 1u], q_sh[qo + 2u], q_sh[qo + 3u]);
-                let q1 = vec4<f32>(q_sh[qo + 4u], q_sh[qo + 5u], q_sh[qo + 6u], q_sh[qo + 7u]);
-                s[g] += dot(q0, kk[0]) + dot(q1, kk[1]);
+                s[g] += q_dot8(g * HEAD_DIM + 8u * w4, ka) + q_dot8(g * HEAD_DIM + 8u * (w4 + lanes), kb);
+            }
+        }
+        if (w4 < row_vec4) {
+            let ka = k8(row, w4);
+            for (var g = 0u; g < GROUP; g++) {
+                s[g] += q_dot8(g * HEAD_DIM + 8u * w4, ka);
             }
         }
     }
@@ -320,46 +341,50 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         scratch[lid * MAX_GROUP + g] = s[g];
     }
     workgroupBarrier();
-    for (var i = lid; i < GROUP * CHUNK; i += WG) {
-        let g = i / CHUNK;
-        let p = i % CHUNK;
-        var sc = NEG_BIG;
-        if (p < n_valid) {
+
+    // Softmax of the chunk, SPAN threads per query head of the group (thread lid = head sh,
+    // slot st): each sums the lane partials of positions st, st + SPAN, ... into scores and
+    // takes their max; after one exchange every thread of the head has the chunk max, turns its
+    // own scores into exp(score - m) and sums them; a second exchange gives the sum. Two
+    // barriers, and no thread walks the whole chunk.
+    let sh = lid / SPAN;
+    let st = lid % SPAN;
+    var m_part = NEG_BIG;
+    if (sh < GROUP) {
+        for (var p = st; p < n_valid; p += SPAN) {
             var t = 0.0;
             for (var l = 0u; l < lanes; l++) {
-                t += scratch[(p * lanes + l) * MAX_GROUP + g];
+                t += scratch[(p * lanes + l) * MAX_GROUP + sh];
             }
-            sc = t * SCALE;
+            let sc = t * SCALE;
+            p_sh[sh * CHUNK + p] = sc;
+            m_part = max(m_part, sc);
         }
-        p_sh[g * CHUNK + p] = sc;
     }
+    red_m[lid] = m_part;
     workgroupBarrier();
-
-    // Softmax statistics of the chunk, one thread per query head.
-    if (lid < GROUP) {
-        var m = NEG_BIG;
-        for (var p = 0u; p < n_valid; p++) {
-            m = max(m, p_sh[lid * CHUNK + p]);
+    var m = NEG_BIG;
+    var l_part = 0.0;
+    if (sh < GROUP) {
+        for (var i = 0u; i < SPAN; i++) {
+            m = max(m, red_m[sh * SPAN + i]);
         }
-        m_sh[lid] = m;
-    }
-    workgroupBarrier();
-    for (var i = lid; i < GROUP * CHUNK; i += WG) {
-        let g = i / CHUNK;
-        var e = 0.0;
-        if (i % CHUNK < n_valid) {
-            e = exp(p_sh[i] - m_sh[g]);
+        // The same positions this thread wrote: no barrier between.
+        for (var p = st; p < n_valid; p += SPAN) {
+            let e = exp(p_sh[sh * CHUNK + p] - m);
+            p_sh[sh * CHUNK + p] = e;
+            l_part += e;
         }
-        p_sh[i] = e;
     }
+    red_l[lid] = l_part;
     workgroupBarrier();
-    if (lid < GROUP) {
+    if (sh < GROUP && st == 0u) {
         var l = 0.0;
-        for (var p = 0u; p < n_valid; p++) {
-            l += p_sh[lid * CHUNK + p];
+        for (var i = 0u; i < SPAN; i++) {
+            l += red_l[sh * SPAN + i];
         }
-        part_ml[(head0 + lid) * MAX_CHUNKS + chunk] = vec2<f32>(m_sh[lid], l);
-        l_sh[lid] = l;
+        part_ml[(head0 + sh) * MAX_CHUNKS + chunk] = vec2<f32>(m, l);
+        l_sh[sh] = l;
     }
 
     // Weighted sum of V: thread = (slice, head of group, 8 dims); a slice takes every
@@ -373,7 +398,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     if (slice < slices) {
-        for (var j = slice; j < n_valid; j += slices) {
+        // Two V loads in flight per round.
+        var j = slice;
+        for (; j + slices < n_valid; j += 2u * slices) {
+            let va = v8((start + j) * N_HEAD_KV + kvh, w4);
+            let vb = v8((start + j + slices) * N_HEAD_KV + kvh, w4);
+            let pa = p_sh[g * CHUNK + j];
+            let pb = p_sh[g * CHUNK + j + slices];
+            acc0 += pa * va[0] + pb * vb[0];
+            acc1 += pa * va[1] + pb * vb[1];
+        }
+        if (j < n_valid) {
             let p = p_sh[g * CHUNK + j];
             let vv = v8((start + j) * N_HEAD_KV + kvh, w4);
             acc0 += p * vv[0];
@@ -387,9 +422,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     if (lid < pairs) {
         let dst = ((head0 + g) * MAX_CHUNKS + chunk) * HEAD_DIM + 8u * w4;
-        // ROPE with one chunk: the final output (l > 0: the query's own position is live).
+        // One chunk (ROPE, or SINGLE: part_o is the output): the final output (l > 0: the
+        // query's own position is live).
         var inv_l = 1.0;
-        if (ROPE && n_kv <= CHUNK) {
+        if ((ROPE && n_kv <= CHUNK) || SINGLE) {
             inv_l = 1.0 / l_sh[g];
         }
         for (var e = 0u; e < 8u; e++) {

@@ -5,8 +5,9 @@
 // (token, head-of-group) pairs all share the kv head, so each K/V block is read once for them.
 // Each row is served by TPR = 4 threads that each own HEAD_DIM / 4 dims of q and of the output.
 // Keys are processed in blocks of BK (flash attention, online softmax): per block the threads
-// write partial dot products, every thread of a row sums its row's four partials, updates the
-// running max / sum and rescales its output slice.
+// write partial dot products; thread c of a row sums the row's four partials for its KPT keys;
+// the row's threads exchange maxima, each computes the exps of its own keys once and shares
+// them, and every thread updates the running max and rescales its output slice.
 //
 // The cache is f16 pairs or (KV_Q8) Q8_0 blocks (layout in kv_cache.rs); a K/V block is copied
 // to workgroup memory in the cache's own encoding (Q8_0: quants + f32 scales) and decoded four
@@ -32,6 +33,7 @@ const WG: u32 = 64u;
 const TPR: u32 = 4u;           // threads per row
 const ROWS: u32 = 16u;         // WG / TPR
 const BK: u32 = 16u;           // keys per block
+const KPT: u32 = 4u;           // BK / TPR: keys whose exp a thread computes
 const MAX_SLICE: u32 = 32u;    // dims per thread
 const MAX_HALF: u32 = 64u;     // HEAD_DIM / 2 upper bound
 const QK: u32 = 32u;           // Q8_0 block
@@ -49,6 +51,8 @@ var<workgroup> v_sh: array<u32, BK * MAX_HALF>;  // as k_sh
 var<workgroup> ks_sh: array<f32, BK * MAX_BLOCKS>; // Q8_0: (bk, head_dim/32) scales of k_sh
 var<workgroup> vs_sh: array<f32, BK * MAX_BLOCKS>; // Q8_0: scales of v_sh
 var<workgroup> part: array<f32, WG * BK>;        // (thread, bk) partial dot products
+var<workgroup> mx_sh: array<f32, WG>;            // (thread) max of its keys' scores; at the end, its sum of exp
+var<workgroup> p_sh: array<f32, ROWS * BK>;      // (row, bk) exp(score - m) of the block
 
 // Four i8 (little-endian in a word) to f32.
 fn i8x4(w: u32) -> vec4<f32> {
@@ -155,27 +159,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
 
-        var sc: array<f32, BK>;
-        var m_blk = NEG_BIG;
+        // The softmax of the block, each exp once: thread c of a row finishes the scores of
+        // keys KPT c .. KPT c + KPT (summing the row's TPR partials), and the row's threads
+        // exchange their maxima, then their exps, through workgroup memory.
         let rb = row * TPR;
-        for (var j = 0u; j < BK; j++) {
+        let j0 = c * KPT;
+        var sc: array<f32, KPT>;
+        var mx = NEG_BIG;
+        for (var e = 0u; e < KPT; e++) {
+            let j = j0 + e;
             var s = NEG_BIG;
             if (kb + j <= q_pos && kb + j < kv_end) {
                 s = (part[rb * BK + j] + part[(rb + 1u) * BK + j] + part[(rb + 2u) * BK + j]
                     + part[(rb + 3u) * BK + j]) * SCALE;
             }
-            sc[j] = s;
-            m_blk = max(m_blk, s);
+            sc[e] = s;
+            mx = max(mx, s);
         }
-        let m_new = max(m, m_blk);
+        mx_sh[lid] = mx;
+        workgroupBarrier();
+        let m_new = max(m, max(max(mx_sh[rb], mx_sh[rb + 1u]), max(mx_sh[rb + 2u], mx_sh[rb + 3u])));
         let corr = exp(m - m_new);
         l *= corr;
+        for (var e = 0u; e < KPT; e++) {
+            // Masked keys: exp(-1e30 - m_new) = 0 (m_new is finite once key 0 is seen, and key
+            // 0 is in the first block of every row).
+            let p = exp(sc[e] - m_new);
+            p_sh[row * BK + j0 + e] = p;
+            l += p;
+        }
+        workgroupBarrier();
         for (var i = 0u; i < n4; i++) {
             acc[i] *= corr;
         }
         for (var j = 0u; j < BK; j++) {
-            let p = exp(sc[j] - m_new);
-            l += p;
+            let p = p_sh[row * BK + j];
             for (var i = 0u; i < n4; i++) {
                 acc[i] += p * v_sh4(j, g0 + i);
             }
@@ -184,8 +202,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier(); // k_sh, v_sh and part are overwritten by the next block
     }
 
+    // Each thread summed the exps of its own keys: the row's sum is its TPR threads'.
+    mx_sh[lid] = l;
+    workgroupBarrier();
+    let rb = row * TPR;
+    let l_row = (mx_sh[rb] + mx_sh[rb + 1u]) + (mx_sh[rb + 2u] + mx_sh[rb + 3u]);
     if (valid) {
-        let inv_l = 1.0 / l;
+        let inv_l = 1.0 / l_row;
         for (var i = 0u; i < n4; i++) {
             let o = (t * n_head + h) * HEAD_DIM + 4u * (g0 + i);
             let a = acc[i] * inv_l;

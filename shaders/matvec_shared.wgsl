@@ -8,7 +8,7 @@
 // THREADS_PER_GROUP = 256 / (ROWS_PER_WG / 4) threads of a row group (a power of two) stride
 // over the code words, so neighbouring threads read neighbouring words.
 
-var<workgroup> partial: array<vec4<f32>, WG>;
+var<workgroup> partial: array<vec4<f32>, MAX_WG>;
 
 @compute @workgroup_size(256)
 fn main(

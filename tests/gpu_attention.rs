@@ -305,6 +305,19 @@ async fn attention_decode_matches_cpu() {
     check_decode(wide, 32, 100, &[100]).await;
 }
 
+/// More chunks than attention_merge.wgsl keeps weights for in workgroup memory (1,024): the
+/// weights past the table are computed per load.
+#[gpu_test]
+async fn attention_decode_merges_past_its_weight_table() {
+    let one_head = AttnDims {
+        n_head: 1,
+        n_head_kv: 1,
+        head_dim: 16,
+    };
+    let n_ctx = 32 * 1030 + 5;
+    check_decode(one_head, 32, n_ctx, &[n_ctx, 32 * 1024 + 1]).await;
+}
+
 /// [`cpu::qk_norm_rope`] over the tokens of `q` at positions `pos..`: `q` in place, `k`
 /// returned normalised and rotated.
 fn cpu_qk_norm_rope(

@@ -15,6 +15,7 @@ use bonsai_wgpu::gpu::ops::argmax::{Argmax, ArgmaxBindings};
 use bonsai_wgpu::gpu::ops::embed_q1_0::{EmbedQ1_0, EmbedQ1_0Bindings};
 use bonsai_wgpu::gpu::ops::matvec_q1_0::{
     Fusion, MatvecOptions, MatvecQ1_0, MatvecQ1_0Bindings, MergeInput, NormOut, Reduce,
+    SUBGROUP_WORKGROUP_SIZES,
 };
 use bonsai_wgpu::gpu::ops::rmsnorm::{Rmsnorm, RmsnormBindings};
 use bonsai_wgpu::gpu::ops::silu_mul::{SiluMul, SiluMulBindings};
@@ -194,6 +195,14 @@ async fn check_matvec(k: usize, n: usize, reduce: Reduce, accumulate: bool, seed
     check_matvec_path(KernelPath::F32, k, n, reduce, accumulate, seed).await;
 }
 
+/// The kernel-vs-reference tolerance of `path` (against the reference in its own arithmetic).
+fn path_tol(path: KernelPath) -> f32 {
+    match path {
+        KernelPath::F16 => F16_TOL,
+        _ => MATVEC_TOL.max(Q8_TOL),
+    }
+}
+
 /// One random matvec on `path` against that path's CPU reference (and, for q8, the f32 one).
 async fn check_matvec_path(
     path: KernelPath,
@@ -226,11 +235,7 @@ async fn check_matvec_path(
     let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
     let want = cpu_matvec_path(path, &bytes, k, n, &x, &y0, accumulate);
     let what = format!("matvec {k}x{n} {reduce:?} {path} acc={accumulate}");
-    let tol = match path {
-        KernelPath::F16 => F16_TOL,
-        _ => MATVEC_TOL.max(Q8_TOL),
-    };
-    assert_close(&what, &got, &want, tol);
+    assert_close(&what, &got, &want, path_tol(path));
     if path == KernelPath::F16 {
         let cos = cosine(&got, &want);
         note!("{what}: cosine {cos:.7} with f32");
@@ -358,6 +363,67 @@ async fn matvec_q1_0_subgroup_planned_for_any_size() {
         &want,
         MATVEC_TOL,
     );
+}
+
+/// The subgroup kernel at every workgroup size a GPU may get (64 and 128 threads for small
+/// projections), for every path, on rows of fewer words than the subgroup (slots of 2 or 4
+/// lanes where the adapter has one subgroup size, as lavapipe's 8) and of many.
+#[gpu_test]
+#[cfg_attr(
+    target_arch = "wasm32",
+    ignore = "wgpu 30's WebGPU backend maps no subgroups feature"
+)]
+async fn matvec_q1_0_subgroup_workgroup_sizes_and_slots() {
+    let ctx = ctx().await;
+    if !ctx.features.has_subgroups {
+        note!("skip: {} has no subgroups", ctx.info.name);
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(12);
+    // f32 words are 32 weights, q8 / f16 words 128: k 128 is 4 and 1 words, 256 is 8 and 2.
+    for (k, n) in [(128, 300), (256, 100), (2048, 1000)] {
+        let bytes = random_q1_0(&mut rng, k, n, WEIGHT_SCALES);
+        let x = random_f32(&mut rng, k, 1.0);
+        let y0 = random_f32(&mut rng, n, 1.0);
+        let w = Q1_0Weight::upload(&ctx, "w", &bytes, k, n).unwrap();
+        for path in [KernelPath::F32, KernelPath::Q8, KernelPath::F16] {
+            let want = cpu_matvec_path(path, &bytes, k, n, &x, &y0, true);
+            for threads in SUBGROUP_WORKGROUP_SIZES {
+                if threads < ctx.info.subgroup_max_size {
+                    continue;
+                }
+                let opts = MatvecOptions {
+                    accumulate: true,
+                    reduce: Reduce::Subgroup,
+                    workgroup_size: Some(threads),
+                    path: Some(path),
+                    ..Default::default()
+                };
+                let got = gpu_matvec(&ctx, &w, &x, &y0, opts).await;
+                let what = format!("matvec {k}x{n} {path} in workgroups of {threads}");
+                assert_close(&what, &got, &want, path_tol(path));
+            }
+        }
+    }
+    // A size that is not one of them is an error, not a dispatch.
+    let bytes = random_q1_0(&mut rng, 128, 4, WEIGHT_SCALES);
+    let w = Q1_0Weight::upload(&ctx, "w", &bytes, 128, 4).unwrap();
+    let (xb, yb) = (
+        storage_buffer(&ctx, "x", 512).unwrap(),
+        storage_buffer(&ctx, "y", 16).unwrap(),
+    );
+    let b = MatvecQ1_0Bindings {
+        w: &w,
+        x: &xb,
+        y: &yb,
+        opts: MatvecOptions {
+            reduce: Reduce::Subgroup,
+            workgroup_size: Some(96),
+            ..Default::default()
+        },
+    };
+    let err = MatvecQ1_0::new(&ctx, &PipelineCache::new(), &b).unwrap_err();
+    assert!(err.to_string().contains("workgroup size 96"), "{err}");
 }
 
 /// Splits the weight into parts (small binding limit) and the dispatch over x and y (small

@@ -74,6 +74,17 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
                 [matvec(2048.0, 6144.0, 0.0, 128.0), vec![("ITERS", 1.0)]].concat(),
                 [matvec(12288.0, 4096.0, 1.0, 256.0), vec![("ITERS", 32.0)]].concat(),
                 [matvec(4096.0, 151669.0, 0.0, 32.0), vec![("ITERS", 2.0)]].concat(),
+                // One subgroup size (SG), slots of SEG lanes, small workgroups (WG).
+                [
+                    matvec(2048.0, 1024.0, 0.0, 32.0),
+                    vec![("ITERS", 1.0), ("SG", 32.0), ("SEG", 16.0), ("WG", 64.0)],
+                ]
+                .concat(),
+                [
+                    matvec(256.0, 100.0, 1.0, 512.0),
+                    vec![("ITERS", 1.0), ("SG", 8.0), ("SEG", 2.0), ("WG", 128.0)],
+                ]
+                .concat(),
             ],
             with_iters(fused(128.0)),
         ]
@@ -166,10 +177,20 @@ fn specializations(name: &str) -> Vec<Vec<(&'static str, f64)>> {
                 ("CHUNK", 128.0),
                 ("MAX_CHUNKS", 1.0),
             ],
+            // The unfused plan's one-chunk kernel (no merge).
+            attn(&[
+                ("N_HEAD_KV", 8.0),
+                ("GROUP", 2.0),
+                ("CHUNK", 64.0),
+                ("MAX_CHUNKS", 1.0),
+                ("SINGLE", 1.0),
+            ]),
         ],
         "attention_merge" => vec![
             attn(&[("CHUNK", 64.0), ("MAX_CHUNKS", 512.0)]),
             vec![("HEAD_DIM", 64.0), ("CHUNK", 128.0), ("MAX_CHUNKS", 1.0)],
+            // More chunks than the weight table (65,536 positions in chunks of 32).
+            vec![("HEAD_DIM", 16.0), ("CHUNK", 32.0), ("MAX_CHUNKS", 2048.0)],
         ],
         "attention_prefill" => vec![
             attn(&[("N_HEAD_KV", 8.0), ("GROUP", 2.0), ("SCALE", 0.088)]),

@@ -59,7 +59,9 @@ override GLU: bool = false;
 override ARGMAX: bool = false;
 override ARG_BASE: u32 = 0u;         // ARGMAX: row groups of the weight's earlier parts
 
-const WG: u32 = 256u;
+const MAX_WG: u32 = 256u;           // workgroup arrays are sized for it
+override WG: u32 = 256u;             // threads per workgroup: 256 (matvec_shared.wgsl); 64, 128 or
+                                     // 256 (matvec_subgroup.wgsl, chosen per shape by the host)
 const MAX_HEADS: u32 = 64u;
 const MERGE_TABLE: u32 = 1024u;      // MERGE: (head, chunk) weights kept in workgroup memory
                                      // (4,096 positions of 32 heads; beyond, computed per load)
@@ -73,7 +75,7 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(7) var<storage, read_write> out_u: array<u32>;   // ARGMAX: indices (partials); NORM_OUT: sums of squares of y in groups of 4 (f32 bits)
 @group(0) @binding(8) var<storage, read> g_next: array<f32>;        // NORM_OUT: the next norm's weight
 
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<f32, MAX_WG>;
 var<workgroup> inv_rms_wg: f32;
 var<workgroup> head_max: array<f32, MAX_HEADS>;
 var<workgroup> head_inv_l: array<f32, MAX_HEADS>;

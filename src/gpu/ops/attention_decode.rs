@@ -3,7 +3,8 @@
 //!
 //! The cache is cut into chunks of [`DECODE_CHUNK`] positions (see [`DecodeScratch::with_chunk`]);
 //! workgroup (kv head, chunk) writes the chunk's softmax max, sum and weighted V for the group's
-//! query heads, then one workgroup per query head merges the chunks. Both kernels are dispatched
+//! query heads, then one workgroup per query head merges the chunks. A context of one chunk
+//! skips the merge: a third kernel writes that chunk's result, normalised, as the output. Both kernels are dispatched
 //! for the cache's capacity (`ceil(n_ctx / chunk)` chunks) and read the live length from
 //! `step.n_kv`, so bind groups and dispatch sizes are fixed at load time and long contexts stay
 //! parallel. CPU reference: [`crate::cpu::ops::attention`].
@@ -74,22 +75,31 @@ impl DecodeScratch {
     }
 }
 
-/// The two kernels of one layer's decode attention, encoded back to back.
+/// The kernels of one layer's decode attention: partial then merge, or (one chunk) single.
 #[derive(Clone, Debug)]
 pub struct AttentionDecode {
     /// Per-chunk attention (`attention_decode.wgsl`), one workgroup per kv head and chunk.
     pub partial: Kernel,
     /// Combines the chunks into the output (`attention_merge.wgsl`), one workgroup per head.
     pub merge: Kernel,
+    /// `attention_decode.wgsl` with `SINGLE`: chunk 0 normalised straight into the output, for
+    /// contexts of at most one chunk (no merge).
+    pub single: Kernel,
     /// Cache positions per partial workgroup.
     pub chunk: u32,
 }
 
 /// Dispatches only the `ceil(step.n_kv / chunk)` chunks that hold keys (`step.n_kv <= n_ctx`);
 /// on lavapipe this is 25x faster for a short context in a large cache than the whole cache.
+/// One chunk is one kernel ([`AttentionDecode::single`]).
 impl Op for AttentionDecode {
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step: &StepParams) {
         let chunks = step.n_kv.div_ceil(self.chunk);
+        if chunks <= 1 {
+            self.single
+                .dispatch_groups(pass, [self.single.workgroups[0], 1, 1]);
+            return;
+        }
         self.partial
             .dispatch_groups(pass, [self.partial.workgroups[0], chunks, 1]);
         self.merge.dispatch(pass);
@@ -157,6 +167,7 @@ impl AttentionDecode {
         let dims = b.kv.dims;
         check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
         let partial = partial_kernel(ctx, cache, b, None)?;
+        let single = single_kernel(ctx, cache, b)?;
         let max_chunks = b.scratch.max_chunks as f64;
         let chunk = b.scratch.chunk;
         let merge = Kernel::new(
@@ -183,6 +194,7 @@ impl AttentionDecode {
         Ok(AttentionDecode {
             partial,
             merge,
+            single,
             chunk: chunk as u32,
         })
     }
@@ -229,6 +241,27 @@ fn partial_kernel(
     b: &AttentionDecodeBindings<'_>,
     rope: Option<&RopeInput<'_>>,
 ) -> Result<Kernel> {
+    decode_kernel(ctx, cache, b, rope, false)
+}
+
+/// `attention_decode.wgsl` with `SINGLE` for one layer: chunk 0 into `b.out`.
+fn single_kernel(
+    ctx: &GpuContext,
+    cache: &PipelineCache,
+    b: &AttentionDecodeBindings<'_>,
+) -> Result<Kernel> {
+    decode_kernel(ctx, cache, b, None, true)
+}
+
+/// `attention_decode.wgsl`: partials into the scratch, or (`single`) chunk 0's result, divided
+/// by its sum, into `b.out` (part_o bound to it with a chunk stride of 1).
+fn decode_kernel(
+    ctx: &GpuContext,
+    cache: &PipelineCache,
+    b: &AttentionDecodeBindings<'_>,
+    rope: Option<&RopeInput<'_>>,
+    single: bool,
+) -> Result<Kernel> {
     let dims = b.kv.dims;
     dims.check()?;
     let layer = b.kv.layer(b.layer)?;
@@ -241,7 +274,12 @@ fn partial_kernel(
         )));
     }
     check_binding(b.out, 4 * dims.q_dim(), "attention_decode out")?;
-    let max_chunks = b.scratch.max_chunks as f64;
+    let max_chunks = if single {
+        1.0
+    } else {
+        b.scratch.max_chunks as f64
+    };
+    let part_o = if single { b.out } else { &b.scratch.part_o };
     let [kv_q8, scale_base] = b.kv.overrides();
     let unused = cache.unused(ctx)?;
     let (qk_norm, table, x_res, eps, n_embd) = match rope {
@@ -258,7 +296,11 @@ fn partial_kernel(
         ctx,
         cache,
         KernelSpec {
-            label: format!("attention_decode[{}]", b.layer),
+            label: format!(
+                "attention_decode{}[{}]",
+                if single { " single" } else { "" },
+                b.layer
+            ),
             shader: Shader::AttentionDecode,
             entry: "main",
             overrides: &[
@@ -274,19 +316,24 @@ fn partial_kernel(
                 ("N_ROT", b.kv.n_rot as f64),
                 ("EPS", eps as f64),
                 ("N_EMBD", n_embd as f64),
+                ("SINGLE", if single { 1.0 } else { 0.0 }),
             ],
             bindings: &[
                 b.step.as_entire_binding(),
                 b.q.as_entire_binding(),
                 layer.k.as_entire_binding(),
                 layer.v.as_entire_binding(),
-                b.scratch.part_o.as_entire_binding(),
+                part_o.as_entire_binding(),
                 b.scratch.part_ml.as_entire_binding(),
                 qk_norm.as_entire_binding(),
                 table.as_entire_binding(),
                 x_res.as_entire_binding(),
             ],
-            workgroups: [dims.n_head_kv as u32, n_chunks as u32, 1],
+            workgroups: [
+                dims.n_head_kv as u32,
+                if single { 1 } else { n_chunks as u32 },
+                1,
+            ],
         },
     )
 }

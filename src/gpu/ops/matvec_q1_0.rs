@@ -16,8 +16,15 @@ use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader, split_wo
 use crate::gpu::q1_0::{Q1_0Weight, WeightFormat};
 use crate::{Error, Result};
 
-/// Threads per workgroup of both matvec shaders (`const WG` in the WGSL).
+/// Threads per workgroup of `matvec_shared.wgsl`, and the most of `matvec_subgroup.wgsl`
+/// (`WG` in the WGSL).
 const WG: u32 = 256;
+/// Workgroup sizes `matvec_subgroup.wgsl` may run with, largest first.
+pub const SUBGROUP_WORKGROUP_SIZES: [u32; 3] = [256, 128, 64];
+/// Workgroups a matvec on a GPU aims for: a large GPU has ~100 compute units, and a
+/// projection of a few thousand rows in workgroups of 256 threads leaves most of them idle, so
+/// such shapes get smaller workgroups (CPU adapters keep 256: they run few at once).
+const MIN_WORKGROUPS: u32 = 128;
 /// Rows that share each load of x (the `vec4` accumulators in the WGSL).
 const ROWS_PER_GROUP: u32 = 4;
 /// Rows per workgroup of `matvec_f32.wgsl` (`ROWS_PER_WG` there).
@@ -48,6 +55,9 @@ pub struct MatvecOptions {
     /// Subgroup size range to plan for instead of the adapter's (must contain the real size).
     /// Tests widen it to exercise the rounds a driver with varying subgroup sizes needs.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// Threads per workgroup of the subgroup kernel, one of [`SUBGROUP_WORKGROUP_SIZES`];
+    /// `None` = chosen per shape. Tests set it to run the sizes a GPU would pick.
+    pub workgroup_size: Option<u32>,
     /// The arithmetic; `None` = the context's [`GpuContext::kernel_path`]. [`KernelPath::Q8`]
     /// and [`KernelPath::F16`] apply to Q1_0 weights whose staged input fits
     /// the workgroup memory (every Bonsai shape); others run the f32 kernels.
@@ -238,7 +248,13 @@ impl MatvecQ1_0 {
                 n_out * 4
             )));
         }
-        let (shader, mut rows_per_wg, mut iters) = plan(ctx, w, &opts);
+        let Plan {
+            shader,
+            mut rows_per_wg,
+            mut iters,
+            threads,
+            sg,
+        } = plan(ctx, w, &opts)?;
         if let (Some(it), Some(_)) = (iters.as_mut(), f.rms) {
             // Each subgroup takes the RMS itself: on a CPU adapter (8 lanes) give it more row
             // groups to spread that over; a GPU's subgroups are wide and want to be many.
@@ -311,6 +327,10 @@ impl MatvecQ1_0 {
                 }
                 if let Some(iters) = iters {
                     overrides.push(("ITERS", iters as f64));
+                    overrides.push(("WG", threads as f64));
+                    if let Some((size, seg)) = sg {
+                        overrides.extend([("SG", size as f64), ("SEG", seg as f64)]);
+                    }
                 }
                 let n_groups = (part.n_rows as u32).div_ceil(rows_per_wg);
                 row_groups += (part.n_rows as u32).div_ceil(4);
@@ -364,8 +384,22 @@ const Q8_STAGED_BYTES: u32 = 32 * (8 * 16 + 2 * 16);
 /// Staged input of the f16 core: STAGE_WORDS = 16 blocks of f16 pairs.
 const F16_STAGED_BYTES: u32 = 16 * 16 * 16;
 
-/// The shader, rows per workgroup and subgroup rounds of `w`'s kernels on `ctx`.
-fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32, Option<u32>) {
+/// How `w`'s kernels run on an adapter.
+struct Plan {
+    shader: Shader,
+    /// Rows per workgroup (`ROWS_PER_WG`).
+    rows_per_wg: u32,
+    /// The subgroup kernel's row-group rounds per subgroup (`ITERS`); `None` for the others.
+    iters: Option<u32>,
+    /// The subgroup kernel's threads per workgroup (`WG`).
+    threads: u32,
+    /// The subgroup kernel on an adapter with one subgroup size: (`SG`, `SEG`), that size and
+    /// the lanes per row-group slot.
+    sg: Option<(u32, u32)>,
+}
+
+/// The shader, rows per workgroup, subgroup rounds and sizes of `w`'s kernels on `ctx`.
+fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> Result<Plan> {
     let subgroup = match opts.reduce {
         Reduce::Auto => ctx.features.has_subgroups,
         Reduce::Shared => false,
@@ -382,18 +416,30 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
     };
     let q8 = path == KernelPath::Q8 && staged_fits(Q8_STAGED_BYTES);
     let f16 = path == KernelPath::F16 && staged_fits(F16_STAGED_BYTES);
+    // The reduction loop's words per row (the q8 and f16 cores' words are 128-weight blocks).
+    let words = match q8 || f16 {
+        true => (w.k / 128) as u32,
+        false => w.words_per_row() as u32,
+    }
+    .max(1);
+    let fixed = |shader, rows_per_wg| Plan {
+        shader,
+        rows_per_wg,
+        iters: None,
+        threads: WG,
+        sg: None,
+    };
     // Shaders of the packed formats work on groups of ROWS_PER_GROUP rows sharing each load of
     // x; the dense one has a fixed 4 rows per workgroup.
-    match (w.format, subgroup) {
-        (WeightFormat::F32, _) => (Shader::MatvecF32, DENSE_ROWS_PER_WG, None),
+    Ok(match (w.format, subgroup) {
+        (WeightFormat::F32, _) => fixed(Shader::MatvecF32, DENSE_ROWS_PER_WG),
         (format, true) => {
-            // Enough row groups for the smallest subgroup size, and enough rounds that the
-            // largest covers them too (unknown sizes: WebGPU's bounds 4..128).
             let reported = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
             let (sg_min, sg_max) = match opts.subgroup_sizes.unwrap_or(reported) {
                 (lo, hi) if lo.is_power_of_two() && hi.is_power_of_two() && lo <= hi => {
                     (lo.clamp(4, 128), hi.clamp(4, 128))
                 }
+                // Unknown sizes: WebGPU's bounds.
                 _ => (4, 128),
             };
             let shader = match format {
@@ -402,18 +448,51 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0Subgroup,
                 _ => Shader::MatvecQ2_0Subgroup,
             };
-            // Row groups per subgroup: `GROUPS` of the weight core.
+            // Row groups per slot: `GROUPS` of the weight core.
             let groups = if q8 { Q8_GROUPS_PER_SUBGROUP } else { 1 };
-            let rows = ROWS_PER_GROUP * groups * WG / sg_min;
-            (shader, rows, Some(sg_max / sg_min))
+            // One subgroup size: it is an override, and rows shorter than the subgroup get
+            // slots of fewer lanes. Else enough row groups for the smallest size and enough
+            // rounds that the largest covers them too.
+            let sg = (sg_min == sg_max).then(|| (sg_min, sg_min.min(1 << words.ilog2())));
+            let lanes = sg.map_or(sg_min, |(_, seg)| seg);
+            let rows = |threads: u32| ROWS_PER_GROUP * groups * threads / lanes;
+            let threads = match opts.workgroup_size {
+                Some(t) if SUBGROUP_WORKGROUP_SIZES.contains(&t) && t >= sg_max => t,
+                Some(t) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "matvec {}: workgroup size {t} is not one of \
+                         {SUBGROUP_WORKGROUP_SIZES:?} at least the subgroup size {sg_max}",
+                        w.name
+                    )));
+                }
+                None if ctx.info.device_type == wgpu::DeviceType::Cpu => WG,
+                // The largest size that still makes MIN_WORKGROUPS workgroups of the widest
+                // part, else the smallest one the subgroups fit.
+                None => {
+                    let n = w.parts.iter().map(|p| p.n_rows as u32).max().unwrap_or(0);
+                    let fits = SUBGROUP_WORKGROUP_SIZES
+                        .into_iter()
+                        .filter(|&t| t >= sg_max);
+                    fits.clone()
+                        .find(|&t| n.div_ceil(rows(t)) >= MIN_WORKGROUPS)
+                        .or(fits.last())
+                        .unwrap_or(WG)
+                }
+            };
+            let iters = match sg {
+                Some(_) => 1,
+                None => sg_max / sg_min,
+            };
+            Plan {
+                shader,
+                rows_per_wg: rows(threads),
+                iters: Some(iters),
+                threads,
+                sg,
+            }
         }
         (format, false) => {
-            // Threads per row group: a power of two up to 64, at most the row's word count
-            // (the q8 core's words are whole 128-weight blocks).
-            let words = match q8 || f16 {
-                true => (w.k / 128) as u32,
-                false => w.words_per_row() as u32,
-            };
+            // Threads per row group: a power of two up to 64, at most the row's word count.
             let tpg = 1u32 << words.min(64).ilog2();
             let shader = match format {
                 WeightFormat::Q1_0 if q8 => Shader::MatvecQ1_0Q8,
@@ -421,9 +500,9 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> (Shader, u32,
                 WeightFormat::Q1_0 => Shader::MatvecQ1_0,
                 _ => Shader::MatvecQ2_0,
             };
-            (shader, ROWS_PER_GROUP * WG / tpg, None)
+            fixed(shader, ROWS_PER_GROUP * WG / tpg)
         }
-    }
+    })
 }
 
 /// One token: every part's kernel, whatever the step (they write disjoint ranges of y).
