@@ -341,14 +341,14 @@ async fn bench_gpu(
         backends: format!("wgpu-{:?}", ctx.info.backend),
         adapter: ctx.info.name.clone(),
         kernel_paths: (args.kernel_path.iter())
-            .map(|p| p.resolve(ctx.info.backend).to_string())
+            .map(|p| p.resolve(&ctx.info).to_string())
             .collect(),
     };
     // One model per kernel path (its kernels are built on a context with that path).
     let mut models = Vec::new();
     for &path in &args.kernel_path {
         let mut on_path = ctx.clone();
-        on_path.kernel_path = path.resolve(ctx.info.backend);
+        on_path.kernel_path = path.resolve(&ctx.info);
         eprintln!("kernel path {path}: {}", on_path.kernel_path);
         models.push(GpuModel::load(Arc::new(on_path), gguf)?);
     }

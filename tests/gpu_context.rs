@@ -2,8 +2,9 @@
 
 use bonsai_wgpu::Error;
 use bonsai_wgpu::gpu::buffers::{read_buffer, storage_buffer};
+use bonsai_wgpu::gpu::context::GpuInfo;
 use bonsai_wgpu::gpu::context::parse_backend;
-use bonsai_wgpu::gpu::{GpuContext, GpuOptions};
+use bonsai_wgpu::gpu::{GpuContext, GpuOptions, KernelPath};
 
 fn env_overrides_set() -> bool {
     std::env::var_os("BONSAI_WGPU_ADAPTER").is_some()
@@ -62,6 +63,52 @@ fn backend_names_parse() {
     );
     let err = parse_backend("cuda").unwrap_err().to_string();
     assert!(err.contains("cuda") && err.contains("vulkan"), "{err}");
+}
+
+/// `KernelPath::Auto` per adapter: q8 on Vulkan and DX12 GPUs, f16 on Metal, f32 on CPU
+/// adapters and in browsers; explicit paths are kept; the context holds a resolved path.
+#[test]
+fn auto_kernel_path_is_chosen_per_adapter() {
+    use wgpu::{Backend, DeviceType};
+    let info = |backend, device_type| GpuInfo {
+        name: "test".into(),
+        backend,
+        device_type,
+        driver: String::new(),
+        driver_info: String::new(),
+        subgroup_min_size: 32,
+        subgroup_max_size: 32,
+    };
+    let auto = |backend, device_type| KernelPath::Auto.resolve(&info(backend, device_type));
+    assert_eq!(
+        auto(Backend::Vulkan, DeviceType::DiscreteGpu),
+        KernelPath::Q8
+    );
+    assert_eq!(
+        auto(Backend::Vulkan, DeviceType::IntegratedGpu),
+        KernelPath::Q8
+    );
+    assert_eq!(auto(Backend::Dx12, DeviceType::DiscreteGpu), KernelPath::Q8);
+    assert_eq!(
+        auto(Backend::Metal, DeviceType::IntegratedGpu),
+        KernelPath::F16
+    );
+    assert_eq!(auto(Backend::Vulkan, DeviceType::Cpu), KernelPath::F32);
+    assert_eq!(auto(Backend::Dx12, DeviceType::Cpu), KernelPath::F32);
+    assert_eq!(
+        auto(Backend::BrowserWebGpu, DeviceType::DiscreteGpu),
+        KernelPath::F32
+    );
+    assert_eq!(auto(Backend::Gl, DeviceType::DiscreteGpu), KernelPath::F32);
+    let gpu = info(Backend::Vulkan, DeviceType::DiscreteGpu);
+    for path in [KernelPath::F32, KernelPath::Q8, KernelPath::F16] {
+        assert_eq!(path.resolve(&gpu), path);
+    }
+    let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).unwrap();
+    assert_ne!(ctx.kernel_path, KernelPath::Auto);
+    if std::env::var_os("BONSAI_KERNEL_PATH").is_none() {
+        assert_eq!(ctx.kernel_path, KernelPath::Auto.resolve(&ctx.info));
+    }
 }
 
 /// A validation error (copy past the end of a buffer) comes back as Error::Gpu, not a panic.

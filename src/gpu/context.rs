@@ -40,12 +40,13 @@ pub struct GpuOptions {
 /// The arithmetic of the Q1_0 product kernels (matvec for decode, matmul for prefill).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KernelPath {
-    /// [`KernelPath::F32`] on every adapter for now. The q8 kernels are faster on lavapipe and
-    /// match their CPU reference per kernel to 1e-7, but int8 rounding makes a whole model
-    /// sensitive to any perturbation upstream (on the CPU alone, an f16-rounded KV cache moves
-    /// q8 logits to cosine 0.9998 of the exact-cache ones, f32 logits to 0.9999999), so GPU
-    /// and CPU greedy replies part sooner than on f32; and no GPU with a packed dot product was
-    /// measured yet. Choose [`KernelPath::Q8`] explicitly (`BONSAI_KERNEL_PATH=q8`).
+    /// Chosen per adapter ([`KernelPath::resolve`]): [`KernelPath::Q8`] on Vulkan and DX12
+    /// GPUs (the arithmetic of llama.cpp's GPU backends: q8 activations, packed integer
+    /// dots), [`KernelPath::F16`] on Metal (Apple GPUs have no fast packed integer dot), and
+    /// [`KernelPath::F32`] on CPU adapters (lavapipe, WARP, SwiftShader: where the tests compare
+    /// the GPU with the CPU reference token for token; int8 rounding makes a whole model
+    /// sensitive to any perturbation upstream, so q8 replies part from the f32 CPU reference
+    /// sooner) and in browsers (no packed dot in core WGSL: it is emulated there).
     #[default]
     Auto,
     /// f32 activations, each sign applied to its activation: the portable path and the exact
@@ -72,11 +73,17 @@ impl KernelPath {
         }
     }
 
-    /// The path `Auto` means on `backend`; other paths stay as they are.
-    pub fn resolve(self, backend: wgpu::Backend) -> KernelPath {
-        let _ = backend;
+    /// The path `Auto` means on the adapter `info` describes (see [`KernelPath::Auto`]); other
+    /// paths stay as they are.
+    pub fn resolve(self, info: &GpuInfo) -> KernelPath {
+        use wgpu::{Backend, DeviceType};
         match self {
-            KernelPath::Auto => KernelPath::F32,
+            KernelPath::Auto => match (info.device_type, info.backend) {
+                (DeviceType::Cpu | DeviceType::Other, _) => KernelPath::F32,
+                (_, Backend::Vulkan | Backend::Dx12) => KernelPath::Q8,
+                (_, Backend::Metal) => KernelPath::F16,
+                _ => KernelPath::F32,
+            },
             path => path,
         }
     }
@@ -270,7 +277,7 @@ impl GpuContext {
                         Some(name) => name.parse::<KernelPath>()?,
                         None => opts.kernel_path,
                     };
-                    ctx.kernel_path = path.resolve(ctx.info.backend);
+                    ctx.kernel_path = path.resolve(&ctx.info);
                     return Ok(ctx);
                 }
                 Err(Error::Adapter(msg)) => failures.push(msg),
@@ -402,21 +409,22 @@ impl GpuContext {
             Some(name) => name.parse::<KernelPath>()?,
             None => KernelPath::Auto,
         };
+        let info = GpuInfo {
+            name: info.name.clone(),
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+        };
         Ok(GpuContext {
-            kernel_path: kernel_path.resolve(info.backend),
+            kernel_path: kernel_path.resolve(&info),
             checked_shaders: env_var("BONSAI_CHECKED_SHADERS").is_some_and(|v| v.trim() != "0"),
             errors,
             device,
             queue,
-            info: GpuInfo {
-                name: info.name.clone(),
-                backend: info.backend,
-                device_type: info.device_type,
-                driver: info.driver.clone(),
-                driver_info: info.driver_info.clone(),
-                subgroup_min_size: info.subgroup_min_size,
-                subgroup_max_size: info.subgroup_max_size,
-            },
+            info,
             features,
             limits,
         })

@@ -405,10 +405,7 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> Result<Plan> 
         Reduce::Shared => false,
         Reduce::Subgroup => true,
     };
-    let path = opts
-        .path
-        .unwrap_or(ctx.kernel_path)
-        .resolve(ctx.info.backend);
+    let path = opts.path.unwrap_or(ctx.kernel_path).resolve(&ctx.info);
     let staged_fits = |bytes: u32| {
         w.format == WeightFormat::Q1_0
             && w.k.is_multiple_of(128)
