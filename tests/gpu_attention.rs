@@ -435,6 +435,20 @@ async fn attention_prefill_matches_cpu_and_decode() {
     check_prefill(BONSAI_1_7B, 3, 7).await;
     check_prefill(GROUP_4, 150, 33).await;
     check_prefill(SMALL_MHA, 9, 17).await;
+    // A thread's two rows: heads of different tokens (group 3: 10 tokens, 2 idle rows per
+    // workgroup), and a group of 8 (4 tokens per workgroup).
+    let group_3 = AttnDims {
+        n_head: 6,
+        n_head_kv: 2,
+        head_dim: 128,
+    };
+    check_prefill(group_3, 20, 23).await;
+    let group_8 = AttnDims {
+        n_head: 16,
+        n_head_kv: 2,
+        head_dim: 64,
+    };
+    check_prefill(group_8, 2, 9).await;
 }
 
 /// A layer's attention over several steps, all on the GPU: prefill a prompt through

@@ -8,7 +8,7 @@ use crate::gpu::kernel::{Kernel, KernelSpec, Op, PipelineCache, Shader};
 use crate::gpu::kv_cache::{AttnDims, KvCache};
 
 /// (token, head) rows per workgroup; must equal `ROWS` in the shader.
-const PREFILL_ROWS: usize = 16;
+const PREFILL_ROWS: usize = 32;
 
 /// The buffers one layer's prefill attention binds.
 pub struct AttentionPrefillBindings<'a> {
