@@ -51,36 +51,43 @@ fn margin(logits: &[f32]) -> f32 {
     top[0].0 - top[1].0
 }
 
+/// Feeds `p` in one batch on the GPU and on the CPU (in the GPU path's arithmetic) and checks
+/// the last logits against the CPU reference and llama.cpp; returns the GPU session and logits.
+fn check_prompt(gpu: &Arc<GpuModel>, cpu: &Arc<CpuModel>, p: &LlamaPrompt) -> (Session, Vec<f32>) {
+    let path = gpu.ctx.kernel_path;
+    let mut s = session(gpu, 512);
+    block_on(s.feed(&p.tokens)).expect("feed");
+    let gpu_logits = block_on(s.logits()).expect("logits");
+    let mut c = CpuSession::new(Arc::clone(cpu), 512)
+        .expect("cpu session")
+        .with_q8_activations(path == KernelPath::Q8);
+    block_on(c.feed(&p.tokens)).expect("cpu feed");
+    let cpu_logits = block_on(c.logits()).expect("cpu logits");
+    let cos_cpu = cosine(&gpu_logits, &cpu_logits);
+    let cos_llama = cosine(&gpu_logits, &llama_logits(p));
+    eprintln!(
+        "{path} path, {} tokens: cosine vs CPU {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
+        p.tokens.len()
+    );
+    assert!(
+        cos_cpu >= model_cosine_min(&gpu.ctx, GPU_CPU_COSINE_MIN),
+        "{path} prompt {:?}: GPU vs CPU cosine {cos_cpu:.7}",
+        p.text
+    );
+    assert!(
+        cos_llama >= LLAMA_COSINE_MIN,
+        "{path} prompt {:?}: GPU vs llama.cpp cosine {cos_llama:.6}",
+        p.text
+    );
+    (s, gpu_logits)
+}
+
 #[test]
 fn gpu_matches_cpu_reference_and_llama_cpp() {
     let (gpu, cpu) = load();
     for p in &llama_fixture().prompts {
         // the prompt in one batched feed
-        let mut s = session(&gpu, 512);
-        block_on(s.feed(&p.tokens)).expect("feed");
-        let gpu_logits = block_on(s.logits()).expect("logits");
-        let mut c = CpuSession::new(Arc::clone(&cpu), 512)
-            .expect("cpu session")
-            .with_q8_activations(gpu.ctx.kernel_path == KernelPath::Q8);
-        block_on(c.feed(&p.tokens)).expect("cpu feed");
-        let cpu_logits = block_on(c.logits()).expect("cpu logits");
-
-        let cos_cpu = cosine(&gpu_logits, &cpu_logits);
-        let cos_llama = cosine(&gpu_logits, &llama_logits(p));
-        eprintln!(
-            "{} tokens: cosine vs CPU {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
-            p.tokens.len()
-        );
-        assert!(
-            cos_cpu >= model_cosine_min(&gpu.ctx, GPU_CPU_COSINE_MIN),
-            "prompt {:?}: GPU vs CPU cosine {cos_cpu:.7}",
-            p.text
-        );
-        assert!(
-            cos_llama >= LLAMA_COSINE_MIN,
-            "prompt {:?}: GPU vs llama.cpp cosine {cos_llama:.6}",
-            p.text
-        );
+        let (mut s, gpu_logits) = check_prompt(&gpu, &cpu, p);
         assert_eq!(
             block_on(s.greedy()).unwrap(),
             argmax(&gpu_logits),
@@ -104,30 +111,7 @@ fn q8_path_matches_cpu_q8_and_llama_cpp() {
     let (gpu, cpu) = load_path(KernelPath::Q8);
     assert_eq!(gpu.ctx.kernel_path, KernelPath::Q8);
     for p in &llama_fixture().prompts {
-        let mut s = session(&gpu, 512);
-        block_on(s.feed(&p.tokens)).expect("feed");
-        let gpu_logits = block_on(s.logits()).expect("logits");
-        let mut c = CpuSession::new(Arc::clone(&cpu), 512)
-            .expect("cpu session")
-            .with_q8_activations(true);
-        block_on(c.feed(&p.tokens)).expect("cpu feed");
-        let cpu_logits = block_on(c.logits()).expect("cpu logits");
-        let cos_cpu = cosine(&gpu_logits, &cpu_logits);
-        let cos_llama = cosine(&gpu_logits, &llama_logits(p));
-        eprintln!(
-            "q8 path, {} tokens: cosine vs CPU q8 {cos_cpu:.7}, vs llama.cpp {cos_llama:.6}",
-            p.tokens.len()
-        );
-        assert!(
-            cos_cpu >= Q8_MODEL_COSINE_MIN,
-            "{:?}: vs CPU q8 {cos_cpu}",
-            p.text
-        );
-        assert!(
-            cos_llama >= LLAMA_COSINE_MIN,
-            "{:?}: vs llama.cpp {cos_llama}",
-            p.text
-        );
+        check_prompt(&gpu, &cpu, p);
     }
     decode_argmax_matches_llama_cpp(&gpu);
 }

@@ -24,7 +24,7 @@ use bonsai_wgpu::cpu::ops::top_k;
 use bonsai_wgpu::cpu::{CpuModel, CpuSession};
 use bonsai_wgpu::engine::Engine;
 use bonsai_wgpu::gguf::Gguf;
-use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, Session, SessionOptions};
+use bonsai_wgpu::gpu::{GpuContext, GpuModel, GpuOptions, KernelPath, Session, SessionOptions};
 use common::*;
 use pollster::block_on;
 use serde::Deserialize;
@@ -181,14 +181,26 @@ fn check_against_llama(engine: &str, r: &Run, p: &LongPrompt) {
     }
 }
 
-fn long_context(cache_type: CacheType) {
-    let fx = long_fixture(cache_type);
+/// Prompt tokens a run covers: PREFIX_TOKENS, or the whole prompt with BONSAI_LONG_FULL=1.
+fn tokens_to_run(p: &LongPrompt) -> usize {
+    match std::env::var("BONSAI_LONG_FULL").as_deref() {
+        Ok("1") => p.tokens.len(),
+        _ => PREFIX_TOKENS,
+    }
+}
+
+/// The GPU on kernel path `path` over the long fixture of `cache_type`, checked against
+/// llama.cpp.
+fn gpu_long_run(fx: &LongFixture, cache_type: CacheType, path: KernelPath) -> Run {
     let p = &fx.prompts[0];
     let n_ctx = p.tokens.len() + p.greedy.len();
     assert!(n_ctx <= fx.n_ctx, "fixture n_ctx");
     let gguf = Gguf::open(fixture("tiny-bonsai-dev.gguf")).expect("open fixture");
-
-    let ctx = block_on(GpuContext::new(&GpuOptions::default())).expect("GPU adapter");
+    let gpu_opts = GpuOptions {
+        kernel_path: path,
+        ..GpuOptions::default()
+    };
+    let ctx = block_on(GpuContext::new(&gpu_opts)).expect("GPU adapter");
     let model = GpuModel::load(Arc::new(ctx), &gguf).expect("load on GPU");
     let opts = SessionOptions {
         n_ctx,
@@ -196,19 +208,25 @@ fn long_context(cache_type: CacheType) {
         ..SessionOptions::default()
     };
     let mut session = Session::new(model, opts).expect("GPU session");
-    note!("{cache_type}: {}", session.memory_plan());
-    let n_tokens = match std::env::var("BONSAI_LONG_FULL").as_deref() {
-        Ok("1") => p.tokens.len(),
-        _ => PREFIX_TOKENS,
-    };
+    note!("{cache_type} {path}: {}", session.memory_plan());
+    let n_tokens = tokens_to_run(p);
     let t0 = now_ms();
     let gpu = block_on(run(&mut session, p, n_tokens));
     note!(
-        "{cache_type}: GPU run over {n_tokens} tokens {:.1} s",
+        "{cache_type} {path}: GPU run over {n_tokens} tokens {:.1} s",
         (now_ms() - t0) / 1e3
     );
-    check_against_llama(&format!("GPU {cache_type}"), &gpu, p);
-    let cpu_tokens = n_tokens;
+    check_against_llama(&format!("GPU {cache_type} {path}"), &gpu, p);
+    gpu
+}
+
+fn long_context(cache_type: CacheType) {
+    let fx = long_fixture(cache_type);
+    let p = &fx.prompts[0];
+    let n_ctx = p.tokens.len() + p.greedy.len();
+    let gpu = gpu_long_run(&fx, cache_type, KernelPath::F32);
+    let gguf = Gguf::open(fixture("tiny-bonsai-dev.gguf")).expect("open fixture");
+    let cpu_tokens = tokens_to_run(p);
     let cpu_model = CpuModel::from_gguf(&gguf).expect("load on CPU");
     let mut cpu_session =
         CpuSession::with_cache_type(cpu_model, n_ctx, Some(cache_type)).expect("CPU session");
@@ -237,6 +255,16 @@ fn long_context(cache_type: CacheType) {
         "{cache_type}: GPU vs CPU worst cosine {worst:.7} over {} positions",
         cpu.kept.len()
     );
+}
+
+/// The q8 kernel path (the default on Vulkan and DX12 GPUs) with a Q8_0 cache, llama.cpp's own
+/// GPU arithmetic, keeps the long-context contract with llama.cpp (GPU only: the f32 tests
+/// above compare the engines).
+#[test]
+fn q8_kernel_path_matches_llama_cpp_long_q8() {
+    let fx = long_fixture(CacheType::Q8_0);
+    let gpu = gpu_long_run(&fx, CacheType::Q8_0, KernelPath::Q8);
+    assert!(!gpu.kept.is_empty(), "no kept position in the prefix");
 }
 
 #[test]

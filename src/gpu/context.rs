@@ -33,7 +33,7 @@ pub struct GpuOptions {
     /// (`BONSAI_CHECKED_SHADERS=1` sets it as well).
     pub checked_shaders: bool,
     /// Arithmetic of the Q1_0 matvec and matmul kernels ([`KernelPath::Auto`]: chosen per
-    /// adapter; `BONSAI_KERNEL_PATH=f32|q8|f16` overrides).
+    /// adapter, or by `BONSAI_KERNEL_PATH=f32|q8|f16` when set; an explicit path wins over it).
     pub kernel_path: KernelPath,
 }
 
@@ -273,9 +273,10 @@ impl GpuContext {
                 Ok(adapter) => {
                     let mut ctx = Self::from_adapter(adapter).await?;
                     ctx.checked_shaders |= opts.checked_shaders;
-                    let path = match env_var("BONSAI_KERNEL_PATH") {
-                        Some(name) => name.parse::<KernelPath>()?,
-                        None => opts.kernel_path,
+                    // The environment decides only what the caller left to the adapter.
+                    let path = match (opts.kernel_path, env_var("BONSAI_KERNEL_PATH")) {
+                        (KernelPath::Auto, Some(name)) => name.parse::<KernelPath>()?,
+                        (path, _) => path,
                     };
                     ctx.kernel_path = path.resolve(&ctx.info);
                     return Ok(ctx);

@@ -54,6 +54,7 @@ pub mod model;
 pub mod ops;
 pub mod q1_0;
 pub mod session;
+pub mod shaders;
 pub mod timer;
 
 pub use buffers::{Readback, StepParams};
