@@ -467,12 +467,12 @@ fn plan(ctx: &GpuContext, w: &Q1_0Weight, opts: &MatvecOptions) -> Result<Plan> 
                 // part, else the smallest one the subgroups fit.
                 None => {
                     let n = w.parts.iter().map(|p| p.n_rows as u32).max().unwrap_or(0);
-                    let fits = SUBGROUP_WORKGROUP_SIZES
+                    let mut fits = SUBGROUP_WORKGROUP_SIZES
                         .into_iter()
                         .filter(|&t| t >= sg_max);
                     fits.clone()
                         .find(|&t| n.div_ceil(rows(t)) >= MIN_WORKGROUPS)
-                        .or(fits.last())
+                        .or(fits.next_back())
                         .unwrap_or(WG)
                 }
             };
