@@ -164,27 +164,54 @@ fn prologue(lid: u32, rms_tree: bool) {
         workgroupBarrier();
     }
     if (MERGE) {
-        let nh = K / HEAD_DIM;
+        // Per head, M = max_c m_c and L = sum_c exp(m_c - M) l_c over the live chunks, by
+        // WG / nh threads per head (each over every (WG / nh)-th chunk), combined through red:
+        // no thread walks all chunks (32,768 positions are 512 chunks of 64).
+        // (max: kernels without MERGE are built with K < HEAD_DIM too; the host checks K.)
+        let nh = max(K / HEAD_DIM, 1u);
         let nc = n_chunks();
-        if (lid < nh) {
-            let ml = 2u * lid * MAX_CHUNKS;
-            var m = -1.0e30;
-            for (var c = 0u; c < nc; c++) {
-                m = max(m, aux[ml + 2u * c]);
+        let tph = WG / nh; // >= 1: nh <= MAX_HEADS = 64 <= WG
+        let h = lid / tph;
+        let t = lid % tph;
+        let ml = 2u * h * MAX_CHUNKS;
+        var mp = -1.0e30;
+        if (h < nh) {
+            for (var c = t; c < nc; c += tph) {
+                mp = max(mp, aux[ml + 2u * c]);
             }
-            var l = 0.0;
-            for (var c = 0u; c < nc; c++) {
-                l += exp(aux[ml + 2u * c] - m) * aux[ml + 2u * c + 1u];
+        }
+        red[lid] = mp;
+        workgroupBarrier();
+        if (lid < nh) {
+            var m = -1.0e30;
+            for (var i = 0u; i < tph; i++) {
+                m = max(m, red[lid * tph + i]);
             }
             head_max[lid] = m;
+        }
+        workgroupBarrier();
+        var lp = 0.0;
+        if (h < nh) {
+            let m = head_max[h];
+            for (var c = t; c < nc; c += tph) {
+                lp += exp(aux[ml + 2u * c] - m) * aux[ml + 2u * c + 1u];
+            }
+        }
+        red[lid] = lp;
+        workgroupBarrier();
+        if (lid < nh) {
+            var l = 0.0;
+            for (var i = 0u; i < tph; i++) {
+                l += red[lid * tph + i];
+            }
             head_inv_l[lid] = 1.0 / l;
         }
         workgroupBarrier();
         if (nh * nc <= MERGE_TABLE) {
             for (var i = lid; i < nh * nc; i += WG) {
-                let h = i / nc;
+                let hh = i / nc;
                 let c = i % nc;
-                merge_w[i] = exp(aux[2u * (h * MAX_CHUNKS + c)] - head_max[h]) * head_inv_l[h];
+                merge_w[i] = exp(aux[2u * (hh * MAX_CHUNKS + c)] - head_max[hh]) * head_inv_l[hh];
             }
         }
         workgroupBarrier();
