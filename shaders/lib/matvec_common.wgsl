@@ -145,6 +145,22 @@ fn inv_rms(ss: f32) -> f32 {
     return inverseSqrt(ss / f32(K) + EPS);
 }
 
+// MERGE: thread lid < nh gets the max (is_max) or the sum of the tph threads' values v of head
+// lid (threads h tph .. h tph + tph); the others get the identity. Every thread calls it: it
+// exchanges v through red (one barrier; the caller's next barrier guards red's reuse).
+fn head_combine(lid: u32, v: f32, tph: u32, nh: u32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    var r = select(0.0, -1.0e30, is_max);
+    if (lid < nh) {
+        for (var i = 0u; i < tph; i++) {
+            let x = red[lid * tph + i];
+            r = select(r + x, max(r, x), is_max);
+        }
+    }
+    return r;
+}
+
 // The workgroup-memory parts of the options, run by every thread before the dot products
 // (workgroup-uniform: overrides only): the merge table, and with `rms_tree` the RMS (the shared
 // reduction; the subgroup one takes it per subgroup, without barriers).
@@ -180,14 +196,9 @@ fn prologue(lid: u32, rms_tree: bool) {
                 mp = max(mp, aux[ml + 2u * c]);
             }
         }
-        red[lid] = mp;
-        workgroupBarrier();
+        let m_head = head_combine(lid, mp, tph, nh, true);
         if (lid < nh) {
-            var m = -1.0e30;
-            for (var i = 0u; i < tph; i++) {
-                m = max(m, red[lid * tph + i]);
-            }
-            head_max[lid] = m;
+            head_max[lid] = m_head;
         }
         workgroupBarrier();
         var lp = 0.0;
@@ -197,14 +208,9 @@ fn prologue(lid: u32, rms_tree: bool) {
                 lp += exp(aux[ml + 2u * c] - m) * aux[ml + 2u * c + 1u];
             }
         }
-        red[lid] = lp;
-        workgroupBarrier();
+        let l_head = head_combine(lid, lp, tph, nh, false);
         if (lid < nh) {
-            var l = 0.0;
-            for (var i = 0u; i < tph; i++) {
-                l += red[lid * tph + i];
-            }
-            head_inv_l[lid] = 1.0 / l;
+            head_inv_l[lid] = 1.0 / l_head;
         }
         workgroupBarrier();
         if (nh * nc <= MERGE_TABLE) {

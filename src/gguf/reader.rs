@@ -79,7 +79,8 @@ impl Gguf {
         // map is read-only, owned by this value and never written through, and every read is
         // bounds-checked against the length parsed from it; what remains is the contract every
         // mmap-based model loader (llama.cpp, safetensors) asks of its users: do not modify a
-        // model file while it is open. The only `unsafe` in the crate.
+        // model file while it is open. The crate's other `unsafe` is the trusted shader
+        // modules (gpu/kernel.rs).
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Gguf::from_storage(Storage::Mmap(mmap))
     }

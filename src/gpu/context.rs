@@ -273,12 +273,11 @@ impl GpuContext {
                 Ok(adapter) => {
                     let mut ctx = Self::from_adapter(adapter).await?;
                     ctx.checked_shaders |= opts.checked_shaders;
-                    // The environment decides only what the caller left to the adapter.
-                    let path = match (opts.kernel_path, env_var("BONSAI_KERNEL_PATH")) {
-                        (KernelPath::Auto, Some(name)) => name.parse::<KernelPath>()?,
-                        (path, _) => path,
-                    };
-                    ctx.kernel_path = path.resolve(&ctx.info);
+                    // from_adapter took BONSAI_KERNEL_PATH or the adapter's choice; an explicit
+                    // option wins over both.
+                    if opts.kernel_path != KernelPath::Auto {
+                        ctx.kernel_path = opts.kernel_path;
+                    }
                     return Ok(ctx);
                 }
                 Err(Error::Adapter(msg)) => failures.push(msg),

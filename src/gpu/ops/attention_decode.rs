@@ -4,10 +4,10 @@
 //! The cache is cut into chunks of [`DECODE_CHUNK`] positions (see [`DecodeScratch::with_chunk`]);
 //! workgroup (kv head, chunk) writes the chunk's softmax max, sum and weighted V for the group's
 //! query heads, then one workgroup per query head merges the chunks. A context of one chunk
-//! skips the merge: a third kernel writes that chunk's result, normalised, as the output. Both kernels are dispatched
-//! for the cache's capacity (`ceil(n_ctx / chunk)` chunks) and read the live length from
-//! `step.n_kv`, so bind groups and dispatch sizes are fixed at load time and long contexts stay
-//! parallel. CPU reference: [`crate::cpu::ops::attention`].
+//! skips the merge: a third kernel writes that chunk's result, normalised, as the output. The
+//! kernels are built for the cache's capacity (`ceil(n_ctx / chunk)` chunks) and read the live
+//! length from `step.n_kv`, so bind groups and dispatch sizes are fixed at load time and long
+//! contexts stay parallel. CPU reference: [`crate::cpu::ops::attention`].
 
 use crate::gpu::buffers::{StepParams, check_binding, storage_buffer};
 use crate::gpu::context::GpuContext;
@@ -166,8 +166,8 @@ impl AttentionDecode {
     ) -> Result<AttentionDecode> {
         let dims = b.kv.dims;
         check_binding(b.q, 4 * dims.q_dim(), "attention_decode q")?;
-        let partial = partial_kernel(ctx, cache, b, None)?;
-        let single = single_kernel(ctx, cache, b)?;
+        let partial = partial_kernel(ctx, cache, b, None, false)?;
+        let single = partial_kernel(ctx, cache, b, None, true)?;
         let max_chunks = b.scratch.max_chunks as f64;
         let chunk = b.scratch.chunk;
         let merge = Kernel::new(
@@ -228,34 +228,16 @@ impl AttentionDecode {
         }
         check_binding(rope.x_res, 4 * rope.n_embd, "fused attention x_res")?;
         Ok(FusedAttention {
-            partial: partial_kernel(ctx, cache, b, Some(rope))?,
+            partial: partial_kernel(ctx, cache, b, Some(rope), false)?,
             chunk: b.scratch.chunk as u32,
         })
     }
 }
 
-/// `attention_decode.wgsl` for one layer, with the ROPE prologue when `rope` is given.
+/// `attention_decode.wgsl` for one layer, with the ROPE prologue when `rope` is given: partials
+/// into the scratch, or (`single`, the `SINGLE` variant) chunk 0's result, divided by its sum,
+/// into `b.out` (part_o bound to it with a chunk stride of 1).
 fn partial_kernel(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    b: &AttentionDecodeBindings<'_>,
-    rope: Option<&RopeInput<'_>>,
-) -> Result<Kernel> {
-    decode_kernel(ctx, cache, b, rope, false)
-}
-
-/// `attention_decode.wgsl` with `SINGLE` for one layer: chunk 0 into `b.out`.
-fn single_kernel(
-    ctx: &GpuContext,
-    cache: &PipelineCache,
-    b: &AttentionDecodeBindings<'_>,
-) -> Result<Kernel> {
-    decode_kernel(ctx, cache, b, None, true)
-}
-
-/// `attention_decode.wgsl`: partials into the scratch, or (`single`) chunk 0's result, divided
-/// by its sum, into `b.out` (part_o bound to it with a chunk stride of 1).
-fn decode_kernel(
     ctx: &GpuContext,
     cache: &PipelineCache,
     b: &AttentionDecodeBindings<'_>,
